@@ -1,0 +1,37 @@
+/**
+ * Everything a command touches outside itself. The real process passes its
+ * own streams; tests pass buffers, so commands run in-process.
+ */
+export interface CliIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** True when stdout is a terminal (live progress, prompts allowed). */
+  isTTY: boolean;
+  /** Reads one answer from the terminal; absent when not interactive. */
+  prompt?: (question: string) => Promise<string>;
+}
+
+/** Exit codes, documented in the README. */
+export const EXIT = {
+  ok: 0,
+  /** An operation failed on a host (or a check failed). */
+  failed: 1,
+  /** Bad input: the cluster file, a flag or an argument. No host was contacted. */
+  usage: 2,
+  /** `plan --detailed-exitcode`: changes pending. */
+  changes: 3,
+  /** Interrupted (Ctrl-C). */
+  interrupted: 130,
+} as const;
+
+export function processIO(): CliIO {
+  return {
+    stdout: (t) => void process.stdout.write(t),
+    stderr: (t) => void process.stderr.write(t),
+    env: process.env,
+    cwd: process.cwd(),
+    isTTY: Boolean(process.stdout.isTTY),
+  };
+}
