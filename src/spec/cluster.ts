@@ -1,0 +1,363 @@
+/**
+ * The resolved cluster: what the rest of k8s-ha works from. Defaults are
+ * filled in, durations are milliseconds, each host carries its effective SSH
+ * settings, secrets are `Secret`s (or a "generate" marker for the engine's
+ * state file), and the API address is decided once here.
+ */
+import { isAbsolute, resolve as resolvePath } from 'node:path';
+import { Secret } from '../util/secret.js';
+import { error, warning, type Diagnostic } from './diagnostics.js';
+import { parseDuration } from './duration.js';
+import { ENV_REF_PATTERN, ROLES, type ClusterFile, type Role } from './schema.js';
+
+/**
+ * Where a secret comes from. `generate` is filled by the engine from (or
+ * into) the state file beside the cluster file; `file` is read at run time.
+ */
+export type SecretRef =
+  | { source: 'generate' }
+  | { source: 'env'; name: string; value: Secret }
+  | { source: 'file'; path: string }
+  | { source: 'literal'; value: Secret };
+
+export interface HostSsh {
+  user: string;
+  port: number;
+  /** Absolute when given with ~ and HOME was known. */
+  keyFile?: string;
+  /** Use the SSH agent; true when no keyFile is given unless said otherwise. */
+  agent: boolean;
+  connectTimeoutMs: number;
+}
+
+export interface ClusterHost {
+  name: string;
+  address: string;
+  /** In the canonical order loadbalancer, datastore, server, agent. */
+  roles: Role[];
+  ssh: HostSsh;
+  sudo: {
+    /** Default: true when the SSH user is not root. */
+    enabled: boolean;
+    passwordEnv?: string;
+    /** Read from passwordEnv at load time; absent when unset (sudo must then not ask). */
+    password?: Secret;
+  };
+  labels: Record<string, string>;
+  taints: string[];
+  nodeIP?: string;
+}
+
+export interface VirtualIp {
+  address: string;
+  interface: string;
+  routerId: number;
+  /** Priority of the first load-balancer host; the second gets 50 less. */
+  priority: number;
+  advertIntervalMs: number;
+  unicast: boolean;
+  authPass?: Secret;
+}
+
+export interface LoadBalancer {
+  kind: 'nginx' | 'haproxy';
+  port: number;
+  deploy: 'package' | 'docker';
+  timeouts: { connectMs: number; idleMs: number };
+  nginx: { maxFails: number; failTimeoutMs: number };
+  healthCheck: { path: string; intervalMs: number; fall: number; rise: number };
+  virtualIP?: VirtualIp;
+}
+
+export interface Datastore {
+  kind: 'mariadb';
+  port: number;
+  database: string;
+  user: string;
+  password: SecretRef;
+  tls: { enabled: boolean };
+  maxConnections: number;
+  /** Present only when Galera is enabled; always single-writer. */
+  galera?: { mode: 'single-writer'; writer: string };
+}
+
+export type FlagValue = string | number | boolean | string[];
+
+export interface K3s {
+  version?: string;
+  /** Set only when no version is pinned; "stable" when neither is given. */
+  channel?: string;
+  token: SecretRef;
+  agentToken?: SecretRef;
+  clusterCidr: string;
+  serviceCidr: string;
+  clusterDns: string;
+  clusterDomain: string;
+  disable: string[];
+  serverTaints: string[];
+  /** The user's names plus the API address, without duplicates. */
+  tlsSan: string[];
+  serverArgs: Record<string, FlagValue>;
+  agentArgs: Record<string, FlagValue>;
+  install: { source: 'download' | 'local'; path?: string; airgapImages?: string };
+  flannelBackend: 'vxlan' | 'host-gw' | 'wireguard-native' | 'none';
+  secretsEncryption: boolean;
+}
+
+export interface MetalLB {
+  version: string;
+  manifest?: { file?: string; sha256?: string };
+  pools: { name: string; addresses: string[]; autoAssign: boolean }[];
+  l2Advertisement: boolean;
+}
+
+export interface Cluster {
+  apiVersion: 'k8s-ha/v1';
+  name: string;
+  hosts: ClusterHost[];
+  /** The address clients and agents use: the virtual IP, else the load-balancer host's address. */
+  apiAddress: string;
+  apiPort: number;
+  /** https://apiAddress:apiPort */
+  apiServerUrl: string;
+  loadBalancer: LoadBalancer;
+  datastore: Datastore;
+  k3s: K3s;
+  /** Absent when the section is missing or disabled. */
+  metallb?: MetalLB;
+}
+
+export interface ResolveContext {
+  env: Readonly<Record<string, string | undefined>>;
+  /** Directory relative file references are resolved against. */
+  baseDir: string;
+}
+
+const envRefRe = new RegExp(ENV_REF_PATTERN);
+
+function envName(ref: string): string {
+  return ref.slice('${env:'.length, -1);
+}
+
+/**
+ * Resolve "generate" | "${env:NAME}" | {file} | literal. A missing variable
+ * is an error at `path`; a literal is allowed only where `literal` says so.
+ */
+export function resolveSecretRef(
+  value: string | { file: string },
+  path: string,
+  ctx: ResolveContext,
+  out: Diagnostic[],
+  literal: 'allowed' | 'warn' = 'warn',
+): SecretRef {
+  if (typeof value === 'object') return { source: 'file', path: absolute(value.file, ctx) };
+  if (value === 'generate') return { source: 'generate' };
+  if (envRefRe.test(value)) {
+    const name = envName(value);
+    const v = ctx.env[name];
+    if (v === undefined || v === '') {
+      out.push(error(path, `environment variable ${name} is not set`, `export ${name}=... before running k8s-ha, or use "generate"`));
+    }
+    return { source: 'env', name, value: new Secret(v ?? '') };
+  }
+  if (literal === 'warn') {
+    out.push(warning(path, 'a literal secret is written in the cluster file', 'use "generate", "${env:NAME}" or {file: PATH} so the file can be shared and committed'));
+  }
+  return { source: 'literal', value: new Secret(value) };
+}
+
+function absolute(p: string, ctx: ResolveContext): string {
+  return isAbsolute(p) ? p : resolvePath(ctx.baseDir, p);
+}
+
+function expandHome(p: string | undefined, ctx: ResolveContext): string | undefined {
+  if (p === undefined) return undefined;
+  const home = ctx.env.HOME;
+  if (home && (p === '~' || p.startsWith('~/'))) return home + p.slice(1);
+  return p;
+}
+
+/** Durations were checked by the schema; 0 is unreachable in practice. */
+function ms(text: string): number {
+  return parseDuration(text) ?? 0;
+}
+
+/**
+ * Build the Cluster from a file that passed the schema (defaults applied).
+ * Secret references are resolved here, so problems with them land in `out`.
+ */
+export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diagnostic[]): Cluster {
+  const hosts: ClusterHost[] = file.hosts.map((h, i) => {
+    const s = { ...file.ssh, ...(h.ssh ?? {}) };
+    const keyFile = expandHome(s.keyFile, ctx);
+    const sudoEnv = h.sudo?.passwordEnv;
+    const sudoPassword = sudoEnv !== undefined ? ctx.env[sudoEnv] : undefined;
+    if (sudoEnv !== undefined && (sudoPassword === undefined || sudoPassword === '')) {
+      out.push(
+        warning(`hosts[${i}].sudo.passwordEnv`, `environment variable ${sudoEnv} is not set`, `export ${sudoEnv}=... before plan or apply, or allow passwordless sudo for ${s.user}`),
+      );
+    }
+    return {
+      name: h.name,
+      address: h.address,
+      roles: ROLES.filter((r) => h.roles.includes(r)),
+      ssh: {
+        user: s.user,
+        port: s.port,
+        ...(keyFile !== undefined ? { keyFile } : {}),
+        agent: s.agent ?? keyFile === undefined,
+        connectTimeoutMs: ms(s.connectTimeout),
+      },
+      sudo: {
+        enabled: h.sudo?.enabled ?? s.user !== 'root',
+        ...(sudoEnv !== undefined ? { passwordEnv: sudoEnv } : {}),
+        ...(sudoPassword ? { password: new Secret(sudoPassword) } : {}),
+      },
+      labels: { ...(h.labels ?? {}) },
+      taints: [...(h.taints ?? [])],
+      ...(h.nodeIP !== undefined ? { nodeIP: h.nodeIP } : {}),
+    };
+  });
+
+  const lb = file.loadBalancer;
+  const vip = lb.virtualIP;
+  const lbHosts = hosts.filter((h) => h.roles.includes('loadbalancer'));
+  const apiAddress = vip?.address ?? lbHosts[0]?.address ?? '';
+  const servers = hosts.filter((h) => h.roles.includes('server'));
+  const dsHosts = hosts.filter((h) => h.roles.includes('datastore'));
+
+  const loadBalancer: LoadBalancer = {
+    kind: lb.kind,
+    port: lb.port,
+    deploy: lb.deploy,
+    timeouts: { connectMs: ms(lb.timeouts.connect), idleMs: ms(lb.timeouts.idle) },
+    nginx: { maxFails: lb.nginx.maxFails, failTimeoutMs: ms(lb.nginx.failTimeout) },
+    healthCheck: { path: lb.healthCheck.path, intervalMs: ms(lb.healthCheck.interval), fall: lb.healthCheck.fall, rise: lb.healthCheck.rise },
+    ...(vip
+      ? {
+          virtualIP: {
+            address: vip.address,
+            interface: vip.interface,
+            routerId: vip.routerId,
+            priority: vip.priority,
+            advertIntervalMs: ms(vip.advertInterval),
+            unicast: vip.unicast,
+            ...(vip.authPass !== undefined
+              ? (() => {
+                  const ref = resolveSecretRef(vip.authPass, 'loadBalancer.virtualIP.authPass', ctx, out, 'allowed');
+                  return ref.source === 'env' || ref.source === 'literal' ? { authPass: ref.value } : {};
+                })()
+              : {}),
+          },
+        }
+      : {}),
+  };
+
+  const ds = file.datastore;
+  const galera = ds.galera?.enabled
+    ? { mode: 'single-writer' as const, writer: ds.galera.writer ?? dsHosts[0]?.name ?? '' }
+    : undefined;
+  const datastore: Datastore = {
+    kind: ds.kind,
+    port: ds.port,
+    database: ds.database,
+    user: ds.user,
+    password: resolveSecretRef(ds.password, 'datastore.password', ctx, out, 'warn'),
+    tls: { enabled: ds.tls.enabled },
+    // kine keeps up to 20 idle connections per server and opens more under
+    // load; leave room for that, for admin sessions, and never go below
+    // MariaDB's own default.
+    maxConnections: ds.maxConnections ?? Math.max(151, servers.length * 100 + 50),
+    ...(galera ? { galera } : {}),
+  };
+
+  const k = file.k3s;
+  const tlsSan = [...new Set([...(apiAddress ? [apiAddress] : []), ...k.tlsSan])];
+  const k3s: K3s = {
+    ...(k.version !== undefined ? { version: k.version } : { channel: k.channel ?? 'stable' }),
+    token: resolveSecretRef(k.token, 'k3s.token', ctx, out),
+    ...(k.agentToken !== undefined ? { agentToken: resolveSecretRef(k.agentToken, 'k3s.agentToken', ctx, out) } : {}),
+    clusterCidr: k.clusterCidr,
+    serviceCidr: k.serviceCidr,
+    clusterDns: k.clusterDns,
+    clusterDomain: k.clusterDomain,
+    disable: [...k.disable],
+    serverTaints: [...k.serverTaints],
+    tlsSan,
+    serverArgs: { ...k.serverArgs },
+    agentArgs: { ...k.agentArgs },
+    install: {
+      source: k.install.source,
+      ...(k.install.path !== undefined ? { path: absolute(k.install.path, ctx) } : {}),
+      ...(k.install.airgapImages !== undefined ? { airgapImages: absolute(k.install.airgapImages, ctx) } : {}),
+    },
+    flannelBackend: k.flannelBackend,
+    secretsEncryption: k.secretsEncryption,
+  };
+
+  const m = file.metallb;
+  const metallb: MetalLB | undefined =
+    m && m.enabled
+      ? {
+          version: m.version,
+          ...(m.manifest
+            ? {
+                manifest: {
+                  ...(m.manifest.file !== undefined ? { file: absolute(m.manifest.file, ctx) } : {}),
+                  ...(m.manifest.sha256 !== undefined ? { sha256: m.manifest.sha256 } : {}),
+                },
+              }
+            : {}),
+          pools: m.pools.map((p) => ({ name: p.name, addresses: [...p.addresses], autoAssign: p.autoAssign })),
+          l2Advertisement: m.l2Advertisement,
+        }
+      : undefined;
+
+  return {
+    apiVersion: 'k8s-ha/v1',
+    name: file.name,
+    hosts,
+    apiAddress,
+    apiPort: lb.port,
+    apiServerUrl: `https://${apiAddress}:${lb.port}`,
+    loadBalancer,
+    datastore,
+    k3s,
+    ...(metallb ? { metallb } : {}),
+  };
+}
+
+// --- lookups the later stages use
+
+export function hasRole(host: ClusterHost, role: Role): boolean {
+  return host.roles.includes(role);
+}
+
+/** Hosts holding `role`, in file order. */
+export function hostsWithRole(c: Cluster, role: Role): ClusterHost[] {
+  return c.hosts.filter((h) => h.roles.includes(role));
+}
+
+export function hostByName(c: Cluster, name: string): ClusterHost | undefined {
+  return c.hosts.find((h) => h.name === name);
+}
+
+/** The datastore host the servers connect to: the Galera writer, or the only datastore host. */
+export function datastoreEndpointHost(c: Cluster): ClusterHost | undefined {
+  const name = c.datastore.galera?.writer;
+  return name !== undefined ? hostByName(c, name) : hostsWithRole(c, 'datastore')[0];
+}
+
+/** Every resolved secret of the cluster, for masking output. */
+export function clusterSecrets(c: Cluster): Secret[] {
+  const out: Secret[] = [];
+  const add = (r: SecretRef | undefined) => {
+    if (r && (r.source === 'env' || r.source === 'literal')) out.push(r.value);
+  };
+  add(c.datastore.password);
+  add(c.k3s.token);
+  add(c.k3s.agentToken);
+  if (c.loadBalancer.virtualIP?.authPass) out.push(c.loadBalancer.virtualIP.authPass);
+  for (const h of c.hosts) if (h.sudo.password) out.push(h.sudo.password);
+  return out;
+}

@@ -1,0 +1,128 @@
+/**
+ * Loading a cluster file: YAML -> schema (with defaults) -> cross-field
+ * checks -> resolved Cluster. Every stage adds to one list of diagnostics;
+ * a Cluster is returned only when none of them is an error.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, resolve as resolvePath } from 'node:path';
+import { Value } from '@sinclair/typebox/value';
+import { LineCounter, parseDocument } from 'yaml';
+import { CHECK_GROUPS } from './checks.js';
+import { resolveCluster, type Cluster, type SecretRef } from './cluster.js';
+import { attachPositions, error, hasErrors, sortDiagnostics, type Diagnostic } from './diagnostics.js';
+import { ClusterFileSchema, type ClusterFile } from './schema.js';
+import { schemaDiagnostics } from './schema-errors.js';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface LoadResult {
+  /** Present when there is no error (warnings allowed). */
+  cluster?: Cluster;
+  /** Errors first, then warnings, each in file order. */
+  diagnostics: Diagnostic[];
+}
+
+/**
+ * Parse and check a cluster file's text. Pure: no file is read; `fileName`
+ * only places relative paths (resolved against its directory).
+ */
+export function parseCluster(text: string, fileName: string, env: Env): LoadResult {
+  return analyse(text, fileName, env, () => []);
+}
+
+/** The pipeline; `extra` adds checks on the resolved cluster (loadClusterFile's file checks). */
+function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) => Diagnostic[]): LoadResult {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const diagnostics: Diagnostic[] = [];
+
+  if (doc.errors.length) {
+    for (const e of doc.errors) {
+      const pos = e.linePos?.[0];
+      diagnostics.push({
+        severity: 'error',
+        path: '',
+        message: `YAML: ${e.message.split('\n')[0]}`,
+        hint: yamlHint(e.code),
+        ...(pos ? { line: pos.line, column: pos.col } : {}),
+      });
+    }
+    return { diagnostics };
+  }
+
+  const raw: unknown = doc.toJS();
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    diagnostics.push({ ...error('', 'the file is not a mapping of cluster settings', 'start from `k8s-ha init` or examples/seed.yaml'), line: 1, column: 1 });
+    return { diagnostics };
+  }
+
+  const file = Value.Default(ClusterFileSchema, Value.Clone(raw)) as ClusterFile;
+  const schemaProblems = schemaDiagnostics(ClusterFileSchema, file);
+  diagnostics.push(...schemaProblems);
+
+  // With a sound file every check runs; otherwise only those whose sections passed.
+  const sound = (key: keyof ClusterFile) => !schemaProblems.some((d) => d.path === key || d.path.startsWith(`${key}.`) || d.path.startsWith(`${key}[`) || d.path === '');
+  for (const group of CHECK_GROUPS) {
+    if (group.needs.every(sound)) diagnostics.push(...group.run(file));
+  }
+
+  let cluster: Cluster | undefined;
+  if (schemaProblems.length === 0) {
+    cluster = resolveCluster(file, { env, baseDir: dirname(resolvePath(fileName)) }, diagnostics);
+    diagnostics.push(...extra(cluster));
+  }
+
+  attachPositions(diagnostics, doc, lineCounter);
+  const sorted = sortDiagnostics(diagnostics);
+  return hasErrors(sorted) || !cluster ? { diagnostics: sorted } : { cluster, diagnostics: sorted };
+}
+
+/**
+ * Read and check a cluster file, then check that the local files it names
+ * (secrets, the k3s binary, a MetalLB manifest) exist.
+ */
+export function loadClusterFile(path: string, env: Env): LoadResult {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
+    return { diagnostics: [error('', `cannot read ${path}: ${reason}`, 'give the path of a cluster file, or write one with `k8s-ha init`')] };
+  }
+  return analyse(text, path, env, missingLocalFiles);
+}
+
+/** Local files the cluster refers to that do not exist. */
+function missingLocalFiles(c: Cluster): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const check = (p: string | undefined, path: string, what: string) => {
+    if (p !== undefined && !existsSync(p)) out.push(error(path, `${what} ${p} does not exist`, `create it, or correct the path (relative paths start at the cluster file's directory)`));
+  };
+  const ref = (r: SecretRef | undefined, path: string) => (r?.source === 'file' ? check(r.path, `${path}.file`, 'secret file') : undefined);
+  ref(c.datastore.password, 'datastore.password');
+  ref(c.k3s.token, 'k3s.token');
+  ref(c.k3s.agentToken, 'k3s.agentToken');
+  check(c.k3s.install.path, 'k3s.install.path', 'k3s binary');
+  check(c.k3s.install.airgapImages, 'k3s.install.airgapImages', 'air-gap images');
+  check(c.metallb?.manifest?.file, 'metallb.manifest.file', 'MetalLB manifest');
+  return out;
+}
+
+function yamlHint(code: string): string {
+  switch (code) {
+    case 'DUPLICATE_KEY':
+      return 'remove or merge the repeated key';
+    case 'BAD_INDENT':
+    case 'MISSING_CHAR':
+      return 'check the indentation: nested fields go two spaces further in than their key';
+    case 'TAB_AS_INDENT':
+      return 'indent with spaces, not tabs';
+    default:
+      return 'fix the YAML syntax at this position';
+  }
+}
+
+/** `cluster.yaml` for messages; kept here so the CLI and tests print the same. */
+export function displayName(path: string): string {
+  return basename(path);
+}
