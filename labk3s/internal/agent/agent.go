@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/k8s-ha/labk3s/internal/bootstrap"
+	"github.com/k8s-ha/labk3s/internal/certs"
+	"github.com/k8s-ha/labk3s/internal/cli"
+	"github.com/k8s-ha/labk3s/internal/util"
+)
+
+// RunAgent runs "k3s agent": fetch and verify the cluster CA, obtain a node
+// client certificate, register the Node and simulate its kubelet with kwok.
+func RunAgent(ctx context.Context, o *cli.Options) error {
+	server := strings.TrimRight(o.String("server"), "/")
+	if server == "" {
+		return errors.New("k3s agent: --server (K3S_URL) is required, e.g. https://LB:6443")
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("k3s agent: invalid server URL %q (expected https://HOST:6443)", server)
+	}
+	tok := o.String("token")
+	if tok == "" && o.String("token-file") != "" {
+		b, err := os.ReadFile(o.String("token-file"))
+		if err != nil {
+			return fmt.Errorf("reading token-file: %w", err)
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		return errors.New("k3s agent: token (K3S_TOKEN) is required")
+	}
+	t, err := bootstrap.ParseToken(tok)
+	if err != nil {
+		return err
+	}
+	name := o.String("node-name")
+	if name == "" {
+		name = util.Hostname()
+	}
+	ips := o.List("node-ip")
+	if len(ips) == 0 {
+		ips = []string{util.DefaultIP()}
+	}
+	agentDir := filepath.Join(o.String("data-dir"), "agent")
+	nc := &NodeConfig{
+		Name:        name,
+		IPs:         ips,
+		ExternalIPs: o.List("node-external-ip"),
+		Taints:      o.List("node-taint"),
+		Labels:      o.List("node-label"),
+		Kubeconfig:  filepath.Join(agentDir, "kubelet.kubeconfig"),
+		DataDir:     agentDir,
+		OnRegistered: func(context.Context) {
+			if err := util.SdNotify("READY=1"); err != nil {
+				logrus.Warnf("sd_notify: %v", err)
+			}
+		},
+	}
+	if err := nc.Validate(); err != nil {
+		return err
+	}
+	if noops := o.NoOps(); len(noops) > 0 {
+		logrus.Infof("Accepted but not used by the lab's k3s: %s", strings.Join(noops, "; "))
+	}
+
+	var caPEM []byte
+	for {
+		caPEM, err = fetchCA(ctx, server, t)
+		if err == nil {
+			break
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return err
+		}
+		logrus.Warnf("Waiting for server %s: %v", server, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	var certKey []byte
+	for {
+		certKey, err = fetchKubeletCert(ctx, server, caPEM, t, name)
+		if err == nil {
+			break
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return err
+		}
+		logrus.Warnf("Waiting for node credentials from %s: %v", server, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	certPEM, keyPEM := splitPEM(certKey)
+	if err := util.WriteFile(filepath.Join(agentDir, "server-ca.crt"), caPEM, 0644); err != nil {
+		return err
+	}
+	if err := util.WriteFile(filepath.Join(agentDir, "client-kubelet.crt"), certPEM, 0644); err != nil {
+		return err
+	}
+	if err := util.WriteFile(filepath.Join(agentDir, "client-kubelet.key"), keyPEM, 0600); err != nil {
+		return err
+	}
+	kc, err := util.Kubeconfig(server, caPEM, certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	if err := util.WriteFile(nc.Kubeconfig, kc, 0600); err != nil {
+		return err
+	}
+	logrus.Infof("Obtained node credentials for %s from %s", name, server)
+	return Run(ctx, nc)
+}
+
+type fatalError struct{ error }
+
+func fetchCA(ctx context.Context, server string, t bootstrap.Token) ([]byte, error) {
+	// like k3s: the CA is fetched without verification and then checked
+	// against the hash in the (K10) token.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // verified by hash below
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+"/cacerts", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /cacerts: %s", resp.Status)
+	}
+	if t.CAHash != "" {
+		if h := certs.Hash(body); h != t.CAHash {
+			return nil, &fatalError{fmt.Errorf("token CA hash does not match the Cluster CA certificate hash: %s != %s", t.CAHash, h)}
+		}
+	} else {
+		logrus.Warnf("Token is not in K10 format: the cluster CA from %s is trusted without verification", server)
+	}
+	return body, nil
+}
+
+func fetchKubeletCert(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name string) ([]byte, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, &fatalError{errors.New("invalid cluster CA")}
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1-k3s/client-kubelet.crt", nil)
+	req.SetBasicAuth("node", t.Password)
+	req.Header.Set("K3s-Node-Name", name)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return body, nil
+	case http.StatusUnauthorized:
+		return nil, &fatalError{fmt.Errorf("server %s rejected the token (401)", server)}
+	default:
+		return nil, fmt.Errorf("GET /v1-k3s/client-kubelet.crt: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+}
+
+func splitPEM(b []byte) (certPEM, keyPEM []byte) {
+	s := string(b)
+	i := strings.Index(s, "-----BEGIN EC PRIVATE KEY-----")
+	if i < 0 {
+		i = strings.Index(s, "-----BEGIN RSA PRIVATE KEY-----")
+	}
+	if i < 0 {
+		return b, nil
+	}
+	return []byte(s[:i]), []byte(s[i:])
+}

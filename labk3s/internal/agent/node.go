@@ -1,0 +1,343 @@
+// Package agent is the lab's k3s agent: it registers a Node with a node
+// identity (system:node:NAME) and runs kwok in-process to simulate the
+// kubelet (node heartbeat + Lease, pod status).
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/version"
+
+	nodefast "sigs.k8s.io/kwok/kustomize/stage/node/fast"
+	nodelease "sigs.k8s.io/kwok/kustomize/stage/node/heartbeat-with-lease"
+	podfast "sigs.k8s.io/kwok/kustomize/stage/pod/fast"
+	kwokconfig "sigs.k8s.io/kwok/pkg/config"
+	kwokcmd "sigs.k8s.io/kwok/pkg/kwok/cmd"
+	kwoklog "sigs.k8s.io/kwok/pkg/log"
+
+	"github.com/k8s-ha/labk3s/internal/util"
+)
+
+// NodeConfig describes the simulated kubelet's node.
+type NodeConfig struct {
+	Name         string
+	IPs          []string
+	ExternalIPs  []string
+	Taints       []string
+	Labels       []string
+	Kubeconfig   string                    // node identity kubeconfig
+	DataDir      string                    // agent data dir
+	PodCIDR      string                    // fallback pod CIDR for kwok
+	OnRegistered func(ctx context.Context) // called once the Node exists
+}
+
+// ParseTaint parses KEY[=VALUE]:EFFECT.
+func ParseTaint(s string) (corev1.Taint, error) {
+	kv, effect, ok := strings.Cut(s, ":")
+	if !ok {
+		return corev1.Taint{}, fmt.Errorf("invalid node-taint %q: expected KEY[=VALUE]:EFFECT", s)
+	}
+	k, v, _ := strings.Cut(kv, "=")
+	switch corev1.TaintEffect(effect) {
+	case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+	default:
+		return corev1.Taint{}, fmt.Errorf("invalid node-taint %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
+	}
+	if k == "" {
+		return corev1.Taint{}, fmt.Errorf("invalid node-taint %q: empty key", s)
+	}
+	return corev1.Taint{Key: k, Value: v, Effect: corev1.TaintEffect(effect)}, nil
+}
+
+// ParseLabels parses KEY=VALUE list.
+func ParseLabels(list []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, l := range list {
+		for _, p := range strings.Split(l, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(p, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("invalid node-label %q: expected KEY=VALUE", p)
+			}
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// Validate checks taints and labels before anything starts.
+func (nc *NodeConfig) Validate() error {
+	for _, t := range nc.Taints {
+		if _, err := ParseTaint(t); err != nil {
+			return err
+		}
+	}
+	labels, err := ParseLabels(nc.Labels)
+	if err != nil {
+		return err
+	}
+	for k := range labels {
+		if restrictedLabel(k) {
+			return fmt.Errorf("node-label %q: unknown 'kubernetes.io' or 'k8s.io' labels cannot be set by the node (NodeRestriction), like with a real kubelet", k)
+		}
+	}
+	return nil
+}
+
+func restrictedLabel(k string) bool {
+	prefix, _, ok := strings.Cut(k, "/")
+	if !ok {
+		return false
+	}
+	if !(prefix == "kubernetes.io" || strings.HasSuffix(prefix, ".kubernetes.io") || prefix == "k8s.io" || strings.HasSuffix(prefix, ".k8s.io")) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(prefix, "kubelet.kubernetes.io"), strings.HasPrefix(prefix, "node.kubernetes.io"),
+		k == "kubernetes.io/hostname", k == "kubernetes.io/os", k == "kubernetes.io/arch",
+		k == "topology.kubernetes.io/region", k == "topology.kubernetes.io/zone",
+		k == "failure-domain.beta.kubernetes.io/region", k == "failure-domain.beta.kubernetes.io/zone",
+		k == "beta.kubernetes.io/instance-type", k == "node.kubernetes.io/instance-type":
+		return false
+	}
+	return true
+}
+
+// Register creates or updates the Node object with the node's own identity.
+func Register(ctx context.Context, cs kubernetes.Interface, nc *NodeConfig) error {
+	labels, err := ParseLabels(nc.Labels)
+	if err != nil {
+		return err
+	}
+	var taints []corev1.Taint
+	for _, t := range nc.Taints {
+		tt, err := ParseTaint(t)
+		if err != nil {
+			return err
+		}
+		taints = append(taints, tt)
+	}
+	base := map[string]string{
+		"kubernetes.io/hostname":           nc.Name,
+		"kubernetes.io/os":                 "linux",
+		"kubernetes.io/arch":               runtime.GOARCH,
+		"beta.kubernetes.io/os":            "linux",
+		"beta.kubernetes.io/arch":          runtime.GOARCH,
+		"node.kubernetes.io/instance-type": "k3s",
+	}
+	for k, v := range labels {
+		base[k] = v
+	}
+	annotations := map[string]string{
+		"kwok.x-k8s.io/node":                                     "fake",
+		"node.alpha.kubernetes.io/ttl":                           "0",
+		"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+		"k3s.io/internal-ip":                                     strings.Join(nc.IPs, ","),
+		"labk3s/simulated-by":                                    "kwok",
+	}
+	for {
+		node, err := cs.CoreV1().Nodes().Get(ctx, nc.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			node = &corev1.Node{
+				ObjectMeta: metav1.ObjectMeta{Name: nc.Name, Labels: base, Annotations: annotations},
+				Spec:       corev1.NodeSpec{Taints: taints},
+			}
+			if _, err = cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err == nil || apierrors.IsAlreadyExists(err) {
+				logrus.Infof("Registered node %s", nc.Name)
+				break
+			}
+		} else if err == nil {
+			changed := false
+			if node.Labels == nil {
+				node.Labels = map[string]string{}
+			}
+			if node.Annotations == nil {
+				node.Annotations = map[string]string{}
+			}
+			for k, v := range base {
+				if node.Labels[k] != v {
+					node.Labels[k] = v
+					changed = true
+				}
+			}
+			for k, v := range annotations {
+				if node.Annotations[k] != v {
+					node.Annotations[k] = v
+					changed = true
+				}
+			}
+			if changed {
+				_, err = cs.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+			}
+			if err == nil {
+				logrus.Infof("Node %s already registered", nc.Name)
+				break
+			}
+		}
+		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+			return fmt.Errorf("registering node %s: %w", nc.Name, err)
+		}
+		logrus.Warnf("Waiting to register node %s: %v", nc.Name, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	// status: addresses, capacity, node info (kwok keeps what is there)
+	return retry(ctx, func() error {
+		node, err := cs.CoreV1().Nodes().Get(ctx, nc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var addrs []corev1.NodeAddress
+		for _, ip := range nc.IPs {
+			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+		}
+		for _, ip := range nc.ExternalIPs {
+			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: ip})
+		}
+		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: nc.Name})
+		node.Status.Addresses = addrs
+		mem := util.MemTotalKi()
+		res := corev1.ResourceList{
+			corev1.ResourceCPU:              *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+			corev1.ResourceMemory:           *resource.NewQuantity(mem*1024, resource.BinarySI),
+			corev1.ResourcePods:             *resource.NewQuantity(110, resource.DecimalSI),
+			corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
+		}
+		node.Status.Capacity = res
+		node.Status.Allocatable = res.DeepCopy()
+		v := version.Get().GitVersion
+		node.Status.NodeInfo = corev1.NodeSystemInfo{
+			Architecture:            runtime.GOARCH,
+			OperatingSystem:         "linux",
+			OSImage:                 "lab's k3s (kwok-simulated kubelet)",
+			KernelVersion:           kernelVersion(),
+			KubeletVersion:          v,
+			KubeProxyVersion:        v,
+			ContainerRuntimeVersion: "kwok://" + v,
+			MachineID:               readTrim("/etc/machine-id"),
+			BootID:                  readTrim("/proc/sys/kernel/random/boot_id"),
+		}
+		node.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
+		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func retry(ctx context.Context, f func() error) error {
+	var err error
+	for i := 0; i < 30; i++ {
+		if err = f(); err == nil {
+			return nil
+		}
+		if apierrors.IsForbidden(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return err
+}
+
+func readTrim(p string) string {
+	b, _ := os.ReadFile(p)
+	return strings.TrimSpace(string(b))
+}
+
+func kernelVersion() string {
+	return readTrim("/proc/sys/kernel/osrelease")
+}
+
+var kwokOnce sync.Mutex
+
+// Run registers the node and runs kwok for it until ctx ends.
+func Run(ctx context.Context, nc *NodeConfig) error {
+	if err := nc.Validate(); err != nil {
+		return err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", nc.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := Register(ctx, cs, nc); err != nil {
+		return err
+	}
+	if nc.OnRegistered != nil {
+		nc.OnRegistered(ctx)
+	}
+	return runKwok(ctx, nc)
+}
+
+func runKwok(ctx context.Context, nc *NodeConfig) error {
+	kwokOnce.Lock()
+	stages := strings.Join([]string{nodefast.DefaultNodeInit, nodelease.DefaultNodeHeartbeatWithLease,
+		podfast.DefaultPodReady, podfast.DefaultPodComplete, podfast.DefaultPodDelete}, "\n---\n")
+	cfgPath := filepath.Join(nc.DataDir, "kwok", "stages.yaml")
+	if err := util.WriteFile(cfgPath, []byte(stages), 0644); err != nil {
+		kwokOnce.Unlock()
+		return err
+	}
+	ip := ""
+	if len(nc.IPs) > 0 {
+		ip = nc.IPs[0]
+	}
+	args := []string{
+		"--kubeconfig=" + nc.Kubeconfig,
+		"--manage-single-node=" + nc.Name,
+		"--node-name=" + nc.Name,
+		"--node-ip=" + ip,
+		"--node-port=10250",
+		"--node-lease-duration-seconds=40",
+		"--server-address=",
+	}
+	if nc.PodCIDR != "" {
+		args = append(args, "--cidr="+nc.PodCIDR)
+	}
+	// kwok reads its --config from os.Args; give it a clean argv.
+	saved := os.Args
+	os.Args = []string{"kwok", "--config=" + cfgPath}
+	fs := pflag.NewFlagSet("kwok-global", pflag.ContinueOnError)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.Usage = func() {}
+	kctx, _ := kwoklog.InitFlags(ctx, fs)
+	kctx, err := kwokconfig.InitFlags(kctx, fs)
+	os.Args = saved
+	kwokOnce.Unlock()
+	if err != nil {
+		return fmt.Errorf("kwok config: %w", err)
+	}
+	cmd := kwokcmd.NewCommand(kctx)
+	cmd.SetArgs(args)
+	logrus.Infof("Running simulated kubelet (kwok) for node %s: kwok %s", nc.Name, strings.Join(args, " "))
+	return cmd.ExecuteContext(kctx)
+}
+
+// Itoa is a tiny helper.
+func Itoa(i int) string { return strconv.Itoa(i) }

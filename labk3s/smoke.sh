@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Smoke test of the lab's k3s on loopback (127.0.0.1), no containers needed:
+#   a throwaway MariaDB, two servers sharing it (same token -> same CA),
+#   a third server with a wrong token (must fail like k3s), one agent whose
+#   kwok-simulated node becomes Ready, and a Deployment whose pods are
+#   scheduled onto it and shown Running. Cleans up after itself.
+# Usage: labk3s/smoke.sh   (env: K3S=path/to/k3s, KEEP=1 to keep the work dir)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+K3S=${K3S:-$here/bin/k3s}
+[ -x "$K3S" ] || { echo "smoke: $K3S not found; run scripts/build-labk3s.sh first" >&2; exit 1; }
+DBPORT=${DBPORT:-33306}
+P1=${P1:-16443}
+P2=${P2:-16444}
+work=$(mktemp -d /tmp/labk3s-smoke.XXXXXX)
+chmod 755 "$work"
+pids=()
+dbpid=""
+t0=$(date +%s)
+
+log() { echo "[smoke +$(( $(date +%s) - t0 ))s] $*"; }
+fail() { echo "[smoke] FAIL: $*" >&2; for f in "$work"/*.log; do echo "---- tail $f" >&2; tail -n 25 "$f" >&2; done; exit 1; }
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  if [ -n "$dbpid" ]; then
+    kill "$dbpid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$dbpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$dbpid" 2>/dev/null || true
+  fi
+  if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "[smoke] kept $work"; fi
+  if [ $rc -eq 0 ]; then echo "[smoke] PASS ($(( $(date +%s) - t0 ))s)"; fi
+}
+trap cleanup EXIT
+
+wait_for() { # seconds description command...
+  local n=$1 what=$2; shift 2
+  for _ in $(seq 1 "$n"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  fail "timeout waiting for $what"
+}
+
+log "version: $("$K3S" --version | head -1)"
+"$K3S" --version | head -1 | grep -q "lab's k3s" || fail "--version"
+
+# ---- MariaDB
+log "starting MariaDB on 127.0.0.1:$DBPORT"
+mkdir -p "$work/db"
+chown mysql:mysql "$work/db" 2>/dev/null || true
+mariadb-install-db --user=mysql --datadir="$work/db" --auth-root-authentication-method=normal \
+  --skip-test-db >"$work/db-install.log" 2>&1 || fail "mariadb-install-db"
+mariadbd --no-defaults --user=mysql --datadir="$work/db" --socket="$work/db.sock" --port="$DBPORT" \
+  --bind-address=127.0.0.1 --pid-file="$work/db.pid" --log-error="$work/mariadb.log" \
+  --auto-increment-increment=1 --auto-increment-offset=1 &
+dbpid=$!
+wait_for 60 "MariaDB" mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1'
+mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE k3s; CREATE USER 'k3s'@'127.0.0.1' IDENTIFIED BY 'k3spw'; GRANT ALL ON k3s.* TO 'k3s'@'127.0.0.1';"
+DSN="mysql://k3s:k3spw@tcp(127.0.0.1:$DBPORT)/k3s"
+
+# ---- server 1 (configured through a config file, like /etc/rancher/k3s/config.yaml)
+cat >"$work/s1.yaml" <<YAML
+token: smoke-secret
+datastore-endpoint: "$DSN"
+data-dir: $work/s1
+node-name: s1
+node-ip: 127.0.0.1
+bind-address: 127.0.0.1
+https-listen-port: $P1
+write-kubeconfig: $work/s1-k3s.yaml
+write-kubeconfig-mode: "0600"
+tls-san:
+  - lb.lab.test
+  - 10.99.0.10
+disable:
+  - servicelb
+  - traefik
+node-taint:
+  - CriticalAddonsOnly=true:NoExecute
+kube-controller-manager-arg:
+  - secure-port=0
+kube-scheduler-arg:
+  - secure-port=0
+YAML
+: >"$work/empty.yaml"
+# unknown keys must be rejected
+printf 'token: x\nno-such-key: 1\n' >"$work/bad.yaml"
+if "$K3S" server --config "$work/bad.yaml" >"$work/bad-config.log" 2>&1; then fail "unknown config key accepted"; fi
+grep -q 'unknown configuration key' "$work/bad-config.log" || fail "unknown key message"
+log "unknown config key rejected: $(grep -o 'unknown configuration key[^(]*' "$work/bad-config.log" | head -1)"
+
+log "starting server 1 on :$P1"
+"$K3S" server --config "$work/s1.yaml" >"$work/s1.log" 2>&1 &
+pids+=($!)
+wait_for 240 "server 1 /ping" sh -c "curl -sk https://127.0.0.1:$P1/ping | grep -qx pong"
+wait_for 240 "server 1 kubeconfig" test -s "$work/s1-k3s.yaml"
+[ "$(stat -c %a "$work/s1-k3s.yaml")" = 600 ] || fail "kubeconfig mode is not 0600"
+grep -q "server: https://127.0.0.1:$P1" "$work/s1-k3s.yaml" || fail "kubeconfig server"
+TOKEN=$(cat "$work/s1/server/token")
+echo "$TOKEN" | grep -Eq '^K10[0-9a-f]{64}::server:smoke-secret$' || fail "token format: $TOKEN"
+hash=$(openssl x509 -in "$work/s1/server/tls/server-ca.crt" >/dev/null 2>&1 && sha256sum <"$work/s1/server/tls/server-ca.crt" | cut -d' ' -f1)
+[ "K10$hash::server:smoke-secret" = "$TOKEN" ] || fail "token hash is not sha256 of the CA PEM"
+log "server 1 up; token $(echo "$TOKEN" | cut -c1-20)...::server:***"
+code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P1/readyz")
+[ "$code" = 401 ] || fail "anonymous /readyz should be 401, got $code"
+openssl x509 -in "$work/s1/server/tls/serving-kube-apiserver.crt" -noout -ext subjectAltName >"$work/sans.txt"
+for s in lb.lab.test 10.99.0.10 127.0.0.1 localhost kubernetes.default.svc.cluster.local 10.43.0.1; do
+  grep -q "$s" "$work/sans.txt" || fail "SAN $s missing: $(cat "$work/sans.txt")"
+done
+log "serving cert SANs ok: $(tail -1 "$work/sans.txt" | tr -d ' ')"
+
+kc1() { KUBECONFIG="$work/s1-k3s.yaml" "$K3S" kubectl "$@"; }
+
+# ---- server 2: same token and datastore, CLI flags + env only
+log "starting server 2 on :$P2 (same token, same datastore)"
+K3S_TOKEN=smoke-secret K3S_DATASTORE_ENDPOINT="$DSN" "$K3S" server --config "$work/empty.yaml" \
+  --data-dir "$work/s2" --node-name s2 --node-ip 127.0.0.1 --bind-address 127.0.0.1 --https-listen-port "$P2" \
+  --write-kubeconfig "$work/s2-k3s.yaml" --tls-san lb.lab.test --disable servicelb --disable traefik \
+  --node-taint CriticalAddonsOnly=true:NoExecute \
+  --kube-controller-manager-arg secure-port=0 --kube-scheduler-arg secure-port=0 >"$work/s2.log" 2>&1 &
+pids+=($!)
+wait_for 240 "server 2 kubeconfig" test -s "$work/s2-k3s.yaml"
+[ "$(cat "$work/s2/server/token")" = "$TOKEN" ] || fail "server 2 token differs: CA not shared"
+cmp -s "$work/s1/server/tls/server-ca.crt" "$work/s2/server/tls/server-ca.crt" || fail "server CA differs"
+grep -q 'Read existing bootstrap data' "$work/s2.log" || fail "server 2 did not read bootstrap data"
+log "server 2 up, shares the CA (identical token files)"
+
+# ---- server 3: wrong token must fail like k3s
+log "starting server 3 with a different token (must fail)"
+if timeout 120 "$K3S" server --config "$work/empty.yaml" --token other-secret --datastore-endpoint "$DSN" \
+   --data-dir "$work/s3" --https-listen-port 16445 --bind-address 127.0.0.1 --write-kubeconfig "$work/s3.yaml" \
+   >"$work/s3.log" 2>&1; then fail "server with wrong token started"; fi
+grep -q 'bootstrap data already found and encrypted with different token' "$work/s3.log" || fail "wrong-token message"
+log "wrong token refused: $(grep -o 'bootstrap data already found and encrypted with different token' "$work/s3.log" | head -1)"
+
+# ---- agent with a wrong CA hash must refuse to join
+bad="K10$(printf '%064d' 0)::server:smoke-secret"
+if timeout 60 "$K3S" agent --config "$work/empty.yaml" --server "https://127.0.0.1:$P1" --token "$bad" \
+   --data-dir "$work/abad" --node-name bad >"$work/agent-bad.log" 2>&1; then fail "agent with wrong CA hash joined"; fi
+grep -q 'does not match' "$work/agent-bad.log" || fail "agent CA hash message"
+log "agent with wrong CA hash refused"
+
+# ---- agent joins through server 1's port (the LB in the lab)
+log "starting agent a1"
+K3S_URL="https://127.0.0.1:$P1" K3S_TOKEN="$TOKEN" "$K3S" agent --config "$work/empty.yaml" \
+  --data-dir "$work/a1" --node-name a1 --node-ip 127.0.0.3 --node-label lab/role=worker >"$work/a1.log" 2>&1 &
+pids+=($!)
+wait_for 180 "node a1 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get node a1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+wait_for 120 "nodes s1 s2 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 --timeout=5s"
+KUBECONFIG="$work/s2-k3s.yaml" "$K3S" kubectl get nodes -o wide | tee "$work/nodes.txt"
+grep -Eq '^a1 +Ready' "$work/nodes.txt" || fail "a1 not Ready through server 2"
+kc1 get lease -n kube-node-lease a1 >/dev/null || fail "no lease for a1"
+kc1 get node s1 -o jsonpath='{.spec.taints[0].key}' | grep -q CriticalAddonsOnly || fail "server taint"
+
+# ---- workload
+log "creating a Deployment"
+kc1 create deployment web --image=nginx:alpine --replicas=3 >/dev/null
+wait_for 120 "3 pods Running" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get pods -l app=web --no-headers | grep -c ' Running ' | grep -qx 3"
+kc1 get pods -o wide | tee "$work/pods.txt"
+[ "$(awk 'NR>1 && $7=="a1"' "$work/pods.txt" | wc -l)" = 3 ] || fail "pods not on a1"
+kc1 rollout status deployment/web --timeout=60s
+kc1 get --raw /version | grep -q labk3s || fail "/version"
+log "all checks passed"
