@@ -16,4 +16,4 @@ if (existsSync(src)) {
   }
 }
 main ??= await import(dist.href);
-process.exitCode = await main.main(process.argv.slice(2));
+await main.run();

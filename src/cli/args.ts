@@ -1,0 +1,30 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UserError } from '../engine/errors.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * node:util parseArgs, with its errors turned into user errors (exit 2) that
+ * name the command and point at its --help.
+ */
+export function parse<O extends Options>(command: string, argv: string[], options: O, allowPositionals = false) {
+  try {
+    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
+  } catch (e) {
+    const msg = (e as Error).message.replace(/^Unknown option/, 'unknown option').replace(/\. To specify a positional argument.*$/s, '');
+    throw new UserError(`${command}: ${msg}; see \`k8s-ha ${command} --help\``);
+  }
+}
+
+export function intFlag(command: string, name: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UserError(`${command}: --${name} must be a whole number from ${min} to ${max}, not "${value}"`);
+  return n;
+}
+
+/** The cluster file: --file, else $K8S_HA_FILE, else ./cluster.yaml. */
+export function clusterFileArg(file: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string {
+  const f = file ?? env.K8S_HA_FILE ?? 'cluster.yaml';
+  return f.startsWith('/') ? f : `${cwd}/${f}`;
+}

@@ -1,0 +1,88 @@
+import { relative } from 'node:path';
+import type { EventSink } from '../../engine/events.js';
+import { ClusterRun, type OpenOptions } from '../../engine/run.js';
+import { clusterFileArg, intFlag, parse } from '../args.js';
+import { HELP } from '../help.js';
+import { EXIT, type CliIO } from '../io.js';
+import { countChanges, formatPlan, formatProblems, planToJSON } from '../output/plan.js';
+import { jsonEvents, plainEvents, terminalEvents } from '../output/progress.js';
+
+const common = {
+  file: { type: 'string', short: 'f' },
+  json: { type: 'boolean' },
+  concurrency: { type: 'string' },
+  'accept-new-host-key': { type: 'string', multiple: true },
+  verbose: { type: 'boolean', short: 'v' },
+} as const;
+
+/** For tests and library callers: how hosts are reached (default SSH). */
+export interface RunHooks {
+  open?: Pick<OpenOptions, 'connect' | 'phases'>;
+  signal?: AbortSignal;
+}
+
+function openOptions(cmd: string, values: { concurrency?: string; 'accept-new-host-key'?: string[] }, io: CliIO, events: EventSink, hooks: RunHooks): OpenOptions {
+  return {
+    env: io.env,
+    concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100),
+    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
+    events,
+    signal: hooks.signal,
+    ...hooks.open,
+  };
+}
+
+function eventSink(io: CliIO, json: boolean | undefined, verbose: boolean | undefined): EventSink {
+  if (json) return jsonEvents(io.stderr);
+  return io.isTTY ? terminalEvents(io.stdout) : plainEvents(io.stdout, verbose);
+}
+
+export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
+  const { values } = parse('plan', argv, { ...common, 'detailed-exitcode': { type: 'boolean' } });
+  if (values.help) return void io.stdout(HELP.plan!), EXIT.ok;
+  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const run = await ClusterRun.open(file, openOptions('plan', values, io, values.json ? jsonEvents(io.stderr) : () => {}, hooks));
+  try {
+    const plan = await run.plan();
+    if (values.json) io.stdout(JSON.stringify(planToJSON(plan), null, 2) + '\n');
+    else io.stdout(formatPlan(plan, { color: io.isTTY }));
+    if (plan.problems.some((p) => p.severity === 'error')) return EXIT.failed;
+    return values['detailed-exitcode'] && !plan.empty ? EXIT.changes : EXIT.ok;
+  } finally {
+    await run.close();
+  }
+}
+
+export async function applyCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
+  const { values } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' } });
+  if (values.help) return void io.stdout(HELP.apply!), EXIT.ok;
+  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const run = await ClusterRun.open(file, openOptions('apply', values, io, eventSink(io, values.json, values.verbose), hooks));
+  try {
+    const plan = await run.plan();
+    const pre = plan.problems.filter((p) => p.severity === 'error');
+    if (pre.length) {
+      io.stderr(formatProblems(pre, relative(io.cwd, file)) + '\n');
+      return EXIT.failed;
+    }
+    if (plan.empty) {
+      if (values.json) io.stdout(JSON.stringify({ changed: 0, state: run.state.path }) + '\n');
+      else io.stdout('No changes. Every host matches the cluster file.\n');
+      return EXIT.ok;
+    }
+    if (!values.json) io.stdout(formatPlan(plan, { color: io.isTTY }));
+    if (!values.yes && io.isTTY && io.prompt) {
+      const answer = (await io.prompt(`Apply ${countChanges(plan.steps)} changes? [y/N] `)).trim().toLowerCase();
+      if (answer !== 'y' && answer !== 'yes') {
+        io.stdout('Nothing changed.\n');
+        return EXIT.ok;
+      }
+    }
+    const result = await run.apply();
+    if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path }) + '\n');
+    else io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${relative(io.cwd, run.state.path)} (mode 0600).\n`);
+    return EXIT.ok;
+  } finally {
+    await run.close();
+  }
+}

@@ -1,0 +1,85 @@
+/** The help texts, one per command, each with examples (PRODUCT.md: every command has them). */
+export const HELP: Record<string, string> = {
+  main: `k8s-ha: a highly available k3s cluster from one cluster file
+
+Usage: k8s-ha <command> [options]
+
+Commands:
+  init        write a commented starter cluster file
+  validate    check a cluster file; every problem at once
+  schema      print the cluster file's JSON Schema
+  plan        show every change apply would make, per host
+  apply       make those changes (asks first on a terminal)
+  lab         real local machines for trying k8s-ha (root)
+  version     print the version
+
+Common options:
+  -f, --file FILE     the cluster file (default: $K8S_HA_FILE or ./cluster.yaml)
+      --json          machine-readable output
+  -h, --help          help for a command
+
+Exit codes: 0 ok; 1 a host operation or check failed; 2 bad input (cluster
+file, flag), no host contacted; 3 plan --detailed-exitcode with changes
+pending; 130 interrupted.
+
+Examples:
+  k8s-ha init -o cluster.yaml
+  k8s-ha validate -f cluster.yaml
+  k8s-ha plan -f cluster.yaml
+  k8s-ha apply -f cluster.yaml --yes
+`,
+  init: `Usage: k8s-ha init [-o FILE] [--name NAME] [--lb ADDR] [--servers A,B] [--agents A,B,C] [--pool RANGE] [--force]
+
+Writes a commented starter cluster file. On a terminal it asks for what the
+flags do not give; otherwise the flags (or their defaults) are used.
+
+Examples:
+  k8s-ha init -o cluster.yaml
+  k8s-ha init -o home.yaml --name home --lb 192.168.1.10 --servers 192.168.1.11,192.168.1.12 \\
+      --agents 192.168.1.21,192.168.1.22,192.168.1.23 --pool 192.168.1.200-192.168.1.220
+`,
+  validate: `Usage: k8s-ha validate [-f FILE] [--json]
+
+Checks the cluster file against the schema and the cross-field rules and
+lists every problem with its line, dotted path and fix. Contacts no host.
+Exit code 2 when there is an error; warnings alone exit 0.
+
+Examples:
+  k8s-ha validate -f examples/seed.yaml
+  k8s-ha validate -f cluster.yaml --json | jq '.problems[]'
+`,
+  schema: `Usage: k8s-ha schema
+
+Prints the cluster file's JSON Schema (the same one editors use through the
+yaml-language-server comment at the top of the file).
+
+Example:
+  k8s-ha schema > cluster.schema.json
+`,
+  plan: `Usage: k8s-ha plan [-f FILE] [--json] [--detailed-exitcode] [--concurrency N] [--accept-new-host-key HOST]
+
+Connects to every host, reads its state and shows, per phase and host, every
+change apply would make: packages, files (as diffs, secrets masked), services.
+Changes nothing on any host.
+
+Options:
+  --detailed-exitcode   exit 3 when changes are pending (0 when none)
+  --concurrency N       hosts worked on at once (default 5)
+  --accept-new-host-key HOST   accept a changed SSH host key for HOST deliberately
+
+Examples:
+  k8s-ha plan -f cluster.yaml
+  k8s-ha plan -f cluster.yaml --json > plan.json
+`,
+  apply: `Usage: k8s-ha apply [-f FILE] [--yes] [--json] [--concurrency N] [--accept-new-host-key HOST]
+
+Shows the plan, asks for confirmation on a terminal (--yes skips it; off a
+terminal no question is asked), then converges every host phase by phase.
+Re-running it is safe: a converged cluster gets no change and no restart. An
+interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
+
+Examples:
+  k8s-ha apply -f cluster.yaml
+  k8s-ha apply -f cluster.yaml --yes --json > apply.log
+`,
+};

@@ -1,0 +1,104 @@
+import { createInterface } from 'node:readline/promises';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { HostError, InterruptedError, MultiHostError, UserError } from '../engine/errors.js';
+import { PreflightError } from '../engine/engine.js';
+import { HELP } from './help.js';
+import { EXIT, processIO, type CliIO } from './io.js';
+import { formatProblems } from './output/plan.js';
+import { applyCommand, planCommand, type RunHooks } from './commands/plan.js';
+import { schemaCommand, validateCommand } from './commands/validate.js';
+import { initCommand } from './commands/init.js';
+import { labCommand } from './lab.js';
+
+export const VERSION = '0.1.0';
+
+type Command = (argv: string[], io: CliIO, hooks: RunHooks) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  init: initCommand,
+  validate: validateCommand,
+  schema: schemaCommand,
+  plan: planCommand,
+  apply: applyCommand,
+  lab: (argv, io) => labCommand(argv, io),
+  version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
+};
+
+/**
+ * The whole CLI as a function: tests call it in-process with their own IO.
+ * Returns the exit code; prints every error itself (no stack trace for
+ * errors the user can fix).
+ */
+export async function main(argv: string[], io: CliIO = processIO(), hooks: RunHooks = {}): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    io.stdout((topic && HELP[topic]) || HELP.main!);
+    return EXIT.ok;
+  }
+  if (name === '--version' || name === '-V') return COMMANDS.version!([], io, hooks);
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    io.stderr(`k8s-ha: unknown command "${name}"; see \`k8s-ha --help\`\n`);
+    return EXIT.usage;
+  }
+  try {
+    return await cmd(rest, io, hooks);
+  } catch (e) {
+    return reportError(e, io);
+  }
+}
+
+export function reportError(e: unknown, io: CliIO): number {
+  if (e instanceof UserError) {
+    io.stderr(`error: ${e.message}\n`);
+    if (e.problems.length) io.stderr(formatProblems(e.problems, e.message.split(':')[0] ?? '') + '\n');
+    return EXIT.usage;
+  }
+  if (e instanceof InterruptedError) {
+    io.stderr(`${e.message}\n`);
+    return EXIT.interrupted;
+  }
+  if (e instanceof PreflightError || e instanceof HostError || e instanceof MultiHostError) {
+    io.stderr(`error: ${e.message}\n`);
+    return EXIT.failed;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  io.stderr(`error: ${err.message}\n`);
+  if (io.env.K8S_HA_DEBUG) io.stderr(`${err.stack}\n`);
+  return EXIT.failed;
+}
+
+/** The real process: terminal prompts, Ctrl-C stops the apply between changes. */
+export async function run(): Promise<void> {
+  const io = processIO();
+  const controller = new AbortController();
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(EXIT.interrupted);
+    process.stderr.write('\ninterrupt: finishing the current change, then stopping (Ctrl-C again to quit at once)\n');
+    controller.abort();
+  });
+  if (process.stdin.isTTY && process.stdout.isTTY) {
+    io.prompt = async (q) => {
+      const rl = createInterface({ input: process.stdin, output: process.stdout });
+      try {
+        return await rl.question(q);
+      } finally {
+        rl.close();
+      }
+    };
+  }
+  process.exitCode = await main(process.argv.slice(2), io, { signal: controller.signal });
+}
+
+const isEntry = (() => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+})();
+if (isEntry) await run();

@@ -1,0 +1,10 @@
+import type { AnyPhase } from './phase.js';
+import type { Deployment } from './run.js';
+
+/**
+ * The apply pipeline, top to bottom (STYLE.md 1). Each phase observes its
+ * hosts, diffs them against the cluster file and, on apply, changes only
+ * what differs. Later phases rely on earlier ones: the load balancer and the
+ * datastore exist before the first server starts; servers before agents.
+ */
+export const pipeline: AnyPhase<Deployment>[] = [];

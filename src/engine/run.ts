@@ -1,0 +1,150 @@
+import { readFile } from 'node:fs/promises';
+import type { Cluster, ClusterHost, SecretRef } from '../spec/cluster.js';
+import { loadClusterFile, type Env } from '../spec/load.js';
+import type { Host } from '../transport/host.js';
+import type { HostKeyStore } from '../transport/hostkeys.js';
+import { connectSsh } from '../transport/ssh.js';
+import { Secret } from '../util/secret.js';
+import { Engine, type ApplyResult, type Plan } from './engine.js';
+import { UserError } from './errors.js';
+import type { EventSink } from './events.js';
+import type { AnyPhase } from './phase.js';
+import { pipeline } from './pipeline.js';
+import { StateFile, type SecretKind } from './state.js';
+
+/** The secrets a cluster runs on, resolved from the cluster file and the state file. */
+export interface ClusterSecrets {
+  k3sToken: Secret;
+  agentToken?: Secret;
+  datastorePassword: Secret;
+  /** keepalived's VRRP password (only 8 characters are used by keepalived). */
+  vrrpPass: Secret;
+}
+
+/** What every phase works from: the loaded cluster file and its secrets. */
+export interface Deployment {
+  spec: Cluster;
+  secrets: ClusterSecrets;
+  /** The cluster file's path (relative local files are resolved from here). */
+  file: string;
+}
+
+export interface OpenOptions {
+  env?: Env;
+  /** Connect to a host; default: SSH with host keys pinned in the state file. */
+  connect?: (host: ClusterHost) => Promise<Host>;
+  /** Default: the full pipeline (engine/pipeline.ts). */
+  phases?: AnyPhase<Deployment>[];
+  concurrency?: number;
+  events?: EventSink;
+  signal?: AbortSignal;
+  /** Host names whose changed SSH host key is accepted deliberately. */
+  acceptHostKeyFor?: ReadonlySet<string>;
+}
+
+/** Load and check a cluster file; a bad file is a UserError listing every problem. */
+export function loadCluster(file: string, env: Env = process.env): { cluster: Cluster; warnings: ReturnType<typeof loadClusterFile>['diagnostics'] } {
+  const r = loadClusterFile(file, env);
+  const errors = r.diagnostics.filter((d) => d.severity === 'error');
+  if (!r.cluster || errors.length) {
+    throw new UserError(`${file}: ${errors.length} problem${errors.length === 1 ? '' : 's'} in the cluster file`, r.diagnostics);
+  }
+  return { cluster: r.cluster, warnings: r.diagnostics.filter((d) => d.severity === 'warning') };
+}
+
+/**
+ * A cluster opened for planning or applying: the cluster file loaded, the
+ * state file read, secrets resolved, and an engine over the pipeline.
+ */
+export class ClusterRun {
+  private constructor(
+    readonly deployment: Deployment,
+    readonly state: StateFile,
+    readonly engine: Engine<Deployment>,
+  ) {}
+
+  static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
+    const { cluster } = loadCluster(file, opts.env ?? process.env);
+    const state = await StateFile.load(StateFile.pathFor(file), cluster.name);
+    const secrets: ClusterSecrets = {
+      k3sToken: await resolveSecret(cluster.k3s.token, state, 'k3sToken', 'token'),
+      datastorePassword: await resolveSecret(cluster.datastore.password, state, 'datastorePassword', 'password'),
+      vrrpPass: cluster.loadBalancer.virtualIP?.authPass ?? new Secret(state.secret('vrrpPass', 'password').reveal().slice(0, 8)),
+      ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
+    };
+    const deployment: Deployment = { spec: cluster, secrets, file };
+    const connect = opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor);
+    const allSecrets = [secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, ...(secrets.agentToken ? [secrets.agentToken] : [])];
+    const engine = new Engine<Deployment>({
+      cluster: deployment,
+      hosts: cluster.hosts.map((h) => ({ name: h.name, address: h.address })),
+      connect: (name) => connect(cluster.hosts.find((h) => h.name === name)!),
+      phases: opts.phases ?? pipeline,
+      secrets: allSecrets,
+      concurrency: opts.concurrency,
+      events: opts.events,
+      signal: opts.signal,
+    });
+    return new ClusterRun(deployment, state, engine);
+  }
+
+  /** Observe every host and list the changes. Changes no host; writes no file. */
+  plan(): Promise<Plan> {
+    return this.engine.plan();
+  }
+
+  /**
+   * Converge every host. Generated secrets are saved to the state file
+   * before the first host is changed, so an interrupted apply reuses them.
+   */
+  async apply(): Promise<ApplyResult> {
+    await this.state.save();
+    return this.engine.apply();
+  }
+
+  async close(): Promise<void> {
+    await this.engine.close();
+    await this.state.save();
+  }
+}
+
+async function resolveSecret(ref: SecretRef, state: StateFile, name: string, kind: SecretKind): Promise<Secret> {
+  switch (ref.source) {
+    case 'generate':
+      return state.secret(name, kind);
+    case 'env':
+    case 'literal':
+      return ref.value;
+    case 'file':
+      return new Secret((await readFile(ref.path, 'utf8')).trim());
+  }
+}
+
+/** Host keys pinned in the state file (PRODUCT.md: the state file holds them). */
+export function stateHostKeys(state: StateFile): HostKeyStore {
+  return {
+    location: state.path,
+    lookup: async (id) => state.hostKey(id),
+    record: async (id, key) => {
+      state.setHostKey(id, key);
+      await state.save();
+    },
+  };
+}
+
+export function sshConnector(cluster: Cluster, hostKeys: HostKeyStore, accept?: ReadonlySet<string>): (h: ClusterHost) => Promise<Host> {
+  return (h) =>
+    connectSsh(
+      {
+        name: h.name,
+        address: h.address,
+        port: h.ssh.port,
+        user: h.ssh.user,
+        keyFile: h.ssh.keyFile,
+        agent: h.ssh.agent,
+        sudo: h.sudo.enabled,
+        sudoPassword: h.sudo.password,
+      },
+      { hostKeys, connectTimeoutMs: h.ssh.connectTimeoutMs, acceptChangedKeyFor: accept },
+    );
+}
