@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything a fresh Debian 12 machine lacks for k8s-ha's tests, lab
+# and demo: Debian packages, npm packages from the lock file, and the lab's
+# k3s (built from Go modules, cached). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (the lab boots machines with systemd-nspawn)" >&2
+  exit 2
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The lab (systemd-nspawn machines on a bridge, NAT to the package registry),
+# the real daemons the renderer tests check configs with, and sshd/sudo for
+# the SSH transport tests.
+apt-get install -y -qq --no-install-recommends \
+  systemd-container debootstrap iproute2 nftables iptables \
+  openssh-server openssh-client sudo curl ca-certificates \
+  nginx-light libnginx-mod-stream haproxy keepalived \
+  mariadb-server mariadb-client >/dev/null
+
+npm ci --no-audit --no-fund
+
+if [ -x scripts/build-labk3s.sh ]; then
+  scripts/build-labk3s.sh
+fi
