@@ -25,8 +25,10 @@ export const CHECK_GROUPS: readonly { needs: readonly (keyof ClusterFile)[]; run
   { needs: ['hosts'], run: checkHosts },
   { needs: ['hosts', 'loadBalancer', 'datastore'], run: checkLoadBalancer },
   { needs: ['hosts', 'datastore'], run: checkDatastore },
-  { needs: ['hosts', 'loadBalancer', 'k3s', 'metallb'], run: checkK3s },
-  { needs: ['hosts', 'loadBalancer', 'k3s', 'metallb'], run: checkMetallb },
+  { needs: ['k3s'], run: checkK3s },
+  { needs: ['hosts', 'loadBalancer', 'k3s', 'metallb'], run: checkK3sAgainstHosts },
+  { needs: ['k3s', 'metallb'], run: checkMetallb },
+  { needs: ['hosts', 'loadBalancer', 'metallb'], run: checkPoolsAgainstHosts },
 ];
 
 /** Run every cross-field check on a file that passed the schema. */
@@ -166,8 +168,26 @@ function checkK3s(f: ClusterFile): Diagnostic[] {
   }
   const dns = ipv4ToInt(k.clusterDns);
   if (serviceNet && dns !== undefined && !rangeContains(serviceNet, dns)) {
-    out.push(error('k3s.clusterDns', `cluster DNS ${k.clusterDns} is outside the service network ${k.serviceCidr}`, `pick an address inside ${k.serviceCidr}, conventionally its tenth (${intToIpv4(serviceNet.first + 10)})`));
+    out.push(error('k3s.clusterDns', `cluster DNS ${k.clusterDns} is outside the service network ${k.serviceCidr}`, `pick an address inside ${k.serviceCidr}, usually ${intToIpv4(serviceNet.first + 10)}`));
   }
+  if (k.install.source === 'local' && k.install.path === undefined) {
+    out.push(error('k3s.install.path', 'install.source is local but no k3s binary is given', 'set k3s.install.path to a k3s binary on this machine, or use source: download'));
+  }
+  if (k.install.source === 'download' && k.install.path !== undefined) {
+    out.push(warning('k3s.install.path', 'install.path is ignored when install.source is download', 'set source: local to upload this binary, or remove path'));
+  }
+
+  out.push(...checkExtraArgs('serverArgs', 'server', k.serverArgs, K3S_SERVER_FLAGS, MANAGED_SERVER_FLAGS));
+  out.push(...checkExtraArgs('agentArgs', 'agent', k.agentArgs, K3S_AGENT_FLAGS, MANAGED_AGENT_FLAGS));
+  return out;
+}
+
+/** The pod and service networks against the LAN, and server taints against the agents. */
+function checkK3sAgainstHosts(f: ClusterFile): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const k = f.k3s;
+  const clusterNet = parseCidr(k.clusterCidr);
+  const serviceNet = parseCidr(k.serviceCidr);
   for (const [field, net, label] of [['clusterCidr', clusterNet, 'pod'], ['serviceCidr', serviceNet, 'service']] as const) {
     if (!net) continue;
     for (const [addr, what] of knownAddresses(f)) {
@@ -190,15 +210,6 @@ function checkK3s(f: ClusterFile): Diagnostic[] {
     }
   });
 
-  if (k.install.source === 'local' && k.install.path === undefined) {
-    out.push(error('k3s.install.path', 'install.source is local but no k3s binary is given', 'set k3s.install.path to a k3s binary on this machine, or use source: download'));
-  }
-  if (k.install.source === 'download' && k.install.path !== undefined) {
-    out.push(warning('k3s.install.path', 'install.path is ignored when install.source is download', 'set source: local to upload this binary, or remove path'));
-  }
-
-  out.push(...checkExtraArgs('serverArgs', 'server', k.serverArgs, K3S_SERVER_FLAGS, MANAGED_SERVER_FLAGS));
-  out.push(...checkExtraArgs('agentArgs', 'agent', k.agentArgs, K3S_AGENT_FLAGS, MANAGED_AGENT_FLAGS));
   return out;
 }
 
@@ -276,12 +287,6 @@ function checkMetallb(f: ClusterFile): Diagnostic[] {
         out.push(error(path, `range "${text}" is reversed: its first address comes after its last`, 'write the lower address first'));
         return;
       }
-      for (const [addr, what] of knownAddresses(f)) {
-        const n = ipv4ToInt(addr);
-        if (n !== undefined && rangeContains(range, n)) {
-          out.push(error(path, `pool "${pool.name}" (${text}) contains ${what} (${addr})`, 'use free addresses outside the hosts\', the virtual IP\'s and the DHCP server\'s'));
-        }
-      }
       for (const other of seen) {
         if (rangesOverlap(range, other.range)) {
           out.push(error(path, `"${text}" overlaps ${other.path} (${other.text})`, 'give every pool its own addresses'));
@@ -295,5 +300,25 @@ function checkMetallb(f: ClusterFile): Diagnostic[] {
       seen.push({ path, text, range });
     });
   });
+  return out;
+}
+
+/** Pools must not hand out an address a host or the virtual IP already has. */
+function checkPoolsAgainstHosts(f: ClusterFile): Diagnostic[] {
+  const m = f.metallb;
+  if (!m || !m.enabled) return [];
+  const out: Diagnostic[] = [];
+  m.pools.forEach((pool, p) =>
+    pool.addresses.forEach((text, a) => {
+      const range = parsePoolEntry(text);
+      if (!range || range.first > range.last) return; // reported by checkMetallb
+      for (const [addr, what] of knownAddresses(f)) {
+        const n = ipv4ToInt(addr);
+        if (n !== undefined && rangeContains(range, n)) {
+          out.push(error(`metallb.pools[${p}].addresses[${a}]`, `pool "${pool.name}" (${text}) contains ${what} (${addr})`, "use free addresses outside the hosts', the virtual IP's and the DHCP server's"));
+        }
+      }
+    }),
+  );
   return out;
 }

@@ -407,7 +407,6 @@ export const ClusterFileSchema = Type.Object(
   },
   {
     additionalProperties: false,
-    $id: 'https://k8s-ha.dev/schema/cluster.schema.json',
     title: 'k8s-ha cluster file',
     description: 'One file describing a highly available k3s cluster: hosts, API load balancer, MariaDB datastore, k3s and MetalLB.',
   },
@@ -419,13 +418,23 @@ export type HostFile = Static<typeof HostSchema>;
 
 const OWN_KEYWORDS = new Set(['errorMessage', 'errorHint']);
 
-/** Deep copy of a schema without TypeBox's symbols and our own keywords. */
+/**
+ * Deep copy of a schema without TypeBox's symbols and our own keywords. A
+ * field with a default is not `required` for the file's author (TypeBox lists
+ * it because the defaulted value always has it), so it leaves `required`.
+ */
 function publish(node: unknown): unknown {
   if (Array.isArray(node)) return node.map(publish);
   if (node === null || typeof node !== 'object') return node;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(node)) {
     if (!OWN_KEYWORDS.has(k)) out[k] = publish(v);
+  }
+  const props = out.properties as Record<string, { default?: unknown }> | undefined;
+  if (Array.isArray(out.required) && props) {
+    const required = (out.required as string[]).filter((key) => props[key]?.default === undefined);
+    if (required.length) out.required = required;
+    else delete out.required;
   }
   return out;
 }
