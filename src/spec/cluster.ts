@@ -156,7 +156,8 @@ export function resolveSecretRef(
     const name = envName(value);
     const v = ctx.env[name];
     if (v === undefined || v === '') {
-      out.push(error(path, `environment variable ${name} is not set`, `export ${name}=... before running k8s-ha, or use "generate"`));
+      const orGenerate = literal === 'allowed' ? '' : ', or use "generate"';
+      out.push(error(path, `environment variable ${name} is not set`, `export ${name}=... before running k8s-ha${orGenerate}`));
     }
     return { source: 'env', name, value: new Secret(v ?? '') };
   }
