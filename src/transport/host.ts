@@ -17,6 +17,12 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Do not throw on a non-zero exit; return the result. Default: false. */
   allowFailure?: boolean;
+  /**
+   * Secrets that may appear in the command's output (e.g. a config file
+   * echoed back); masked in any error. The sudo password and a Secret given
+   * as stdin are always masked. Default: none.
+   */
+  secrets?: readonly Secret[];
 }
 
 export interface FileMeta {
@@ -35,11 +41,13 @@ export interface WriteOptions {
   /** Default: root. */
   group?: string;
   /**
-   * A check run against the new content before it replaces the old, e.g.
-   * `nginx -t -c {}`. The command's text `{}` is replaced by the temporary
-   * path. A failing check leaves the old file in place and throws.
+   * A check run against the new content before it replaces the old, given the
+   * temporary path, e.g. `(tmp) => sh\`nginx -t -c ${tmp}\``. A failing check
+   * leaves the old file in place and throws FileCheckError. Default: none.
    */
   check?: (tmpPath: string) => Command;
+  /** Secrets in the content, masked in any error (a checker may echo lines). Default: none. */
+  secrets?: readonly Secret[];
 }
 
 /**
@@ -70,9 +78,71 @@ export class CommandError extends Error {
     readonly code: number | null,
     readonly stderr: string,
     readonly stdout = '',
+    /** How to fix it, when the failure is a known one (e.g. sudo wants a password). */
+    readonly hint?: string,
   ) {
     const tail = stderr.trim().split('\n').slice(-5).join('\n    ');
-    super(`${host}: \`${command}\` exited with ${code ?? 'a signal'}${tail ? `:\n    ${tail}` : ''}`);
+    super(
+      `${host}: \`${command}\` exited with ${code ?? 'a signal'}${tail ? `:\n    ${tail}` : ''}` +
+        (hint ? `\n  hint: ${hint}` : ''),
+    );
     this.name = 'CommandError';
   }
+}
+
+/** A command ran longer than its timeout; it was killed on the host. */
+export class CommandTimeoutError extends CommandError {
+  constructor(
+    host: string,
+    command: string,
+    readonly timeoutMs: number,
+    stderr = '',
+  ) {
+    super(host, command, null, stderr);
+    this.name = 'CommandTimeoutError';
+    this.message =
+      `${host}: \`${command}\` did not finish within ${formatMs(timeoutMs)} and was stopped` +
+      `\n  hint: if it is merely slow, give it a longer timeout (timeoutMs); otherwise look at what it waits for on the host`;
+  }
+}
+
+/**
+ * The host could not be reached, or the connection to it was lost. Message:
+ * `NAME (address:port): DOING: cause`, then a hint. A later call may reconnect.
+ */
+export class ConnectionError extends Error {
+  constructor(
+    readonly host: string,
+    readonly endpoint: string,
+    readonly doing: string,
+    readonly reason: string,
+    readonly hint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${host} (${endpoint}): ${doing}: ${reason}${hint ? `\n  hint: ${hint}` : ''}`, options);
+    this.name = 'ConnectionError';
+  }
+}
+
+/** The check of a new file's content failed; the old file was left in place. */
+export class FileCheckError extends Error {
+  constructor(
+    readonly host: string,
+    readonly path: string,
+    readonly command: string,
+    readonly code: number | null,
+    /** The checker's stdout and stderr, secrets masked. */
+    readonly output: string,
+  ) {
+    const lines = output.trim().split('\n').slice(-20).join('\n    ');
+    super(
+      `${host}: writing ${path}: the check \`${command}\` rejected the new content ` +
+        `(exit ${code ?? 'a signal'}); the old file was left in place${lines ? `:\n    ${lines}` : ''}`,
+    );
+    this.name = 'FileCheckError';
+  }
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
