@@ -26,9 +26,9 @@ export const CHECK_GROUPS: readonly { needs: readonly (keyof ClusterFile)[]; run
   { needs: ['hosts', 'loadBalancer', 'datastore'], run: checkLoadBalancer },
   { needs: ['hosts', 'datastore'], run: checkDatastore },
   { needs: ['k3s'], run: checkK3s },
-  { needs: ['hosts', 'loadBalancer', 'k3s', 'metallb'], run: checkK3sAgainstHosts },
+  { needs: ['hosts', 'k3s', 'metallb'], run: checkK3sAgainstHosts },
   { needs: ['k3s', 'metallb'], run: checkMetallb },
-  { needs: ['hosts', 'loadBalancer', 'metallb'], run: checkPoolsAgainstHosts },
+  { needs: ['hosts', 'metallb'], run: checkPoolsAgainstHosts },
 ];
 
 /** Run every cross-field check on a file that passed the schema. */
@@ -256,8 +256,11 @@ function knownAddresses(f: ClusterFile): [string, string][] {
     out.push([h.address, `the address of host "${h.name}"`]);
     if (h.nodeIP !== undefined && h.nodeIP !== h.address) out.push([h.nodeIP, `the node IP of host "${h.name}"`]);
   }
-  const vip = f.loadBalancer.virtualIP;
-  if (vip) out.push([vip.address, 'the virtual IP']);
+  // The load balancer section may have failed the schema (these checks do
+  // not need it otherwise): take the virtual IP only when it is text.
+  const lb: unknown = f.loadBalancer;
+  const vip = lb !== null && typeof lb === 'object' ? (lb as { virtualIP?: { address?: unknown } }).virtualIP : undefined;
+  if (vip !== null && typeof vip === 'object' && typeof vip.address === 'string') out.push([vip.address, 'the virtual IP']);
   return out;
 }
 

@@ -245,8 +245,16 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
             unicast: vip.unicast,
             ...(vip.authPass !== undefined
               ? (() => {
-                  const ref = resolveSecretRef(vip.authPass, 'loadBalancer.virtualIP.authPass', ctx, out, 'allowed');
-                  return ref.source === 'env' || ref.source === 'literal' ? { authPass: ref.value } : {};
+                  const path = 'loadBalancer.virtualIP.authPass';
+                  // Any text but an env reference is the password itself ("generate" included).
+                  const ref: SecretRef = envRefRe.test(vip.authPass)
+                    ? resolveSecretRef(vip.authPass, path, ctx, out, 'allowed')
+                    : { source: 'literal', value: new Secret(vip.authPass) };
+                  if (ref.source !== 'env' && ref.source !== 'literal') return {};
+                  if (ref.value.reveal().length > 8) {
+                    out.push(warning(path, 'keepalived uses only the first 8 characters of auth_pass', 'shorten it to 8 characters so the password you wrote is the one in use'));
+                  }
+                  return { authPass: ref.value };
                 })()
               : {}),
           },

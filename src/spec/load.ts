@@ -38,13 +38,15 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) =
 
   if (doc.errors.length) {
     for (const e of doc.errors) {
-      const pos = e.linePos?.[0];
+      // prettyErrors would add positions but also a source excerpt to the message.
+      const pos = lineCounter.linePos(e.pos[0]);
       diagnostics.push({
         severity: 'error',
         path: '',
         message: `YAML: ${e.message.split('\n')[0]}`,
         hint: yamlHint(e.code),
-        ...(pos ? { line: pos.line, column: pos.col } : {}),
+        line: pos.line,
+        column: pos.col,
       });
     }
     return { diagnostics };
