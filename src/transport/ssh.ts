@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Client, utils, type AuthMethod, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2';
+import ssh2, { type AuthMethod, type Client, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2';
 import {
   CommandError,
   CommandTimeoutError,
@@ -64,6 +64,9 @@ export async function connectSsh(target: SshTarget, opts: SshOptions): Promise<S
   await host.connect();
   return host;
 }
+
+// ssh2 is CommonJS; Node's ESM loader does not see all of its named exports.
+const { Client: SshClient, utils } = ssh2;
 
 // What ssh2 offers by default, used to put the pinned key's type first (as
 // OpenSSH does): otherwise a host with several keys could answer with another
@@ -334,7 +337,7 @@ export class SshHost implements Host {
       ...HOST_KEY_ALGORITHMS.filter((a) => !preferred.includes(a)),
     ];
 
-    const client = new Client();
+    const client = new SshClient();
     let keyRefused: Error | undefined;
     let ready = false;
     return new Promise<Client>((resolve, reject) => {
