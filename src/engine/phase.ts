@@ -2,15 +2,9 @@ import type { Host } from '../transport/host.js';
 import type { EventSink } from './events.js';
 import type { Problem } from './errors.js';
 import type { Secret } from '../util/secret.js';
+import type { HostFacts } from '../transport/os.js';
 
-/** What the engine found out about a host before any phase ran. */
-export interface HostFacts {
-  os: string;
-  osVersion: string;
-  arch: string;
-  init: string;
-  hostname: string;
-}
+export type { HostFacts };
 
 /**
  * One change on one host. `summary` and `detail` are what `plan` shows
