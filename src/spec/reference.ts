@@ -79,7 +79,7 @@ export function clusterReferenceMarkdown(): string {
   collect(ClusterFileSchema as Node, '', rows);
   const sections = new Map<string, Row[]>();
   for (const r of rows) {
-    const top = /^[A-Za-z]+/.exec(r.path)![0];
+    const top = /^[A-Za-z0-9]+/.exec(r.path)![0];
     const nested = r.path !== top;
     const key = nested || isObjectNode((ClusterFileSchema as Node).properties?.[top]) || top === 'hosts' ? top : '';
     if (!sections.has(key)) sections.set(key, []);

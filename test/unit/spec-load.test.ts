@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import {
@@ -197,4 +197,13 @@ test('a secret file that does not exist is an error at its path', () => {
   const r = loadClusterFile('test/fixtures/spec/invalid/missing-secret-file.yaml', {});
   assert.deepEqual(r.diagnostics.map((d) => [d.severity, d.path]), [['error', 'k3s.token.file']]);
   assert.match(r.diagnostics[0]!.message, /secret file .*no-such-token does not exist/);
+});
+
+test('every example in examples/ loads without an error or a warning', () => {
+  const files = readdirSync('examples').filter((f) => f.endsWith('.yaml'));
+  assert.ok(files.includes('seed.yaml'));
+  for (const f of files) {
+    const r = loadClusterFile(join('examples', f), { HOME: '/home/op' });
+    assert.deepEqual(r.diagnostics, [], f);
+  }
 });
