@@ -4,7 +4,7 @@
  * a Cluster is returned only when none of them is an error.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, resolve as resolvePath } from 'node:path';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument } from 'yaml';
 import { CHECK_GROUPS } from './checks.js';
@@ -122,9 +122,4 @@ function yamlHint(code: string): string {
     default:
       return 'fix the YAML syntax at this position';
   }
-}
-
-/** `cluster.yaml` for messages; kept here so the CLI and tests print the same. */
-export function displayName(path: string): string {
-  return basename(path);
 }
