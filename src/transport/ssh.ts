@@ -116,6 +116,11 @@ export class SshHost implements Host {
     this.#slots = new Slots(opts.maxChannels ?? 8);
   }
 
+  /** Channels used at once: maxChannels, or less once the server refused one. */
+  get maxChannels(): number {
+    return this.#slots.limit;
+  }
+
   /** Opens the connection now (it is otherwise opened by the first command). */
   async connect(): Promise<void> {
     await this.#client();
