@@ -169,9 +169,13 @@ function validateServer(input: K3sServerConfigInput): void {
   if (!(input.token instanceof Secret)) throw new RenderInputError('token', 'must be a Secret');
   if (input.agentToken !== undefined && !(input.agentToken instanceof Secret)) throw new RenderInputError('agentToken', 'must be a Secret');
   if (!(input.datastoreEndpoint instanceof Secret)) throw new RenderInputError('datastoreEndpoint', 'must be a Secret');
-  for (const s of [input.token, input.agentToken, input.datastoreEndpoint]) {
-    if (s !== undefined) assertNoControlChars('token/agentToken/datastoreEndpoint', s.reveal());
-  }
+  const secrets: [string, Secret | undefined][] = [
+    ['token', input.token],
+    ['agentToken', input.agentToken],
+    ['datastoreEndpoint', input.datastoreEndpoint],
+  ];
+  // The message names the field only: a secret never reaches an error.
+  for (const [field, s] of secrets) if (s !== undefined) assertNoControlChars(field, s.reveal());
   if (input.datastoreCaFile !== undefined) assertPath('datastoreCaFile', input.datastoreCaFile);
   if (input.datastoreCertFile !== undefined) assertPath('datastoreCertFile', input.datastoreCertFile);
   if (input.datastoreKeyFile !== undefined) assertPath('datastoreKeyFile', input.datastoreKeyFile);
@@ -201,7 +205,8 @@ function validateAgent(input: K3sAgentConfigInput): void {
   validateCommon(input);
   if (!(input.token instanceof Secret)) throw new RenderInputError('token', 'must be a Secret');
   assertNoControlChars('token', input.token.reveal());
-  assertHost('server.host', input.server?.host);
+  if (typeof input.server !== 'object' || input.server === null) throw new RenderInputError('server', 'must be {host, port} of the API load balancer');
+  assertHost('server.host', input.server.host);
   assertPort('server.port', input.server.port);
 }
 
