@@ -77,3 +77,32 @@ export class HostPool<T extends { name: string }> {
     await Promise.all(open.map((p) => p.then((h) => h.close(), () => undefined).catch(() => undefined)));
   }
 }
+
+/**
+ * A counting semaphore whose limit may be lowered while in use (an SSH
+ * server that allows fewer sessions than asked for).
+ */
+export class Semaphore {
+  active = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(public limit: number) {}
+
+  acquire(): Promise<void> {
+    if (this.active < this.limit) {
+      this.active++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) =>
+      this.#waiting.push(() => {
+        this.active++;
+        resolve();
+      }),
+    );
+  }
+
+  release(): void {
+    this.active--;
+    while (this.active < this.limit && this.#waiting.length) this.#waiting.shift()?.();
+  }
+}

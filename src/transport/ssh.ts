@@ -1,10 +1,6 @@
-import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import ssh2, { type AuthMethod, type Client, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2';
+import ssh2, { type Client, type ServerHostKeyAlgorithm } from 'ssh2';
 import {
   CommandError,
-  CommandTimeoutError,
   ConnectionError,
   type ExecOptions,
   type ExecResult,
@@ -13,9 +9,12 @@ import {
   type WriteOptions,
 } from './host.js';
 import { fingerprint, hostKeyId, keyFromBlob, type HostKeyStore } from './hostkeys.js';
+import { Semaphore } from './pool.js';
 import type { Command } from './quote.js';
 import { readFileVia, removeFileVia, statVia, writeFileVia, type RawResult } from './remote-files.js';
-import { remoteCommand, sudoHint, SUDO_PROMPT, SUDO_READY, type Elevation } from './remote-command.js';
+import { authMethods, connectError, type Endpoint } from './ssh-auth.js';
+import { remoteCommand, sudoHint, type Elevation } from './remote-command.js';
+import { ChannelRefused, runOnChannel } from './ssh-channel.js';
 import { isSecret, maskSecrets, type Secret } from '../util/secret.js';
 
 /** How to reach one host. */
@@ -66,7 +65,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions): Promise<S
 }
 
 // ssh2 is CommonJS; Node's ESM loader does not see all of its named exports.
-const { Client: SshClient, utils } = ssh2;
+const { Client: SshClient } = ssh2;
 
 // What ssh2 offers by default, used to put the pinned key's type first (as
 // OpenSSH does): otherwise a host with several keys could answer with another
@@ -81,7 +80,9 @@ const HOST_KEY_ALGORITHMS: ServerHostKeyAlgorithm[] = [
   'ssh-rsa',
 ];
 
+/** A command in flight, failed from outside when its connection goes away. */
 interface Pending {
+  client: Client;
   fail(reason: string, cause: Error | undefined): void;
 }
 
@@ -99,9 +100,11 @@ export class SshHost implements Host {
   readonly #opts: SshOptions;
   readonly #endpoint: string;
   #conn: Promise<Client> | undefined;
+  /** The connection #conn resolved to, once it is up. */
+  #current: Client | undefined;
   #closed = false;
   readonly #pending = new Set<Pending>();
-  readonly #slots: Slots;
+  readonly #slots: Semaphore;
   /** TCP connections opened so far: 1 for a whole run unless one was lost. */
   connections = 0;
 
@@ -113,7 +116,7 @@ export class SshHost implements Host {
     this.port = target.port ?? 22;
     this.user = target.user ?? 'root';
     this.#endpoint = `${this.address}:${this.port}`;
-    this.#slots = new Slots(opts.maxChannels ?? 8);
+    this.#slots = new Semaphore(opts.maxChannels ?? 8);
   }
 
   /** Channels used at once: maxChannels, or less once the server refused one. */
@@ -151,7 +154,8 @@ export class SshHost implements Host {
     this.#closed = true;
     const conn = this.#conn;
     this.#conn = undefined;
-    this.#failPending('the connection was closed by k8s-ha', undefined);
+    this.#current = undefined;
+    this.#failPending(undefined, 'the connection was closed by k8s-ha', undefined);
     if (!conn) return;
     const client = await conn.catch(() => undefined);
     if (!client) return;
@@ -189,7 +193,23 @@ export class SshHost implements Host {
       const client = await this.#client();
       await this.#slots.acquire();
       try {
-        result = await this.#channel(client, shown, remoteCommand(cmd, how, timeoutMs), how, opts.stdin, timeoutMs, secrets);
+        result = await runOnChannel(client, {
+          host: this.name,
+          user: this.user,
+          shown,
+          text: remoteCommand(cmd, how, timeoutMs),
+          how,
+          stdin: opts.stdin,
+          sudoPassword: this.#target.sudoPassword,
+          timeoutMs,
+          secrets,
+          lost: (cause) => this.#lostError(shown, cause, 'the connection was lost'),
+          track: (fail) => {
+            const p: Pending = { client, fail: (reason, cause) => fail(this.#lostError(shown, cause, reason)) };
+            this.#pending.add(p);
+            return () => this.#pending.delete(p);
+          },
+        });
         break;
       } catch (err) {
         // The server allows fewer sessions than we opened: use what it allows.
@@ -221,102 +241,6 @@ export class SshHost implements Host {
     return result;
   }
 
-  #channel(
-    client: Client,
-    shown: string,
-    text: string,
-    how: Elevation,
-    stdin: ExecOptions['stdin'],
-    timeoutMs: number,
-    secrets: readonly Secret[],
-  ): Promise<RawResult> {
-    return new Promise<RawResult>((resolve, reject) => {
-      let settled = false;
-      let channel: ClientChannel | undefined;
-      const pending: Pending = { fail: (reason, cause) => finish(() => reject(this.#lostError(shown, cause, reason))) };
-      const finish = (settle: () => void): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#pending.delete(pending);
-        settle();
-      };
-      this.#pending.add(pending);
-      const timer = setTimeout(() => {
-        // The host-side `timeout` kills the command itself; this only frees the channel.
-        channel?.signal('KILL');
-        channel?.close();
-        finish(() => reject(new CommandTimeoutError(this.name, shown, timeoutMs, maskSecrets(stderr, secrets))));
-      }, timeoutMs);
-
-      const stdout: Buffer[] = [];
-      let stderr = '';
-      let beforeSudo = '';
-      let sudoRunning = how !== 'sudo-password';
-      let promptsAnswered = 0;
-      let code: number | null | undefined;
-
-      const sendStdin = (ch: ClientChannel): void => {
-        if (stdin === undefined) ch.end();
-        else ch.end(isSecret(stdin) ? stdin.reveal() : stdin);
-      };
-
-      client.exec(text, (err, ch) => {
-        if (err) {
-          finish(() => reject(/open failed|administratively prohibited|resource shortage/i.test(err.message)
-            ? new ChannelRefused(err.message)
-            : this.#lostError(shown, err, 'the connection was lost')));
-          return;
-        }
-        channel = ch;
-        if (settled) {
-          ch.close();
-          return;
-        }
-        ch.on('data', (d: Buffer) => stdout.push(d));
-        ch.stderr.on('data', (d: Buffer) => {
-          if (sudoRunning) {
-            stderr += d.toString('utf8');
-            return;
-          }
-          beforeSudo += d.toString('utf8');
-          const ready = beforeSudo.indexOf(`${SUDO_READY}\n`);
-          const prompts = (ready < 0 ? beforeSudo : beforeSudo.slice(0, ready)).split(SUDO_PROMPT).length - 1;
-          if (prompts > promptsAnswered) {
-            promptsAnswered = prompts;
-            if (prompts > 1) {
-              // A second prompt: the password was wrong. Asking again would only lock the account.
-              ch.close();
-              finish(() => reject(new CommandError(this.name, shown, null, 'sudo: incorrect password', '',
-                sudoHint('incorrect password', this.user))));
-              return;
-            }
-            ch.write(`${this.#target.sudoPassword?.reveal() ?? ''}\n`);
-          }
-          if (ready >= 0) {
-            sudoRunning = true;
-            stderr = beforeSudo.slice(ready + SUDO_READY.length + 1);
-            sendStdin(ch);
-          }
-        });
-        ch.on('exit', (status: number | null) => {
-          code = typeof status === 'number' ? status : null;
-        });
-        ch.on('close', () => {
-          if (code === undefined) {
-            // No exit status: the connection went away under the command.
-            finish(() => reject(this.#lostError(shown, undefined, 'the connection was lost')));
-            return;
-          }
-          // sudo failed before the command ran: its own messages are the error.
-          if (!sudoRunning) stderr = beforeSudo.split(SUDO_PROMPT).join('');
-          finish(() => resolve({ code: code ?? null, stdout: Buffer.concat(stdout), stderr }));
-        });
-        if (sudoRunning) sendStdin(ch);
-      });
-    });
-  }
-
   #client(): Promise<Client> {
     if (this.#closed) {
       return Promise.reject(new ConnectionError(this.name, this.#endpoint, 'running a command', 'the host was already closed', 'open a new connection'));
@@ -334,7 +258,10 @@ export class SshHost implements Host {
 
   async #open(): Promise<Client> {
     const id = hostKeyId(this.address, this.port);
-    const [auth, pinned] = await Promise.all([this.#auth(), this.#opts.hostKeys.lookup(id)]);
+    const [auth, pinned] = await Promise.all([
+      authMethods(this.#where(), this.#target, this.#opts.env ?? process.env),
+      this.#opts.hostKeys.lookup(id),
+    ]);
     const pinnedType = pinned?.split(' ')[0];
     const preferred = pinnedType === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : pinnedType ? [pinnedType] : [];
     const algorithms = [
@@ -343,35 +270,34 @@ export class SshHost implements Host {
     ];
 
     const client = new SshClient();
+    // The host-key check's own error, more useful than ssh2's "verification failed".
     let keyRefused: Error | undefined;
+    // Why an established connection went down, for the commands it takes with it.
+    let lastError: Error | undefined;
     let ready = false;
     return new Promise<Client>((resolve, reject) => {
       client.on('ready', () => {
         ready = true;
         this.connections++;
+        if (!this.#closed) this.#current = client;
         resolve(client);
       });
       client.on('error', (err: Error & { level?: string; code?: string }) => {
-        if (ready) {
-          lastError = err;
-          return;
-        }
-        reject(keyRefused ?? this.#connectError(err, auth.describe));
+        if (ready) lastError = err;
+        else reject(keyRefused ?? connectError(this.#where(), err, auth.describe));
       });
-      let lastError: Error | undefined;
       client.on('close', () => {
         if (!ready) {
           reject(keyRefused ?? new ConnectionError(this.name, this.#endpoint, 'connecting', 'the server closed the connection during the handshake',
             'look at sshd\'s log on the host (journalctl -u ssh); MaxStartups may be refusing connections'));
           return;
         }
-        // Only this connection's loss matters; a newer one may already be in use.
-        if (this.#conn && !this.#closed) {
-          void this.#conn.then((c) => {
-            if (c === client) this.#conn = undefined;
-          }, () => undefined);
+        // Forget this connection (not a newer one) so the next command reconnects.
+        if (this.#current === client) {
+          this.#current = undefined;
+          this.#conn = undefined;
         }
-        this.#failPending('the connection was lost', lastError);
+        this.#failPending(client, 'the connection was lost', lastError);
       });
       client.connect({
         host: this.address,
@@ -412,81 +338,8 @@ export class SshHost implements Host {
     );
   }
 
-  async #auth(): Promise<{ methods: AuthMethod[]; describe: string }> {
-    const env = this.#opts.env ?? process.env;
-    const home = env.HOME ?? homedir();
-    const username = this.user;
-    const methods: AuthMethod[] = [];
-    const described: string[] = [];
-    const sock = env.SSH_AUTH_SOCK;
-    const { keyFile, agent } = this.#target;
-
-    if (keyFile) {
-      const path = keyFile.replace(/^~(?=$|\/)/, home);
-      methods.push({ type: 'publickey', username, key: await this.#readKey(path) } as AuthMethod);
-      described.push(`key file ${path}`);
-    }
-    if (agent || (!keyFile && agent !== false && sock)) {
-      if (!sock) {
-        throw new ConnectionError(this.name, this.#endpoint, 'connecting', 'agent authentication asked for, but SSH_AUTH_SOCK is not set',
-          'start ssh-agent and ssh-add your key, or give the host a keyFile');
-      }
-      methods.push({ type: 'agent', username, agent: sock } as AuthMethod);
-      described.push(`the keys in ssh-agent (${sock})`);
-    }
-    if (!keyFile && !agent) {
-      for (const name of ['id_ed25519', 'id_ecdsa', 'id_rsa']) {
-        const path = join(home, '.ssh', name);
-        const key = await readFile(path).catch(() => undefined);
-        if (!key || utils.parseKey(key) instanceof Error) continue;
-        methods.push({ type: 'publickey', username, key } as AuthMethod);
-        described.push(`key file ${path}`);
-      }
-    }
-    if (!methods.length) {
-      throw new ConnectionError(this.name, this.#endpoint, 'connecting', 'no SSH key to log in with',
-        `give the host a keyFile, or load a key into ssh-agent (SSH_AUTH_SOCK); none of ~/.ssh/id_{ed25519,ecdsa,rsa} is usable`);
-    }
-    return { methods, describe: described.join(', then ') };
-  }
-
-  async #readKey(path: string): Promise<Buffer> {
-    let key: Buffer;
-    try {
-      key = await readFile(path);
-    } catch (err) {
-      throw new ConnectionError(this.name, this.#endpoint, 'connecting', `cannot read key file ${path}: ${(err as Error).message}`,
-        'check the host\'s keyFile', { cause: err });
-    }
-    const parsed = utils.parseKey(key);
-    if (parsed instanceof Error) {
-      const encrypted = /passphrase|encrypted/i.test(parsed.message);
-      throw new ConnectionError(this.name, this.#endpoint, 'connecting', `cannot use key file ${path}: ${parsed.message}`,
-        encrypted ? 'the key is protected by a passphrase: load it into ssh-agent (ssh-add) and use agent authentication'
-          : 'keyFile must be a private key in OpenSSH or PEM format', { cause: parsed });
-    }
-    return key;
-  }
-
-  #connectError(err: Error & { level?: string; code?: string }, auth: string): ConnectionError {
-    const { address, port, user } = this;
-    let reason = err.message;
-    let hint: string | undefined;
-    if (err.level === 'client-authentication') {
-      reason = 'authentication failed';
-      hint = `the host refused user "${user}" with ${auth}: check that the matching public key is in ~${user}/.ssh/authorized_keys on the host, and the user name`;
-    } else if (err.code === 'ECONNREFUSED') {
-      reason = 'connection refused';
-      hint = `is sshd running on ${address} and listening on port ${port}?`;
-    } else if (err.level === 'client-timeout' || ['ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN'].includes(err.code ?? '')) {
-      reason = err.level === 'client-timeout' ? 'timed out' : `${err.code}: ${err.message}`;
-      hint = `is ${address} up and reachable from here, does a firewall let port ${port} through, and is sshd running?`;
-    } else if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
-      hint = `the name ${address} does not resolve: check the host's address`;
-    } else if (err.code === 'ECONNRESET') {
-      hint = `sshd closed the connection: look at its log on the host; MaxStartups or a firewall may be refusing it`;
-    }
-    return new ConnectionError(this.name, this.#endpoint, 'connecting', reason, hint, { cause: err });
+  #where(): Endpoint {
+    return { name: this.name, address: this.address, port: this.port, user: this.user };
   }
 
   #lostError(shown: string, cause: Error | undefined, reason: string): ConnectionError {
@@ -495,33 +348,7 @@ export class SshHost implements Host {
       'the command may or may not have run to the end; apply again once the host is reachable (it converges)', { cause });
   }
 
-  #failPending(reason: string, cause: Error | undefined): void {
-    for (const p of [...this.#pending]) p.fail(reason, cause);
-  }
-}
-
-/** The server refused to open another session channel (MaxSessions). */
-class ChannelRefused extends Error {}
-
-/** A counting semaphore whose limit may be lowered while in use. */
-class Slots {
-  active = 0;
-  readonly #waiting: (() => void)[] = [];
-  constructor(public limit: number) {}
-
-  acquire(): Promise<void> {
-    if (this.active < this.limit) {
-      this.active++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.#waiting.push(() => {
-      this.active++;
-      resolve();
-    }));
-  }
-
-  release(): void {
-    this.active--;
-    while (this.active < this.limit && this.#waiting.length) this.#waiting.shift()?.();
+  #failPending(client: Client | undefined, reason: string, cause: Error | undefined): void {
+    for (const p of [...this.#pending]) if (!client || p.client === client) p.fail(reason, cause);
   }
 }
