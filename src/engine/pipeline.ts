@@ -1,5 +1,8 @@
 import type { AnyPhase } from './phase.js';
 import type { Deployment } from './run.js';
+import { loadBalancerPhase } from '../phases/loadbalancer.js';
+import { vipPhase } from '../phases/vip.js';
+import { datastorePhase } from '../phases/datastore.js';
 
 /**
  * The apply pipeline, top to bottom (STYLE.md 1). Each phase observes its
@@ -7,4 +10,8 @@ import type { Deployment } from './run.js';
  * what differs. Later phases rely on earlier ones: the load balancer and the
  * datastore exist before the first server starts; servers before agents.
  */
-export const pipeline: AnyPhase<Deployment>[] = [];
+export const pipeline: AnyPhase<Deployment>[] = [
+  loadBalancerPhase,
+  vipPhase,
+  datastorePhase,
+];

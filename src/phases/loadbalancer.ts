@@ -1,0 +1,152 @@
+import type { Problem } from '../engine/errors.js';
+import type { Change, Phase, RunContext } from '../engine/phase.js';
+import type { Deployment } from '../engine/run.js';
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { hostsWithRole, type Cluster } from '../spec/cluster.js';
+import { HAPROXY_CFG_PATH, renderHaproxyCfg } from '../render/haproxy.js';
+import { NGINX_CONF_PATH, renderNginxConf } from '../render/nginx.js';
+import { LB_CONTAINER_DEFAULT_IMAGE, LB_DOCKER_UNIT_PATH, renderLbComposeFile, renderLbDockerUnit } from '../render/docker.js';
+import type { Host } from '../transport/host.js';
+import { sh } from '../transport/quote.js';
+import { apiUpstreams, renderProblem } from './infra-common.js';
+
+/** Where the container flavour keeps its files on the LB host. */
+export const LB_CONTAINER_DIR = '/etc/k8s-ha/lb';
+export const LB_CONTAINER_CONF = `${LB_CONTAINER_DIR}/nginx.conf`;
+export const LB_COMPOSE_FILE = `${LB_CONTAINER_DIR}/compose.yaml`;
+
+/** The systemd unit that runs the load balancer, by how it is deployed. */
+export function lbUnit(c: Cluster): string {
+  if (c.loadBalancer.deploy === 'docker') return 'k8s-ha-lb';
+  return c.loadBalancer.kind;
+}
+
+/** The packages, files and service of the load balancer; throws RenderInputError on inputs it cannot render. */
+export function lbDesired(c: Cluster): Desired {
+  const lb = c.loadBalancer;
+  const servers = apiUpstreams(c);
+  const common = {
+    listenPort: lb.port,
+    servers,
+    connectTimeoutMs: lb.timeouts.connectMs,
+    idleTimeoutMs: lb.timeouts.idleMs,
+  };
+  if (lb.deploy === 'docker') {
+    const image = LB_CONTAINER_DEFAULT_IMAGE;
+    const conf = renderNginxConf({ ...common, maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs, flavor: 'official-image' });
+    return {
+      files: [
+        // The image's own nginx checks the file, so what goes live is what the container runs.
+        { path: LB_CONTAINER_CONF, content: conf, check: (tmp) => sh`docker run --rm --network none -v ${tmp + ':/etc/nginx/nginx.conf:ro'} ${image} nginx -t` },
+        // For users who run the container with compose instead of the unit; both use the same conf.
+        { path: LB_COMPOSE_FILE, content: renderLbComposeFile({ confPath: LB_CONTAINER_CONF, image }) },
+        { path: LB_DOCKER_UNIT_PATH, content: renderLbDockerUnit({ confPath: LB_CONTAINER_CONF, image }) },
+      ],
+      // The unit's ExecReload sends SIGHUP into the container: nginx reloads in place.
+      services: [{ unit: 'k8s-ha-lb', restartOn: [LB_DOCKER_UNIT_PATH], reloadOn: [LB_CONTAINER_CONF] }],
+    };
+  }
+  if (lb.kind === 'haproxy') {
+    const cfg = renderHaproxyCfg({ ...common, healthCheck: { path: lb.healthCheck.path, intervalMs: lb.healthCheck.intervalMs, fall: lb.healthCheck.fall, rise: lb.healthCheck.rise } });
+    return {
+      packages: ['haproxy'],
+      files: [{ path: HAPROXY_CFG_PATH, content: cfg, check: (tmp) => sh`haproxy -c -f ${tmp}` }],
+      // Debian's unit reloads through the master process: old workers finish
+      // their sessions, new connections get the new server list.
+      services: [{ unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }],
+    };
+  }
+  const conf = renderNginxConf({ ...common, maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs });
+  return {
+    // FACTS: the stream module is not in nginx-light's core; without
+    // libnginx-mod-stream nginx rejects `stream {}` as an unknown directive.
+    packages: ['nginx-light', 'libnginx-mod-stream'],
+    files: [
+      {
+        path: NGINX_CONF_PATH,
+        content: conf,
+        // The file names its includes by absolute path, so -c on the temp
+        // file resolves them as the live file would; no -p (renderer note).
+        check: (tmp) => sh`nginx -q -t -c ${tmp}`,
+      },
+    ],
+    // Reload: nginx starts new workers with the new upstreams and lets the old
+    // ones finish their (long-lived watch) connections; a restart would cut them.
+    services: [{ unit: 'nginx', reloadOn: [NGINX_CONF_PATH] }],
+  };
+}
+
+export interface LbObserved {
+  state: ObservedState;
+  /** Only looked up for `deploy: docker`. */
+  docker: boolean;
+}
+
+function safeDesired(c: Cluster): Desired | null {
+  try {
+    return lbDesired(c);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The API load balancer on every `loadbalancer` host: nginx (stream) or
+ * HAProxy (tcp) in front of every server's 6443, installed from the OS
+ * packages or run as a container.
+ */
+export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
+  id: 'loadbalancer',
+  title: 'API load balancer',
+  targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'loadbalancer').map((h) => h.name),
+
+  async observe(ctx: RunContext<Deployment>, host: Host): Promise<LbObserved> {
+    const c = ctx.cluster.spec;
+    const d = safeDesired(c) ?? {};
+    const state = await observeDesired(host, d);
+    let docker = false;
+    if (c.loadBalancer.deploy === 'docker') {
+      docker = (await host.exec(sh`command -v docker`, { allowFailure: true })).code === 0;
+    }
+    return { state, docker };
+  },
+
+  diff(ctx, _host, o): Change[] {
+    const d = safeDesired(ctx.cluster.spec);
+    // preflight reports why; an unrenderable config never goes anywhere.
+    if (!d) return [];
+    return diffDesired(d, o.state, ctx.secrets);
+  },
+
+  preflight(ctx, observed): Problem[] {
+    const c = ctx.cluster.spec;
+    const problems: Problem[] = [];
+    if (c.loadBalancer.deploy === 'docker' && c.loadBalancer.kind !== 'nginx') {
+      problems.push({
+        severity: 'error',
+        path: 'loadBalancer.deploy',
+        message: `deploy: docker runs the nginx image only, but kind is ${c.loadBalancer.kind}`,
+        hint: 'use kind: nginx with deploy: docker, or deploy: package for HAProxy',
+      });
+      return problems;
+    }
+    try {
+      lbDesired(c);
+    } catch (e) {
+      problems.push(renderProblem(e, (f) => (f.startsWith('servers') ? 'hosts' : `loadBalancer${f ? '.' + f : ''}`), 'fix the cluster file so the load balancer can be configured'));
+    }
+    if (c.loadBalancer.deploy === 'docker') {
+      for (const [name, o] of observed) {
+        if (!o.docker) {
+          problems.push({
+            severity: 'error',
+            path: 'loadBalancer.deploy',
+            message: `${name} has no docker command, and deploy: docker runs the load balancer as a container`,
+            hint: `install Docker Engine on ${name} (https://docs.docker.com/engine/install/debian/), or set loadBalancer.deploy: package`,
+          });
+        }
+      }
+    }
+    return problems;
+  },
+};
