@@ -323,7 +323,13 @@ export class SshHost implements Host {
     const store = this.#opts.hostKeys;
     if (pinned === offered) return true;
     if (pinned === undefined || this.#opts.acceptChangedKeyFor?.has(this.name)) {
-      await store.record(id, offered);
+      try {
+        await store.record(id, offered);
+      } catch (err) {
+        throw new ConnectionError(this.name, this.#endpoint, 'connecting',
+          `cannot pin the host key${store.location ? ` in ${store.location}` : ''}: ${(err as Error).message}`,
+          'make the state file writable: k8s-ha refuses to talk to a host whose key it cannot remember', { cause: err });
+      }
       this.#opts.onHostKeyRecorded?.({ host: this.name, id, fingerprint: fingerprint(offered), replaced: pinned !== undefined });
       return true;
     }
