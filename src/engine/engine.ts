@@ -153,28 +153,27 @@ export class Engine<C> {
       this.checkSignal();
       const tp = Date.now();
       const observed = await this.observePhase(phase);
-      const problems = (phase.preflight?.(this.ctx, observed) ?? []).filter((p) => p.severity === 'error');
-      if (problems.length) throw new PreflightError(phase.title, problems);
-      for (const w of phase.preflight?.(this.ctx, observed).filter((p) => p.severity === 'warning') ?? []) {
-        this.events({ type: 'warning', phase: phase.id, message: `${w.path}: ${w.message}` });
-      }
+      const problems = phase.preflight?.(this.ctx, observed) ?? [];
+      const errors = problems.filter((p) => p.severity === 'error');
+      if (errors.length) throw new PreflightError(phase.title, errors);
+      for (const w of problems) this.events({ type: 'warning', phase: phase.id, message: `${w.path}: ${w.message}` });
       const steps = this.diffPhase(phase, observed).filter((s) => s.changes.length > 0);
       this.events({ type: 'phase-start', phase: phase.id, title: phase.title, hosts: steps.map((s) => s.host) });
-      const errors: Error[] = [];
+      const failures: Error[] = [];
       await runBounded(steps, phase.serial ? 1 : this.concurrency, async (step) => {
-        if (phase.serial && errors.length) return; // never go on to the next server after one failed
+        if (phase.serial && failures.length) return; // never go on to the next server after one failed
         try {
           await this.applyStep(phase, step);
           applied.push(step);
         } catch (e) {
           const err = e instanceof InterruptedError || e instanceof HostError ? e : new HostError(step.host, phase.title, e);
           this.events({ type: 'host-failed', phase: phase.id, host: step.host, error: causeText(err) });
-          errors.push(err);
+          failures.push(err);
         }
       });
-      const interrupted = errors.find((e) => e instanceof InterruptedError);
+      const interrupted = failures.find((e) => e instanceof InterruptedError);
       if (interrupted) throw interrupted;
-      if (errors.length) throw new MultiHostError(errors);
+      if (failures.length) throw new MultiHostError(failures);
       if (steps.length) {
         const again = this.diffPhase(phase, await this.observePhase(phase)).filter((s) => s.changes.length > 0);
         if (again.length) {
