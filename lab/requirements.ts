@@ -1,0 +1,49 @@
+import { access } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { LabUsageError } from './errors.js';
+
+/** A program the lab runs, and the Debian package that brings it. */
+const TOOLS: readonly { bin: string; pkg: string }[] = [
+  { bin: 'systemd-nspawn', pkg: 'systemd-container' },
+  { bin: 'debootstrap', pkg: 'debootstrap' },
+  { bin: 'ip', pkg: 'iproute2' },
+  { bin: 'nft', pkg: 'nftables' },
+  { bin: 'nsenter', pkg: 'util-linux' },
+  { bin: 'ssh-keygen', pkg: 'openssh-client' },
+  { bin: 'mount', pkg: 'mount' },
+];
+
+async function onPath(bin: string, env: NodeJS.ProcessEnv): Promise<boolean> {
+  // Tools in sbin are missing from a non-root PATH; root's usual dirs are added.
+  const dirs = [...(env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  for (const d of dirs) {
+    if (!d) continue;
+    try {
+      await access(join(d, bin), constants.X_OK);
+      return true;
+    } catch {
+      // next
+    }
+  }
+  return false;
+}
+
+/** Why the lab cannot run here (not root, a tool missing), with the fix; null when it can. */
+export async function labBlocker(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+  if (process.getuid?.() !== 0) {
+    return 'k8s-ha lab needs root (it mounts overlays, makes a bridge and boots machines): run it with sudo';
+  }
+  const missing: { bin: string; pkg: string }[] = [];
+  for (const t of TOOLS) if (!(await onPath(t.bin, env))) missing.push(t);
+  if (missing.length) {
+    const pkgs = [...new Set(missing.map((m) => m.pkg))];
+    return `k8s-ha lab needs ${missing.map((m) => m.bin).join(', ')}; install with: apt-get install -y ${pkgs.join(' ')}`;
+  }
+  return null;
+}
+
+export async function checkRequirements(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const why = await labBlocker(env);
+  if (why) throw new LabUsageError(why);
+}
