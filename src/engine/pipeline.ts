@@ -3,6 +3,7 @@ import type { Deployment } from './run.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';
+import { metallbPhase } from '../phases/metallb.js';
 
 /**
  * The apply pipeline, top to bottom (STYLE.md 1). Each phase observes its
@@ -14,4 +15,5 @@ export const pipeline: AnyPhase<Deployment>[] = [
   loadBalancerPhase,
   vipPhase,
   datastorePhase,
+  metallbPhase(), // last: needs the API up, servicelb off on every server, agents for its pods
 ];
