@@ -1,0 +1,242 @@
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import type { Problem } from '../engine/errors.js';
+import type { Change, Phase, RunContext } from '../engine/phase.js';
+import type { Deployment } from '../engine/run.js';
+import { K3S_CONFIG_PATH, k3sEnvFilePath, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
+import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
+import { systemctl } from '../transport/os.js';
+import { sh } from '../transport/quote.js';
+import { Secret } from '../util/secret.js';
+import { K3S_API_PORT, renderProblem } from './infra-common.js';
+import { NotReadyError, journalTail, kubectlArgs, seconds, waitUntil } from './k3s-health.js';
+import { installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { SERVER_UNIT, defaultArtifacts, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
+import { readServerToken, sameClusterToken } from './k3s-token.js';
+
+/**
+ * k3s agents, joined through the load balancer (or VIP) with the token.
+ * FACTS: the `server` URL is used only to register; afterwards an agent
+ * talks to every server's 6443 directly through its client-side balancer,
+ * so each agent must reach every server, not only the LB: checked first.
+ */
+
+export const AGENT_UNIT = 'k3s-agent';
+/** How long one TCP probe from an agent to a server may take. */
+const PROBE_TIMEOUT_S = 3;
+
+export type Reach = 'ok' | 'refused' | 'timeout' | 'unreachable';
+
+export interface ServerReach {
+  server: string;
+  address: string;
+  result: Reach;
+  detail: string;
+  /** k3s is active on that server (a refused port before it started is expected). */
+  serverUp: boolean;
+}
+
+export interface AgentObserved {
+  state: ObservedState;
+  want: WantedArtifacts;
+  installed: InstalledArtifacts;
+  reach: ServerReach[];
+  /**
+   * The servers' full token (`K10<CA hash>::server:<secret>`) when a server
+   * has one with the same secret: with it the agent verifies the server's CA
+   * before trusting it (FACTS). Null before any server started.
+   */
+  secureToken: Secret | null;
+}
+
+function agentHost(d: Deployment, name: string): ClusterHost {
+  const h = d.spec.hosts.find((x) => x.name === name);
+  if (!h) throw new Error(`${name} is not in the cluster file`);
+  return h;
+}
+
+export function agentConfigInput(d: Deployment, h: ClusterHost, secureToken: Secret | null): K3sAgentConfigInput {
+  const c = d.spec;
+  return {
+    role: 'agent',
+    nodeName: h.name,
+    nodeIp: nodeIps(h),
+    nodeLabels: Object.entries(h.labels).map(([k, v]) => `${k}=${v}`),
+    nodeTaints: [...h.taints],
+    extraArgs: c.k3s.agentArgs,
+    server: { host: c.apiAddress, port: c.apiPort },
+    // A separate agent token when the file sets one; else the servers'
+    // token, in its CA-pinning form once the servers have made their CA.
+    token: d.secrets.agentToken ?? secureToken ?? d.secrets.k3sToken,
+  };
+}
+
+function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Desired {
+  const config = K3S_CONFIG_PATH;
+  const unit = k3sUnitPath('agent');
+  const env = k3sEnvFilePath('agent');
+  return {
+    files: [
+      { path: config, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
+      { path: unit, content: renderK3sUnit({ role: 'agent' }) },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+    ],
+    services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env] }],
+  };
+}
+
+/** One round trip: a TCP connect from the agent to each address's 6443, `ADDR<TAB>rc<TAB>stderr` per line. */
+export function reachProbe(addresses: string[]): ReturnType<typeof sh> {
+  return sh`for a in ${addresses}; do r=$(timeout ${PROBE_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/'"$a"'/${K3S_API_PORT}' 2>&1); printf '%s\t%s\t%s\n' "$a" "$?" "$(printf %s "$r" | tr '\n' ' ')"; done`;
+}
+
+export function parseReach(stdout: string): Map<string, { result: Reach; detail: string }> {
+  const out = new Map<string, { result: Reach; detail: string }>();
+  for (const line of stdout.split('\n')) {
+    const [addr, rc, detail = ''] = line.split('\t');
+    if (!addr || rc === undefined) continue;
+    const text = detail.replace(/^bash: line \d+: /, '').replace(/^\/dev\/tcp\/[^:]*: /, '').trim();
+    let result: Reach;
+    if (rc === '0') result = 'ok';
+    else if (rc === '124') result = 'timeout';
+    else if (/refused/i.test(detail)) result = 'refused';
+    else result = 'unreachable';
+    const words = result === 'timeout' ? `no answer within ${PROBE_TIMEOUT_S} s (dropped by a firewall or no route)` : result === 'refused' ? 'connection refused' : text || `exit ${rc}`;
+    out.set(addr, { result, detail: result === 'ok' ? '' : words });
+  }
+  return out;
+}
+
+async function serverStates(ctx: RunContext<Deployment>, servers: ClusterHost[]): Promise<Map<string, boolean>> {
+  const out = new Map<string, boolean>();
+  await Promise.all(
+    servers.map(async (s) => {
+      try {
+        const r = await (await ctx.host(s.name)).exec(systemctl('is-active', SERVER_UNIT), { allowFailure: true, sudo: false });
+        out.set(s.name, r.code === 0);
+      } catch {
+        out.set(s.name, false);
+      }
+    }),
+  );
+  return out;
+}
+
+async function secureTokenFrom(ctx: RunContext<Deployment>, servers: ClusterHost[]): Promise<Secret | null> {
+  for (const s of servers) {
+    try {
+      const t = await readServerToken(await ctx.host(s.name));
+      if (t && t.reveal().startsWith('K10') && sameClusterToken(t, ctx.cluster.secrets.k3sToken)) return t;
+    } catch {
+      // An unreachable server is reported by the servers phase.
+    }
+  }
+  return null;
+}
+
+export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, AgentObserved> {
+  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
+  const pollIntervalMs = opts.pollIntervalMs ?? 2000;
+
+  return {
+    id: 'k3s-agents',
+    title: 'k3s agents',
+    targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'agent').map((h) => h.name),
+
+    async observe(ctx, host): Promise<AgentObserved> {
+      const d = ctx.cluster;
+      const servers = hostsWithRole(d.spec, 'server');
+      const arch = ctx.facts.get(host.name)?.arch ?? 'amd64';
+      const want = await wantedArtifacts(artifacts, d.spec, arch);
+      const secureToken = await secureTokenFrom(ctx, servers);
+      const [state, installed, probe, up] = await Promise.all([
+        observeDesired(host, desired(d, agentHost(d, host.name), secureToken)),
+        observeInstalled(host, want),
+        servers.length ? host.exec(reachProbe(servers.map((s) => s.address)), { sudo: false, allowFailure: true, timeoutMs: 30_000 }) : null,
+        serverStates(ctx, servers),
+      ]);
+      const parsed = parseReach(probe?.stdout ?? '');
+      const reach = servers.map((s) => {
+        const r = parsed.get(s.address) ?? { result: 'unreachable' as const, detail: (probe?.stderr ?? '').trim() || 'the probe printed nothing' };
+        return { server: s.name, address: s.address, ...r, serverUp: up.get(s.name) ?? false };
+      });
+      return { state, want, installed, reach, secureToken };
+    },
+
+    diff(ctx, name, o): Change[] {
+      const d = ctx.cluster;
+      let want: Desired;
+      try {
+        want = desired(d, agentHost(d, name), o.secureToken);
+      } catch {
+        return [];
+      }
+      const { changes, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed);
+      const base = diffDesired(want, o.state, ctx.secrets);
+      const restarting = base.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary));
+      const out = [...changes, ...base];
+      if (binaryChanged && !restarting) {
+        out.push({ kind: 'service', summary: `restart ${AGENT_UNIT} (binary changed)`, apply: async (h) => void (await h.exec(systemctl('restart', AGENT_UNIT))) });
+      }
+      return out;
+    },
+
+    preflight(ctx, observed): Problem[] {
+      const d = ctx.cluster;
+      const problems: Problem[] = [];
+      for (const [name, o] of observed) {
+        const path = `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]`;
+        if (!o.want.ok) problems.push({ severity: 'error', path: 'k3s.install', message: o.want.error, hint: 'fix k3s.install / k3s.version, or use install.source: local with a downloaded binary' });
+        try {
+          agentConfigInput(d, agentHost(d, name), null);
+          renderK3sConfig(agentConfigInput(d, agentHost(d, name), null));
+        } catch (e) {
+          problems.push(renderProblem(e, (f) => (f ? `${path} (${f})` : path), 'fix the value in the cluster file'));
+        }
+        // A refused port on a server whose k3s is not running yet (a plan on
+        // bare hosts) is expected: the servers phase starts it first.
+        const bad = o.reach.filter((r) => r.result !== 'ok' && !(r.result === 'refused' && !r.serverUp));
+        if (bad.length) {
+          problems.push({
+            severity: 'error',
+            path,
+            message: `${name} cannot reach ${bad.map((r) => `${r.server} (${r.address}:${K3S_API_PORT}: ${r.detail})`).join(', ')}; agents register through the load balancer but then talk to every server's ${K3S_API_PORT} directly (FACTS)`,
+            hint: `allow TCP ${K3S_API_PORT} from ${name} to ${bad.map((r) => r.address).join(', ')} (firewall, routes, VLANs), then apply again`,
+          });
+        }
+      }
+      return problems;
+    },
+
+    async settle(ctx, host, applied): Promise<void> {
+      if (!applied.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary))) return;
+      const servers = hostsWithRole(ctx.cluster.spec, 'server');
+      const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
+        const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false });
+        if (active.code !== 0) return `${AGENT_UNIT} is ${active.stdout.trim() || 'not active'}`;
+        // The Node object, seen from a server: registered and Ready.
+        let lastErr = 'no server answered';
+        for (const s of servers) {
+          const r = await (await ctx.host(s.name))
+            .exec(sh`${kubectlArgs('get', 'node', host.name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')}`, { allowFailure: true, timeoutMs: 20_000 })
+            .catch((e: Error) => ({ code: 1, stdout: '', stderr: e.message }));
+          if (r.code === 0) return r.stdout.trim() === 'True' ? null : `node ${host.name} is registered but not Ready (Ready=${r.stdout.trim() || 'unknown'})`;
+          lastErr = `${s.name}: ${r.stderr.trim().split('\n').pop() ?? ''}`;
+          if (/NotFound|not found/.test(r.stderr)) return `node ${host.name} not registered yet (${lastErr})`;
+        }
+        return lastErr;
+      });
+      if (last === null) return;
+      const journal = await journalTail(host, AGENT_UNIT);
+      throw new NotReadyError(
+        host.name,
+        `k3s agent did not become a Ready node within ${seconds(readyTimeoutMs)}`,
+        last,
+        journal,
+        `check that ${host.name} reaches the API at ${ctx.cluster.spec.apiServerUrl} and every server's ${K3S_API_PORT}, and look at \`journalctl -u ${AGENT_UNIT}\` there`,
+      );
+    },
+  };
+}
+
+export const k3sAgents = k3sAgentsPhase();

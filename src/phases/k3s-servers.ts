@@ -1,0 +1,332 @@
+import { parse as parseYaml } from 'yaml';
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import type { Problem } from '../engine/errors.js';
+import type { Change, Phase, RunContext } from '../engine/phase.js';
+import type { Deployment } from '../engine/run.js';
+import { StateFile } from '../engine/state.js';
+import {
+  K3S_CONFIG_PATH,
+  criticalSettings,
+  diffCriticalSettings,
+  k3sConfigObject,
+  k3sEnvFilePath,
+  k3sUnitPath,
+  renderK3sConfig,
+  renderK3sEnvFile,
+  renderK3sUnit,
+  type CriticalValue,
+  type K3sServerConfigInput,
+} from '../render/k3s.js';
+import { datastoreEndpoint } from '../render/mariadb.js';
+import { datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
+import type { Host } from '../transport/host.js';
+import { systemctl } from '../transport/os.js';
+import { isIp } from '../render/common.js';
+import { Secret } from '../util/secret.js';
+import { DATASTORE_TLS } from './infra-tls.js';
+import { renderProblem } from './infra-common.js';
+import { NotReadyError, hostEpoch, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
+import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
+
+/**
+ * k3s servers on the external datastore (FACTS: servers join by sharing the
+ * same token and datastore-endpoint; no --server, no --cluster-init). Serial:
+ * the first server is up and ready before the second is touched, and a
+ * setting change restarts one server at a time.
+ */
+
+export const SERVER_UNIT = 'k3s';
+/** Where the datastore's CA goes on each server (datastore-cafile). */
+export const DATASTORE_CA_PATH = '/etc/rancher/k3s/datastore-ca.pem';
+
+/**
+ * Critical settings that cannot change on a running cluster one server at a
+ * time: the networks are baked into every node and Service, and
+ * secrets-encryption has its own procedure. The others (datastore-endpoint,
+ * disable, disable-*) may roll through the servers.
+ */
+const FIXED_AFTER_START = new Set(['cluster-cidr', 'service-cidr', 'cluster-dns', 'cluster-domain', 'flannel-backend', 'secrets-encryption', 'egress-selector-mode', 'agent-token']);
+
+export interface K3sPhaseOptions {
+  /** Shared with the agents phase so each file is hashed once. Default: one per process. */
+  artifacts?: K3sArtifacts;
+  /** How long a server may take to answer /ping and /readyz after a (re)start. Default 300 s. */
+  readyTimeoutMs?: number;
+  /** Default 2 s. */
+  pollIntervalMs?: number;
+}
+
+export const defaultArtifacts = new K3sArtifacts();
+
+export interface ServerObserved {
+  state: ObservedState;
+  want: WantedArtifacts;
+  installed: InstalledArtifacts;
+  /** The server's existing config.yaml, parsed; null when absent or unreadable. */
+  config: Record<string, unknown> | null;
+  /** The server's token file: k3s ran here with it. */
+  token: Secret | null;
+  /** The datastore CA as on the datastore host (TLS only; null before the datastore phase made it). */
+  datastoreCa: string | null;
+  /** The CA as on this server (TLS only). */
+  caOnHost: string | null;
+}
+
+function serverHost(d: Deployment, name: string): ClusterHost {
+  const h = d.spec.hosts.find((x) => x.name === name);
+  if (!h) throw new Error(`${name} is not in the cluster file`);
+  return h;
+}
+
+/** The address k3s advertises: nodeIP, else the host's address when it is an IP. */
+export function nodeIps(h: ClusterHost): string[] | undefined {
+  if (h.nodeIP) return [h.nodeIP];
+  return isIp(h.address) ? [h.address] : undefined;
+}
+
+export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfigInput {
+  const c = d.spec;
+  const ds = datastoreEndpointHost(c);
+  if (!ds) throw new Error('the cluster file has no datastore host: give one host the datastore role');
+  const lbAddresses = hostsWithRole(c, 'loadbalancer').map((x) => x.address);
+  return {
+    role: 'server',
+    nodeName: h.name,
+    nodeIp: nodeIps(h),
+    nodeLabels: Object.entries(h.labels).map(([k, v]) => `${k}=${v}`),
+    nodeTaints: [...c.k3s.serverTaints, ...h.taints],
+    extraArgs: c.k3s.serverArgs,
+    token: d.secrets.k3sToken,
+    ...(d.secrets.agentToken ? { agentToken: d.secrets.agentToken } : {}),
+    datastoreEndpoint: datastoreEndpoint({ user: c.datastore.user, password: d.secrets.datastorePassword, host: ds.address, port: c.datastore.port, database: c.datastore.database }),
+    ...(c.datastore.tls.enabled ? { datastoreCaFile: DATASTORE_CA_PATH } : {}),
+    // FACTS: tls-san must hold the LB / VIP address and names before the
+    // first start. The load-balancer hosts' own addresses too, so the API
+    // can be reached through either LB host when a VIP fronts them.
+    tlsSan: [...new Set([...c.k3s.tlsSan, ...lbAddresses])],
+    // FACTS: MetalLB requires servicelb disabled on all servers.
+    disable: [...new Set([...c.k3s.disable, ...(c.metallb ? ['servicelb'] : [])])],
+    clusterCidr: c.k3s.clusterCidr,
+    serviceCidr: c.k3s.serviceCidr,
+    clusterDns: c.k3s.clusterDns,
+    clusterDomain: c.k3s.clusterDomain,
+    flannelBackend: c.k3s.flannelBackend,
+    secretsEncryption: c.k3s.secretsEncryption,
+  };
+}
+
+function desired(d: Deployment, h: ClusterHost): Desired {
+  const config = K3S_CONFIG_PATH;
+  const unit = k3sUnitPath('server');
+  const env = k3sEnvFilePath('server');
+  return {
+    files: [
+      // FACTS: the config holds the token and the datastore password: 0600.
+      { path: config, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
+      { path: unit, content: renderK3sUnit({ role: 'server' }) },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+    ],
+    // FACTS: a change to config.yaml alone needs an explicit restart.
+    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env] }],
+  };
+}
+
+function parseConfig(text: string | null | undefined): Record<string, unknown> | null {
+  if (!text) return null;
+  try {
+    const v: unknown = parseYaml(text, { version: '1.1' });
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+const isRestart = (c: Change) => c.kind === 'service' && /^(re)?start /.test(c.summary);
+
+/** The critical value for a message: secrets never shown. */
+function shown(v: CriticalValue | undefined): string {
+  if (v === undefined) return '(k3s default)';
+  if (v instanceof Secret) return '(secret)';
+  return Array.isArray(v) ? `[${v.join(', ')}]` : v;
+}
+
+function hostPath(d: Deployment, name: string): string {
+  return `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]`;
+}
+
+export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, ServerObserved> {
+  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
+  const pollIntervalMs = opts.pollIntervalMs ?? 2000;
+
+  async function readDatastoreCa(ctx: RunContext<Deployment>): Promise<string | null> {
+    const ds = datastoreEndpointHost(ctx.cluster.spec);
+    if (!ds) return null;
+    const buf = await (await ctx.host(ds.name)).readFile(DATASTORE_TLS.caFile);
+    return buf ? buf.toString('utf8') : null;
+  }
+
+  async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
+    if (!applied.some(isRestart)) return;
+    const since = (await hostEpoch(host)) - 1;
+    let differentToken = false;
+    const last = await waitUntil(
+      { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal },
+      async () => {
+        const p = parseServerProbe((await host.exec(serverProbe(since), { allowFailure: true, timeoutMs: 30_000 })).stdout);
+        differentToken ||= p.differentToken;
+        const why = serverNotReady(p);
+        if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
+        return why;
+      },
+      () => (differentToken ? 'token' : null),
+    );
+    if (last === null) return;
+    const journal = await journalTail(host, SERVER_UNIT);
+    if (differentToken) {
+      const m = differentTokenMessage(`the datastore ${datastoreEndpointHost(ctx.cluster.spec)?.name ?? ''}`.trim(), StateFile.pathFor(ctx.cluster.file));
+      throw new NotReadyError(host.name, `k3s refused to start: "${DIFFERENT_TOKEN_LOG}". ${m.message}`, DIFFERENT_TOKEN_LOG, journal, m.hint);
+    }
+    throw new NotReadyError(
+      host.name,
+      `k3s server not ready within ${seconds(readyTimeoutMs)}`,
+      last,
+      journal,
+      `look at \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; a server that cannot reach the datastore (${datastoreEndpointHost(ctx.cluster.spec)?.address ?? '?'}:${ctx.cluster.spec.datastore.port}) or cannot log in keeps retrying`,
+    );
+  }
+
+  return {
+    id: 'k3s-servers',
+    title: 'k3s servers',
+    serial: true,
+    targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'server').map((h) => h.name),
+
+    async observe(ctx, host): Promise<ServerObserved> {
+      const d = ctx.cluster;
+      const h = serverHost(d, host.name);
+      const arch = ctx.facts.get(host.name)?.arch ?? 'amd64';
+      const want = await wantedArtifacts(artifacts, d.spec, arch);
+      const [state, installed, token, datastoreCa] = await Promise.all([
+        observeDesired(host, desired(d, h)),
+        observeInstalled(host, want),
+        readServerToken(host),
+        d.spec.datastore.tls.enabled ? readDatastoreCa(ctx) : Promise.resolve(null),
+      ]);
+      const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
+      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost };
+    },
+
+    diff(ctx, name, o): Change[] {
+      const d = ctx.cluster;
+      const h = serverHost(d, name);
+      let want: Desired;
+      try {
+        want = desired(d, h);
+      } catch {
+        return []; // preflight reports the renderer's refusal
+      }
+      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed);
+      const changes: Change[] = [...install];
+      let caChanged = false;
+      if (d.spec.datastore.tls.enabled) {
+        const have = o.caOnHost;
+        if (o.datastoreCa === null || have !== o.datastoreCa) {
+          caChanged = have !== null;
+          // Before the datastore phase has made it (a plan on bare hosts) the
+          // CA is read from the datastore host when this change runs.
+          changes.push({
+            kind: 'file',
+            summary: `${have ? 'update' : 'create'} ${DATASTORE_CA_PATH} (the datastore's CA)`,
+            apply: async (host) => {
+              const ca = o.datastoreCa ?? (await readDatastoreCa(ctx));
+              if (!ca) throw new Error(`the datastore CA ${DATASTORE_TLS.caFile} is missing on the datastore host; apply the datastore phase first`);
+              await host.writeFile(DATASTORE_CA_PATH, ca, { mode: 0o644 });
+            },
+          });
+        }
+      }
+      const base = diffDesired(want, o.state, ctx.secrets);
+      changes.push(...base);
+      // FACTS: the install script restarts k3s when the binary changed; so
+      // do we. The datastore CA, too, is read only at start.
+      if ((binaryChanged || caChanged) && !base.some(isRestart)) {
+        changes.push({
+          kind: 'service',
+          summary: `restart ${SERVER_UNIT} (${binaryChanged ? 'binary' : DATASTORE_CA_PATH} changed)`,
+          apply: async (host) => void (await host.exec(systemctl('restart', SERVER_UNIT))),
+        });
+      }
+      return changes;
+    },
+
+    preflight(ctx, observed): Problem[] {
+      const d = ctx.cluster;
+      const problems: Problem[] = [];
+      const rendered = new Map<string, Record<string, CriticalValue>>();
+      for (const name of observed.keys()) {
+        const o = observed.get(name)!;
+        if (!o.want.ok) problems.push({ severity: 'error', path: 'k3s.install', message: o.want.error, hint: 'fix k3s.install / k3s.version, or use install.source: local with a downloaded binary' });
+        try {
+          rendered.set(name, criticalSettings(k3sConfigObject(serverConfigInput(d, serverHost(d, name)))));
+        } catch (e) {
+          problems.push(renderProblem(e, (f) => (f ? `k3s (${name}: ${f})` : `k3s (${name})`), 'fix the value in the cluster file'));
+        }
+      }
+      // Rendered configs: identical critical settings on every server (FACTS).
+      const names = [...rendered.keys()];
+      const first = names[0];
+      for (const other of names.slice(1)) {
+        const keys = diffCriticalSettings(rendered.get(first!)!, rendered.get(other)!);
+        if (keys.length) {
+          problems.push({
+            severity: 'error',
+            path: hostPath(d, other),
+            message: `cluster-critical settings of ${other} differ from ${first}'s: ${keys.join(', ')}; k3s needs them identical on every server`,
+            hint: 'set them once under k3s (not per host)',
+          });
+        }
+      }
+      // Configs already on the hosts: a running cluster's network settings
+      // cannot roll through the servers one at a time.
+      for (const [name, o] of observed) {
+        const want = rendered.get(name);
+        if (!o.config || !want) continue;
+        const have = criticalSettings(o.config);
+        const fixed = diffCriticalSettings(have, want).filter((k) => FIXED_AFTER_START.has(k));
+        if (fixed.length) {
+          problems.push({
+            severity: 'error',
+            path: 'k3s',
+            message: `${name} already runs with ${fixed.map((k) => `${k} ${shown(have[k])}`).join(', ')}; the cluster file says ${fixed.map((k) => `${k} ${shown(want[k])}`).join(', ')}. These cluster-critical settings must be identical on every server and cannot be changed on a running cluster one server at a time`,
+            hint: `put the running values back in the cluster file; changing them means rebuilding the cluster (uninstall k3s, drop the datastore database, apply)`,
+          });
+        }
+        const sans = (v: unknown) => new Set((Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : []).map((s) => String(s).trim()));
+        const oldSans = sans(o.config['tls-san']);
+        const added = [...sans(k3sConfigObject(serverConfigInput(d, serverHost(d, name)))['tls-san'])].filter((s) => !oldSans.has(s));
+        if (o.token && added.length) {
+          problems.push({
+            severity: 'warning',
+            path: 'k3s.tlsSan',
+            message: `${name}: tls-san gains ${added.join(', ')} after k3s first started there; its serving certificate may not name them until it is rotated (FACTS)`,
+            hint: `after this apply, run \`k3s certificate rotate\` on each server one at a time (stop k3s, rotate, start) if clients report a certificate name mismatch`,
+          });
+        }
+      }
+      // A server that already ran k3s with another token (FACTS: bootstrap data).
+      for (const [name, o] of observed) {
+        if (o.token && !sameClusterToken(o.token, d.secrets.k3sToken)) {
+          const m = differentTokenMessage(`${name} (${SERVER_TOKEN_PATH})`, StateFile.pathFor(d.file));
+          problems.push({ severity: 'error', path: 'k3s.token', message: m.message, hint: m.hint });
+        }
+      }
+      return problems;
+    },
+
+    settle,
+  };
+}
+
+export const k3sServers = k3sServersPhase();
