@@ -11,6 +11,7 @@ import type { EventSink } from './events.js';
 import type { AnyPhase } from './phase.js';
 import { pipeline } from './pipeline.js';
 import { StateFile, type SecretKind } from './state.js';
+import { SERVER_TOKEN_PATH, findServerToken } from '../phases/k3s-token.js';
 
 /** The secrets a cluster runs on, resolved from the cluster file and the state file. */
 export interface ClusterSecrets {
@@ -66,6 +67,16 @@ export class ClusterRun {
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
     const { cluster } = loadCluster(file, opts.env ?? process.env);
     const state = await StateFile.load(StateFile.pathFor(file), cluster.name);
+    const connect = memoConnect(opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor));
+    if (cluster.k3s.token.source === 'generate' && !state.has('k3sToken')) {
+      // State file lost but the cluster exists: a new token would lock every
+      // server out of its datastore (FACTS), so take the servers' own.
+      const found = await findServerToken(cluster, connect);
+      if (found) {
+        state.setSecret('k3sToken', found.token);
+        opts.events?.({ type: 'warning', message: `${state.path} held no k3s token, but ${found.from} already runs k3s: using its token (from ${SERVER_TOKEN_PATH}) and saving it to the state file; back that file up` });
+      }
+    }
     const secrets: ClusterSecrets = {
       k3sToken: await resolveSecret(cluster.k3s.token, state, 'k3sToken', 'token'),
       datastorePassword: await resolveSecret(cluster.datastore.password, state, 'datastorePassword', 'password'),
@@ -73,7 +84,6 @@ export class ClusterRun {
       ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
     };
     const deployment: Deployment = { spec: cluster, secrets, file };
-    const connect = opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor);
     const allSecrets = [secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, ...(secrets.agentToken ? [secrets.agentToken] : [])];
     const engine = new Engine<Deployment>({
       cluster: deployment,
@@ -106,6 +116,20 @@ export class ClusterRun {
     await this.engine.close();
     await this.state.save();
   }
+}
+
+/** One connection per host, shared by the token pre-step and the engine (which closes them). */
+function memoConnect(connect: (h: ClusterHost) => Promise<Host>): (h: ClusterHost) => Promise<Host> {
+  const conns = new Map<string, Promise<Host>>();
+  return (h) => {
+    let p = conns.get(h.name);
+    if (!p) {
+      p = connect(h);
+      p.catch(() => conns.delete(h.name));
+      conns.set(h.name, p);
+    }
+    return p;
+  };
 }
 
 async function resolveSecret(ref: SecretRef, state: StateFile, name: string, kind: SecretKind): Promise<Secret> {
