@@ -372,7 +372,9 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
     );
     await writeFile(
       join(dir, 'known_hosts'),
-      state.machines.map((m, i) => `${hostKeyId(m.address, 22)} ${(hostKeys[i] ?? '').split(/\s+/).slice(0, 2).join(' ')}`).join('\n') + '\n',
+      // Both spellings: OpenSSH looks a port-22 host up by its bare address,
+      // k8s-ha's transport by `[address]:port`.
+      state.machines.map((m, i) => `${m.address},${hostKeyId(m.address, 22)} ${(hostKeys[i] ?? '').split(/\s+/).slice(0, 2).join(' ')}`).join('\n') + '\n',
       { mode: 0o600 },
     );
     await mkdir(dirname(clusterFile), { recursive: true });
