@@ -35,6 +35,9 @@ export type { Role } from './state.js';
 /** The default lab name. */
 export const DEFAULT_LAB = 'lab';
 
+/** How long a test waits for another test's lab to go away. */
+export const DEFAULT_TEST_LAB_WAIT_MS = 30 * 60_000;
+
 export interface LabOptions extends TopologyOptions {
   /** Lab name: folder, bridge (`khl-NAME`) and cgroup names. Default: "lab". */
   name?: string;

@@ -29,18 +29,19 @@ async function onPath(bin: string, env: NodeJS.ProcessEnv): Promise<boolean> {
   return false;
 }
 
+/** The message for a host that cannot run the lab, or null. Pure, for tests. */
+export function requirementProblem(isRoot: boolean, missingBins: readonly string[]): string | null {
+  if (!isRoot) return 'k8s-ha lab needs root (it mounts overlays, makes a bridge and boots machines): run it with sudo';
+  if (!missingBins.length) return null;
+  const pkgs = [...new Set(missingBins.map((b) => TOOLS.find((t) => t.bin === b)?.pkg ?? b))];
+  return `k8s-ha lab needs ${missingBins.join(', ')}; install with: apt-get install -y ${pkgs.join(' ')}`;
+}
+
 /** Why the lab cannot run here (not root, a tool missing), with the fix; null when it can. */
 export async function labBlocker(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
-  if (process.getuid?.() !== 0) {
-    return 'k8s-ha lab needs root (it mounts overlays, makes a bridge and boots machines): run it with sudo';
-  }
-  const missing: { bin: string; pkg: string }[] = [];
-  for (const t of TOOLS) if (!(await onPath(t.bin, env))) missing.push(t);
-  if (missing.length) {
-    const pkgs = [...new Set(missing.map((m) => m.pkg))];
-    return `k8s-ha lab needs ${missing.map((m) => m.bin).join(', ')}; install with: apt-get install -y ${pkgs.join(' ')}`;
-  }
-  return null;
+  const missing: string[] = [];
+  for (const t of TOOLS) if (!(await onPath(t.bin, env))) missing.push(t.bin);
+  return requirementProblem(process.getuid?.() === 0, missing);
 }
 
 export async function checkRequirements(env: NodeJS.ProcessEnv = process.env): Promise<void> {

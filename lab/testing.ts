@@ -1,0 +1,73 @@
+/**
+ * For tests that need machines:
+ *
+ *   test('...', { skip: await labSkipReason() ?? false }, async () => {
+ *     await withLab({ servers: 1, agents: 0 }, async (lab) => { ... });
+ *   });
+ *
+ * Labs made here never overlap: each waits for a lock held while its
+ * lab is up, even across test files and processes.
+ */
+import { rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { labBlocker } from './requirements.js';
+import { DEFAULT_TEST_LAB_WAIT_MS, labDown, labUp, openLab, type Lab, type LabOptions } from './index.js';
+import { acquireLock, stateRoot, type Lock } from './state.js';
+
+/** Why lab tests cannot run on this host (shown as the skip reason), or null. */
+export function labSkipReason(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+  if (env.K8S_HA_NO_LAB === '1') return Promise.resolve('K8S_HA_NO_LAB=1');
+  return labBlocker(env);
+}
+
+/** The lab name tests use unless they say otherwise. */
+export const TEST_LAB = 'test';
+
+/**
+ * The lock every test lab is made under (waited for, up to 30 min): hold it
+ * from before labUp until after down when not using withLab.
+ */
+export async function testLabLock(env: NodeJS.ProcessEnv = process.env): Promise<Lock> {
+  const lock = await acquireLock(join(stateRoot(env), '.tests.lock'), 'a test lab', DEFAULT_TEST_LAB_WAIT_MS);
+  return {
+    release: async () => {
+      await lock.release();
+      // The lab folder's parent goes too when nothing else is in it.
+      await rmdir(stateRoot(env)).catch(() => undefined);
+    },
+  };
+}
+
+export interface WithLabOptions extends LabOptions {
+  /** Called with the skip reason when the host cannot run labs (e.g. `t.skip`). Default: print it to stderr. */
+  skip?: (reason: string) => void;
+}
+
+/**
+ * Brings a lab up, runs fn, and always removes the lab afterwards, also
+ * when fn throws. When the host cannot run labs it skips (with the reason)
+ * instead of failing.
+ */
+export async function withLab<T>(opts: WithLabOptions, fn: (lab: Lab) => Promise<T>): Promise<T | undefined> {
+  const env = opts.env ?? process.env;
+  const why = await labSkipReason(env);
+  if (why) {
+    if (opts.skip) opts.skip(`no lab: ${why}`);
+    else process.stderr.write(`# SKIP lab: ${why}\n`);
+    return undefined;
+  }
+  const name = opts.name ?? TEST_LAB;
+  const lock = await testLabLock(env);
+  try {
+    // Left by a test run that crashed: nothing else can hold it while we hold the lock.
+    if (await openLab(name, env)) await labDown(name, env);
+    const lab = await labUp({ ...opts, name, env });
+    try {
+      return await fn(lab);
+    } finally {
+      await lab.down();
+    }
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,93 @@
+// Pure parts of the lab: addresses, the cluster file, messages. No root needed.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import { chooseSubnet, collision, ipToNumber, overlaps, parseCidr, type HostNet } from '../../lab/network.js';
+import { planTopology, renderClusterFile, checkLabName } from '../../lab/topology.js';
+import { requirementProblem } from '../../lab/requirements.js';
+import { imageKey, IMAGE_PACKAGES } from '../../lab/image.js';
+import { LabUsageError } from '../../lab/errors.js';
+import { parseCluster } from '../../src/spec/index.js';
+
+const HOST: HostNet[] = [
+  { cidr: parseCidr('192.0.2.0/24'), what: 'route 192.0.2.0/24 dev eth0' },
+  { cidr: parseCidr('10.213.0.0/24'), what: 'route 10.213.0.0/24 dev br9' },
+];
+
+test('the default subnet skips a /24 the host already routes', () => {
+  assert.equal(chooseSubnet(undefined, HOST).base, ipToNumber('10.213.1.0'));
+});
+
+test('a --subnet that overlaps a host route is refused with the route named', () => {
+  assert.throws(
+    () => chooseSubnet('192.0.0.0/22', HOST),
+    (e: unknown) => e instanceof LabUsageError && /192\.0\.2\.0\/24 dev eth0/.test(e.message) && /--subnet/.test(e.message),
+  );
+});
+
+test('a --subnet smaller than a /24 is refused', () => {
+  assert.throws(() => chooseSubnet('10.250.0.0/25', HOST), LabUsageError);
+});
+
+test('overlap is detected in both directions and not for neighbours', () => {
+  assert.ok(overlaps(parseCidr('10.0.0.0/8'), parseCidr('10.5.0.0/16')));
+  assert.ok(overlaps(parseCidr('10.5.0.0/16'), parseCidr('10.0.0.0/8')));
+  assert.ok(!overlaps(parseCidr('10.213.0.0/24'), parseCidr('10.213.1.0/24')));
+  assert.equal(collision(parseCidr('172.16.0.0/24'), HOST), null);
+});
+
+test('the seed topology has infra, two servers and three agents at fixed addresses', () => {
+  const t = planTopology(parseCidr('10.213.0.0/24'));
+  assert.deepEqual(
+    t.machines.map((m) => `${m.name} ${m.address} ${m.roles.join(',')}`),
+    ['infra 10.213.0.10 loadbalancer,datastore', 'server1 10.213.0.21 server', 'server2 10.213.0.22 server', 'agent1 10.213.0.51 agent', 'agent2 10.213.0.52 agent', 'agent3 10.213.0.53 agent'],
+  );
+  assert.equal(t.virtualIP, null);
+  assert.equal(t.gateway, '10.213.0.1');
+});
+
+test('the MetalLB pool and the virtual IP are lab addresses no machine has', () => {
+  const t = planTopology(parseCidr('10.213.0.0/24'), { servers: 29, agents: 99, lb2: true });
+  const [from, to] = t.metallbRange.split('-').map(ipToNumber);
+  const used = new Set(t.machines.map((m) => m.address));
+  assert.ok(t.virtualIP && !used.has(t.virtualIP));
+  for (const m of t.machines) {
+    const n = ipToNumber(m.address);
+    assert.ok(n < (from ?? 0) || n > (to ?? 0), `${m.name} ${m.address} is in the pool`);
+  }
+  assert.equal(used.size, t.machines.length);
+});
+
+test('server and agent counts out of range are refused', () => {
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { servers: 0 }), LabUsageError);
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { agents: 100 }), LabUsageError);
+});
+
+test('the cluster file written for a lab with two load balancers is a valid k8s-ha cluster file', () => {
+  const topology = planTopology(parseCidr('10.213.0.0/24'), { lb2: true });
+  const text = renderClusterFile({ name: 'demo', keyFile: '/var/lib/k8s-ha-lab/demo/id_ed25519', topology });
+  const doc = parse(text) as { loadBalancer: { virtualIP: { address: string; interface: string } }; ssh: { keyFile: string } };
+  assert.equal(doc.loadBalancer.virtualIP.address, '10.213.0.5');
+  assert.equal(doc.loadBalancer.virtualIP.interface, 'host0');
+  assert.equal(doc.ssh.keyFile, '/var/lib/k8s-ha-lab/demo/id_ed25519');
+  const r = parseCluster(text, '/tmp/demo.yaml', {});
+  assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.ok(r.cluster);
+});
+
+test('lab names that cannot become link and cgroup names are refused', () => {
+  assert.throws(() => checkLabName('Lab'), LabUsageError);
+  assert.throws(() => checkLabName('a-very-long-name'), LabUsageError);
+  checkLabName('demo-2');
+});
+
+test('a missing tool is reported with the apt-get command that installs it', () => {
+  assert.match(requirementProblem(true, ['systemd-nspawn', 'debootstrap']) ?? '', /apt-get install -y systemd-container debootstrap/);
+  assert.match(requirementProblem(false, []) ?? '', /needs root/);
+  assert.equal(requirementProblem(true, []), null);
+});
+
+test('the image cache key changes with the package list', () => {
+  assert.notEqual(imageKey(IMAGE_PACKAGES), imageKey([...IMAGE_PACKAGES, 'vim-tiny']));
+  assert.equal(imageKey([...IMAGE_PACKAGES].reverse()), imageKey(IMAGE_PACKAGES));
+});
