@@ -75,7 +75,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
     await assert.rejects(
       h.exec(sh`for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; cat >&2; exit 3`, { stdin: pw }),
       (e: unknown) => {
-        assert.ok(e instanceof CommandError);
+        assert.ok(e instanceof CommandError, String(e));
         assert.equal(e.host, 'node1');
         assert.equal(e.code, 3);
         assert.match(e.message, /^node1: `for i in 1 2 3 4 5 6 7; do .*; exit 3` exited with 3:\n {4}line4\n {4}line5\n {4}line6\n {4}line7\n {4}\*{8}$/);
@@ -92,7 +92,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
     const h = await connect();
     const t0 = Date.now();
     await assert.rejects(h.exec(sh`sleep 37.5`, { timeoutMs: 700 }), (e: unknown) => {
-      assert.ok(e instanceof CommandTimeoutError);
+      assert.ok(e instanceof CommandTimeoutError, String(e));
       assert.match(e.message, /^node1: `sleep 37.5` did not finish within 700 ms and was stopped/);
       return true;
     });
@@ -137,7 +137,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
     writeFileSync(path, 'good old\n');
     const check = (tmp: string) => sh`grep -q good ${tmp} || { echo "no 'good' in $(cat ${tmp})" >&2; exit 1; }`;
     await assert.rejects(h.writeFile(path, 'bad new\n', { check }), (e: unknown) => {
-      assert.ok(e instanceof FileCheckError);
+      assert.ok(e instanceof FileCheckError, String(e));
       assert.match(e.message, new RegExp(`^node1: writing ${path}: the check \`grep -q good .*\` rejected the new content \\(exit 1\\); the old file was left in place:\\n {4}no 'good' in bad new`));
       return true;
     });
@@ -161,7 +161,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
     await sshd.restart({ newHostKey: true });
     const offered = readFileSync(join(sshd.dir, 'host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
     await assert.rejects(connect({ name: 'lb1' }, { hostKeys }), (e: unknown) => {
-      assert.ok(e instanceof ConnectionError);
+      assert.ok(e instanceof ConnectionError, String(e));
       const id = `[127.0.0.1]:${sshd.port}`;
       assert.ok(e.message.startsWith(`lb1 (127.0.0.1:${sshd.port}): connecting: the host key has changed: pinned ${fingerprint(pinned)}, offered ${fingerprint(offered)}`), e.message);
       assert.ok(e.message.includes(`remove the line for ${id} from ${file}, or run again with --accept-new-host-key lb1`), e.message);
@@ -209,7 +209,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
   test('a wrong sudo password fails at once with a hint, and is not tried again', async () => {
     const h = await connect({ user: PW_USER, sudoPassword: new Secret('wrong-password-1') });
     await assert.rejects(h.exec(sh`id -u`, { timeoutMs: 20_000 }), (e: unknown) => {
-      assert.ok(e instanceof CommandError);
+      assert.ok(e instanceof CommandError, String(e));
       assert.match(e.message, /sudo did not accept the password for user "k8shatest-pw"/);
       assert.ok(!e.message.includes('wrong-password-1'));
       return true;
@@ -246,7 +246,7 @@ describe('the SSH transport against the real OpenSSH server', { skip }, () => {
     const t0 = Date.now();
     sshd.killSessions();
     await assert.rejects(pending, (e: unknown) => {
-      assert.ok(e instanceof ConnectionError);
+      assert.ok(e instanceof ConnectionError, String(e));
       assert.match(e.message, /^node1 \(127.0.0.1:\d+\): running `sleep 30`: the connection was lost/);
       assert.match(e.message, /hint: the command may or may not have run to the end/);
       return true;

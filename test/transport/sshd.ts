@@ -219,9 +219,22 @@ function children(pid: number): number[] {
   return out;
 }
 
+/**
+ * SIGKILL a process's whole tree, parents first: a session's sshd must die
+ * before its command does, or it could still report the command's exit
+ * status and the "drop" would look like an ordinary failed command. The tree
+ * is listed before anything is killed, since orphans get a new parent.
+ */
 function killDescendants(pid: number): void {
-  for (const c of children(pid)) {
-    killDescendants(c);
+  const tree: number[] = [];
+  const walk = (p: number): void => {
+    for (const c of children(p)) {
+      tree.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  for (const c of tree) {
     try {
       process.kill(c, 'SIGKILL');
     } catch {
