@@ -1,0 +1,416 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import { PreflightError } from '../../src/engine/engine.js';
+import { MultiHostError } from '../../src/engine/errors.js';
+import { StateFile } from '../../src/engine/state.js';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { ClusterRun } from '../../src/engine/run.js';
+import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
+import { K3sArtifacts } from '../../src/phases/k3s-install.js';
+import { k3sServersPhase } from '../../src/phases/k3s-servers.js';
+import { tokenPassphrase } from '../../src/phases/k3s-token.js';
+import { MemoryHost, ok } from '../../src/transport/memory.js';
+
+/**
+ * Memory hosts that behave like k3s where the phases look: a start writes
+ * the token file and becomes ready after `readyDelayMs`, one shared
+ * "datastore" remembers the first token (FACTS: bootstrap data), a server
+ * started with another token never answers /ping and logs k3s's message.
+ */
+interface RestartRecord {
+  host: string;
+  kind: 'start' | 'restart';
+  at: number;
+  readyAt: number;
+}
+
+interface FakeCluster {
+  dir: string;
+  file: string;
+  binary: string;
+  hosts: Map<string, MemoryHost>;
+  restarts: RestartRecord[];
+  events: EngineEvent[];
+  /** The token the datastore's bootstrap data was made with (its secret part). */
+  datastore: { token: string | null };
+  /** agent -> server addresses it cannot reach (how). */
+  blocked: Map<string, Map<string, 'timeout' | 'refused'>>;
+  /** Servers that never become ready. */
+  stuck: Set<string>;
+  readyDelayMs: number;
+  open(opts?: { phases?: 'both' | 'servers' }): Promise<ClusterRun>;
+  cleanup(): void;
+}
+
+const SERVERS = ['server1', 'server2'];
+const AGENTS = ['agent1', 'agent2', 'agent3'];
+const ADDR: Record<string, string> = { infra: '10.9.0.10', server1: '10.9.0.11', server2: '10.9.0.12', agent1: '10.9.0.21', agent2: '10.9.0.22', agent3: '10.9.0.23' };
+const CA_HASH = 'ab'.repeat(32);
+
+function clusterYaml(binary: string, extraK3s = ''): string {
+  return `apiVersion: k8s-ha/v1
+name: lab
+ssh: {user: root}
+hosts:
+  - {name: infra, address: ${ADDR.infra}, roles: [loadbalancer, datastore]}
+  - {name: server1, address: ${ADDR.server1}, roles: [server]}
+  - {name: server2, address: ${ADDR.server2}, roles: [server]}
+  - {name: agent1, address: ${ADDR.agent1}, roles: [agent]}
+  - {name: agent2, address: ${ADDR.agent2}, roles: [agent], labels: {tier: web}}
+  - {name: agent3, address: ${ADDR.agent3}, roles: [agent]}
+loadBalancer: {kind: nginx, port: 6443}
+datastore: {kind: mariadb, database: k3s, user: k3s, password: generate}
+k3s:
+  version: v1.31.4+k3s1
+  token: generate
+  disable: [servicelb, traefik]
+  install: {source: local, path: ${binary}}
+${extraK3s}`;
+}
+
+function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; readyTimeoutMs?: number } = {}): FakeCluster {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-k3s-'));
+  const binary = join(dir, 'k3s');
+  writeFileSync(binary, 'fake k3s binary v1\n');
+  const file = join(dir, 'lab.yaml');
+  writeFileSync(file, clusterYaml(binary));
+  const restarts: RestartRecord[] = [];
+  const events: EngineEvent[] = [];
+  const datastore = { token: null as string | null };
+  const blocked = new Map<string, Map<string, 'timeout' | 'refused'>>();
+  const stuck = new Set<string>();
+  const hosts = new Map<string, MemoryHost>();
+  const fc: FakeCluster = {
+    dir,
+    file,
+    binary,
+    hosts,
+    restarts,
+    events,
+    datastore,
+    blocked,
+    stuck,
+    readyDelayMs: opts.readyDelayMs ?? 30,
+    async open(o = {}) {
+      const artifacts = new K3sArtifacts({ cacheDir: join(dir, 'cache') });
+      const po = { artifacts, pollIntervalMs: opts.pollIntervalMs ?? 5, readyTimeoutMs: opts.readyTimeoutMs ?? 5000 };
+      const phases = o.phases === 'servers' ? [k3sServersPhase(po)] : [k3sServersPhase(po), k3sAgentsPhase(po)];
+      return ClusterRun.open(file, { env: {}, connect: async (h) => hosts.get(h.name)!, phases, events: (e) => void events.push(e) });
+    },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+  for (const name of Object.keys(ADDR)) {
+    const h = new MemoryHost({ name, address: ADDR[name], services: { k3s: {}, 'k3s-agent': {} } });
+    hosts.set(name, h);
+    h.handle(/^date \+%s$/, () => ok(`${Math.floor(Date.now() / 1000)}\n`));
+    h.handle(/^journalctl -u /, () => ok(`-- k3s log of ${name} --\nlevel=info msg="starting"\n`));
+    if (SERVERS.includes(name)) serverModel(fc, h);
+    if (AGENTS.includes(name)) agentModel(fc, h);
+  }
+  return fc;
+}
+
+function configToken(h: MemoryHost): string {
+  const cfg = parse(h.text('/etc/rancher/k3s/config.yaml') ?? '{}') as Record<string, string>;
+  return tokenPassphrase(String(cfg.token ?? ''));
+}
+
+function serverModel(fc: FakeCluster, h: MemoryHost): void {
+  let readyAt = Infinity;
+  let badToken = false;
+  h.handle(/^systemctl (start|restart) k3s$/, () => {
+    const s = h.services.get('k3s')!;
+    // diffDesired starts with `restart` too (it covers both): tell them apart by the state.
+    const kind = s.active ? 'restart' : 'start';
+    if (kind === 'restart') s.restarts++;
+    else s.starts++;
+    s.active = true;
+    const token = configToken(h);
+    fc.datastore.token ??= token;
+    badToken = fc.datastore.token !== token;
+    const at = Date.now();
+    readyAt = badToken || fc.stuck.has(h.name) ? Infinity : at + fc.readyDelayMs;
+    // k3s writes its token file on first start with the datastore's token.
+    if (!badToken && !h.files.has('/var/lib/rancher/k3s/server/token')) {
+      h.setFile('/var/lib/rancher/k3s/server/token', `K10${CA_HASH}::server:${token}\n`, { mode: 0o600 });
+    }
+    fc.restarts.push({ host: h.name, kind, at, readyAt });
+    return ok();
+  });
+  h.handle(/get --raw \/readyz/, () => {
+    const ready = Date.now() >= readyAt;
+    const rec = fc.restarts.filter((r) => r.host === h.name).at(-1);
+    if (ready && rec && rec.readyAt === Infinity) rec.readyAt = Date.now();
+    if (badToken) return ok(`ping=curl: (7) Failed to connect to 127.0.0.1 port 6443\nreadyz=\nactive=activating\ntokenlog=yes\n`);
+    return ok(ready ? 'ping=pong\nreadyz=ok\nactive=active\n' : 'ping=curl: (7) Failed to connect\nreadyz=\nactive=active\n');
+  });
+  h.handle(/kubectl .* get node /, (cmd) => {
+    const node = /get node (\S+)/.exec(cmd.text)![1]!;
+    const agent = fc.hosts.get(node);
+    return agent?.services.get('k3s-agent')?.active ? ok('True') : { code: 1, stdout: '', stderr: `Error from server (NotFound): nodes "${node}" not found` };
+  });
+}
+
+function agentModel(fc: FakeCluster, h: MemoryHost): void {
+  h.handle(/dev\/tcp/, (cmd) => {
+    const addrs = /for a in (.*?); do/.exec(cmd.text)![1]!.split(' ');
+    const blocked = fc.blocked.get(h.name);
+    return ok(
+      addrs
+        .map((a) => {
+          const how = blocked?.get(a);
+          if (how === 'timeout') return `${a}\t124\t\n`;
+          if (how === 'refused') return `${a}\t1\tbash: connect: Connection refused bash: line 1: /dev/tcp/${a}/6443: Connection refused\n`;
+          return `${a}\t0\t\n`;
+        })
+        .join(''),
+    );
+  });
+}
+
+function sha256(s: string | Buffer): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/** Every text a user or a process list could see: command lines, plan, events. */
+function visibleText(fc: FakeCluster, extra: unknown[] = []): string {
+  return [...[...fc.hosts.values()].flatMap((h) => h.log), JSON.stringify(fc.events), ...extra.map((x) => JSON.stringify(x))].join('\n');
+}
+
+
+test('plan on bare hosts lists the binary, config (0600), unit, env file and start for every server and agent, and changes nothing', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  const run = await fc.open();
+  const plan = await run.plan();
+  await run.close();
+  assert.deepEqual(plan.problems, []);
+  assert.deepEqual(plan.steps.map((s) => `${s.phase}/${s.host}`), [...SERVERS.map((s) => `k3s-servers/${s}`), ...AGENTS.map((a) => `k3s-agents/${a}`)]);
+  const s1 = plan.steps[0]!.changes.map((c) => c.summary);
+  assert.match(s1[0]!, /^install k3s v1\.31\.4\+k3s1 at \/usr\/local\/bin\/k3s \(sha256 [0-9a-f]{12}…, from .*\/k3s\)$/);
+  assert.deepEqual(s1.slice(1), [
+    'create /etc/rancher/k3s/config.yaml',
+    'create /etc/systemd/system/k3s.service',
+    'create /etc/systemd/system/k3s.service.env',
+    'systemctl daemon-reload',
+    'enable k3s',
+    'start k3s',
+  ]);
+  assert.ok(plan.steps.find((s) => s.host === 'agent1')!.changes.some((c) => c.summary === 'start k3s-agent'));
+  for (const h of fc.hosts.values()) assert.equal(h.writes.length, 0, `${h.name} was written to by plan`);
+});
+
+test('apply brings server1 up and ready before server2 starts, then the agents, and a re-apply changes nothing', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 40 });
+  t.after(fc.cleanup);
+  const run = await fc.open();
+  await run.apply();
+  await run.close();
+  const starts = fc.restarts.filter((r) => r.kind === 'start');
+  assert.deepEqual(starts.slice(0, 2).map((r) => r.host), ['server1', 'server2']);
+  assert.ok(starts[1]!.at >= starts[0]!.readyAt, `server2 started at ${starts[1]!.at}, before server1 was ready at ${starts[0]!.readyAt}`);
+  for (const name of [...SERVERS, ...AGENTS]) {
+    const h = fc.hosts.get(name)!;
+    assert.equal(h.files.get('/usr/local/bin/k3s')!.mode, 0o755);
+    assert.equal(h.text('/usr/local/bin/k3s'), readFileSync(fc.binary, 'utf8'));
+    assert.equal(h.files.get('/etc/rancher/k3s/config.yaml')!.mode, 0o600, `${name} config.yaml mode`);
+  }
+  const cfg = parse(fc.hosts.get('server2')!.text('/etc/rancher/k3s/config.yaml')!) as Record<string, unknown>;
+  assert.match(String(cfg['datastore-endpoint']), /^mysql:\/\/k3s:[A-Za-z0-9]+@tcp\(10\.9\.0\.10:3306\)\/k3s$/);
+  assert.deepEqual(cfg['tls-san'], ['10.9.0.10']);
+  assert.deepEqual(cfg['disable'], ['servicelb', 'traefik']);
+  assert.equal(cfg['node-name'], 'server2');
+  assert.equal(cfg['cluster-init'], undefined, 'no cluster-init with an external datastore (FACTS)');
+  const agent = parse(fc.hosts.get('agent2')!.text('/etc/rancher/k3s/config.yaml')!) as Record<string, unknown>;
+  assert.equal(agent.server, 'https://10.9.0.10:6443');
+  // Once the servers exist, agents get the CA-pinning form of the token (FACTS).
+  assert.match(String(agent.token), /^K10[0-9a-f]{64}::server:/);
+  assert.deepEqual(agent['node-label'], ['tier=web']);
+  assert.deepEqual(agent['node-ip'], ['10.9.0.22']);
+
+  const before = fc.restarts.length;
+  const again = await fc.open();
+  const plan = await again.plan();
+  assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => [s.host, s.changes.map((c) => c.summary)])));
+  const r = await again.apply();
+  await again.close();
+  assert.equal(r.changed, 0);
+  assert.equal(fc.restarts.length, before, 'a re-apply restarted something');
+});
+
+test('a changed server setting restarts the servers one at a time, each ready before the next goes down', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 40 });
+  t.after(fc.cleanup);
+  await (await fc.open()).apply();
+  writeFileSync(fc.file, clusterYaml(fc.binary, "  serverArgs: {kube-apiserver-arg: ['max-requests-inflight=500']}\n"));
+  const run = await fc.open();
+  const plan = await run.plan();
+  assert.deepEqual(plan.steps.map((s) => s.host), SERVERS, 'only the servers change');
+  assert.deepEqual(plan.steps[0]!.changes.map((c) => c.summary), ['update /etc/rancher/k3s/config.yaml', 'restart k3s (/etc/rancher/k3s/config.yaml changed)']);
+  const from = fc.restarts.length;
+  await run.apply();
+  await run.close();
+  const restarts = fc.restarts.slice(from);
+  assert.deepEqual(restarts.map((r) => `${r.host} ${r.kind}`), ['server1 restart', 'server2 restart']);
+  // Down from its restart until it answered ready: the intervals never overlap.
+  assert.ok(restarts[1]!.at >= restarts[0]!.readyAt, `server2 went down at ${restarts[1]!.at} while server1 was down until ${restarts[0]!.readyAt}`);
+});
+
+test('a new binary is uploaded and restarts the servers one at a time; the agents after them', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 20 });
+  t.after(fc.cleanup);
+  await (await fc.open()).apply();
+  writeFileSync(fc.binary, 'fake k3s binary v2\n');
+  const from = fc.restarts.length;
+  const agentRestarts = AGENTS.map((a) => fc.hosts.get(a)!.services.get('k3s-agent')!.restarts);
+  const run = await fc.open();
+  await run.apply();
+  await run.close();
+  assert.deepEqual(fc.restarts.slice(from).map((r) => `${r.host} ${r.kind}`), ['server1 restart', 'server2 restart']);
+  AGENTS.forEach((a, i) => {
+    assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s binary v2\n');
+    assert.equal(fc.hosts.get(a)!.services.get('k3s-agent')!.restarts, agentRestarts[i]! + 1);
+  });
+});
+
+test('a cluster-critical setting that differs from what a server already runs is refused before any change', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  fc.hosts.get('server2')!.setFile('/etc/rancher/k3s/config.yaml', 'cluster-cidr: 10.99.0.0/16\ndisable: [servicelb, traefik]\n', { mode: 0o600 });
+  const run = await fc.open();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.ok(e instanceof PreflightError, e.message);
+    assert.match(e.message, /server2 already runs with cluster-cidr 10\.99\.0\.0\/16.*the cluster file says cluster-cidr 10\.42\.0\.0\/16/s);
+    assert.match(e.message, /fix: put the running values back/);
+    return true;
+  });
+  await run.close();
+  for (const h of fc.hosts.values()) assert.equal(h.writes.length, 0, `${h.name} was changed`);
+});
+
+test('a server that already ran k3s with another token is refused with what happened and the choices', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  // The state file has a token; server1 belongs to a cluster made with another.
+  writeFileSync(StateFile.pathFor(fc.file), 'version: 1\ncluster: lab\nsecrets:\n  k3sToken: theTokenOfThisStateFile0123456789\nhostKeys: {}\n', { mode: 0o600 });
+  fc.hosts.get('server1')!.setFile('/var/lib/rancher/k3s/server/token', `K10${'cd'.repeat(32)}::server:someOtherClustersToken987\n`, { mode: 0o600 });
+  const run = await fc.open();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.ok(e instanceof PreflightError);
+    assert.match(e.message, /server1 \(\/var\/lib\/rancher\/k3s\/server\/token\) already belongs to a k3s cluster made with a different token/);
+    assert.match(e.message, /bootstrap data already found and encrypted with different token/);
+    assert.match(e.message, /restore .*lab\.state\.yaml/);
+    assert.match(e.message, /k3s-uninstall\.sh/);
+    assert.ok(!e.message.includes('someOtherClustersToken987') && !e.message.includes('theTokenOfThisStateFile'));
+    return true;
+  });
+  await run.close();
+  for (const h of fc.hosts.values()) assert.equal(h.writes.length, 0);
+});
+
+test('a datastore bootstrapped with another token: the start fails at once with the clear message, the host and the journal', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  fc.datastore.token = 'aTokenFromAnEarlierClusterInThisDatabase';
+  const run = await fc.open();
+  const t0 = Date.now();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.ok(e instanceof MultiHostError, e.message);
+    assert.match(e.message, /^server1: k3s servers: server1: k3s refused to start: "bootstrap data already found and encrypted with different token"/);
+    assert.match(e.message, /hint: either give k8s-ha the cluster's original token/);
+    assert.match(e.message, /last lines of the journal:\n\s+-- k3s log of server1 --/);
+    return true;
+  });
+  await run.close();
+  assert.ok(Date.now() - t0 < 3000, 'did not wait for the full timeout');
+  assert.equal(fc.hosts.get('server2')!.writes.length, 0, 'server2 was touched after server1 failed');
+});
+
+test('a server that never gets ready fails after the bounded wait, naming the host, the last error and the journal', async (t) => {
+  const fc = fakeCluster({ readyTimeoutMs: 150 });
+  t.after(fc.cleanup);
+  fc.stuck.add('server1');
+  const run = await fc.open();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.match(e.message, /server1: k3s server not ready within [\d.]+ s/);
+    assert.match(e.message, /last seen: \/ping on 127\.0\.0\.1:6443 answered "curl: \(7\) Failed to connect"/);
+    assert.match(e.message, /k3s log of server1/);
+    assert.match(e.message, /datastore \(10\.9\.0\.10:3306\)/);
+    return true;
+  });
+  await run.close();
+});
+
+test('the token and the datastore password never appear in command text, the plan or the events', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  const run = await fc.open();
+  const plan = await run.plan();
+  await run.apply();
+  await run.close();
+  const state = parse(readFileSync(StateFile.pathFor(fc.file), 'utf8')) as { secrets: Record<string, string> };
+  const token = state.secrets.k3sToken!;
+  const password = state.secrets.datastorePassword!;
+  assert.ok(token.length >= 32 && password.length >= 16);
+  const shown = visibleText(fc, [plan.steps.map((s) => s.changes.map((c) => [c.summary, c.detail]))]);
+  assert.ok(!shown.includes(token), 'token visible');
+  assert.ok(!shown.includes(password), 'password visible');
+  assert.match(JSON.stringify(plan.steps[0]!.changes.map((c) => c.detail)), /token: \*{8}/);
+  // ...while the hosts do have them, in 0600 files.
+  assert.ok(fc.hosts.get('server1')!.text('/etc/rancher/k3s/config.yaml')!.includes(token));
+});
+
+test('an agent that cannot reach a server directly is named with that server, before any agent changes', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  await (await fc.open({ phases: 'servers' })).apply();
+  fc.blocked.set('agent2', new Map([['10.9.0.12', 'timeout']]));
+  fc.blocked.set('agent3', new Map([['10.9.0.11', 'refused']]));
+  const run = await fc.open();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.ok(e instanceof PreflightError, e.message);
+    assert.match(e.message, /agent2 cannot reach server2 \(10\.9\.0\.12:6443: no answer within 3 s/);
+    assert.match(e.message, /agent3 cannot reach server1 \(10\.9\.0\.11:6443: connection refused\)/);
+    assert.match(e.message, /talk to every server's 6443 directly/);
+    assert.match(e.message, /fix: allow TCP 6443 from agent2 to 10\.9\.0\.12/);
+    assert.doesNotMatch(e.message, /agent1 cannot/);
+    return true;
+  });
+  await run.close();
+  for (const a of AGENTS) assert.equal(fc.hosts.get(a)!.writes.length, 0);
+});
+
+test('a plan on bare hosts does not count a refused port on a server that is not running yet', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  fc.blocked.set('agent1', new Map([['10.9.0.11', 'refused']]));
+  const run = await fc.open();
+  const plan = await run.plan();
+  await run.close();
+  assert.deepEqual(plan.problems, []);
+});
+
+test('with the state file lost, the token of a running server is adopted (and the user told) instead of a new one', async (t) => {
+  const fc = fakeCluster();
+  t.after(fc.cleanup);
+  await (await fc.open()).apply().then(() => undefined);
+  const statePath = StateFile.pathFor(fc.file);
+  const original = (parse(readFileSync(statePath, 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken!;
+  writeFileSync(statePath, 'version: 1\ncluster: lab\nsecrets: {}\nhostKeys: {}\n');
+  const run = await fc.open();
+  assert.equal(run.deployment.secrets.k3sToken.reveal(), original);
+  const warn = fc.events.find((e) => e.type === 'warning' && /held no k3s token, but server1 already runs k3s/.test(e.message));
+  assert.ok(warn, JSON.stringify(fc.events));
+  const plan = await run.plan();
+  await run.close();
+  // The datastore password was lost too and is generated anew, so the
+  // servers' config changes, but no token problem is raised.
+  assert.deepEqual(plan.problems.filter((p) => p.path === 'k3s.token'), []);
+  assert.equal((parse(readFileSync(statePath, 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken, original);
+  assert.equal(sha256(original).length, 64);
+});
