@@ -9,7 +9,8 @@ Commands:
   validate    check a cluster file; every problem at once
   schema      print the cluster file's JSON Schema
   plan        show every change apply would make, per host
-  apply       make those changes (asks first on a terminal)
+  apply       make those changes (asks first on a terminal), then verify
+  verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
@@ -71,15 +72,42 @@ Examples:
   k8s-ha plan -f cluster.yaml
   k8s-ha plan -f cluster.yaml --json > plan.json
 `,
-  apply: `Usage: k8s-ha apply [-f FILE] [--yes] [--json] [--concurrency N] [--accept-new-host-key HOST]
+  apply: `Usage: k8s-ha apply [-f FILE] [--yes] [--json] [--no-verify] [--concurrency N] [--accept-new-host-key HOST]
 
 Shows the plan, asks for confirmation on a terminal (--yes skips it; off a
 terminal no question is asked), then converges every host phase by phase.
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
+Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed
+check makes the exit code 1.
 
 Examples:
   k8s-ha apply -f cluster.yaml
   k8s-ha apply -f cluster.yaml --yes --json > apply.log
+`,
+  verify: `Usage: k8s-ha verify [-f FILE] [--json] [--drill] [--image IMAGE]
+
+Proves the cluster works, check by check, each with its result and time:
+the API answers on a server and through the load balancer; every node is
+Ready; a test Deployment behind a LoadBalancer Service gets an address from
+the MetalLB pool and answers HTTP on it from this machine. The test objects
+(namespace k8s-ha-verify) are removed afterwards, also when a check fails.
+On the lab's k3s (pods simulated by kwok) the HTTP check is skipped, and
+says so.
+
+Options:
+  --drill         also stop each server in turn (systemctl stop k3s): the API
+                  must still answer through the load balancer, and the server
+                  must come back; the next server is stopped only after that
+  --image IMAGE   the test Deployment's image, serving HTTP on port 80
+                  (default docker.io/library/nginx:1.27-alpine; mirror it for
+                  air-gapped clusters)
+
+Exit code 1 when a check fails; skipped checks do not fail.
+
+Examples:
+  k8s-ha verify -f cluster.yaml
+  k8s-ha verify -f cluster.yaml --drill
+  k8s-ha verify -f cluster.yaml --json | jq '.checks[] | select(.status != "pass")'
 `,
 };

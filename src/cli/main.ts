@@ -9,6 +9,7 @@ import { formatProblems } from './output/plan.js';
 import { applyCommand, planCommand, type RunHooks } from './commands/plan.js';
 import { schemaCommand, validateCommand } from './commands/validate.js';
 import { initCommand } from './commands/init.js';
+import { verifyCommand } from './commands/verify.js';
 import { labCommand } from './lab.js';
 
 export const VERSION = '0.1.0';
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, Command> = {
   schema: schemaCommand,
   plan: planCommand,
   apply: applyCommand,
+  verify: verifyCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };

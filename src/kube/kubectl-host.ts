@@ -1,6 +1,10 @@
 import type { ExecResult, Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 
+/** Where k3s puts its binary and its admin kubeconfig (FACTS: k3s hosts). */
+const K3S = '/usr/local/bin/k3s';
+const ADMIN_KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
+
 /**
  * `k3s kubectl` run on a server over the host transport. The phases that work
  * inside the cluster (MetalLB, verify, status) use it instead of a network
@@ -13,7 +17,7 @@ import { sh } from '../transport/quote.js';
 export interface Kubectl {
   /** The server it runs on. */
   readonly host: string;
-  /** `k3s kubectl ARGS`; throws CommandError on failure unless allowFailure. */
+  /** `/usr/local/bin/k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml ARGS`; throws CommandError on failure unless allowFailure. */
   run(args: readonly string[], opts?: KubectlRunOptions): Promise<ExecResult>;
   /** `k3s kubectl ARGS -o json`, parsed; a List's `items` for list calls. */
   json<T>(args: readonly string[], opts?: Omit<KubectlRunOptions, 'allowFailure'>): Promise<T>;
@@ -30,7 +34,7 @@ export interface KubectlRunOptions {
 
 export function hostKubectl(host: Host): Kubectl {
   const run = (args: readonly string[], o: KubectlRunOptions = {}): Promise<ExecResult> =>
-    host.exec(sh`k3s kubectl ${args}`, {
+    host.exec(sh`${K3S} kubectl --kubeconfig ${ADMIN_KUBECONFIG} ${args}`, {
       timeoutMs: o.timeoutMs ?? 60_000,
       allowFailure: o.allowFailure ?? false,
       ...(o.stdin !== undefined ? { stdin: o.stdin } : {}),

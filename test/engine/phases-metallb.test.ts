@@ -52,7 +52,7 @@ class FakeCluster {
 
   attach(h: MemoryHost): void {
     const refused = { code: 1, stdout: '', stderr: 'The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?' };
-    h.handle(/^k3s kubectl /, (cmd, stdin) => {
+    h.handle(/k3s kubectl /, (cmd, stdin) => {
       const t = cmd.text;
       if (!this.apiUp) return refused;
       if (t.includes('configmap/k8s-ha-metallb deployment/controller')) {

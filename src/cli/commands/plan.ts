@@ -6,6 +6,8 @@ import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
 import { countChanges, formatPlan, formatProblems, planToJSON } from '../output/plan.js';
 import { jsonEvents, plainEvents, terminalEvents } from '../output/progress.js';
+import { reportToJSON } from '../../verify/report.js';
+import { verifyOpened, type VerifyHooks } from './verify.js';
 
 const common = {
   file: { type: 'string', short: 'f' },
@@ -53,8 +55,8 @@ export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {
   }
 }
 
-export async function applyCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
-  const { values } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' } });
+export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
+  const { values } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' }, 'no-verify': { type: 'boolean' } });
   if (values.help) return void io.stdout(HELP.apply!), EXIT.ok;
   const file = clusterFileArg(values.file, io.env, io.cwd);
   const run = await ClusterRun.open(file, openOptions('apply', values, io, eventSink(io, values.json, values.verbose), hooks));
@@ -66,9 +68,11 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: RunHooks = 
       return EXIT.failed;
     }
     if (plan.empty) {
-      if (values.json) io.stdout(JSON.stringify({ changed: 0, state: run.state.path }) + '\n');
-      else io.stdout('No changes. Every host matches the cluster file.\n');
-      return EXIT.ok;
+      if (!values.json) io.stdout('No changes. Every host matches the cluster file.\n');
+      // `k8s-ha verify` at the end of every apply, unless --no-verify (PRODUCT.md).
+      const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
+      if (values.json) io.stdout(JSON.stringify({ changed: 0, state: run.state.path, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
+      return v?.code ?? EXIT.ok;
     }
     if (!values.json) io.stdout(formatPlan(plan, { color: io.isTTY }));
     if (!values.yes && io.isTTY && io.prompt) {
@@ -79,9 +83,10 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: RunHooks = 
       }
     }
     const result = await run.apply();
-    if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path }) + '\n');
-    else io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${relative(io.cwd, run.state.path)} (mode 0600).\n`);
-    return EXIT.ok;
+    if (!values.json) io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${relative(io.cwd, run.state.path)} (mode 0600).\n`);
+    const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
+    if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
+    return v?.code ?? EXIT.ok;
   } finally {
     await run.close();
   }
