@@ -10,6 +10,7 @@ Commands:
   schema      print the cluster file's JSON Schema
   plan        show every change apply would make, per host
   apply       make those changes (asks first on a terminal), then verify
+  kubeconfig  write the cluster's kubeconfig (pointed at the LB/VIP) or merge it
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
   lab         real local machines for trying k8s-ha (root)
   version     print the version
@@ -109,5 +110,25 @@ Examples:
   k8s-ha verify -f cluster.yaml
   k8s-ha verify -f cluster.yaml --drill
   k8s-ha verify -f cluster.yaml --json | jq '.checks[] | select(.status != "pass")'
+`,
+  kubeconfig: `Usage: k8s-ha kubeconfig [-f FILE] [-o OUT | --merge]
+
+Reads the admin kubeconfig from a server (/etc/rancher/k3s/k3s.yaml), points
+it at the cluster's API address (the load balancer or virtual IP, not one
+server) and names its cluster, user and context after the cluster. Written
+mode 0600: it holds cluster-admin credentials.
+
+Options:
+  -o, --output OUT  write it to OUT (default: <cluster name>.kubeconfig beside
+                    the cluster file)
+  --merge           merge it into your kubeconfig instead (the first file of
+                    $KUBECONFIG, else ~/.kube/config): entries with the
+                    cluster's name are replaced, every other context is left
+                    as it was; the current context becomes the cluster's
+
+Examples:
+  k8s-ha kubeconfig -f cluster.yaml
+  kubectl --kubeconfig seed.kubeconfig get nodes
+  k8s-ha kubeconfig -f cluster.yaml --merge && kubectl --context seed get nodes
 `,
 };

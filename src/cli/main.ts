@@ -9,6 +9,7 @@ import { formatProblems } from './output/plan.js';
 import { applyCommand, planCommand, type RunHooks } from './commands/plan.js';
 import { schemaCommand, validateCommand } from './commands/validate.js';
 import { initCommand } from './commands/init.js';
+import { kubeconfigCommand } from './commands/kubeconfig.js';
 import { verifyCommand } from './commands/verify.js';
 import { labCommand } from './lab.js';
 
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, Command> = {
   schema: schemaCommand,
   plan: planCommand,
   apply: applyCommand,
+  kubeconfig: kubeconfigCommand,
   verify: verifyCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
