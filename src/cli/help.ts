@@ -12,6 +12,7 @@ Commands:
   apply       make those changes (asks first on a terminal), then verify
   kubeconfig  write the cluster's kubeconfig (pointed at the LB/VIP) or merge it
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
+  status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
@@ -130,5 +131,27 @@ Examples:
   k8s-ha kubeconfig -f cluster.yaml
   kubectl --kubeconfig seed.kubeconfig get nodes
   k8s-ha kubeconfig -f cluster.yaml --merge && kubectl --context seed get nodes
+`,
+  status: `Usage: k8s-ha status [-f FILE] [--json] [--watch SECONDS]
+
+One screen for the whole cluster: each host with its roles and whether it
+answers over SSH; the load balancer and each upstream as it sees them
+(HAProxy: its admin socket; nginx open source has no upstream state API, so
+each server's 6443 is probed from the LB host, and the screen says so); who
+holds the virtual IP; the datastore (answering, size, kine row count); each
+node's Ready state and k3s version; MetalLB pool use. Changes nothing.
+
+Exit code 0 when healthy; 1 when anything is degraded, each thing named at
+the end (a host unreachable, an upstream down, the VIP on no or on two hosts,
+the datastore down, a node NotReady or missing, a full pool).
+
+Options:
+  --watch N, -w N   refresh every N seconds (redrawn in place on a terminal)
+                    until Ctrl-C; the exit code is that of the last screen
+
+Examples:
+  k8s-ha status -f cluster.yaml
+  k8s-ha status -f cluster.yaml --watch 5
+  k8s-ha status -f cluster.yaml --json | jq '.degraded'
 `,
 };

@@ -11,6 +11,7 @@ import { schemaCommand, validateCommand } from './commands/validate.js';
 import { initCommand } from './commands/init.js';
 import { kubeconfigCommand } from './commands/kubeconfig.js';
 import { verifyCommand } from './commands/verify.js';
+import { statusCommand } from './commands/status.js';
 import { labCommand } from './lab.js';
 
 export const VERSION = '0.1.0';
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, Command> = {
   apply: applyCommand,
   kubeconfig: kubeconfigCommand,
   verify: verifyCommand,
+  status: statusCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };
