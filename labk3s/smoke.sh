@@ -42,6 +42,7 @@ wait_for() { # seconds description command...
   local n=$1 what=$2; shift 2
   for _ in $(seq 1 "$n"); do
     if "$@" >/dev/null 2>&1; then return 0; fi
+    for p in "${pids[@]}" $dbpid; do kill -0 "$p" 2>/dev/null || fail "process $p died while waiting for $what"; done
     sleep 1
   done
   fail "timeout waiting for $what"
@@ -52,16 +53,16 @@ log "version: $("$K3S" --version | head -1)"
 
 # ---- MariaDB
 log "starting MariaDB on 127.0.0.1:$DBPORT"
-mkdir -p "$work/db"
-chown mysql:mysql "$work/db" 2>/dev/null || true
-mariadb-install-db --user=mysql --datadir="$work/db" --auth-root-authentication-method=normal \
+mkdir -p "$work/db" "$work/dbtmp"
+chown mysql:mysql "$work/db" "$work/dbtmp" 2>/dev/null || true
+mariadb-install-db --no-defaults --user=mysql --datadir="$work/db" --tmpdir="$work/dbtmp" --auth-root-authentication-method=normal \
   --skip-test-db >"$work/db-install.log" 2>&1 || fail "mariadb-install-db"
-mariadbd --no-defaults --user=mysql --datadir="$work/db" --socket="$work/db.sock" --port="$DBPORT" \
-  --bind-address=127.0.0.1 --pid-file="$work/db.pid" --log-error="$work/mariadb.log" \
-  --auto-increment-increment=1 --auto-increment-offset=1 &
+mariadbd --no-defaults --user=mysql --datadir="$work/db" --tmpdir="$work/dbtmp" --socket="$work/db/db.sock" --port="$DBPORT" \
+  --bind-address=127.0.0.1 --pid-file="$work/db/db.pid" --log-error="$work/db/mariadb.err" \
+  --auto-increment-increment=1 --auto-increment-offset=1 >"$work/mariadb.log" 2>&1 &
 dbpid=$!
-wait_for 60 "MariaDB" mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1'
-mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE k3s; CREATE USER 'k3s'@'127.0.0.1' IDENTIFIED BY 'k3spw'; GRANT ALL ON k3s.* TO 'k3s'@'127.0.0.1';"
+wait_for 60 "MariaDB" mariadb --no-defaults -S "$work/db/db.sock" -uroot -e 'select 1'
+mariadb --no-defaults -S "$work/db/db.sock" -uroot -e "CREATE DATABASE k3s; CREATE USER 'k3s'@'127.0.0.1' IDENTIFIED BY 'k3spw'; GRANT ALL ON k3s.* TO 'k3s'@'127.0.0.1';"
 DSN="mysql://k3s:k3spw@tcp(127.0.0.1:$DBPORT)/k3s"
 
 # ---- server 1 (configured through a config file, like /etc/rancher/k3s/config.yaml)
@@ -107,7 +108,7 @@ echo "$TOKEN" | grep -Eq '^K10[0-9a-f]{64}::server:smoke-secret$' || fail "token
 hash=$(openssl x509 -in "$work/s1/server/tls/server-ca.crt" >/dev/null 2>&1 && sha256sum <"$work/s1/server/tls/server-ca.crt" | cut -d' ' -f1)
 [ "K10$hash::server:smoke-secret" = "$TOKEN" ] || fail "token hash is not sha256 of the CA PEM"
 log "server 1 up; token $(echo "$TOKEN" | cut -c1-20)...::server:***"
-code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P1/readyz")
+code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P1/readyz" || true)
 [ "$code" = 401 ] || fail "anonymous /readyz should be 401, got $code"
 openssl x509 -in "$work/s1/server/tls/serving-kube-apiserver.crt" -noout -ext subjectAltName >"$work/sans.txt"
 for s in lb.lab.test 10.99.0.10 127.0.0.1 localhost kubernetes.default.svc.cluster.local 10.43.0.1; do

@@ -9,7 +9,8 @@
 set -euo pipefail
 
 start=$(date +%s)
-root=$(cd "$(dirname "$0")/.." && pwd)
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+root=$(dirname "$(dirname "$self")")
 mod="$root/labk3s"
 bin="$mod/bin"
 GO=${GO:-}
@@ -24,7 +25,7 @@ k8s_version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' go.mod
 if [ -z "$k8s_version" ]; then echo "build-labk3s: cannot find k8s.io/kubernetes version in go.mod" >&2; exit 1; fi
 lab_version="${k8s_version}+labk3s"
 
-hash=$( { "$GO" version; cat go.mod go.sum "$0"; find . -name '*.go' -not -path './bin/*' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+hash=$( { "$GO" version; cat go.mod go.sum "$self"; find . -name '*.go' -not -path './bin/*' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 stamp="$bin/.build-stamp"
 if [ -z "${LABK3S_FORCE:-}" ] && [ -x "$bin/k3s" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] \
    && "$bin/k3s" --version >/dev/null 2>&1; then

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/component-base/cli"
 	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/component-base/version"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
@@ -84,6 +85,9 @@ func main() {
 func runDaemon(cmd string, args []string) int {
 	logrus.SetOutput(os.Stderr)
 	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	// kube-controller-manager and kube-scheduler both apply the (identical)
+	// logging configuration in this one process.
+	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 	o, err := labcli.Parse(cmd, args)
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Printf("Usage: k3s %s [OPTIONS]\n\n%s", cmd, labcli.Usage(cmd))

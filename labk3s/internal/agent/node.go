@@ -313,7 +313,7 @@ func runKwok(ctx context.Context, nc *NodeConfig) error {
 		"--manage-single-node=" + nc.Name,
 		"--node-name=" + nc.Name,
 		"--node-ip=" + ip,
-		"--node-port=10250",
+		"--node-port=0", // no kwok server (it would bind the kubelet port 10250)
 		"--node-lease-duration-seconds=40",
 		"--server-address=",
 	}
@@ -334,6 +334,9 @@ func runKwok(ctx context.Context, nc *NodeConfig) error {
 		return fmt.Errorf("kwok config: %w", err)
 	}
 	cmd := kwokcmd.NewCommand(kctx)
+	// cobra would add a bool --version flag, which collides with the
+	// component-base "version" flag already on pflag.CommandLine.
+	cmd.Version = ""
 	cmd.SetArgs(args)
 	logrus.Infof("Running simulated kubelet (kwok) for node %s: kwok %s", nc.Name, strings.Join(args, " "))
 	return cmd.ExecuteContext(kctx)

@@ -179,7 +179,7 @@ func Load(ctx context.Context, cli *clientv3.Client, passphrase string, create f
 			return nil, false, err
 		}
 		txn, err := cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(sealed))).
 			Commit()
 		if err != nil {

@@ -187,6 +187,7 @@ func Parse(command string, args []string) (*Options, error) {
 		bools: map[string]bool{}, set: map[string]string{}, defs: map[string]Option{}}
 	fs := pflag.NewFlagSet("k3s "+command, pflag.ContinueOnError)
 	fs.SortFlags = false
+	fs.Usage = func() {}
 	var strPtrs = map[string]*string{}
 	var listPtrs = map[string]*[]string{}
 	var boolPtrs = map[string]*bool{}
