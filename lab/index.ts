@@ -385,8 +385,8 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
 
     const lab = new Lab(state, env);
     const t0 = Date.now();
-    await lab.bootAll();
     log(`booting ${state.machines.length} machines`);
+    await lab.bootAll();
     await lab.waitReady(undefined, opts.readyTimeoutMs ?? 60_000);
     log(`all ${state.machines.length} machines answer on SSH (${((Date.now() - t0) / 1000).toFixed(1)} s after boot)`);
     return lab;

@@ -24,8 +24,12 @@ Usage:
 \`up\` makes the seed topology by default: infra (load balancer + datastore),
 server1-2, agent1-3; --lb2 adds a second load balancer and a virtual IP. It
 writes a cluster file for the lab (--out FILE, default in the lab folder).
-The image is built once with debootstrap (about 2 minutes) and cached in
+The image is built once with debootstrap (75-120 s) and cached in
 /var/cache/k8s-ha-lab; labs live in /var/lib/k8s-ha-lab/LAB.
+
+\`status\` exits 1 when a machine is stopped, frozen, cut or not answering.
+Exit codes: 0 done, 1 an operation failed, 2 bad input or the host cannot run
+labs (not root, a tool missing: the message gives the apt-get command).
 
 Needs root, systemd-container, debootstrap, iproute2, nftables.
 

@@ -118,6 +118,8 @@ describe('k8s-ha lab on this host', { skip: skip ?? false }, () => {
     assert.equal(present.stdout.trim(), 'install ok installed');
     const host = await lab.connect('agent3');
     try {
+      // The image's package index may be days old: refresh it, as apply must.
+      await host.exec(sh`apt-get update -q`, { timeoutMs: 300_000 });
       await host.exec(sh`env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy`, { timeoutMs: 300_000 });
       assert.equal(await run(host, "dpkg-query -W -f='${Status}' haproxy"), 'install ok installed');
     } finally {
