@@ -111,7 +111,8 @@ export function degradations(s: StatusSnapshot): string[] {
   for (const lb of s.loadBalancers) {
     if (lb.active === false) out.push(`load balancer on ${lb.host}: ${lb.unit} is not running`);
     if (lb.error && lb.active !== null) out.push(`load balancer on ${lb.host}: ${firstLine(lb.error)}`);
-    for (const u of lb.upstreams) if (u.state !== 'up' && lb.active !== false) out.push(`load balancer on ${lb.host}: upstream ${u.name} is ${u.state}${u.detail ? ` (${u.detail})` : ''}`);
+    // An unreachable or stopped LB is named above; its upstreams were not asked.
+    for (const u of lb.upstreams) if (u.state !== 'up' && lb.active === true) out.push(`load balancer on ${lb.host}: upstream ${u.name} is ${u.state}${u.detail ? ` (${u.detail})` : ''}`);
   }
   if (s.vip) {
     if (s.vip.holders.length === 0) out.push(`virtual IP ${s.vip.address} is held by no load balancer${s.vip.unknown.length ? ` that answered (not asked: ${s.vip.unknown.join(', ')})` : ''}`);
