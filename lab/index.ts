@@ -216,8 +216,11 @@ export class Lab {
     await setFrozen(this.name, m.name, true);
   }
 
+  /** Lets a frozen machine run again; nothing to do for a stopped one. */
   async thaw(name: string): Promise<void> {
-    await setFrozen(this.name, this.#machine(name).name, false);
+    const m = this.#machine(name);
+    if (m.nspawnPid === null || !(await processAlive(m.nspawnPid))) return;
+    await setFrozen(this.name, m.name, false);
   }
 
   /** Takes the machine's network link down (its veth on the bridge). */
