@@ -4,7 +4,8 @@
 #   a third server with a wrong token (must fail like k3s), one agent whose
 #   kwok-simulated node becomes Ready, and a Deployment whose pods are
 #   scheduled onto it and shown Running. Cleans up after itself.
-# Usage: labk3s/smoke.sh   (env: K3S=path/to/k3s, KEEP=1 to keep the work dir)
+# Usage: labk3s/smoke.sh   (env: K3S=path/to/k3s, KEEP=1 to keep the work dir,
+#        SOAK=SECONDS to re-check node health after a while)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -167,4 +168,12 @@ kc1 get pods -o wide | tee "$work/pods.txt"
 [ "$(awk 'NR>1 && $7=="a1"' "$work/pods.txt" | wc -l)" = 3 ] || fail "pods not on a1"
 kc1 rollout status deployment/web --timeout=60s
 kc1 get --raw /version | grep -q labk3s || fail "/version"
+if [ -n "${SOAK:-}" ]; then
+  log "soak: waiting ${SOAK}s, then re-checking that nodes stay Ready (lease renewal)"
+  sleep "$SOAK"
+  ps -o pid,rss,time,cmd -p "$(IFS=,; echo "${pids[*]}")" | cut -c1-80
+  kc1 get nodes | tee "$work/nodes2.txt"
+  [ "$(grep -c ' Ready ' "$work/nodes2.txt")" = 3 ] || fail "nodes not Ready after soak"
+  kc1 get lease -n kube-node-lease a1 -o jsonpath='{.spec.renewTime}{"\n"}'
+fi
 log "all checks passed"

@@ -127,7 +127,7 @@ var serverOnly = []Option{
 	{Name: "disable", Kind: kList, Usage: "do not deploy packaged components (recorded; the lab's k3s deploys none)"},
 	{Name: "bind-address", Usage: "k3s bind address (default: 0.0.0.0)"},
 	{Name: "advertise-address", Usage: "IP address that apiserver uses to advertise to members of the cluster (default: node-ip)"},
-	{Name: "advertise-port", Usage: "port that apiserver uses to advertise (default: https-listen-port)"},
+	{Name: "advertise-port", NoOp: true, Usage: "accepted, recorded (the apiserver advertises https-listen-port)"},
 	{Name: "https-listen-port", Def: "6443", Usage: "HTTPS listen port"},
 	{Name: "cluster-cidr", Def: "10.42.0.0/16", Usage: "IPv4/IPv6 network CIDRs to use for pod IPs"},
 	{Name: "service-cidr", Def: "10.43.0.0/16", Usage: "IPv4/IPv6 network CIDRs to use for service IPs"},
