@@ -112,7 +112,13 @@ export async function acquireLock(path: string, what: string, waitMs = 0): Promi
       await fh.close();
       return { release: () => rm(path, { force: true }) };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      // ENOENT: someone removed the (empty) folder between our mkdir and open.
+      if (code === 'ENOENT') {
+        await mkdir(dirname(path), { recursive: true });
+        continue;
+      }
+      if (code !== 'EEXIST') throw e;
     }
     const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
     if (!Number.isFinite(owner) || !alive(owner)) {

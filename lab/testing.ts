@@ -28,15 +28,33 @@ export const TEST_LAB = 'test';
  * from before labUp until after down when not using withLab.
  */
 export async function testLabLock(env: NodeJS.ProcessEnv = process.env): Promise<Lock> {
-  const lock = await acquireLock(join(stateRoot(env), '.tests.lock'), 'a test lab', DEFAULT_TEST_LAB_WAIT_MS);
+  // Re-entrant within a process: a test may hold it around withLab (to
+  // compare the host before and after) while withLab takes it too.
+  if (!held) {
+    const pending = acquireLock(join(stateRoot(env), '.tests.lock'), 'a test lab', DEFAULT_TEST_LAB_WAIT_MS);
+    held = { lock: pending, count: 0 };
+    pending.catch(() => {
+      held = null;
+    });
+  }
+  const h = held;
+  h.count++;
+  await h.lock;
+  let released = false;
   return {
     release: async () => {
-      await lock.release();
+      if (released) return;
+      released = true;
+      if (--h.count > 0) return;
+      held = null;
+      await (await h.lock).release();
       // The lab folder's parent goes too when nothing else is in it.
       await rmdir(stateRoot(env)).catch(() => undefined);
     },
   };
 }
+
+let held: { lock: Promise<Lock>; count: number } | null = null;
 
 export interface WithLabOptions extends LabOptions {
   /** Called with the skip reason when the host cannot run labs (e.g. `t.skip`). Default: print it to stderr. */

@@ -49,6 +49,17 @@ function firstData(sock: Socket, ms: number): Promise<string | null> {
   });
 }
 
+/** The differences from `clean`, given a moment to vanish: the kernel frees a dead machine's network namespace a little later. */
+async function settledDiff(clean: HostSnapshot): Promise<string[]> {
+  let diff: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    diff = diffSnapshots(clean, await snapshotHost());
+    if (!diff.length) break;
+    await sleep(250);
+  }
+  return diff;
+}
+
 async function run(host: Host, text: string): Promise<string> {
   return (await host.exec(sh`sh -c ${text}`)).stdout.trim();
 }
@@ -226,38 +237,31 @@ describe('k8s-ha lab on this host', { skip: skip ?? false }, () => {
   test('lab down removes every machine, mount, link, rule, process and file the lab made', async () => {
     const d = io();
     assert.equal(await labCommand(['down', '--name', TEST_LAB], d), 0, d.err());
-    await lock.release();
-    // The kernel frees a dead machine's network namespace a moment later.
-    let diff: string[] = [];
-    for (let i = 0; i < 20; i++) {
-      diff = diffSnapshots(clean, await snapshotHost());
-      if (!diff.length) break;
-      await sleep(250);
-    }
-    assert.deepEqual(diff, []);
+    // Still under the test lock, so no other test's lab muddles the comparison.
+    assert.deepEqual(await settledDiff(clean), []);
   });
 });
 
 describe('withLab', { skip: skip ?? false }, () => {
   test('withLab removes its lab even when the test inside fails, and a second load balancer brings a virtual IP', async () => {
-    const clean = await snapshotHost();
-    let seen: { vip: string | null; names: string[] } | undefined;
-    await assert.rejects(
-      withLab({ servers: 1, agents: 0, lb2: true }, async (l) => {
-        seen = { vip: l.virtualIP, names: l.machines.map((m) => m.name) };
-        throw new Error('the test inside failed');
-      }),
-      /the test inside failed/,
-    );
-    assert.deepEqual(seen?.names, ['infra', 'lb2', 'server1']);
-    assert.ok(seen?.vip);
-    assert.equal(await openLab(TEST_LAB), null);
-    let diff: string[] = [];
-    for (let i = 0; i < 20; i++) {
-      diff = diffSnapshots(clean, await snapshotHost());
-      if (!diff.length) break;
-      await sleep(250);
+    // Held around withLab (which takes it too), so no other test's lab muddles the comparison.
+    const lock = await testLabLock();
+    try {
+      const clean = await snapshotHost();
+      let seen: { vip: string | null; names: string[] } | undefined;
+      await assert.rejects(
+        withLab({ servers: 1, agents: 0, lb2: true }, async (l) => {
+          seen = { vip: l.virtualIP, names: l.machines.map((m) => m.name) };
+          throw new Error('the test inside failed');
+        }),
+        /the test inside failed/,
+      );
+      assert.deepEqual(seen?.names, ['infra', 'lb2', 'server1']);
+      assert.ok(seen?.vip);
+      assert.equal(await openLab(TEST_LAB), null);
+      assert.deepEqual(await settledDiff(clean), []);
+    } finally {
+      await lock.release();
     }
-    assert.deepEqual(diff, []);
   });
 });
