@@ -12,7 +12,11 @@ const TOOLS: readonly { bin: string; pkg: string }[] = [
   { bin: 'nsenter', pkg: 'util-linux' },
   { bin: 'ssh-keygen', pkg: 'openssh-client' },
   { bin: 'mount', pkg: 'mount' },
+  // Not a program: debootstrap checks the mirror's signature with it.
+  { bin: 'debian-archive-keyring.gpg', pkg: 'debian-archive-keyring' },
 ];
+
+const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 
 async function onPath(bin: string, env: NodeJS.ProcessEnv): Promise<boolean> {
   // Tools in sbin are missing from a non-root PATH; root's usual dirs are added.
@@ -40,7 +44,10 @@ export function requirementProblem(isRoot: boolean, missingBins: readonly string
 /** Why the lab cannot run here (not root, a tool missing), with the fix; null when it can. */
 export async function labBlocker(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
   const missing: string[] = [];
-  for (const t of TOOLS) if (!(await onPath(t.bin, env))) missing.push(t.bin);
+  for (const t of TOOLS) {
+    const found = t.bin === 'debian-archive-keyring.gpg' ? await access(KEYRING).then(() => true, () => false) : await onPath(t.bin, env);
+    if (!found) missing.push(t.bin);
+  }
   return requirementProblem(process.getuid?.() === 0, missing);
 }
 
