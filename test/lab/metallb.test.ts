@@ -135,7 +135,7 @@ async function scenario(t: TestContext): Promise<void> {
       const run = await open(lab, file);
       try {
         const report = await runVerify({ deployment: run.deployment, host: (n) => run.engine.host(n), drill: true, pollMs: 1000 });
-        t.diagnostic(formatReport(report));
+        for (const line of formatReport(report).trimEnd().split('\n')) t.diagnostic(line);
         const st = Object.fromEntries(report.checks.map((c) => [c.id, c.status]));
         assert.deepEqual(st, {
           api: 'pass',
