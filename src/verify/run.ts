@@ -158,7 +158,11 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
           svc = await kube.json<KubeItem>(['get', '-n', VERIFY_NAMESPACE, `service/${VERIFY_APP}`]);
           return ingressAddress(svc) ? null : 'no address assigned yet';
         });
-        if (why) throw new Error(`the Service ${VERIFY_NAMESPACE}/${VERIFY_APP} got no address within ${seconds(t.addressMs)} (${why}); look at \`kubectl -n metallb-system get pods\` and \`kubectl -n ${VERIFY_NAMESPACE} describe service ${VERIFY_APP}\``);
+        if (why) {
+          // kwok pretends to run MetalLB's controller pod: on the lab's k3s only a controller started as a process assigns addresses.
+          const lab = simulated ? '; on the lab\'s k3s, MetalLB\'s controller runs only when started as a process (labk3s/metallb/build.sh, test/lab/metallb.test.ts)' : '';
+          throw new Error(`the Service ${VERIFY_NAMESPACE}/${VERIFY_APP} got no address within ${seconds(t.addressMs)} (${why}); look at \`kubectl -n metallb-system get pods\` and \`kubectl -n ${VERIFY_NAMESPACE} describe service ${VERIFY_APP}\`${lab}`);
+        }
         address = ingressAddress(svc);
         const pool = poolOf(address!, metallb.pools);
         if (!pool) throw new Error(`the Service got ${address}, which is in none of the pools (${metallb.pools.map((p) => `${p.name}: ${p.addresses.join(', ')}`).join('; ')}): is another load-balancer controller (servicelb) running?`);
