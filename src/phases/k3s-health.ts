@@ -18,17 +18,19 @@ export function kubectlArgs(...args: string[]): string[] {
   return [K3S_BINARY_PATH, 'kubectl', '--kubeconfig', ADMIN_KUBECONFIG, '--request-timeout=5s', ...args];
 }
 
-/** One probe round trip: `ping=`, `readyz=`, `active=`, `tokenlog=` lines. */
+/** One probe round trip: `ping=`, `readyz=`, `active=`, `entered=`, `tokenlog=` lines. */
 export function serverProbe(sinceEpoch: number): ReturnType<typeof sh> {
   // curl when present (it reaches /ping without credentials, as the LB's
   // checks do); otherwise kubectl's client, which the binary always has.
-  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; if journalctl -u k3s --since ${`@${sinceEpoch}`} --no-pager -o cat 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi`;
+  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if journalctl -u k3s --since ${`@${sinceEpoch}`} --no-pager -o cat 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi`;
 }
 
 export interface ServerProbe {
   ping: string;
   readyz: string;
   active: string;
+  /** systemd's ActiveEnterTimestampMonotonic (µs): when the unit last signalled READY=1. */
+  entered: number;
   differentToken: boolean;
 }
 
@@ -38,7 +40,7 @@ export function parseServerProbe(stdout: string): ServerProbe {
     const i = line.indexOf('=');
     if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
   }
-  return { ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', differentToken: kv.get('tokenlog') === 'yes' };
+  return { ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', entered: Number(kv.get('entered')) || 0, differentToken: kv.get('tokenlog') === 'yes' };
 }
 
 /** Why a probe is not ready yet, in words; null when ready. */

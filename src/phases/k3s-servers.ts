@@ -20,7 +20,7 @@ import {
 import { datastoreEndpoint } from '../render/mariadb.js';
 import { datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
-import { systemctl } from '../transport/os.js';
+import { sh } from '../transport/quote.js';
 import { isIp } from '../render/common.js';
 import { Secret } from '../util/secret.js';
 import { DATASTORE_TLS } from './infra-tls.js';
@@ -167,16 +167,40 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     return buf ? buf.toString('utf8') : null;
   }
 
+  /**
+   * When each host's k3s last became active before this run restarted it
+   * (CLOCK_MONOTONIC µs, systemd's ActiveEnterTimestampMonotonic): the new
+   * process counts as up only once systemd records a later READY=1.
+   */
+  const enteredBefore = new Map<string, number>();
+
+  /**
+   * `systemctl restart` of a Type=notify unit blocks until READY=1, and the
+   * unit has no start timeout (TimeoutStartSec=0): a k3s that cannot reach
+   * its datastore would hang the apply, and one that exits would fail it
+   * with systemd's "Job failed" instead of the reason. So the restart is
+   * queued (--no-block) and `settle` does the bounded wait and explains.
+   */
+  const restartChange = (c: Change): Change => ({
+    ...c,
+    apply: async (host) => {
+      const r = await host.exec(sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; systemctl --no-block restart ${SERVER_UNIT}`);
+      enteredBefore.set(host.name, Number(r.stdout.trim()) || 0);
+    },
+  });
+
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
     if (!applied.some(isRestart)) return;
     const since = (await hostEpoch(host)) - 1;
+    const before = enteredBefore.get(host.name) ?? 0;
     let differentToken = false;
     const last = await waitUntil(
       { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal },
       async () => {
         const p = parseServerProbe((await host.exec(serverProbe(since), { allowFailure: true, timeoutMs: 30_000 })).stdout);
         differentToken ||= p.differentToken;
-        const why = serverNotReady(p);
+        const notReady = serverNotReady(p);
+        const why = p.entered > before ? notReady : `k3s has not signalled READY to systemd since the restart (${p.active || 'state unknown'}); ${notReady ?? 'the API answers'}`;
         if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
         return why;
       },
@@ -255,10 +279,10 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         changes.push({
           kind: 'service',
           summary: `restart ${SERVER_UNIT} (${binaryChanged ? 'binary' : DATASTORE_CA_PATH} changed)`,
-          apply: async (host) => void (await host.exec(systemctl('restart', SERVER_UNIT))),
+          apply: async () => undefined,
         });
       }
-      return changes;
+      return changes.map((c) => (isRestart(c) ? restartChange(c) : c));
     },
 
     preflight(ctx, observed): Problem[] {

@@ -123,7 +123,10 @@ function configToken(h: MemoryHost): string {
 function serverModel(fc: FakeCluster, h: MemoryHost): void {
   let readyAt = Infinity;
   let badToken = false;
-  h.handle(/^systemctl (start|restart) k3s$/, () => {
+  // systemd's ActiveEnterTimestampMonotonic: moves when a start signals READY=1.
+  let entered = 0;
+  h.handle(/systemctl --no-block restart k3s$/, () => {
+    const enteredBefore = entered;
     const s = h.services.get('k3s')!;
     // diffDesired starts with `restart` too (it covers both): tell them apart by the state.
     const kind = s.active ? 'restart' : 'start';
@@ -140,14 +143,15 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
       h.setFile('/var/lib/rancher/k3s/server/token', `K10${CA_HASH}::server:${token}\n`, { mode: 0o600 });
     }
     fc.restarts.push({ host: h.name, kind, at, readyAt });
-    return ok();
+    return ok(`${enteredBefore}\n`);
   });
   h.handle(/get --raw \/readyz/, () => {
     const ready = Date.now() >= readyAt;
     const rec = fc.restarts.filter((r) => r.host === h.name).at(-1);
     if (ready && rec && rec.readyAt === Infinity) rec.readyAt = Date.now();
-    if (badToken) return ok(`ping=curl: (7) Failed to connect to 127.0.0.1 port 6443\nreadyz=\nactive=activating\ntokenlog=yes\n`);
-    return ok(ready ? 'ping=pong\nreadyz=ok\nactive=active\n' : 'ping=curl: (7) Failed to connect\nreadyz=\nactive=active\n');
+    if (ready) entered = readyAt * 1000;
+    if (badToken) return ok(`ping=curl: (7) Failed to connect to 127.0.0.1 port 6443\nreadyz=\nactive=activating\nentered=${entered}\ntokenlog=yes\n`);
+    return ok(ready ? `ping=pong\nreadyz=ok\nactive=active\nentered=${entered}\n` : `ping=curl: (7) Failed to connect\nreadyz=\nactive=active\nentered=${entered}\n`);
   });
   h.handle(/kubectl .* get node /, (cmd) => {
     const node = /get node (\S+)/.exec(cmd.text)![1]!;
@@ -338,7 +342,7 @@ test('a server that never gets ready fails after the bounded wait, naming the ho
   const run = await fc.open();
   await assert.rejects(run.apply(), (e: Error) => {
     assert.match(e.message, /server1: k3s server not ready within [\d.]+ s/);
-    assert.match(e.message, /last seen: \/ping on 127\.0\.0\.1:6443 answered "curl: \(7\) Failed to connect"/);
+    assert.match(e.message, /last seen: k3s has not signalled READY to systemd since the restart \(active\); \/ping on 127\.0\.0\.1:6443 answered "curl: \(7\) Failed to connect"/);
     assert.match(e.message, /k3s log of server1/);
     assert.match(e.message, /datastore \(10\.9\.0\.10:3306\)/);
     return true;
