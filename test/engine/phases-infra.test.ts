@@ -1,0 +1,437 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { ClusterRun } from '../../src/engine/run.js';
+import { datastorePhase } from '../../src/phases/datastore.js';
+import { loadBalancerPhase } from '../../src/phases/loadbalancer.js';
+import { vipPhase } from '../../src/phases/vip.js';
+import { MemoryHost, ok } from '../../src/transport/memory.js';
+import { formatPlan, planToJSON } from '../../src/cli/output/plan.js';
+import { runCli } from '../cli/helpers.js';
+
+/**
+ * Memory hosts for the infrastructure phases: Debian packages that start
+ * their daemon on install (as Debian does), checkers that pass unless told
+ * otherwise, `ip addr` for the VIP interface, and a small MariaDB that
+ * understands the SQL the datastore phase sends on stdin.
+ */
+interface FakeMariadb {
+  version: string;
+  variables: Record<string, string>;
+  databases: Set<string>;
+  /** host -> password and TLS rule of the `k3s` accounts. */
+  users: Map<string, { password: string; ssl: string }>;
+  grants: Set<string>;
+  /** Every SQL script received on stdin. */
+  scripts: string[];
+}
+
+const ADDR: Record<string, string> = {
+  infra: '10.9.0.10',
+  lb1: '10.9.0.5',
+  lb2: '10.9.0.6',
+  server1: '10.9.0.11',
+  server2: '10.9.0.12',
+  server3: '10.9.0.13',
+  agent1: '10.9.0.21',
+};
+
+function fakeMariadb(): FakeMariadb {
+  return {
+    version: '10.11.14-MariaDB-0+deb12u2',
+    variables: { AUTO_INCREMENT_INCREMENT: '1', AUTO_INCREMENT_OFFSET: '1', MAX_CONNECTIONS: '151', INNODB_SNAPSHOT_ISOLATION: 'OFF' },
+    databases: new Set(),
+    users: new Map(),
+    grants: new Set(),
+    scripts: [],
+  };
+}
+
+const str = (s: string) => s.replace(/\\(.)/g, '$1');
+
+function answerSql(db: FakeMariadb, sql: string): string {
+  db.scripts.push(sql);
+  if (sql.includes("SELECT 'version'")) {
+    const pw = str(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
+    const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
+    const rows = [`version\t${db.version}`];
+    for (const [k, v] of Object.entries(db.variables)) rows.push(`var\t${k}\t${v}`);
+    if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
+    for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
+    for (const h of db.grants) rows.push(`grant\t${h}`);
+    return rows.join('\n') + '\n';
+  }
+  for (const line of sql.split('\n')) {
+    let m = /^CREATE DATABASE IF NOT EXISTS `([^`]+)`/.exec(line);
+    if (m) db.databases.add(m[1]!);
+    m = /^(CREATE USER IF NOT EXISTS|ALTER USER) '[^']+'@'([^']+)' IDENTIFIED BY '((?:[^'\\]|\\.)*)' REQUIRE (SSL|NONE)/.exec(line);
+    if (m) {
+      const exists = db.users.has(m[2]!);
+      if (m[1] === 'ALTER USER' || !exists) db.users.set(m[2]!, { password: str(m[3]!), ssl: m[4] === 'SSL' ? 'ANY' : 'NONE' });
+    }
+    m = /^GRANT ALL PRIVILEGES ON .* TO '[^']+'@'([^']+)'/.exec(line);
+    if (m) db.grants.add(m[1]!);
+    m = /^DROP USER IF EXISTS '[^']+'@'([^']+)'/.exec(line);
+    if (m) {
+      db.users.delete(m[1]!);
+      db.grants.delete(m[1]!);
+    }
+  }
+  return '';
+}
+
+function infraHost(name: string, db?: FakeMariadb): MemoryHost {
+  const h = new MemoryHost({
+    name,
+    address: ADDR[name],
+    catalog: {
+      'nginx-light': { services: ['nginx'], files: { '/etc/nginx/nginx.conf': '# Debian default\nhttp { include /etc/nginx/sites-enabled/*; }\n' } },
+      haproxy: { services: ['haproxy'], files: { '/etc/haproxy/haproxy.cfg': '# Debian default\n' } },
+      keepalived: { services: ['keepalived'] },
+      'mariadb-server': { version: '1:10.11.14-0+deb12u2', services: ['mariadb'], files: { '/etc/mysql/mariadb.conf.d/50-server.cnf': '[mysqld]\nbind-address = 127.0.0.1\n' } },
+    },
+  });
+  h.handle(/^nginx -q -t -c /, () => ok());
+  h.handle(/^haproxy -c -f /, () => ok());
+  h.handle(/^keepalived --config-test /, () => ok());
+  h.handle(/^mariadbd --defaults-file=/, () => ok());
+  h.handle(/^ip -o -4 addr show dev eth0$/, () => ok(`2: eth0    inet ${ADDR[name]}/24 brd 10.9.0.255 scope global eth0\\       valid_lft forever preferred_lft forever\n`));
+  h.handle(/^apt-cache policy /, () => ok('mariadb-server:\n  Installed: (none)\n  Candidate: 1:10.11.14-0+deb12u2\n'));
+  if (db) {
+    h.handle(/^mariadb --batch/, (_cmd, stdin) => {
+      if (!h.services.get('mariadb')?.active) return { code: 1, stdout: '', stderr: "ERROR 2002 (HY000): Can't connect to local server through socket" };
+      return ok(answerSql(db, stdin));
+    });
+  }
+  return h;
+}
+
+interface InfraFake {
+  dir: string;
+  file: string;
+  hosts: Map<string, MemoryHost>;
+  db: FakeMariadb;
+  events: EngineEvent[];
+  write(yaml: string): void;
+  open(): Promise<ClusterRun>;
+  cleanup(): void;
+}
+
+/** The seed's shape: one infrastructure host (LB + datastore), servers, an agent. */
+function seedYaml(opts: { servers?: string[]; lb?: string; extra?: string } = {}): string {
+  const servers = opts.servers ?? ['server1', 'server2'];
+  return `apiVersion: k8s-ha/v1
+name: infra-test
+ssh: {user: root}
+hosts:
+  - {name: infra, address: ${ADDR.infra}, roles: [loadbalancer, datastore]}
+${servers.map((s) => `  - {name: ${s}, address: ${ADDR[s]}, roles: [server]}`).join('\n')}
+  - {name: agent1, address: ${ADDR.agent1}, roles: [agent]}
+loadBalancer: ${opts.lb ?? '{kind: nginx, port: 6443}'}
+datastore: {kind: mariadb, database: k3s, user: k3s, password: generate}
+k3s: {token: generate}
+${opts.extra ?? ''}`;
+}
+
+/** Two LB hosts sharing a VIP, a separate datastore host. */
+function vipYaml(): string {
+  return `apiVersion: k8s-ha/v1
+name: infra-vip
+ssh: {user: root}
+hosts:
+  - {name: lb1, address: ${ADDR.lb1}, roles: [loadbalancer]}
+  - {name: lb2, address: ${ADDR.lb2}, roles: [loadbalancer]}
+  - {name: infra, address: ${ADDR.infra}, roles: [datastore]}
+  - {name: server1, address: ${ADDR.server1}, roles: [server]}
+  - {name: server2, address: ${ADDR.server2}, roles: [server]}
+loadBalancer:
+  kind: haproxy
+  port: 6443
+  virtualIP: {address: 10.9.0.100, interface: eth0, routerId: 51, advertInterval: 1s, unicast: true}
+datastore: {kind: mariadb, database: k3s, user: k3s, password: generate, tls: {enabled: true}}
+k3s: {token: generate}
+`;
+}
+
+function infraFake(yaml: string): InfraFake {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-infra-'));
+  const file = join(dir, 'cluster.yaml');
+  const db = fakeMariadb();
+  const hosts = new Map<string, MemoryHost>();
+  for (const n of Object.keys(ADDR)) hosts.set(n, infraHost(n, n === 'infra' ? db : undefined));
+  const events: EngineEvent[] = [];
+  const fake: InfraFake = {
+    dir,
+    file,
+    hosts,
+    db,
+    events,
+    write: (y) => writeFileSync(file, y),
+    open: () =>
+      ClusterRun.open(file, {
+        env: { HOME: dir },
+        phases: [loadBalancerPhase, vipPhase, datastorePhase],
+        connect: async (h) => hosts.get(h.name)!,
+        events: (e) => void events.push(e),
+      }),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+  fake.write(yaml);
+  return fake;
+}
+
+// ---------------------------------------------------------------- the tests
+
+const lbSummaries = (p: Awaited<ReturnType<ClusterRun['plan']>>, phase: string, host: string) =>
+  p.steps.filter((s) => s.phase === phase && s.host === host).flatMap((s) => s.changes.map((c) => c.summary));
+
+async function withRun<T>(f: InfraFake, fn: (run: ClusterRun) => Promise<T>): Promise<T> {
+  const run = await f.open();
+  try {
+    return await fn(run);
+  } finally {
+    await run.close();
+  }
+}
+
+test('a plan on bare hosts lists the packages, files and services of each infrastructure host', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  const plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), ['install nginx-light libnginx-mod-stream', 'create /etc/nginx/nginx.conf', 'enable nginx', 'start nginx']);
+  const ds = lbSummaries(plan, 'datastore', 'infra');
+  assert.deepEqual(ds.slice(0, 4), ['install mariadb-server', 'create /etc/mysql/mariadb.conf.d/60-k8s-ha.cnf', 'enable mariadb', 'start mariadb']);
+  assert.match(ds[4]!, /create database k3s and accounts k3s@10\.9\.0\.11, k3s@10\.9\.0\.12/);
+  // No VIP in the seed; servers and agents are not touched by these phases.
+  assert.equal(plan.steps.filter((s) => s.host !== 'infra').length, 0);
+  assert.equal(plan.problems.filter((p) => p.severity === 'error').length, 0);
+  // plan changed nothing
+  for (const h of f.hosts.values()) assert.deepEqual(h.writes, []);
+  assert.equal(f.hosts.get('infra')!.packages.size, 0);
+});
+
+test('the rendered nginx.conf forwards 6443 to every server with a short connect timeout', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const conf = f.hosts.get('infra')!.text('/etc/nginx/nginx.conf')!;
+  assert.match(conf, /server 10\.9\.0\.11:6443 /);
+  assert.match(conf, /server 10\.9\.0\.12:6443 /);
+  assert.match(conf, /proxy_connect_timeout \d+s;/);
+  assert.doesNotMatch(conf, /proxy_connect_timeout 60s/);
+  const cnf = f.hosts.get('infra')!.text('/etc/mysql/mariadb.conf.d/60-k8s-ha.cnf')!;
+  assert.match(cnf, /bind-address = 10\.9\.0\.10/);
+  assert.match(cnf, /auto_increment_increment = 1/);
+  // 10.11.14 knows innodb_snapshot_isolation, so the line is written.
+  assert.match(cnf, /innodb_snapshot_isolation = OFF/);
+  assert.deepEqual([...f.db.users.keys()].sort(), [ADDR.server1, ADDR.server2]);
+  assert.deepEqual([...f.db.grants].sort(), [ADDR.server1, ADDR.server2]);
+});
+
+test('applying and then planning again is empty, and the second apply restarts nothing', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const infra = f.hosts.get('infra')!;
+  const before = JSON.stringify([...infra.services]);
+  const logAt = infra.log.length;
+  const plan = await withRun(f, (r) => r.plan());
+  assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => s.changes.map((c) => c.summary))));
+  const again = await withRun(f, (r) => r.apply());
+  assert.equal(again.changed, 0);
+  assert.equal(JSON.stringify([...infra.services]), before);
+  const later = infra.log.slice(logAt);
+  assert.deepEqual(later.filter((c) => /systemctl (restart|reload|start)|apt-get install/.test(c)), []);
+  // The second runs only read the accounts; no SQL that changes anything was sent.
+  assert.equal(f.db.scripts.filter((s) => /CREATE USER|ALTER USER|DROP USER/.test(s)).length, 1);
+});
+
+test('a changed server list reloads nginx and does not restart it', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const nginx = f.hosts.get('infra')!.services.get('nginx')!;
+  const restarts = nginx.restarts;
+  f.write(seedYaml({ servers: ['server1', 'server2', 'server3'] }));
+  const plan = await withRun(f, (r) => r.plan());
+  assert.ok(lbSummaries(plan, 'loadbalancer', 'infra').includes('reload nginx (/etc/nginx/nginx.conf changed)'));
+  await withRun(f, (r) => r.apply());
+  assert.equal(nginx.restarts, restarts);
+  assert.equal(nginx.reloads, 1);
+  assert.match(f.hosts.get('infra')!.text('/etc/nginx/nginx.conf')!, /server 10\.9\.0\.13:6443 /);
+  assert.ok(f.db.users.has(ADDR.server3!));
+});
+
+test('a server removed from the cluster file loses its database account', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  f.write(seedYaml({ servers: ['server1'] }));
+  const plan = await withRun(f, (r) => r.plan());
+  assert.ok(lbSummaries(plan, 'datastore', 'infra').some((s) => s.includes(`drop k3s@${ADDR.server2} (not a server)`)));
+  await withRun(f, (r) => r.apply());
+  assert.deepEqual([...f.db.users.keys()], [ADDR.server1]);
+});
+
+test('a changed datastore password is converged from a server-side hash comparison', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  // Someone changed the account's password by hand.
+  f.db.users.get(ADDR.server1!)!.password = 'not-the-generated-one';
+  const plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(lbSummaries(plan, 'datastore', 'infra'), [`set the password of k3s@${ADDR.server1}`]);
+  const pw = await withRun(f, async (r) => {
+    await r.apply();
+    return r.deployment.secrets.datastorePassword.reveal();
+  });
+  assert.equal(f.db.users.get(ADDR.server1!)!.password, pw);
+});
+
+test('a config the checker rejects never goes live and the old file is kept', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const infra = f.hosts.get('infra')!;
+  const old = infra.text('/etc/nginx/nginx.conf');
+  f.write(seedYaml({ servers: ['server1', 'server2', 'server3'] }));
+  infra.failNext(/^nginx -q -t -c /, { code: 1, stderr: 'nginx: [emerg] unknown directive "stream"' });
+  await assert.rejects(
+    withRun(f, (r) => r.apply()),
+    (e: Error) => /rejected the new content/.test(e.message) && /unknown directive "stream"/.test(e.message),
+  );
+  assert.equal(infra.text('/etc/nginx/nginx.conf'), old);
+  assert.equal(infra.services.get('nginx')!.reloads, 0);
+  assert.equal([...infra.files.keys()].filter((p) => p.includes('k8s-ha-memory')).length, 0);
+});
+
+test('the datastore password appears in no command text, plan output or event', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  const { pw, planText } = await withRun(f, async (r) => {
+    const plan = await r.plan();
+    const text = formatPlan(plan) + JSON.stringify(planToJSON(plan));
+    await r.apply();
+    return { pw: r.deployment.secrets.datastorePassword.reveal(), planText: text };
+  });
+  assert.ok(pw.length >= 16);
+  // It did reach MariaDB, on stdin.
+  assert.ok(f.db.scripts.some((s) => s.includes(pw)));
+  assert.equal([...f.db.users.values()][0]!.password, pw);
+  assert.ok(!planText.includes(pw));
+  assert.match(planText, /IDENTIFIED BY '\*{8}'/);
+  assert.ok(!JSON.stringify(f.events).includes(pw));
+  for (const h of f.hosts.values()) {
+    for (const c of h.log) assert.ok(!c.includes(pw), `${h.name} ran a command holding the password: ${c.slice(0, 80)}`);
+  }
+});
+
+test('a preflight violation (auto_increment_increment=2) stops the apply before any change, with the message', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  const infra = f.hosts.get('infra')!;
+  infra.packages.set('mariadb-server', '1:10.11.14-0+deb12u2');
+  infra.services.set('mariadb', { active: true, enabled: true, restarts: 0, reloads: 0, starts: 1, stops: 0 });
+  f.db.variables.AUTO_INCREMENT_INCREMENT = '2';
+  const r = await runCli(['apply', '-f', f.file, '--yes'], { cwd: f.dir, hooks: { open: { connect: async (h) => f.hosts.get(h.name)!, phases: [loadBalancerPhase, vipPhase, datastorePhase] } } });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /auto_increment_increment is 2 on infra's running MariaDB/);
+  assert.match(r.stderr, /fix: remove auto_increment_increment/);
+  for (const h of f.hosts.values()) {
+    assert.deepEqual(h.writes, [], `${h.name} was changed`);
+    assert.deepEqual(h.log.filter((c) => /apt-get install|systemctl (start|restart|reload|enable)/.test(c)), []);
+  }
+});
+
+test('innodb_snapshot_isolation ON is fixed by the drop-in when it is pending, and refused when something overrides it', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  const infra = f.hosts.get('infra')!;
+  infra.packages.set('mariadb-server', '1:11.8.2-1');
+  infra.services.set('mariadb', { active: true, enabled: true, restarts: 0, reloads: 0, starts: 1, stops: 0 });
+  f.db.version = '11.8.2-MariaDB';
+  f.db.variables.INNODB_SNAPSHOT_ISOLATION = 'ON';
+  let plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(plan.problems.filter((p) => p.severity === 'error'), []);
+  assert.ok(plan.problems.some((p) => p.severity === 'warning' && /not a release k3s certifies/.test(p.message)));
+  await withRun(f, (r) => r.apply());
+  // Our file is in place, yet the server still says ON: a later setting wins.
+  plan = await withRun(f, (r) => r.plan());
+  assert.ok(plan.problems.some((p) => p.severity === 'error' && /innodb_snapshot_isolation is ON/.test(p.message)));
+});
+
+test('max_connections below what the servers need is refused', async (t) => {
+  const f = infraFake(seedYaml().replace('password: generate}', 'password: generate, maxConnections: 30}'));
+  t.after(f.cleanup);
+  const plan = await withRun(f, (r) => r.plan());
+  const p = plan.problems.find((x) => x.path === 'datastore.maxConnections' && x.severity === 'error');
+  assert.ok(p, JSON.stringify(plan.problems));
+  assert.match(p.hint!, /at least 50/);
+});
+
+test('two load balancers get keepalived with the first preferred, unicast peers and a 0600 config', async (t) => {
+  const f = infraFake(vipYaml());
+  t.after(f.cleanup);
+  // openssl on the datastore host, modelled: issuing writes the four files, the status reads them.
+  const infra = f.hosts.get('infra')!;
+  const tlsDir = '/etc/mysql/k8s-ha-tls';
+  infra.handle((c) => c.startsWith(`if [ -s ${tlsDir}/ca.pem ]`), () => ok(infra.files.has(`${tlsDir}/ca.pem`) ? 'ca=yes\ncert=ok\n' : 'ca=no\ncert=missing\n'));
+  infra.handle((c) => c.startsWith('set -e; umask 077;'), () => {
+    for (const [n, mode] of [['ca.pem', 0o644], ['ca-key.pem', 0o600], ['server.pem', 0o644], ['server-key.pem', 0o600]] as const) infra.setFile(`${tlsDir}/${n}`, `PEM ${n}\n`, { mode });
+    return ok();
+  });
+  const plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(lbSummaries(plan, 'vip', 'lb1'), ['install keepalived procps', 'create /etc/keepalived/keepalived.conf', 'enable keepalived', 'start keepalived']);
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'lb2'), ['install haproxy', 'create /etc/haproxy/haproxy.cfg', 'enable haproxy', 'start haproxy']);
+  assert.ok(lbSummaries(plan, 'datastore', 'infra').includes(`create the datastore CA and a server certificate for ${ADDR.infra}`));
+  const vrrp = await withRun(f, async (r) => {
+    await r.apply();
+    return r.deployment.secrets.vrrpPass.reveal();
+  });
+  const k1 = f.hosts.get('lb1')!;
+  const k2 = f.hosts.get('lb2')!;
+  const c1 = k1.text('/etc/keepalived/keepalived.conf')!;
+  const c2 = k2.text('/etc/keepalived/keepalived.conf')!;
+  assert.match(c1, /priority (\d+)/);
+  assert.ok(Number(/priority (\d+)/.exec(c1)![1]) > Number(/priority (\d+)/.exec(c2)![1]));
+  assert.match(c1, new RegExp(`unicast_peer \\{\\s+${ADDR.lb2!.replace(/\./g, '\\.')}\\s+\\}`));
+  assert.match(c1, /10\.9\.0\.100\/24 dev eth0/);
+  assert.match(c1, /pgrep -x haproxy/);
+  assert.equal(k1.files.get('/etc/keepalived/keepalived.conf')!.mode, 0o600);
+  assert.ok(c1.includes(`auth_pass ${vrrp}`));
+  assert.ok(!JSON.stringify(f.events).includes(vrrp));
+  assert.ok(infra.log.some((c) => c.includes('openssl genpkey')));
+  assert.match(infra.text('/etc/mysql/mariadb.conf.d/60-k8s-ha.cnf')!, /ssl_ca = \/etc\/mysql\/k8s-ha-tls\/ca\.pem/);
+  assert.equal((await withRun(f, (r) => r.plan())).empty, true);
+  assert.ok([...f.db.users.values()].every((u) => u.ssl === 'ANY'));
+  assert.match(k1.text('/etc/haproxy/haproxy.cfg')!, /option httpchk GET \/ping/);
+});
+
+test('deploy: docker without a docker command on the host is refused with how to fix it', async (t) => {
+  const f = infraFake(seedYaml({ lb: '{kind: nginx, port: 6443, deploy: docker}' }));
+  t.after(f.cleanup);
+  f.hosts.get('infra')!.handle(/^command -v docker$/, () => ({ code: 1, stdout: '', stderr: '' }));
+  const plan = await withRun(f, (r) => r.plan());
+  const p = plan.problems.find((x) => x.path === 'loadBalancer.deploy');
+  assert.ok(p);
+  assert.match(p.hint!, /install Docker Engine on infra/);
+});
+
+test('deploy: docker renders the container files and checks the conf with the image', async (t) => {
+  const f = infraFake(seedYaml({ lb: '{kind: nginx, port: 6443, deploy: docker}' }));
+  t.after(f.cleanup);
+  const infra = f.hosts.get('infra')!;
+  infra.handle(/^command -v docker$/, () => ok('/usr/bin/docker\n'));
+  infra.handle(/^docker run --rm --network none /, () => ok());
+  infra.services.set('k8s-ha-lb', { active: false, enabled: false, restarts: 0, reloads: 0, starts: 0, stops: 0 });
+  await withRun(f, (r) => r.apply());
+  assert.match(infra.text('/etc/k8s-ha/lb/nginx.conf')!, /user nginx;/);
+  assert.match(infra.text('/etc/k8s-ha/lb/compose.yaml')!, /network_mode: host/);
+  assert.match(infra.text('/etc/systemd/system/k8s-ha-lb.service')!, /ExecReload=/);
+  assert.ok(infra.log.some((c) => /^docker run --rm --network none -v .*nginx\.conf:ro nginx:stable nginx -t$/.test(c)));
+  assert.equal(infra.services.get('k8s-ha-lb')!.active, true);
+  assert.ok(!infra.packages.has('nginx-light'));
+});
