@@ -18,17 +18,20 @@ work=$(mktemp -d /tmp/labk3s-smoke.XXXXXX)
 chmod 755 "$work"
 pids=()
 dbpid=""
+notifypid=""
 t0=$(date +%s)
 
 log() { echo "[smoke +$(( $(date +%s) - t0 ))s] $*"; }
 fail() { echo "[smoke] FAIL: $*" >&2; for f in "$work"/*.log; do echo "---- tail $f" >&2; tail -n 25 "$f" >&2; done; exit 1; }
 cleanup() {
   local rc=$?
+  set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
+  if [ -n "$notifypid" ]; then kill "$notifypid" 2>/dev/null || true; fi
   if [ -n "$dbpid" ]; then
     kill "$dbpid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$dbpid" 2>/dev/null || break; sleep 0.1; done
@@ -97,13 +100,20 @@ if "$K3S" server --config "$work/bad.yaml" >"$work/bad-config.log" 2>&1; then fa
 grep -q 'unknown configuration key' "$work/bad-config.log" || fail "unknown key message"
 log "unknown config key rejected: $(grep -o 'unknown configuration key[^(]*' "$work/bad-config.log" | head -1)"
 
-log "starting server 1 on :$P1"
-"$K3S" server --config "$work/s1.yaml" >"$work/s1.log" 2>&1 &
+log "starting server 1 on :$P1 (with a NOTIFY_SOCKET, as under systemd Type=notify)"
+python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1])
+open(sys.argv[2],"w").write(s.recv(1024).decode()+"\n")' "$work/notify.sock" "$work/notify.txt" &
+notifypid=$!
+wait_for 10 "notify listener" test -S "$work/notify.sock"
+NOTIFY_SOCKET="$work/notify.sock" "$K3S" server --config "$work/s1.yaml" >"$work/s1.log" 2>&1 &
 pids+=($!)
 wait_for 240 "server 1 /ping" sh -c "curl -sk https://127.0.0.1:$P1/ping | grep -qx pong"
 wait_for 240 "server 1 kubeconfig" test -s "$work/s1-k3s.yaml"
 [ "$(stat -c %a "$work/s1-k3s.yaml")" = 600 ] || fail "kubeconfig mode is not 0600"
 grep -q "server: https://127.0.0.1:$P1" "$work/s1-k3s.yaml" || fail "kubeconfig server"
+wait_for 30 "READY=1 on NOTIFY_SOCKET" grep -qx READY=1 "$work/notify.txt"
+log "server 1 sent READY=1 to NOTIFY_SOCKET"
 TOKEN=$(cat "$work/s1/server/token")
 echo "$TOKEN" | grep -Eq '^K10[0-9a-f]{64}::server:smoke-secret$' || fail "token format: $TOKEN"
 hash=$(openssl x509 -in "$work/s1/server/tls/server-ca.crt" >/dev/null 2>&1 && sha256sum <"$work/s1/server/tls/server-ca.crt" | cut -d' ' -f1)
@@ -155,7 +165,9 @@ K3S_URL="https://127.0.0.1:$P1" K3S_TOKEN="$TOKEN" "$K3S" agent --config "$work/
 pids+=($!)
 wait_for 180 "node a1 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get node a1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 wait_for 120 "nodes s1 s2 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 --timeout=5s"
-KUBECONFIG="$work/s2-k3s.yaml" "$K3S" kubectl get nodes -o wide | tee "$work/nodes.txt"
+# through server 2's API, with the kubectl symlink when present (like /usr/local/bin/kubectl -> k3s)
+KCTL="$(dirname "$K3S")/kubectl"; [ -x "$KCTL" ] || KCTL="$K3S kubectl"
+KUBECONFIG="$work/s2-k3s.yaml" $KCTL get nodes -o wide | tee "$work/nodes.txt"
 grep -Eq '^a1 +Ready' "$work/nodes.txt" || fail "a1 not Ready through server 2"
 kc1 get lease -n kube-node-lease a1 >/dev/null || fail "no lease for a1"
 kc1 get node s1 -o jsonpath='{.spec.taints[0].key}' | grep -q CriticalAddonsOnly || fail "server taint"
