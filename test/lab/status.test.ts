@@ -68,7 +68,7 @@ async function scenario(t: TestContext): Promise<void> {
 
     await t.test('a healthy lab: every host reachable, both LBs see both servers up, one VIP holder, datastore rows, nodes Ready; exit 0', async () => {
       const s = await until(lab, file, 'a healthy cluster', 120_000, healthy);
-      t.diagnostic(formatStatus(s));
+      for (const line of formatStatus(s).trimEnd().split('\n')) t.diagnostic(line);
       assert.equal(s.loadBalancers.length, 2);
       assert.ok(s.loadBalancers.every((lb) => lb.method === 'probe-from-lb' && lb.upstreams.every((u) => u.state === 'up')));
       assert.equal(s.vip?.holders.length, 1);
@@ -85,7 +85,7 @@ async function scenario(t: TestContext): Promise<void> {
       await lab.stop('server2');
       try {
         const s = await until(lab, file, 'server2 down', 60_000, (d) => d.some((x) => x.startsWith('host server2')) && d.filter((x) => /upstream server2 is down/.test(x)).length === 2);
-        t.diagnostic(degradations(s).join('\n'));
+        for (const line of degradations(s)) t.diagnostic(line);
         assert.equal(s.kube.via, 'server1');
         const cli = await runCli(['status', '-f', file], { cwd: dir, env: process.env, hooks: { open: { connect: (h) => lab.connect(h.name, 5_000) } } });
         assert.equal(cli.code, 1);
@@ -101,7 +101,7 @@ async function scenario(t: TestContext): Promise<void> {
       await lab.exec(ds, ['systemctl', 'stop', 'mariadb']);
       try {
         const s = await until(lab, file, 'the datastore down', 30_000, (d) => d.includes(`datastore on ${ds}: mariadb is not running`));
-        t.diagnostic(degradations(s).join('\n'));
+        for (const line of degradations(s)) t.diagnostic(line);
         assert.ok(s.hosts.every((h) => h.reachable));
       } finally {
         await lab.exec(ds, ['systemctl', 'start', 'mariadb']);
@@ -116,7 +116,7 @@ async function scenario(t: TestContext): Promise<void> {
       await lab.exec(primary, ['systemctl', 'stop', 'nginx']);
       try {
         const s = await until(lab, file, 'the primary LB down and the VIP on lb2', 60_000, (d, x) => d.includes(`load balancer on ${primary}: nginx is not running`) && x.vip?.holders.join() === 'lb2');
-        t.diagnostic(formatStatus(s));
+        for (const line of formatStatus(s).trimEnd().split('\n')) t.diagnostic(line);
         // Failover worked: the VIP on lb2 is not itself a degradation.
         assert.ok(!degradations(s).some((d) => d.startsWith('virtual IP')));
       } finally {
