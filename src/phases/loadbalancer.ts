@@ -80,7 +80,16 @@ export interface LbObserved {
   state: ObservedState;
   /** Only looked up for `deploy: docker`. */
   docker: boolean;
+  /** Load balancers k8s-ha set up earlier with another kind or deploy, still enabled or running. */
+  previous: { unit: string; active: boolean; enabled: boolean }[];
 }
+
+/** Every way k8s-ha runs a load balancer: its unit and the file that marks it as ours. */
+const LB_FLAVOURS: { unit: string; file: string }[] = [
+  { unit: 'nginx', file: NGINX_CONF_PATH },
+  { unit: 'haproxy', file: HAPROXY_CFG_PATH },
+  { unit: 'k8s-ha-lb', file: LB_DOCKER_UNIT_PATH },
+];
 
 function safeDesired(c: Cluster): Desired | null {
   try {
@@ -108,14 +117,34 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
     if (c.loadBalancer.deploy === 'docker') {
       docker = (await host.exec(sh`command -v docker`, { allowFailure: true })).code === 0;
     }
-    return { state, docker };
+    // Switching kind (nginx <-> haproxy) or deploy leaves the old daemon on
+    // the API port; stop it, but only when its config is k8s-ha's (a daemon
+    // the user runs for something else is left alone).
+    const previous: LbObserved['previous'] = [];
+    const others = LB_FLAVOURS.filter((f) => f.unit !== lbUnit(c));
+    const st = await observeDesired(host, { services: others.map((o) => ({ unit: o.unit })) });
+    for (const o of others) {
+      const svc = st.services.get(o.unit);
+      if (!svc || (!svc.active && !svc.enabled)) continue;
+      const text = (await host.readFile(o.file))?.toString('utf8') ?? '';
+      if (text.includes('Managed by k8s-ha')) previous.push({ unit: o.unit, active: svc.active, enabled: svc.enabled });
+    }
+    return { state, docker, previous };
   },
 
   diff(ctx, _host, o): Change[] {
     const d = safeDesired(ctx.cluster.spec);
     // preflight reports why; an unrenderable config never goes anywhere.
     if (!d) return [];
-    return diffDesired(d, o.state, ctx.secrets);
+    const changes = diffDesired(d, o.state, ctx.secrets);
+    const stops: Change[] = o.previous.map((p) => ({
+      kind: 'service',
+      summary: `stop and disable ${p.unit} (the load balancer is now ${lbUnit(ctx.cluster.spec)})`,
+      apply: async (h) => void (await h.exec(sh`systemctl disable --now ${p.unit}`)),
+    }));
+    // Before the new daemon starts: both cannot hold the API port.
+    const i = changes.findIndex((ch) => ch.kind === 'service');
+    return i < 0 ? [...changes, ...stops] : [...changes.slice(0, i), ...stops, ...changes.slice(i)];
   },
 
   preflight(ctx, observed): Problem[] {

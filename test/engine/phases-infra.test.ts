@@ -435,3 +435,29 @@ test('deploy: docker renders the container files and checks the conf with the im
   assert.equal(infra.services.get('k8s-ha-lb')!.active, true);
   assert.ok(!infra.packages.has('nginx-light'));
 });
+
+test('switching the load balancer from nginx to HAProxy stops the nginx k8s-ha set up before HAProxy starts', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  f.write(seedYaml({ lb: '{kind: haproxy, port: 6443}' }));
+  const plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), [
+    'install haproxy',
+    'create /etc/haproxy/haproxy.cfg',
+    'stop and disable nginx (the load balancer is now haproxy)',
+    'enable haproxy',
+    'start haproxy',
+  ]);
+  const infra = f.hosts.get('infra')!;
+  infra.handle(/^systemctl disable --now nginx$/, () => {
+    const s = infra.services.get('nginx')!;
+    s.active = false;
+    s.enabled = false;
+    return ok();
+  });
+  await withRun(f, (r) => r.apply());
+  assert.equal(infra.services.get('nginx')!.active, false);
+  assert.equal(infra.services.get('haproxy')!.active, true);
+  assert.equal((await withRun(f, (r) => r.plan())).empty, true);
+});
