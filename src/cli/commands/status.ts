@@ -1,3 +1,4 @@
+import { setTimeout as wait } from 'node:timers/promises';
 import { ClusterRun } from '../../engine/run.js';
 import { collectStatus, type StatusOptions } from '../../status/collect.js';
 import { degradations, formatStatus, statusToJSON } from '../../status/model.js';
@@ -30,7 +31,8 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     ...hooks.open,
   });
-  const sleep = hooks.status?.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  // Ctrl-C ends the wait at once, not after the next refresh.
+  const sleep = hooks.status?.sleep ?? ((ms: number) => wait(ms, undefined, hooks.signal ? { signal: hooks.signal } : {}).catch(() => undefined));
   try {
     let code: number = EXIT.ok;
     for (let round = 1; ; round++) {
