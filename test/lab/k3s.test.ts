@@ -175,6 +175,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
       try {
         await assert.rejects(apply(lab, file, k3sPhases()), (e: Error) => {
           assert.ok(e instanceof PreflightError, e.message);
+          t.diagnostic(e.message);
           assert.match(e.message, new RegExp(`${agent} cannot reach server2 \\(${addr('server2').replace(/\./g, '\\.')}:6443: `));
           assert.match(e.message, /talk to every server's 6443 directly/);
           return true;
@@ -191,6 +192,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
         // Back to the original setting: a restart that cannot come back.
         clusterFile(lab, dir, f);
         await assert.rejects(apply(lab, file, [k3sServersPhase({ readyTimeoutMs: 20_000 })]), (e: Error) => {
+          t.diagnostic(e.message);
           assert.match(e.message, /server1: k3s server not ready within 20 s; last seen: /);
           assert.match(e.message, /last lines of the journal:/);
           assert.match(e.message, new RegExp(`cannot reach the datastore \\(${ds.address.replace(/\./g, '\\.')}:3306\\)`));
@@ -216,6 +218,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
         const only2 = { ...k3sServersPhase({ readyTimeoutMs: 60_000 }), targets: () => ['server2'] };
         const t0 = Date.now();
         await assert.rejects(apply(lab, wrong, [only2], env), (e: Error) => {
+          t.diagnostic(e.message);
           assert.match(e.message, /server2: k3s refused to start: "bootstrap data already found and encrypted with different token"/);
           assert.match(e.message, /hint: either give k8s-ha the cluster's original token/);
           return true;

@@ -1,0 +1,75 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse, stringify } from 'yaml';
+import type { CliIO } from '../src/cli/io.js';
+import { main } from '../src/cli/main.js';
+import type { AnyPhase } from '../src/engine/phase.js';
+import { pipeline } from '../src/engine/pipeline.js';
+import { ClusterRun, type Deployment } from '../src/engine/run.js';
+import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
+import { labDown, labUp, openLab } from '../lab/index.js';
+import { labSkipReason, testLabLock } from '../lab/testing.js';
+import type { BenchResult } from './result.js';
+
+const NAME = 'benchk3s';
+const RUNS = 3;
+const LAB_K3S = resolve(import.meta.dirname, '../labk3s/bin/k3s');
+
+const round = (s: number): number => Math.round(s * 100) / 100;
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+/**
+ * The seed topology on the lab with the lab's k3s (labk3s/bin/k3s, uploaded
+ * as install.source: local): bare machines to all five nodes Ready through
+ * the LB, and a no-op `k8s-ha apply` (target ≤ 2 s). MetalLB is left out:
+ * it has its own benchmark.
+ */
+export async function benchK3s(): Promise<{ name: string; value: number; unit: string; target?: number; note?: string }[]> {
+  const why = await labSkipReason();
+  if (why) throw new Error(`the lab cannot run here: ${why}`);
+  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
+  const out: BenchResult[] = [];
+  const lock = await testLabLock();
+  try {
+    if (await openLab(NAME)) await labDown(NAME);
+    const lab = await labUp({ name: NAME });
+    const file = join(lab.dir, 'bench-k3s.yaml');
+    const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
+    delete doc.metallb;
+    doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+    writeFileSync(file, stringify(doc));
+    const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+    const connect = { connect: (h: { name: string }) => lab.connect(h.name), phases };
+
+    const t0 = Date.now();
+    const run = await ClusterRun.open(file, connect);
+    let infraMs = 0;
+    try {
+      const r = await run.apply();
+      infraMs = r.ms;
+      const kc = await fetchKubeconfigFromAny(run.deployment, (n) => run.engine.host(n));
+      await clientFor(kc.kubeconfig).waitForReadyNodes(5, { timeoutMs: 300_000, intervalMs: 500 });
+    } finally {
+      await run.close();
+    }
+    out.push({ name: "bare machines to 5 nodes Ready through the LB (LB + MariaDB + lab's k3s, 150 MB binary uploaded)", value: round((Date.now() - t0) / 1000), unit: 's', note: `apply ${round(infraMs / 1000)} s of it` });
+
+    const noops: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const t = Date.now();
+      const code = await main(['apply', '-f', file, '--yes', '--no-verify'], quietIO(), { open: connect });
+      noops.push((Date.now() - t) / 1000);
+      if (code !== 0) throw new Error(`the no-op apply exited ${code}`);
+    }
+    out.push({ name: 'no-op `k8s-ha apply` of the seed topology (LB, datastore, servers, agents)', value: round(median(noops)), unit: 's', target: 2, note: `median of ${RUNS}: ${noops.map((n) => n.toFixed(2)).join(', ')}` });
+    await lab.down();
+    return out;
+  } finally {
+    await labDown(NAME).catch(() => false);
+    await lock.release();
+  }
+}
+
+function quietIO(): CliIO {
+  return { stdout: () => undefined, stderr: (t) => void process.stderr.write(t), env: process.env, cwd: process.cwd(), isTTY: false };
+}
