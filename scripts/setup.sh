@@ -16,7 +16,7 @@ apt-get update -qq
 # the real daemons the renderer tests check configs with, and sshd/sudo for
 # the SSH transport tests.
 apt-get install -y -qq --no-install-recommends \
-  systemd-container debootstrap iproute2 nftables iptables \
+  systemd-container debootstrap debian-archive-keyring util-linux iproute2 nftables \
   openssh-server openssh-client sudo curl ca-certificates \
   nginx-light libnginx-mod-stream haproxy keepalived \
   mariadb-server mariadb-client >/dev/null

@@ -79,6 +79,13 @@ export function reportError(e: unknown, io: CliIO): number {
 /** The real process: terminal prompts, Ctrl-C stops the apply between changes. */
 export async function run(): Promise<void> {
   const io = processIO();
+  // Output piped into `head` and closed early is not an error of ours.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw e;
+    });
+  }
   const controller = new AbortController();
   let interrupts = 0;
   process.on('SIGINT', () => {

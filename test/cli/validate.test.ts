@@ -19,15 +19,15 @@ test('validate reports every problem of a broken file at once, with line, path a
   const broken = readFileSync(seed, 'utf8')
     .replace('address: 192.168.0.158', 'address: 192.168.0.157') // duplicate address
     .replace('192.168.0.170-192.168.0.175', '192.168.0.160-192.168.0.165') // pool overlaps agents
-    .replace('kind: nginx', 'kind: envoy');
+    .replace('kind: mariadb', 'kind: postgres');
   writeFileSync(join(dir, 'bad.yaml'), broken);
   const r = await runCli(['validate', '-f', 'bad.yaml'], { cwd: dir });
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bad\.yaml:\d+:\d+: error hosts\[2\]\.address: /);
-  assert.match(r.stderr, /loadBalancer\.kind/);
+  assert.match(r.stderr, /datastore\.kind/);
   assert.match(r.stderr, /metallb\.pools\[0\]\.addresses/);
   assert.match(r.stderr, /fix: /);
-  assert.match(r.stderr, /bad\.yaml: 3 errors/);
+  assert.match(r.stderr, /bad\.yaml: 5 errors, 0 warnings/);
 });
 
 test('validate --json lists the problems as data', async (t) => {
