@@ -18,7 +18,7 @@ test('validate reports every problem of a broken file at once, with line, path a
   const dir = tempDir(t);
   const broken = readFileSync(seed, 'utf8')
     .replace('address: 192.168.0.158', 'address: 192.168.0.157') // duplicate address
-    .replace('192.168.0.170-192.168.0.175', '192.168.0.160-192.168.0.165') // pool overlaps agents
+    .replaceAll('192.168.0.170-192.168.0.175', '192.168.0.160-192.168.0.165') // pool overlaps agents
     .replace('kind: mariadb', 'kind: postgres');
   writeFileSync(join(dir, 'bad.yaml'), broken);
   const r = await runCli(['validate', '-f', 'bad.yaml'], { cwd: dir });
