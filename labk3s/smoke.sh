@@ -130,11 +130,21 @@ log "serving cert SANs ok: $(tail -1 "$work/sans.txt" | tr -d ' ')"
 kc1() { KUBECONFIG="$work/s1-k3s.yaml" "$K3S" kubectl "$@"; }
 
 # ---- server 2: same token and datastore, CLI flags + env only
-log "starting server 2 on :$P2 (same token, same datastore)"
+cat >"$work/authn.yaml" <<YAML
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /readyz
+  - path: /livez
+YAML
+log "starting server 2 on :$P2 (same token, same datastore; anonymous /readyz via authentication-config)"
 K3S_TOKEN=smoke-secret K3S_DATASTORE_ENDPOINT="$DSN" "$K3S" server --config "$work/empty.yaml" \
   --data-dir "$work/s2" --node-name s2 --node-ip 127.0.0.1 --bind-address 127.0.0.1 --https-listen-port "$P2" \
   --write-kubeconfig "$work/s2-k3s.yaml" --tls-san lb.lab.test --disable servicelb --disable traefik \
   --node-taint CriticalAddonsOnly=true:NoExecute \
+  --kube-apiserver-arg authentication-config="$work/authn.yaml" \
   --kube-controller-manager-arg secure-port=0 --kube-scheduler-arg secure-port=0 >"$work/s2.log" 2>&1 &
 pids+=($!)
 wait_for 240 "server 2 kubeconfig" test -s "$work/s2-k3s.yaml"
@@ -142,6 +152,10 @@ wait_for 240 "server 2 kubeconfig" test -s "$work/s2-k3s.yaml"
 cmp -s "$work/s1/server/tls/server-ca.crt" "$work/s2/server/tls/server-ca.crt" || fail "server CA differs"
 grep -q 'Read existing bootstrap data' "$work/s2.log" || fail "server 2 did not read bootstrap data"
 log "server 2 up, shares the CA (identical token files)"
+[ "$(curl -sk "https://127.0.0.1:$P2/readyz")" = ok ] || fail "anonymous /readyz on server 2 (authentication-config)"
+code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P2/api" || true)
+[ "$code" = 401 ] || fail "anonymous /api on server 2 should be 401, got $code"
+log "server 2: anonymous /readyz = ok, anonymous /api = 401"
 
 # ---- server 3: wrong token must fail like k3s
 log "starting server 3 with a different token (must fail)"
@@ -180,6 +194,22 @@ kc1 get pods -o wide | tee "$work/pods.txt"
 [ "$(awk 'NR>1 && $7=="a1"' "$work/pods.txt" | wc -l)" = 3 ] || fail "pods not on a1"
 kc1 rollout status deployment/web --timeout=60s
 kc1 get --raw /version | grep -q labk3s || fail "/version"
+
+# ---- restart server 1 (systemctl restart): graceful stop, same data dir and datastore
+log "restarting server 1"
+s1pid=${pids[0]}
+kill "$s1pid"
+for _ in $(seq 1 300); do kill -0 "$s1pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$s1pid" 2>/dev/null && fail "server 1 did not stop within 30s of SIGTERM"
+wait "$s1pid" || fail "server 1 exit status $? after SIGTERM"
+log "server 1 stopped cleanly"
+"$K3S" server --config "$work/s1.yaml" >"$work/s1-restart.log" 2>&1 &
+pids[0]=$!
+wait_for 120 "server 1 ready again" grep -q "server is up" "$work/s1-restart.log"
+grep -q 'Read existing bootstrap data' "$work/s1-restart.log" || fail "restart did not reuse bootstrap data"
+[ "$(cat "$work/s1/server/token")" = "$TOKEN" ] || fail "token changed after restart"
+wait_for 60 "all nodes Ready after restart" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 node/a1 --timeout=5s"
+log "server 1 restarted: same token, nodes Ready"
 if [ -n "${SOAK:-}" ]; then
   log "soak: waiting ${SOAK}s, then re-checking that nodes stay Ready (lease renewal)"
   sleep "$SOAK"

@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/version"
@@ -165,27 +167,13 @@ func Register(ctx context.Context, cs kubernetes.Interface, nc *NodeConfig) erro
 				break
 			}
 		} else if err == nil {
-			changed := false
-			if node.Labels == nil {
-				node.Labels = map[string]string{}
-			}
-			if node.Annotations == nil {
-				node.Annotations = map[string]string{}
-			}
-			for k, v := range base {
-				if node.Labels[k] != v {
-					node.Labels[k] = v
-					changed = true
-				}
-			}
-			for k, v := range annotations {
-				if node.Annotations[k] != v {
-					node.Annotations[k] = v
-					changed = true
-				}
-			}
-			if changed {
-				_, err = cs.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+			// merge-patch only our labels/annotations: a full Update could
+			// race with taints added by the node lifecycle controller, which
+			// NodeRestriction forbids a node to change.
+			var patch []byte
+			patch, err = json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"labels": base, "annotations": annotations}})
+			if err == nil {
+				_, err = cs.CoreV1().Nodes().Patch(ctx, nc.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 			}
 			if err == nil {
 				logrus.Infof("Node %s already registered", nc.Name)
@@ -203,31 +191,29 @@ func Register(ctx context.Context, cs kubernetes.Interface, nc *NodeConfig) erro
 		}
 	}
 	// status: addresses, capacity, node info (kwok keeps what is there)
-	return retry(ctx, func() error {
-		node, err := cs.CoreV1().Nodes().Get(ctx, nc.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		var addrs []corev1.NodeAddress
-		for _, ip := range nc.IPs {
-			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
-		}
-		for _, ip := range nc.ExternalIPs {
-			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: ip})
-		}
-		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: nc.Name})
-		node.Status.Addresses = addrs
-		mem := util.MemTotalKi()
-		res := corev1.ResourceList{
-			corev1.ResourceCPU:              *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
-			corev1.ResourceMemory:           *resource.NewQuantity(mem*1024, resource.BinarySI),
-			corev1.ResourcePods:             *resource.NewQuantity(110, resource.DecimalSI),
-			corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
-		}
-		node.Status.Capacity = res
-		node.Status.Allocatable = res.DeepCopy()
-		v := version.Get().GitVersion
-		node.Status.NodeInfo = corev1.NodeSystemInfo{
+	// status: addresses, capacity, node info (kwok keeps what is there).
+	// A status merge patch leaves spec (taints) alone.
+	var addrs []corev1.NodeAddress
+	for _, ip := range nc.IPs {
+		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	for _, ip := range nc.ExternalIPs {
+		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: ip})
+	}
+	addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: nc.Name})
+	mem := util.MemTotalKi()
+	res := corev1.ResourceList{
+		corev1.ResourceCPU:              *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory:           *resource.NewQuantity(mem*1024, resource.BinarySI),
+		corev1.ResourcePods:             *resource.NewQuantity(110, resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
+	}
+	v := version.Get().GitVersion
+	status := corev1.NodeStatus{
+		Addresses:   addrs,
+		Capacity:    res,
+		Allocatable: res.DeepCopy(),
+		NodeInfo: corev1.NodeSystemInfo{
 			Architecture:            runtime.GOARCH,
 			OperatingSystem:         "linux",
 			OSImage:                 "lab's k3s (kwok-simulated kubelet)",
@@ -237,9 +223,15 @@ func Register(ctx context.Context, cs kubernetes.Interface, nc *NodeConfig) erro
 			ContainerRuntimeVersion: "kwok://" + v,
 			MachineID:               readTrim("/etc/machine-id"),
 			BootID:                  readTrim("/proc/sys/kernel/random/boot_id"),
-		}
-		node.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
-		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+	}
+	patch, err := json.Marshal(map[string]interface{}{"status": status})
+	if err != nil {
+		return err
+	}
+	return retry(ctx, func() error {
+		_, err := cs.CoreV1().Nodes().Patch(ctx, nc.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 		return err
 	})
 }

@@ -133,9 +133,14 @@ func Run(ctx context.Context, o *cli.Options) error {
 	}
 	if !o.Bool("disable-agent") {
 		go func() {
-			err := c.runLocalAgent(ctx, admin)
-			if err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("local agent: %w", err)
+			// the control plane keeps running if the simulated kubelet fails
+			for ctx.Err() == nil {
+				err := c.runLocalAgent(ctx, admin)
+				if ctx.Err() != nil {
+					return
+				}
+				logrus.Errorf("Local agent (simulated kubelet) failed, retrying in 5s: %v", err)
+				time.Sleep(5 * time.Second)
 			}
 		}()
 	}
@@ -219,7 +224,7 @@ func (c *serverConfig) init() error {
 	}
 	c.passphrase = t.Password
 	c.tokenCAHash = t.CAHash
-	return nil
+	return (&agent.NodeConfig{Taints: o.List("node-taint"), Labels: o.List("node-label")}).Validate()
 }
 
 func (c *serverConfig) settings() string {
@@ -450,13 +455,21 @@ func (c *serverConfig) apiserverArgs(etcdURL string) []string {
 		logrus.Warnf("advertise-address %s is a loopback address: using --endpoint-reconciler-type=none", c.advertise)
 		reconciler = "none"
 	}
-	return argMap([][2]string{
+	anonymous := [][2]string{{"anonymous-auth", "false"}}
+	for _, a := range c.o.List("kube-apiserver-arg") {
+		if k, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); k == "authentication-config" || k == "anonymous-auth" {
+			// the apiserver refuses --anonymous-auth together with an
+			// AuthenticationConfiguration (which may enable anonymous
+			// access for /readyz and /livez only, as with recent k3s)
+			anonymous = nil
+		}
+	}
+	return argMap(append(anonymous, [][2]string{
 		{"endpoint-reconciler-type", reconciler},
 		{"advertise-address", c.advertise},
 		{"bind-address", c.bindAddress},
 		{"secure-port", strconv.Itoa(c.port)},
 		{"allow-privileged", "true"},
-		{"anonymous-auth", "false"},
 		{"authorization-mode", "Node,RBAC"},
 		{"enable-admission-plugins", "NodeRestriction"},
 		{"client-ca-file", c.tls("client-ca.crt")},
@@ -482,7 +495,7 @@ func (c *serverConfig) apiserverArgs(etcdURL string) []string {
 		{"profiling", "false"},
 		{"storage-backend", "etcd3"},
 		{"v", c.verbosity()},
-	}, c.o.List("kube-apiserver-arg"))
+	}...), c.o.List("kube-apiserver-arg"))
 }
 
 func (c *serverConfig) kcmArgs() []string {
