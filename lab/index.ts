@@ -27,6 +27,7 @@ import { sshBanner, waitSsh } from './ready.js';
 import { checkRequirements } from './requirements.js';
 import { run, type RunOptions, type RunResult } from './run.js';
 import { acquireLock, labDir, readState, stateRoot, writeState, type LabState, type Lock, type MachineState, type Role } from './state.js';
+import type { LabComponents } from './components.js';
 import { checkLabName, planTopology, renderClusterFile, type TopologyOptions } from './topology.js';
 
 export { LabUsageError } from './errors.js';
@@ -51,6 +52,8 @@ export interface LabOptions extends TopologyOptions {
   log?: (line: string) => void;
   /** Milliseconds for every machine to answer on SSH. Default: 60000. */
   readyTimeoutMs?: number;
+  /** The lab's k3s and MetalLB manifest for the cluster file (lab/components.ts). Default: none. */
+  components?: LabComponents;
   /** Where K8S_HA_LAB_STATE / K8S_HA_LAB_CACHE are read. Default: process.env. */
   env?: NodeJS.ProcessEnv;
 }
@@ -384,7 +387,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       { mode: 0o600 },
     );
     await mkdir(dirname(clusterFile), { recursive: true });
-    await writeFile(clusterFile, renderClusterFile({ name, keyFile, topology: topo }));
+    await writeFile(clusterFile, renderClusterFile({ name, keyFile, topology: topo, components: opts.components }));
 
     const lab = new Lab(state, env);
     const t0 = Date.now();

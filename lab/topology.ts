@@ -1,4 +1,5 @@
 import { stringify } from 'yaml';
+import type { LabComponents } from './components.js';
 import { LabUsageError } from './errors.js';
 import { nth, ipToNumber, type Cidr } from './network.js';
 import type { Role } from './state.js';
@@ -59,6 +60,8 @@ export interface ClusterFileInput {
   name: string;
   keyFile: string;
   topology: Topology;
+  /** The lab's k3s and MetalLB manifest (lab/components.ts); absent parts use k8s-ha's defaults. */
+  components?: LabComponents;
 }
 
 /** The cluster file for the lab, in the format of examples/seed.yaml. */
@@ -76,12 +79,24 @@ export function renderClusterFile(c: ClusterFileInput): string {
     hosts: t.machines.map((m) => ({ name: m.name, address: m.address, roles: m.roles })),
     loadBalancer,
     datastore: { kind: 'mariadb', database: 'k3s', user: 'k3s', password: 'generate' },
-    k3s: { version: 'v1.31.4+k3s1', token: 'generate', disable: ['servicelb', 'traefik'] },
-    metallb: { version: 'v0.14.9', pools: [{ name: 'default', addresses: [t.metallbRange] }], l2Advertisement: true },
+    k3s: {
+      version: 'v1.31.4+k3s1',
+      token: 'generate',
+      disable: ['servicelb', 'traefik'],
+      ...(c.components?.k3sBinary ? { install: { source: 'local', path: c.components.k3sBinary } } : {}),
+    },
+    metallb: {
+      version: 'v0.14.9',
+      pools: [{ name: 'default', addresses: [t.metallbRange] }],
+      l2Advertisement: true,
+      ...(c.components?.metallbManifest ? { manifest: c.components.metallbManifest } : {}),
+    },
   };
   const header = [
     `# Written by \`k8s-ha lab up\` for the lab "${c.name}": machines booted on this host`,
     `# (systemd-nspawn) on the lab bridge, gateway ${t.gateway}. \`k8s-ha lab down\` removes them.`,
+    ...(c.components?.k3sBinary ? ["# k3s.install points at the lab's k3s (labk3s/): a stand-in built from upstream Kubernetes parts, not k3s."] : []),
+    ...(c.components?.metallbManifest ? ["# metallb.manifest is the release manifest without its webhook (lab/components.ts says why)."] : []),
   ].join('\n');
   return `${header}\n${stringify(doc, { flowCollectionPadding: false })}`;
 }

@@ -3,7 +3,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { EXIT, type CliIO } from './io.js';
 import { sh } from '../transport/quote.js';
 import { DEFAULT_LAB, LabUsageError, labDown, labUp, listLabs, openLab, type Lab, type LabOptions } from '../../lab/index.js';
-import { ensureImage } from '../../lab/image.js';
+import { cacheDir as imageCacheRoot, ensureImage } from '../../lab/image.js';
+import { labComponents, startLabMetallbController } from '../../lab/components.js';
+import { join } from 'node:path';
 import { checkRequirements } from '../../lab/requirements.js';
 
 export const LAB_HELP = `k8s-ha lab: real local machines (Debian 12, systemd, sshd) for the whole topology
@@ -20,12 +22,19 @@ Usage:
   k8s-ha lab heal MACHINE
   k8s-ha lab down [--name LAB]         remove every machine, mount, link, rule, process and file
   k8s-ha lab image                     build (or find) the cached machine image
+  k8s-ha lab metallb [--name LAB]      run MetalLB's real controller on the first server (after apply)
 
 \`up\` makes the seed topology by default: infra (load balancer + datastore),
 server1-2, agent1-3; --lb2 adds a second load balancer and a virtual IP. It
 writes a cluster file for the lab (--out FILE, default in the lab folder).
 The image is built once with debootstrap (75-120 s) and cached in
 /var/cache/k8s-ha-lab; labs live in /var/lib/k8s-ha-lab/LAB.
+
+The lab's cluster file installs the lab's k3s (labk3s/, when built: a
+stand-in for k3s made from the upstream Kubernetes parts, with kwok
+simulating kubelets) and MetalLB's release manifest from the Go module proxy.
+kwok only pretends to run pods, so \`lab metallb\` runs MetalLB's controller as
+a process instead, for \`k8s-ha verify\` to see an address assigned.
 
 \`status\` exits 1 when a machine is stopped, frozen, cut or not answering.
 Exit codes: 0 done, 1 an operation failed, 2 bad input or the host cannot run
@@ -124,6 +133,14 @@ async function dispatch(argv: string[], io: CliIO): Promise<number> {
     io.stdout(`${img.rootfs}\n`);
     return EXIT.ok;
   }
+  if (sub === 'metallb') {
+    const { values } = parse(sub, rest, {});
+    if (values.help) return help(io);
+    const lab = await mustOpen(await labName(values.name, io), io);
+    const on = await startLabMetallbController(lab);
+    io.stdout(`MetalLB's controller runs on ${on} (unit metallb-controller)\n`);
+    return EXIT.ok;
+  }
   if ((MACHINE_COMMANDS as readonly string[]).includes(sub)) return machineCommand(sub as MachineCommand, rest, io);
   throw new LabUsageError(`unknown lab command "${sub}"; see \`k8s-ha lab --help\``);
 }
@@ -161,6 +178,7 @@ async function up(argv: string[], io: CliIO): Promise<number> {
     bare,
     env: io.env,
     log: (l) => io.stderr(`${l}\n`),
+    components: await labComponents(join(imageCacheRoot(io.env), 'components'), (l) => io.stderr(`${l}\n`)),
   };
   const t0 = Date.now();
   const lab = await labUp(opts);

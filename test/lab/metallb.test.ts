@@ -7,11 +7,9 @@
 // the pool; and `verify` end to end, its HTTP check skipped visibly because
 // no pod really runs, and its drill stopping each server in turn.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
@@ -23,32 +21,16 @@ import { formatReport } from '../../src/verify/report.js';
 import { runVerify } from '../../src/verify/run.js';
 import type { Lab } from '../../lab/index.js';
 import { labSkipReason, withLab } from '../../lab/testing.js';
+import { LAB_K3S, LAB_METALLB_VERSION, labMetallbController, labMetallbManifest, startLabMetallbController } from '../../lab/components.js';
 
-const REPO = resolve(import.meta.dirname, '../..');
-const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
-const VERSION = 'v0.14.9';
-const CONTROLLER = join(REPO, `labk3s/metallb/bin/controller-${VERSION}`);
+const VERSION = LAB_METALLB_VERSION;
+const CONTROLLER = labMetallbController(VERSION);
 const labSkip = await labSkipReason();
 
-/**
- * The release manifest from the Go module proxy (no GitHub here), without its
- * ValidatingWebhookConfiguration: the webhook would run in the controller
- * pod, which kwok only pretends to run, so the API server could never reach
- * it. Given to k8s-ha as an air-gapped manifest file with its own sha256.
- */
-function labManifest(dir: string): { file: string; sha256: string } {
-  const full = join(dir, 'metallb-native.yaml');
-  execFileSync(join(REPO, 'scripts/fetch-metallb.sh'), [VERSION, full], { stdio: 'pipe' });
-  const docs = readFileSync(full, 'utf8').split(/^---\s*$/m).filter((d) => !/^kind: ValidatingWebhookConfiguration$/m.test(d));
-  const file = join(dir, 'metallb-native-lab.yaml');
-  writeFileSync(file, docs.join('---\n'));
-  return { file, sha256: createHash('sha256').update(readFileSync(file)).digest('hex') };
-}
-
-function clusterFile(lab: Lab, dir: string): string {
+async function clusterFile(lab: Lab, dir: string): Promise<string> {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
-  doc.metallb = { ...doc.metallb, version: VERSION, manifest: labManifest(dir) };
+  doc.metallb = { ...doc.metallb, version: VERSION, manifest: await labMetallbManifest(dir, VERSION) };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
@@ -79,7 +61,7 @@ async function scenario(t: TestContext): Promise<void> {
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     let file: string;
     try {
-      file = clusterFile(lab, dir);
+      file = await clusterFile(lab, dir);
     } catch (e) {
       // No Go module proxy (or no Go): nothing to install, so nothing to prove here.
       return t.skip(`the MetalLB ${VERSION} manifest could not be fetched with scripts/fetch-metallb.sh: ${(e as Error).message.split('\n')[0]}`);
@@ -120,12 +102,7 @@ async function scenario(t: TestContext): Promise<void> {
 
     const noController = existsSync(CONTROLLER) ? false : `${CONTROLLER} is missing: build it with labk3s/metallb/build.sh ${VERSION} (Go module proxy, ~3 min cold)`;
     await t.test("MetalLB's real controller, run on server1, assigns a LoadBalancer Service an address from the pool", { skip: noController }, async () => {
-      copyFileSync(CONTROLLER, join(lab.dir, 'machines', 'server1', 'root', 'usr/local/bin/metallb-controller'));
-      await lab.exec('server1', ['chmod', '0755', '/usr/local/bin/metallb-controller']);
-      await lab.exec('server1', [
-        'systemd-run', '--unit=metallb-controller', '--setenv=KUBECONFIG=/etc/rancher/k3s/k3s.yaml',
-        '/usr/local/bin/metallb-controller', '--webhook-mode=disabled', '--namespace=metallb-system', '--deployment=controller', '--ml-secret-name=memberlist', '--port=7472',
-      ]);
+      assert.equal(await startLabMetallbController(lab, VERSION), 'server1');
       const k = await kubectl();
       await k.run(['apply', '-f', '-'], { stdin: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'lab-lb', namespace: 'default' }, spec: { type: 'LoadBalancer', selector: { app: 'none' }, ports: [{ port: 80 }] } }) });
       const ip = await waitFor('an address on default/lab-lb', 90_000, async () => {
