@@ -25,7 +25,7 @@ k8s_version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' go.mod
 if [ -z "$k8s_version" ]; then echo "build-labk3s: cannot find k8s.io/kubernetes version in go.mod" >&2; exit 1; fi
 lab_version="${k8s_version}+labk3s"
 
-hash=$( { "$GO" version; cat go.mod go.sum "$self"; find . -name '*.go' -not -path './bin/*' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+hash=$( { "$GO" version; cat go.mod go.sum "$self"; find ./cmd ./internal -name '*.go' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 stamp="$bin/.build-stamp"
 if [ -z "${LABK3S_FORCE:-}" ] && [ -x "$bin/k3s" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] \
    && "$bin/k3s" --version >/dev/null 2>&1; then

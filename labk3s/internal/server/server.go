@@ -69,6 +69,14 @@ func Run(ctx context.Context, o *cli.Options) error {
 	if d := o.List("disable"); len(d) > 0 {
 		logrus.Infof("Disabled packaged components (recorded; the lab's k3s deploys none): %s", strings.Join(d, ","))
 	}
+	ep := o.String("datastore-endpoint")
+	if ep == "" {
+		return errors.New("the lab's k3s needs an external datastore: set datastore-endpoint (mysql://USER:PASS@tcp(HOST:3306)/DB); embedded etcd/sqlite are not built in")
+	}
+	if !strings.HasPrefix(ep, "mysql://") {
+		scheme, _, _ := strings.Cut(ep, "://")
+		return fmt.Errorf("the lab's k3s supports only a mysql:// datastore-endpoint (MariaDB/MySQL through kine), got scheme %q", scheme)
+	}
 	for _, d := range []string{c.tlsDir, c.credDir} {
 		if err := os.MkdirAll(d, 0700); err != nil {
 			return err
@@ -78,10 +86,6 @@ func Run(ctx context.Context, o *cli.Options) error {
 	_ = util.WriteFile(filepath.Join(c.serverDir, "labk3s-settings"), []byte(c.settings()), 0600)
 
 	// 1. kine against the external datastore
-	ep := o.String("datastore-endpoint")
-	if ep == "" {
-		return errors.New("the lab's k3s needs an external datastore: set datastore-endpoint (mysql://USER:PASS@tcp(HOST:3306)/DB); embedded etcd/sqlite are not built in")
-	}
 	etcdURL, err := startKine(ctx, kineConfig{
 		Endpoint:   ep,
 		SocketPath: filepath.Join(c.serverDir, "kine.sock"),
