@@ -157,6 +157,38 @@ code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P2/api" || tr
 [ "$code" = 401 ] || fail "anonymous /api on server 2 should be 401, got $code"
 log "server 2: anonymous /readyz = ok, anonymous /api = 401"
 
+# ---- optional HAProxy in front of both servers (the lab's API load balancer)
+LB="https://127.0.0.1:$P1"
+if command -v haproxy >/dev/null 2>&1; then
+  PLB=${PLB:-16440}
+  cat >"$work/haproxy.cfg" <<CFG
+global
+  maxconn 200
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 10m
+  timeout server 10m
+  retries 2
+  option redispatch
+frontend api
+  bind 127.0.0.1:$PLB
+  default_backend servers
+backend servers
+  option httpchk GET /ping
+  default-server check check-ssl verify none inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+  server s1 127.0.0.1:$P1
+  server s2 127.0.0.1:$P2
+CFG
+  haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+  pids+=($!)
+  LB="https://127.0.0.1:$PLB"
+  wait_for 20 "HAProxy" sh -c "curl -sk $LB/ping | grep -qx pong"
+  log "HAProxy load balancer on $LB -> :$P1, :$P2"
+fi
+sed "s#server: https://127.0.0.1:$P1#server: $LB#" "$work/s1-k3s.yaml" >"$work/lb-k3s.yaml"
+kclb() { KUBECONFIG="$work/lb-k3s.yaml" "$K3S" kubectl "$@"; }
+
 # ---- server 3: wrong token must fail like k3s
 log "starting server 3 with a different token (must fail)"
 if timeout 120 "$K3S" server --config "$work/empty.yaml" --token other-secret --datastore-endpoint "$DSN" \
@@ -173,8 +205,8 @@ grep -q 'does not match' "$work/agent-bad.log" || fail "agent CA hash message"
 log "agent with wrong CA hash refused"
 
 # ---- agent joins through server 1's port (the LB in the lab)
-log "starting agent a1"
-K3S_URL="https://127.0.0.1:$P1" K3S_TOKEN="$TOKEN" "$K3S" agent --config "$work/empty.yaml" \
+log "starting agent a1 (server $LB)"
+K3S_URL="$LB" K3S_TOKEN="$TOKEN" "$K3S" agent --config "$work/empty.yaml" \
   --data-dir "$work/a1" --node-name a1 --node-ip 127.0.0.3 --node-label lab/role=worker >"$work/a1.log" 2>&1 &
 pids+=($!)
 wait_for 180 "node a1 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get node a1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
@@ -183,6 +215,7 @@ wait_for 120 "nodes s1 s2 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' ku
 KCTL="$(dirname "$K3S")/kubectl"; [ -x "$KCTL" ] || KCTL="$K3S kubectl"
 KUBECONFIG="$work/s2-k3s.yaml" $KCTL get nodes -o wide | tee "$work/nodes.txt"
 grep -Eq '^a1 +Ready' "$work/nodes.txt" || fail "a1 not Ready through server 2"
+kclb get nodes >/dev/null || fail "kubectl get nodes through $LB"
 kc1 get lease -n kube-node-lease a1 >/dev/null || fail "no lease for a1"
 kc1 get node s1 -o jsonpath='{.spec.taints[0].key}' | grep -q CriticalAddonsOnly || fail "server taint"
 
@@ -202,9 +235,19 @@ kill "$s1pid"
 for _ in $(seq 1 300); do kill -0 "$s1pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$s1pid" 2>/dev/null && fail "server 1 did not stop within 30s of SIGTERM"
 wait "$s1pid" || fail "server 1 exit status $? after SIGTERM"
+pids=("${pids[@]:1}")
 log "server 1 stopped cleanly"
+if [ "$LB" != "https://127.0.0.1:$P1" ]; then
+  # failover: the API through the LB, the scheduler and controllers (leader
+  # election through kine) keep working on server 2
+  kclb get nodes >/dev/null || fail "kubectl through the LB with server 1 down"
+  kclb scale deployment web --replicas=4 >/dev/null
+  wait_for 90 "4 pods Running with server 1 down" sh -c "KUBECONFIG='$work/lb-k3s.yaml' '$K3S' kubectl get pods -l app=web --no-headers | grep -c ' Running ' | grep -qx 4"
+  kclb get node a1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True || fail "a1 not Ready with server 1 down"
+  log "server 1 down: API through the LB ok, Deployment scaled to 4 Running (leaders moved to server 2), a1 Ready"
+fi
 "$K3S" server --config "$work/s1.yaml" >"$work/s1-restart.log" 2>&1 &
-pids[0]=$!
+pids+=($!)
 wait_for 120 "server 1 ready again" grep -q "server is up" "$work/s1-restart.log"
 grep -q 'Read existing bootstrap data' "$work/s1-restart.log" || fail "restart did not reuse bootstrap data"
 [ "$(cat "$work/s1/server/token")" = "$TOKEN" ] || fail "token changed after restart"
