@@ -6,6 +6,7 @@ import type { Change } from '../engine/phase.js';
 import { K3S_BINARY_PATH } from '../render/k3s.js';
 import type { Cluster } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
+import { sh, type Command } from '../transport/quote.js';
 
 /**
  * The k3s binary (and air-gap images) of the pinned version, as the machine
@@ -236,10 +237,47 @@ export async function wantedArtifacts(artifacts: K3sArtifacts, c: Cluster, arch:
   }
 }
 
+/**
+ * Where the sha256 of each uploaded file is remembered on the host, with the
+ * file's size, ctime and inode at the time. Hashing a 70-150 MB binary on
+ * every host on every plan costs seconds; a file whose size, ctime and inode
+ * are unchanged has not been rewritten (ctime cannot be set back by any
+ * tool, unlike mtime), so its recorded hash still holds. Any other file is
+ * hashed in full.
+ */
+export const SUMS_DIR = '/var/lib/k8s-ha/sha256';
+
+function sumsFile(path: string): string {
+  return `${SUMS_DIR}/${path.replace(/^\//, '').replace(/\//g, '_')}`;
+}
+
+/** One round trip: `PATH<TAB>SHA` per existing file (SHA from the record when still valid). */
+export function hashProbe(paths: string[]): Command {
+  const pairs = paths.flatMap((p) => [p, sumsFile(p)]);
+  return sh`set -- ${pairs}; while [ $# -gt 0 ]; do f=$1; c=$2; shift 2; [ -f "$f" ] || continue; id=$(stat -c '%s %Z %i' "$f"); if [ -f "$c" ] && [ "$(cut -d' ' -f1-3 "$c")" = "$id" ]; then h=$(cut -d' ' -f4 "$c"); else h=$(sha256sum < "$f" | cut -d' ' -f1); fi; printf '%s\\t%s\\n' "$f" "$h"; done`;
+}
+
+/** After an upload: record the file's hash with its identity (see SUMS_DIR). */
+export function recordHash(path: string, sha256: string): Command {
+  return sh`mkdir -p ${SUMS_DIR} && printf '%s %s\\n' "$(stat -c '%s %Z %i' ${path})" ${sha256} > ${sumsFile(path)}`;
+}
+
 export async function observeInstalled(host: Host, want: WantedArtifacts): Promise<InstalledArtifacts> {
   const imageNames = want.ok ? want.images.map((i) => i.name) : [];
-  const [bin, ...imgs] = await Promise.all([K3S_BINARY_PATH, ...imageNames.map((n) => `${K3S_IMAGES_DIR}/${n}`)].map((p) => host.stat(p)));
-  return { binary: bin?.sha256 || null, images: new Map(imageNames.map((n, i) => [n, imgs[i]?.sha256 || null])) };
+  const paths = [K3S_BINARY_PATH, ...imageNames.map((n) => `${K3S_IMAGES_DIR}/${n}`)];
+  const r = await host.exec(hashProbe(paths), { timeoutMs: 300_000 });
+  const got = new Map(
+    r.stdout
+      .split('\n')
+      .filter((l) => l.includes('\t'))
+      .map((l) => l.split('\t') as [string, string]),
+  );
+  return { binary: got.get(K3S_BINARY_PATH) || null, images: new Map(imageNames.map((n) => [n, got.get(`${K3S_IMAGES_DIR}/${n}`) || null])) };
+}
+
+async function upload(h: Host, path: string, a: Artifact, mode: number): Promise<void> {
+  await h.writeFile(path, await a.load(), { mode });
+  await h.exec(recordHash(path, a.sha256));
 }
 
 /** Upload the binary and images whose hash differs. `binaryChanged` tells the caller to restart. */
@@ -253,7 +291,7 @@ export function installChanges(version: string | undefined, want: WantedArtifact
     changes.push({
       kind: 'file',
       summary: `${have.images.get(img.name) ? 'replace' : 'upload'} air-gap images ${path} (from ${img.origin})`,
-      apply: async (h) => h.writeFile(path, await img.load(), { mode: 0o644 }),
+      apply: (h) => upload(h, path, img, 0o644),
     });
   }
   const binaryChanged = have.binary !== want.binary.sha256;
@@ -263,7 +301,7 @@ export function installChanges(version: string | undefined, want: WantedArtifact
       kind: 'file',
       summary: `${have.binary ? 'replace' : 'install'} k3s${v} at ${K3S_BINARY_PATH} (sha256 ${want.binary.sha256.slice(0, 12)}…, from ${want.binary.origin})`,
       // Written beside and renamed: a running k3s keeps its old inode.
-      apply: async (h) => h.writeFile(K3S_BINARY_PATH, await want.binary.load(), { mode: 0o755 }),
+      apply: (h) => upload(h, K3S_BINARY_PATH, want.binary, 0o755),
     });
   }
   return { changes, binaryChanged };

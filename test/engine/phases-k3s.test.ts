@@ -109,6 +109,13 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     hosts.set(name, h);
     h.handle(/^date \+%s$/, () => ok(`${Math.floor(Date.now() / 1000)}\n`));
     h.handle(/^journalctl -u /, () => ok(`-- k3s log of ${name} --\nlevel=info msg="starting"\n`));
+    // The hash probe and record of k3s-install.ts: answered from the files (no record kept).
+    h.handle(/^set -- .*sha256sum/, (cmd) => {
+      const words = /^set -- (.*?); while/.exec(cmd.text)![1]!.split(' ');
+      const files = words.filter((_, i) => i % 2 === 0);
+      return ok(files.filter((f) => h.files.has(f)).map((f) => `${f}\t${sha256(h.files.get(f)!.content)}\n`).join(''));
+    });
+    h.handle(/^mkdir -p \/var\/lib\/k8s-ha\/sha256 /, () => ok());
     if (SERVERS.includes(name)) serverModel(fc, h);
     if (AGENTS.includes(name)) agentModel(fc, h);
   }
