@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ type serverConfig struct {
 	nodeName    string
 	nodeIPs     []string
 	passphrase  string
+	agentPass   string
 	tokenCAHash string
 	serviceCIDR string
 	clusterCIDR string
@@ -228,6 +230,21 @@ func (c *serverConfig) init() error {
 	}
 	c.passphrase = t.Password
 	c.tokenCAHash = t.CAHash
+	atok := o.String("agent-token")
+	if atok == "" && o.String("agent-token-file") != "" {
+		b, err := os.ReadFile(o.String("agent-token-file"))
+		if err != nil {
+			return fmt.Errorf("reading agent-token-file: %w", err)
+		}
+		atok = strings.TrimSpace(string(b))
+	}
+	if atok != "" {
+		at, err := bootstrap.ParseToken(atok)
+		if err != nil {
+			return fmt.Errorf("agent-token: %w", err)
+		}
+		c.agentPass = at.Password
+	}
 	return (&agent.NodeConfig{Taints: o.List("node-taint"), Labels: o.List("node-label")}).Validate()
 }
 
@@ -239,6 +256,7 @@ func (c *serverConfig) settings() string {
 		"cluster-dns=" + c.clusterDNS,
 		"cluster-domain=" + c.domain,
 		"disable=" + strings.Join(o.List("disable"), ","),
+		"secrets-encryption=" + strconv.FormatBool(o.Bool("secrets-encryption")),
 		"tls-san=" + strings.Join(o.List("tls-san"), ","),
 		"node-taint=" + strings.Join(o.List("node-taint"), ","),
 	}
@@ -303,6 +321,12 @@ func newBootstrapData() (bootstrap.Data, error) {
 		return nil, err
 	}
 	d["service.key"] = sa
+	// aescbc key for secrets-encryption (k3s keeps it in the bootstrap data too)
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	d["encryption-key"] = []byte(base64.StdEncoding.EncodeToString(k))
 	return d, nil
 }
 
@@ -355,6 +379,9 @@ func (c *serverConfig) sans() ([]string, []net.IP) {
 
 func (c *serverConfig) writeCerts() error {
 	for name, content := range c.boot {
+		if name == "encryption-key" {
+			continue
+		}
 		mode := os.FileMode(0600)
 		if strings.HasSuffix(name, ".crt") {
 			mode = 0644
@@ -407,9 +434,24 @@ func (c *serverConfig) writeCerts() error {
 		}
 	}
 	// token files, k3s format: K10<sha256 of CA PEM>::server:<secret>
-	full := bootstrap.Full(certs.Hash(c.boot["server-ca.crt"]), c.passphrase)
-	for _, f := range []string{"token", "node-token", "agent-token"} {
-		if err := util.WriteFile(filepath.Join(c.serverDir, f), []byte(full+"\n"), 0600); err != nil {
+	hash := certs.Hash(c.boot["server-ca.crt"])
+	full := bootstrap.Full(hash, c.passphrase)
+	agentFull := full
+	if c.agentPass != "" {
+		agentFull = "K10" + hash + "::node:" + c.agentPass
+	}
+	for f, content := range map[string]string{"token": full, "node-token": full, "agent-token": agentFull} {
+		if err := util.WriteFile(filepath.Join(c.serverDir, f), []byte(content+"\n"), 0600); err != nil {
+			return err
+		}
+	}
+	if c.o.Bool("secrets-encryption") {
+		key := c.boot["encryption-key"]
+		if len(key) == 0 {
+			return errors.New("secrets-encryption: the bootstrap data in this datastore has no encryption key (created by an older lab's k3s)")
+		}
+		enc := "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources:\n  - secrets\n  providers:\n  - aescbc:\n      keys:\n      - name: aescbckey\n        secret: " + string(key) + "\n  - identity: {}\n"
+		if err := util.WriteFile(filepath.Join(c.credDir, "encryption-config.json"), []byte(enc), 0600); err != nil {
 			return err
 		}
 	}
@@ -467,6 +509,9 @@ func (c *serverConfig) apiserverArgs(etcdURL string) []string {
 			// access for /readyz and /livez only, as with recent k3s)
 			anonymous = nil
 		}
+	}
+	if c.o.Bool("secrets-encryption") {
+		anonymous = append(anonymous, [2]string{"encryption-provider-config", filepath.Join(c.credDir, "encryption-config.json")})
 	}
 	return argMap(append(anonymous, [][2]string{
 		{"endpoint-reconciler-type", reconciler},
@@ -563,7 +608,11 @@ func (c *serverConfig) router(apiserver http.Handler) http.Handler {
 
 func (c *serverConfig) serveKubeletCert(w http.ResponseWriter, r *http.Request) {
 	_, pass, ok := r.BasicAuth()
-	if !ok || subtle.ConstantTimeCompare([]byte(pass), []byte(c.passphrase)) != 1 {
+	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(c.passphrase)) == 1
+	if c.agentPass != "" && subtle.ConstantTimeCompare([]byte(pass), []byte(c.agentPass)) == 1 {
+		okPass = true
+	}
+	if !ok || !okPass {
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
