@@ -18,11 +18,17 @@ export function kubectlArgs(...args: string[]): string[] {
   return [K3S_BINARY_PATH, 'kubectl', '--kubeconfig', ADMIN_KUBECONFIG, '--request-timeout=5s', ...args];
 }
 
-/** One probe round trip: `ping=`, `readyz=`, `active=`, `entered=`, `tokenlog=` lines. */
-export function serverProbe(sinceEpoch: number): ReturnType<typeof sh> {
+/**
+ * One probe round trip: `ping=`, `readyz=`, `active=`, `entered=`,
+ * `tokenlog=` lines. The token message counts only when logged after
+ * `cursor` (the journal's position when the restart was queued): a crash
+ * loop before the restart may have logged it with the old token.
+ */
+export function serverProbe(cursor: string | null): ReturnType<typeof sh> {
+  const journal = cursor ? sh`journalctl -u k3s ${`--after-cursor=${cursor}`} --no-pager -o cat` : sh`journalctl -u k3s --no-pager -o cat`;
   // curl when present (it reaches /ping without credentials, as the LB's
   // checks do); otherwise kubectl's client, which the binary always has.
-  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if journalctl -u k3s --since ${`@${sinceEpoch}`} --no-pager -o cat 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi`;
+  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi`;
 }
 
 export interface ServerProbe {
@@ -48,13 +54,6 @@ export function serverNotReady(p: ServerProbe): string | null {
   if (p.ping !== 'pong') return `/ping on 127.0.0.1:6443 answered ${p.ping ? JSON.stringify(p.ping) : 'nothing'} (k3s ${p.active || 'state unknown'})`;
   if (p.readyz !== 'ok') return `/readyz answered ${p.readyz ? JSON.stringify(p.readyz) : 'nothing'}`;
   return null;
-}
-
-/** The host's clock in epoch seconds (journal times are the host's). */
-export async function hostEpoch(host: Host): Promise<number> {
-  const r = await host.exec(sh`date +%s`, { sudo: false, allowFailure: true });
-  const n = Number(r.stdout.trim());
-  return Number.isFinite(n) && n > 0 ? n : Math.floor(Date.now() / 1000) - 5;
 }
 
 /** The last lines k3s logged, for an error message; empty when the journal cannot be read. */

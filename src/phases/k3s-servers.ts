@@ -25,7 +25,7 @@ import { isIp } from '../render/common.js';
 import { Secret } from '../util/secret.js';
 import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
-import { NotReadyError, hostEpoch, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
@@ -173,6 +173,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
    * process counts as up only once systemd records a later READY=1.
    */
   const enteredBefore = new Map<string, number>();
+  /** The journal's cursor when the restart was queued (null: k3s never logged there). */
+  const cursorBefore = new Map<string, string | null>();
 
   /**
    * `systemctl restart` of a Type=notify unit blocks until READY=1, and the
@@ -184,20 +186,24 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   const restartChange = (c: Change): Change => ({
     ...c,
     apply: async (host) => {
-      const r = await host.exec(sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; systemctl --no-block restart ${SERVER_UNIT}`);
-      enteredBefore.set(host.name, Number(r.stdout.trim()) || 0);
+      const r = await host.exec(
+        sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
+      );
+      const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
+      enteredBefore.set(host.name, Number(entered) || 0);
+      cursorBefore.set(host.name, cursor || null);
     },
   });
 
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
     if (!applied.some(isRestart)) return;
-    const since = (await hostEpoch(host)) - 1;
     const before = enteredBefore.get(host.name) ?? 0;
+    const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
     const last = await waitUntil(
       { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal },
       async () => {
-        const p = parseServerProbe((await host.exec(serverProbe(since), { allowFailure: true, timeoutMs: 30_000 })).stdout);
+        const p = parseServerProbe((await host.exec(serverProbe(cursor), { allowFailure: true, timeoutMs: 30_000 })).stdout);
         differentToken ||= p.differentToken;
         const notReady = serverNotReady(p);
         const why = p.entered > before ? notReady : `k3s has not signalled READY to systemd since the restart (${p.active || 'state unknown'}); ${notReady ?? 'the API answers'}`;

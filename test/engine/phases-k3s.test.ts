@@ -107,7 +107,6 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
   for (const name of Object.keys(ADDR)) {
     const h = new MemoryHost({ name, address: ADDR[name], services: { k3s: {}, 'k3s-agent': {} } });
     hosts.set(name, h);
-    h.handle(/^date \+%s$/, () => ok(`${Math.floor(Date.now() / 1000)}\n`));
     h.handle(/^journalctl -u /, () => ok(`-- k3s log of ${name} --\nlevel=info msg="starting"\n`));
     // The hash probe and record of k3s-install.ts: answered from the files (no record kept).
     h.handle(/^set -- .*sha256sum/, (cmd) => {
