@@ -6,6 +6,7 @@
  * or, worse, later.
  */
 import { error, formatPath, warning, type Diagnostic } from './diagnostics.js';
+import { parseDuration } from './duration.js';
 import { K3S_AGENT_FLAGS, K3S_SERVER_FLAGS, MANAGED_AGENT_FLAGS, MANAGED_SERVER_FLAGS, suggestFlag, type ManagedFlag } from './k3s-flags.js';
 import { intToIpv4, ipv4ToInt, parseCidr, parsePoolEntry, rangeContains, rangesOverlap, cidrHasHostBits, type Ipv4Range } from './net.js';
 import type { ClusterFile, HostFile, Role } from './schema.js';
@@ -95,6 +96,9 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
   }
   if (vip && lbs.length < 2) {
     out.push(error('loadBalancer.virtualIP', `a virtual IP needs two load-balancer hosts, found ${lbs.length}`, 'give a second host the loadbalancer role, or remove virtualIP and use the load-balancer host\'s address'));
+  }
+  if (vip?.authPass !== undefined && vip.advertInterval !== undefined && (parseDuration(vip.advertInterval) ?? 1000) % 1000 !== 0) {
+    out.push(warning('loadBalancer.virtualIP.authPass', `with advertInterval ${vip.advertInterval} keepalived speaks VRRP v3, which has no password: authPass is not used`, 'remove authPass, or set advertInterval to whole seconds (failover then takes about 3 s per second of interval)'));
   }
   if (vip) {
     f.hosts.forEach((h) => {

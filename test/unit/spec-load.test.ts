@@ -207,3 +207,13 @@ test('every example in examples/ loads without an error or a warning', () => {
     assert.deepEqual(r.diagnostics, [], f);
   }
 });
+
+test('a VRRP password with a sub-second advert interval is warned about: VRRP v3 has none', () => {
+  const text = readFileSync(join(VALID, 'vip-haproxy.yaml'), 'utf8').replace('    advertInterval: 1s\n', '');
+  const r = parseCluster(text, join(VALID, 'vip-haproxy.yaml'), { VRRP_PASS: 'vrrp-pw', DB_PASSWORD: 'db-pw', DB_SUDO_PASSWORD: 'sudo-pw' });
+  assert.ok(r.cluster);
+  assert.equal(r.cluster.loadBalancer.virtualIP?.advertIntervalMs, 500);
+  const w = r.diagnostics.find((d) => d.path === 'loadBalancer.virtualIP.authPass');
+  assert.equal(w?.severity, 'warning');
+  assert.match(w.message, /VRRP v3, which has no password/);
+});
