@@ -125,7 +125,10 @@ export function renderHaproxyCfg(input: HaproxyLbInput): string {
   l.push('    # every retry went to the same dead server. Measured with a killed server:');
   l.push('    # 10 of 78 new connections failed without these two lines, none with them.');
   l.push('    retries 3');
-  l.push('    option redispatch');
+  l.push('    # `redispatch 1`: every retry may pick another server, not only the last');
+  l.push('    # one, so a connect that times out on a cut-off server is retried on a');
+  l.push('    # live one after one connect timeout, before the check marks it down.');
+  l.push('    option redispatch 1');
   l.push('    # Per attempt; short so a blackholed server costs little before the retry.');
   l.push(`    timeout connect ${durationText('connectTimeoutMs', input.connectTimeoutMs)}`);
   l.push('    # Long idle timeouts: watches, exec, port-forward and logs -f streams sit');

@@ -215,7 +215,10 @@ export const LoadBalancerSchema = Type.Object(
     deploy: literals(['package', 'docker'] as const, 'Install the load balancer from the distribution\'s packages or run it as a container.', 'package'),
     timeouts: Type.Object(
       {
-        connect: duration('Connect timeout to a server; lower than nginx\'s 60 s so a dead server is skipped quickly.', '3s'),
+        connect: duration(
+          'Connect timeout to a server; far below nginx\'s 60 s so a cut-off server costs one short wait before the next one is tried. A LAN connect takes milliseconds; 1 s also covers one lost SYN.',
+          '1s',
+        ),
         idle: duration('Idle timeout of a client connection; long so kubectl exec, port-forward and logs -f stay open.', '1h'),
       },
       { additionalProperties: false, default: {}, description: 'Load balancer timeouts.' },

@@ -39,7 +39,7 @@ test('haproxy.cfg checks /ping over TLS, retries elsewhere and drops sessions of
   assert.match(out, /^\s+http-check expect status 200$/m);
   assert.match(out, /default-server check check-ssl verify none inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions/);
   assert.match(out, /^\s+retries 3$/m);
-  assert.match(out, /^\s+option redispatch$/m);
+  assert.match(out, /^\s+option redispatch 1$/m);
   assert.match(out, /^\s+timeout tunnel 1h$/m);
   assert.match(out, /^\s+stats socket \/run\/haproxy\/admin.sock mode 660 level admin$/m);
   assert.match(out, /^\s+server server-c \[fd00::7\]:6443$/m);

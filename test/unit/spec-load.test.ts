@@ -54,7 +54,7 @@ test('the seed normalizes to one infrastructure host, two servers, three agents 
     kind: 'nginx',
     port: 6443,
     deploy: 'package',
-    timeouts: { connectMs: 3000, idleMs: 3_600_000 },
+    timeouts: { connectMs: 1000, idleMs: 3_600_000 },
     nginx: { maxFails: 1, failTimeoutMs: 10_000 },
     healthCheck: { path: '/ping', intervalMs: 500, fall: 2, rise: 2 },
   });

@@ -47,7 +47,7 @@ test('the published schema carries the documented defaults and no private keywor
   assert.ok(!text.includes('errorMessage') && !text.includes('errorHint'));
   const byPath = new Map(properties(clusterJsonSchema()));
   assert.equal(byPath.get('loadBalancer.port')?.default, 6443);
-  assert.equal(byPath.get('loadBalancer.timeouts.connect')?.default, '3s');
+  assert.equal(byPath.get('loadBalancer.timeouts.connect')?.default, '1s');
   assert.equal(byPath.get('loadBalancer.timeouts.idle')?.default, '1h');
   assert.equal(byPath.get('loadBalancer.healthCheck.interval')?.default, '500ms');
   assert.equal(byPath.get('datastore.port')?.default, 3306);
