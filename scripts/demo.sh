@@ -10,27 +10,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lab=${LAB:-demo}
 dir=.lab/$lab
+file=${K8S_HA_LAB_STATE:-/var/lib/k8s-ha-lab}/$lab/cluster.yaml
 k8s() { node bin/k8s-ha.js "$@"; }
 
 bash scripts/setup.sh
 [ -x labk3s/metallb/build.sh ] && labk3s/metallb/build.sh >/dev/null
 
 mkdir -p "$dir"
-if ! k8s lab status --name "$lab" >/dev/null 2>&1; then
+# Reuse a healthy lab of that name; otherwise start from fresh machines.
+if ! { k8s lab status --name "$lab" >/dev/null 2>&1 && [ -f "$file" ]; }; then
   k8s lab down --name "$lab" >/dev/null 2>&1 || true
-  k8s lab up --name "$lab" --out "$dir/cluster.yaml"
+  k8s lab up --name "$lab"
 fi
-k8s validate -f "$dir/cluster.yaml"
-k8s apply -f "$dir/cluster.yaml" --yes --no-verify
+k8s validate -f "$file"
+k8s apply -f "$file" --yes --no-verify
 k8s lab metallb --name "$lab"
-k8s verify -f "$dir/cluster.yaml"
-k8s kubeconfig -f "$dir/cluster.yaml" -o "$dir/kubeconfig"
+k8s verify -f "$file"
+k8s kubeconfig -f "$file" -o "$dir/kubeconfig"
 echo
 echo "kubeconfig: $dir/kubeconfig (the API through the load balancer)"
 labk3s/bin/kubectl --kubeconfig "$dir/kubeconfig" get nodes -o wide
 echo
-k8s status -f "$dir/cluster.yaml" || true
+k8s status -f "$file" || true
 echo
 echo "Again:     sudo scripts/demo.sh   (changes nothing the second time)"
+echo "Cluster:   $file (state beside it)"
 echo "Look:      node bin/k8s-ha.js lab ssh server1 --name $lab"
 echo "Remove:    node bin/k8s-ha.js lab down --name $lab"
