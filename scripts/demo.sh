@@ -14,7 +14,6 @@ file=${K8S_HA_LAB_STATE:-/var/lib/k8s-ha-lab}/$lab/cluster.yaml
 k8s() { node bin/k8s-ha.js "$@"; }
 
 bash scripts/setup.sh
-[ -x labk3s/metallb/build.sh ] && labk3s/metallb/build.sh >/dev/null
 
 mkdir -p "$dir"
 # Reuse a healthy lab of that name; otherwise start from fresh machines.

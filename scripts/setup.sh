@@ -23,6 +23,8 @@ apt-get install -y -qq --no-install-recommends \
 
 npm ci --no-audit --no-fund
 
-if [ -x scripts/build-labk3s.sh ]; then
-  scripts/build-labk3s.sh
-fi
+# The lab's k3s (a stand-in for k3s built from upstream Kubernetes modules)
+# and MetalLB's real controller for the lab, both from the Go module proxy;
+# cached, so a second run takes seconds. Cold: several minutes on 2 cores.
+bash scripts/build-labk3s.sh
+bash labk3s/metallb/build.sh
