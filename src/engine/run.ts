@@ -98,7 +98,11 @@ export class ClusterRun {
     return new ClusterRun(deployment, state, engine);
   }
 
-  /** Observe every host and list the changes. Changes no host; writes no file. */
+  /**
+   * Observe every host and list the changes. Changes no host. The state file
+   * is still written on close (secrets generated, host keys pinned at first
+   * contact), so a later apply uses exactly the values this plan was made with.
+   */
   plan(): Promise<Plan> {
     return this.engine.plan();
   }
