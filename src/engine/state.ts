@@ -21,12 +21,18 @@ export type SecretKind = 'token' | 'password';
 
 export class StateFile {
   private dirty = false;
+  // Hosts pin their keys concurrently; their saves must not interleave.
+  private saving: Promise<void> = Promise.resolve();
   private constructor(
     readonly path: string,
     private data: StateData,
     /** True when the file existed when loaded. */
     readonly existed: boolean,
-  ) {}
+  ) {
+    this.savedOnce = existed;
+  }
+
+  private savedOnce: boolean;
 
   static pathFor(clusterFile: string): string {
     const ext = extname(clusterFile);
@@ -92,8 +98,14 @@ export class StateFile {
   }
 
   /** Written to a temp file with mode 0600, then renamed: never half a file, never readable by others. */
-  async save(): Promise<void> {
-    if (!this.dirty && this.existed) return;
+  save(): Promise<void> {
+    const next = this.saving.then(() => this.saveNow());
+    this.saving = next.catch(() => undefined);
+    return next;
+  }
+
+  private async saveNow(): Promise<void> {
+    if (!this.dirty && this.savedOnce) return;
     await mkdir(dirname(this.path), { recursive: true });
     const tmp = `${this.path}.tmp-${process.pid}`;
     const sorted: StateData = {
@@ -106,6 +118,7 @@ export class StateFile {
     await writeFile(tmp, header + stringify(sorted), { mode: 0o600 });
     await rename(tmp, this.path);
     this.dirty = false;
+    this.savedOnce = true;
   }
 }
 
