@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { relative } from 'node:path';
 import { UserError } from '../engine/errors.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -27,4 +28,10 @@ export function intFlag(command: string, name: string, value: string | undefined
 export function clusterFileArg(file: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string {
   const f = file ?? env.K8S_HA_FILE ?? 'cluster.yaml';
   return f.startsWith('/') ? f : `${cwd}/${f}`;
+}
+
+/** A path as the user would type it: relative below the working directory, absolute elsewhere. */
+export function shownPath(cwd: string, p: string): string {
+  const r = relative(cwd, p);
+  return r === '' || r.startsWith('..') ? p : r;
 }

@@ -1,10 +1,10 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { UserError } from '../../engine/errors.js';
 import { ClusterRun } from '../../engine/run.js';
 import { fetchKubeconfigFromAny } from '../../kube/fetch.js';
 import { mergeKubeconfig, parseKubeconfig, renderKubeconfig } from '../../kube/kubeconfig.js';
-import { clusterFileArg, parse } from '../args.js';
+import { clusterFileArg, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
 import type { RunHooks } from './plan.js';
@@ -44,7 +44,7 @@ export async function kubeconfigCommand(argv: string[], io: CliIO, hooks: RunHoo
     await run.engine.close();
   }
   const name = run.deployment.spec.name;
-  const shown = (p: string) => (relative(io.cwd, p).startsWith('..') ? p : relative(io.cwd, p));
+  const shown = (p: string) => shownPath(io.cwd, p);
   if (values.merge) {
     const target = mergeTarget(io.env, io.cwd);
     const existingText = await readFile(target, 'utf8').catch((e: NodeJS.ErrnoException) => {

@@ -1,7 +1,6 @@
-import { relative } from 'node:path';
 import type { EventSink } from '../../engine/events.js';
 import { ClusterRun, type OpenOptions } from '../../engine/run.js';
-import { clusterFileArg, intFlag, parse } from '../args.js';
+import { clusterFileArg, intFlag, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
 import { countChanges, formatPlan, formatProblems, planToJSON } from '../output/plan.js';
@@ -64,7 +63,7 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
     const plan = await run.plan();
     const pre = plan.problems.filter((p) => p.severity === 'error');
     if (pre.length) {
-      io.stderr(formatProblems(pre, relative(io.cwd, file)) + '\n');
+      io.stderr(formatProblems(pre, shownPath(io.cwd, file)) + '\n');
       return EXIT.failed;
     }
     if (plan.empty) {
@@ -83,7 +82,7 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
       }
     }
     const result = await run.apply();
-    if (!values.json) io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${relative(io.cwd, run.state.path)} (mode 0600).\n`);
+    if (!values.json) io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${shownPath(io.cwd, run.state.path)} (mode 0600).\n`);
     const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
     return v?.code ?? EXIT.ok;

@@ -1,10 +1,9 @@
 import { loadClusterFile } from '../../spec/load.js';
 import { clusterJsonSchema } from '../../spec/schema.js';
-import { clusterFileArg, parse } from '../args.js';
+import { clusterFileArg, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
 import { formatProblems } from '../output/plan.js';
-import { relative } from 'node:path';
 
 export async function validateCommand(argv: string[], io: CliIO): Promise<number> {
   const { values } = parse('validate', argv, { file: { type: 'string', short: 'f' }, json: { type: 'boolean' } });
@@ -13,7 +12,7 @@ export async function validateCommand(argv: string[], io: CliIO): Promise<number
   const r = loadClusterFile(file, io.env);
   const errors = r.diagnostics.filter((d) => d.severity === 'error').length;
   const warnings = r.diagnostics.length - errors;
-  const shown = relative(io.cwd, file) || file;
+  const shown = shownPath(io.cwd, file);
   if (values.json) {
     io.stdout(JSON.stringify({ file: shown, valid: errors === 0, errors, warnings, problems: r.diagnostics }, null, 2) + '\n');
   } else if (r.diagnostics.length === 0) {
