@@ -5,6 +5,16 @@ import { diffDesired, observeDesired, type Desired, type ObservedState } from '.
 import { hostsWithRole, type Cluster } from '../spec/cluster.js';
 import { HAPROXY_CFG_PATH, renderHaproxyCfg } from '../render/haproxy.js';
 import { NGINX_CONF_PATH, renderNginxConf } from '../render/nginx.js';
+import {
+  LBCHECK_SCRIPT_PATH,
+  LBCHECK_STATE_PATH,
+  LBCHECK_UNIT,
+  LBCHECK_UNIT_PATH,
+  normalizeUpstreamState,
+  renderLbCheckScript,
+  renderLbCheckUnit,
+  renderUpstreamState,
+} from '../render/lbcheck.js';
 import { LB_CONTAINER_DEFAULT_IMAGE, LB_DOCKER_UNIT_PATH, renderLbComposeFile, renderLbDockerUnit } from '../render/docker.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
@@ -20,6 +30,17 @@ export function lbUnit(c: Cluster): string {
   if (c.loadBalancer.deploy === 'docker') return 'k8s-ha-lb';
   return c.loadBalancer.kind;
 }
+
+/**
+ * `loadBalancer.nginx.activeCheck` (default true). Read defensively: the
+ * resolved cluster carries it once spec/cluster.ts maps the field.
+ */
+export function nginxActiveCheck(c: Cluster): boolean {
+  return (c.loadBalancer.nginx as { activeCheck?: boolean }).activeCheck !== false;
+}
+
+/** The checker stopped and disabled wherever it is not wanted (kind or deploy changed, or turned off). */
+const CHECKER_OFF = { unit: LBCHECK_UNIT, enabled: false, running: false };
 
 /** The packages, files and service of the load balancer; throws RenderInputError on inputs it cannot render. */
 export function lbDesired(c: Cluster): Desired {
@@ -43,7 +64,7 @@ export function lbDesired(c: Cluster): Desired {
         { path: LB_DOCKER_UNIT_PATH, content: renderLbDockerUnit({ confPath: LB_CONTAINER_CONF, image }) },
       ],
       // The unit's ExecReload sends SIGHUP into the container: nginx reloads in place.
-      services: [{ unit: 'k8s-ha-lb', restartOn: [LB_DOCKER_UNIT_PATH], reloadOn: [LB_CONTAINER_CONF] }],
+      services: [{ unit: 'k8s-ha-lb', restartOn: [LB_DOCKER_UNIT_PATH], reloadOn: [LB_CONTAINER_CONF] }, CHECKER_OFF],
     };
   }
   if (lb.kind === 'haproxy') {
@@ -53,26 +74,59 @@ export function lbDesired(c: Cluster): Desired {
       files: [{ path: HAPROXY_CFG_PATH, content: cfg, check: (tmp) => sh`haproxy -c -f ${tmp}` }],
       // Debian's unit reloads through the master process: old workers finish
       // their sessions, new connections get the new server list.
-      services: [{ unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }],
+      services: [{ unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }, CHECKER_OFF],
     };
   }
-  const conf = renderNginxConf({ ...common, maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs });
-  return {
-    // FACTS: the stream module is not in nginx-light's core; without
-    // libnginx-mod-stream nginx rejects `stream {}` as an unknown directive.
-    packages: ['nginx-light', 'libnginx-mod-stream'],
-    files: [
-      {
-        path: NGINX_CONF_PATH,
-        content: conf,
-        // The file names its includes by absolute path, so -c on the temp
-        // file resolves them as the live file would; no -p (renderer note).
-        check: (tmp) => sh`nginx -q -t -c ${tmp}`,
-      },
-    ],
+  const passive = { maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs };
+  const active = nginxActiveCheck(c);
+  const conf = renderNginxConf({ ...common, ...passive, ...(active ? { upstreamInclude: LBCHECK_STATE_PATH } : {}) });
+  const nginxConf = {
+    path: NGINX_CONF_PATH,
+    content: conf,
+    // The file names its includes by absolute path, so -c on the temp
+    // file resolves them as the live file would; no -p (renderer note).
+    check: (tmp: string) => sh`nginx -q -t -c ${tmp}`,
+  };
+  // FACTS: the stream module is not in nginx-light's core; without
+  // libnginx-mod-stream nginx rejects `stream {}` as an unknown directive.
+  const packages = ['nginx-light', 'libnginx-mod-stream'];
+  if (!active) {
     // Reload: nginx starts new workers with the new upstreams and lets the old
     // ones finish their (long-lived watch) connections; a restart would cut them.
-    services: [{ unit: 'nginx', reloadOn: [NGINX_CONF_PATH] }],
+    return { packages, files: [nginxConf], services: [{ unit: 'nginx', reloadOn: [NGINX_CONF_PATH] }, CHECKER_OFF] };
+  }
+  // nginx open source cannot take out a server that accepts TCP but never
+  // answers (frozen, hung): k8s-ha-lbcheck asks each one for /ping over TLS.
+  const check = { servers, ...passive, ...lb.healthCheck };
+  return {
+    packages: [...packages, 'curl'],
+    files: [
+      // Before nginx.conf, whose check reads it through the include. The
+      // checker marks servers `down` in it; diff() ignores those marks.
+      { path: LBCHECK_STATE_PATH, content: renderUpstreamState(check) },
+      nginxConf,
+      { path: LBCHECK_SCRIPT_PATH, content: renderLbCheckScript(check), mode: 0o755 },
+      { path: LBCHECK_UNIT_PATH, content: renderLbCheckUnit() },
+    ],
+    services: [
+      { unit: 'nginx', reloadOn: [NGINX_CONF_PATH, LBCHECK_STATE_PATH] },
+      // The server list is in the script: a new list restarts the checker,
+      // which puts the file back in step with it on its first round.
+      { unit: LBCHECK_UNIT, restartOn: [LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH] },
+    ],
+  };
+}
+
+/**
+ * The checker rewrites its state file with `down` marks: the same file with
+ * the marks removed is no change (a second apply must not undo the checker).
+ */
+function tolerateCheckerMarks(d: Desired, o: ObservedState): Desired {
+  const cur = o.files.get(LBCHECK_STATE_PATH)?.content;
+  if (cur == null) return d;
+  return {
+    ...d,
+    files: (d.files ?? []).map((f) => (f.path === LBCHECK_STATE_PATH && normalizeUpstreamState(cur) === f.content ? { ...f, content: cur } : f)),
   };
 }
 
@@ -136,7 +190,7 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
     const d = safeDesired(ctx.cluster.spec);
     // preflight reports why; an unrenderable config never goes anywhere.
     if (!d) return [];
-    const changes = diffDesired(d, o.state, ctx.secrets);
+    const changes = diffDesired(tolerateCheckerMarks(d, o.state), o.state, ctx.secrets);
     const stops: Change[] = o.previous.map((p) => ({
       kind: 'service',
       summary: `stop and disable ${p.unit} (the load balancer is now ${lbUnit(ctx.cluster.spec)})`,

@@ -3,6 +3,7 @@ import {
   assertHost,
   assertInt,
   assertIp,
+  assertPath,
   assertName,
   assertPort,
   assertUnique,
@@ -53,6 +54,13 @@ export interface NginxLbInput {
    * built in and a `nginx` user and no www-data.
    */
   flavor?: 'debian' | 'official-image';
+  /**
+   * Take the upstream's server lines from this file instead of listing them
+   * inline. Set when k8s-ha-lbcheck (render/lbcheck.ts) runs beside nginx:
+   * it rewrites the file to mark servers that fail its check `down`.
+   * Default: the servers are listed inline.
+   */
+  upstreamInclude?: string;
 }
 
 const DEFAULT_WORKER_CONNECTIONS = 4096;
@@ -76,6 +84,17 @@ function validate(input: NginxLbInput): void {
   if (input.flavor !== undefined && input.flavor !== 'debian' && input.flavor !== 'official-image') {
     throw new RenderInputError('flavor', `must be 'debian' or 'official-image', got ${JSON.stringify(input.flavor)}`);
   }
+  if (input.upstreamInclude !== undefined) assertPath('upstreamInclude', input.upstreamInclude);
+}
+
+/** The servers of the upstream, sorted by name; shared with the active checker's state file. */
+export function sortedUpstreams(servers: readonly LbUpstream[]): LbUpstream[] {
+  return [...servers].sort((a, b) => byString(a.name, b.name));
+}
+
+/** One `server` line of the upstream without its `;`, so a checker can append ` down`. */
+export function nginxServerDirective(s: LbUpstream, maxFails: number, failTimeoutMs: number): string {
+  return `server ${hostPort(s.address, s.port)} max_fails=${maxFails} fail_timeout=${durationText('failTimeoutMs', failTimeoutMs)}`;
 }
 
 /**
@@ -90,10 +109,8 @@ export function renderNginxConf(input: NginxLbInput): string {
   validate(input);
   const flavor = input.flavor ?? 'debian';
   const workerConnections = input.workerConnections ?? DEFAULT_WORKER_CONNECTIONS;
-  const servers = [...input.servers].sort((a, b) => byString(a.name, b.name));
+  const servers = sortedUpstreams(input.servers);
   const listen = input.listenAddress === undefined ? String(input.listenPort) : hostPort(input.listenAddress, input.listenPort);
-  const maxFails = input.maxFails;
-  const failTimeout = durationText('failTimeoutMs', input.failTimeoutMs);
   // Bound the whole retry loop: every server tried once at the connect
   // timeout each, so a client is never held longer than that.
   const nextUpstreamTimeout = durationText('connectTimeoutMs', input.connectTimeoutMs * servers.length);
@@ -121,12 +138,18 @@ export function renderNginxConf(input: NginxLbInput): string {
   lines.push('');
   lines.push('stream {');
   lines.push('    upstream k3s_servers {');
-  lines.push('        # Passive checks only (open-source nginx): a server is skipped for');
+  lines.push(`        # Passive checks${input.upstreamInclude === undefined ? ' only' : ''} (open-source nginx): a server is skipped for`);
   lines.push(`        # fail_timeout after max_fails failed connects within fail_timeout.`);
-  lines.push('        # A server that accepts TCP but is frozen or not ready is NOT detected.');
-  if (servers.length === 1) lines.push('        # With a single server nginx ignores max_fails and fail_timeout.');
-  for (const s of servers) {
-    lines.push(`        server ${hostPort(s.address, s.port)} max_fails=${maxFails} fail_timeout=${failTimeout}; # ${s.name}`);
+  if (input.upstreamInclude === undefined) {
+    lines.push('        # A server that accepts TCP but is frozen or not ready is NOT detected.');
+    if (servers.length === 1) lines.push('        # With a single server nginx ignores max_fails and fail_timeout.');
+    for (const s of servers) lines.push(`        ${nginxServerDirective(s, input.maxFails, input.failTimeoutMs)}; # ${s.name}`);
+  } else {
+    lines.push('        # A server that accepts TCP but is frozen or not ready is caught by');
+    lines.push('        # k8s-ha-lbcheck (a TLS /ping check), which marks it `down` in this file');
+    lines.push('        # and reloads nginx.');
+    if (servers.length === 1) lines.push('        # With a single server nginx ignores max_fails and fail_timeout.');
+    lines.push(`        include ${input.upstreamInclude};`);
   }
   lines.push('    }');
   lines.push('');

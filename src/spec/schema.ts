@@ -227,6 +227,11 @@ export const LoadBalancerSchema = Type.Object(
       {
         maxFails: Type.Integer({ description: 'nginx max_fails: failed connections before a server is skipped.', minimum: 0, default: 1 }),
         failTimeout: duration('nginx fail_timeout: how long a failed server is skipped.', '10s'),
+        activeCheck: Type.Boolean({
+          description:
+            'Run k8s-ha-lbcheck beside nginx: a TLS check of healthCheck.path on each server every healthCheck.interval that marks failing servers down and reloads nginx. nginx open source only notices failed connects, so without it a frozen or hung server keeps getting about half the new connections for as long as it hangs. Needs curl (installed); package deploy only.',
+          default: true,
+        }),
       },
       { additionalProperties: false, default: {}, description: 'nginx passive health checks (used when kind is nginx).' },
     ),

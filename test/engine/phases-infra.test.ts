@@ -94,6 +94,8 @@ function infraHost(name: string, db?: FakeMariadb): MemoryHost {
       'mariadb-server': { version: '1:10.11.14-0+deb12u2', services: ['mariadb'], files: { '/etc/mysql/mariadb.conf.d/50-server.cnf': '[mysqld]\nbind-address = 127.0.0.1\n' } },
     },
   });
+  // The memory host does not model unit files: the checker's unit exists, stopped.
+  h.services.set('k8s-ha-lbcheck', { active: false, enabled: false, restarts: 0, reloads: 0, starts: 0, stops: 0 });
   h.handle(/^nginx -q -t -c /, () => ok());
   h.handle(/^haproxy -c -f /, () => ok());
   h.handle(/^keepalived --config-test /, () => ok());
@@ -201,7 +203,18 @@ test('a plan on bare hosts lists the packages, files and services of each infras
   const f = infraFake(seedYaml());
   t.after(f.cleanup);
   const plan = await withRun(f, (r) => r.plan());
-  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), ['install nginx-light libnginx-mod-stream', 'create /etc/nginx/nginx.conf', 'enable nginx', 'start nginx']);
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), [
+    'install nginx-light libnginx-mod-stream curl',
+    'create /etc/nginx/k8s-ha-upstream.conf',
+    'create /etc/nginx/nginx.conf',
+    'create /usr/local/sbin/k8s-ha-lbcheck',
+    'create /etc/systemd/system/k8s-ha-lbcheck.service',
+    'systemctl daemon-reload',
+    'enable nginx',
+    'start nginx',
+    'enable k8s-ha-lbcheck',
+    'start k8s-ha-lbcheck',
+  ]);
   const ds = lbSummaries(plan, 'datastore', 'infra');
   assert.deepEqual(ds.slice(0, 4), ['install mariadb-server', 'create /etc/mysql/mariadb.conf.d/60-k8s-ha.cnf', 'enable mariadb', 'start mariadb']);
   assert.match(ds[4]!, /create database k3s and accounts k3s@10\.9\.0\.11, k3s@10\.9\.0\.12/);
@@ -218,8 +231,11 @@ test('the rendered nginx.conf forwards 6443 to every server with a short connect
   t.after(f.cleanup);
   await withRun(f, (r) => r.apply());
   const conf = f.hosts.get('infra')!.text('/etc/nginx/nginx.conf')!;
-  assert.match(conf, /server 10\.9\.0\.11:6443 /);
-  assert.match(conf, /server 10\.9\.0\.12:6443 /);
+  // The servers are in the file the active checker marks; nginx.conf includes it.
+  assert.match(conf, /include \/etc\/nginx\/k8s-ha-upstream\.conf;/);
+  const upstream = f.hosts.get('infra')!.text('/etc/nginx/k8s-ha-upstream.conf')!;
+  assert.match(upstream, /^server 10\.9\.0\.11:6443 max_fails=1 fail_timeout=10s; # server1$/m);
+  assert.match(upstream, /^server 10\.9\.0\.12:6443 max_fails=1 fail_timeout=10s; # server2$/m);
   assert.match(conf, /proxy_connect_timeout \d+s;/);
   assert.doesNotMatch(conf, /proxy_connect_timeout 60s/);
   const cnf = f.hosts.get('infra')!.text('/etc/mysql/mariadb.conf.d/60-k8s-ha.cnf')!;
@@ -249,6 +265,45 @@ test('applying and then planning again is empty, and the second apply restarts n
   assert.equal(f.db.scripts.filter((s) => /CREATE USER|ALTER USER|DROP USER/.test(s)).length, 1);
 });
 
+test('with nginx the active checker is installed, enabled and running, with curl and a 0755 script', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const infra = f.hosts.get('infra')!;
+  assert.ok(infra.packages.has('curl'));
+  assert.deepEqual(infra.services.get('k8s-ha-lbcheck'), { active: true, enabled: true, restarts: 1, reloads: 0, starts: 0, stops: 0 });
+  const script = infra.text('/usr/local/sbin/k8s-ha-lbcheck')!;
+  assert.match(script, /^#!\/bin\/sh$/m);
+  assert.match(script, /url_1='https:\/\/10\.9\.0\.11:6443\/ping'/);
+  assert.match(script, /^INTERVAL=0\.5$/m);
+  assert.equal((await infra.stat('/usr/local/sbin/k8s-ha-lbcheck'))!.mode & 0o777, 0o755);
+  assert.match(infra.text('/etc/systemd/system/k8s-ha-lbcheck.service')!, /^ExecStart=\/usr\/local\/sbin\/k8s-ha-lbcheck$/m);
+});
+
+test('the checker\'s down marks are not drift: planning again is empty and nothing is rewritten or reloaded', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  const infra = f.hosts.get('infra')!;
+  // What k8s-ha-lbcheck writes when server2 fails its check.
+  const path = '/etc/nginx/k8s-ha-upstream.conf';
+  const marked = infra.text(path)!.replace('fail_timeout=10s; # server2', 'fail_timeout=10s down; # server2');
+  await infra.writeFile(path, marked, { mode: 0o644, owner: 'root', group: 'root' });
+  const writes = infra.writes.length;
+  const plan = await withRun(f, (r) => r.plan());
+  assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => s.changes.map((c) => c.summary))));
+  assert.equal((await withRun(f, (r) => r.apply())).changed, 0);
+  assert.equal(infra.text(path), marked);
+  assert.equal(infra.writes.length, writes);
+  assert.equal(infra.services.get('nginx')!.reloads, 0);
+  // A hand edit that is not a down mark is drift and is put back.
+  await infra.writeFile(path, marked.replace('max_fails=1', 'max_fails=9'), { mode: 0o644, owner: 'root', group: 'root' });
+  assert.deepEqual(lbSummaries(await withRun(f, (r) => r.plan()), 'loadbalancer', 'infra'), [
+    `update ${path}`,
+    'reload nginx (/etc/nginx/k8s-ha-upstream.conf changed)',
+  ]);
+});
+
 test('a changed server list reloads nginx and does not restart it', async (t) => {
   const f = infraFake(seedYaml());
   t.after(f.cleanup);
@@ -257,11 +312,14 @@ test('a changed server list reloads nginx and does not restart it', async (t) =>
   const restarts = nginx.restarts;
   f.write(seedYaml({ servers: ['server1', 'server2', 'server3'] }));
   const plan = await withRun(f, (r) => r.plan());
-  assert.ok(lbSummaries(plan, 'loadbalancer', 'infra').includes('reload nginx (/etc/nginx/nginx.conf changed)'));
+  assert.ok(lbSummaries(plan, 'loadbalancer', 'infra').includes('reload nginx (/etc/nginx/nginx.conf, /etc/nginx/k8s-ha-upstream.conf changed)'));
+  // The server list is baked into the checker's script: it restarts with the new one.
+  assert.ok(lbSummaries(plan, 'loadbalancer', 'infra').includes('restart k8s-ha-lbcheck (/usr/local/sbin/k8s-ha-lbcheck changed)'));
   await withRun(f, (r) => r.apply());
   assert.equal(nginx.restarts, restarts);
   assert.equal(nginx.reloads, 1);
-  assert.match(f.hosts.get('infra')!.text('/etc/nginx/nginx.conf')!, /server 10\.9\.0\.13:6443 /);
+  assert.match(f.hosts.get('infra')!.text('/etc/nginx/k8s-ha-upstream.conf')!, /^server 10\.9\.0\.13:6443 /m);
+  assert.match(f.hosts.get('infra')!.text('/usr/local/sbin/k8s-ha-lbcheck')!, /url_3='https:\/\/10\.9\.0\.13:6443\/ping'/);
   assert.ok(f.db.users.has(ADDR.server3!));
 });
 
@@ -448,6 +506,8 @@ test('switching the load balancer from nginx to HAProxy stops the nginx k8s-ha s
     'stop and disable nginx (the load balancer is now haproxy)',
     'enable haproxy',
     'start haproxy',
+    'disable k8s-ha-lbcheck',
+    'stop k8s-ha-lbcheck',
   ]);
   const infra = f.hosts.get('infra')!;
   infra.handle(/^systemctl disable --now nginx$/, () => {

@@ -28,6 +28,14 @@ test('nginx.conf for the official image runs workers as nginx and loads no modul
   assert.match(out, /^\s+listen 10\.0\.0\.100:6443;$/m);
 });
 
+test('nginx.conf with the active checker takes the servers from the checker\'s file', () => {
+  const out = renderNginxConf({ ...base, upstreamInclude: '/etc/nginx/k8s-ha-upstream.conf' });
+  assertGolden('nginx-lbcheck.conf', out);
+  assert.match(out, /^\s+include \/etc\/nginx\/k8s-ha-upstream\.conf;$/m);
+  assert.doesNotMatch(out, /^\s+server \S+:6443 /m);
+  assert.throws(() => renderNginxConf({ ...base, upstreamInclude: 'x.conf; include /etc/passwd' }), (e: unknown) => e instanceof RenderInputError && e.field === 'upstreamInclude');
+});
+
 test('nginx.conf lists servers by name whatever the input order', () => {
   const expected = renderNginxConf(base);
   assert.equal(renderNginxConf({ ...base, servers: [...base.servers].reverse() }), expected);
