@@ -182,6 +182,33 @@ print('\\n'.join(hits))
     });
   }
 
+  test('a frozen server with nginx: k8s-ha-lbcheck takes it out and new connections succeed again within 3 s', async () => {
+    const attempts = await sample(addr('infra'), { everyMs: 50, durationMs: 5_000, timeoutMs: 4_000, failAtMs: 500, onFail: () => lab.freeze('server2') });
+    try {
+      // interval 500 ms x fall 2 (each check bounded by the interval), then
+      // nginx -t and a reload: new connections after ~1.5 s go to server1 only.
+      const o = outage(attempts);
+      assert.ok(o.outageS <= 3, `outage ${o.outageS} s, ${o.failed} failed`);
+      assert.ok(attempts.filter((a) => a.at > 3_000).every((a) => a.ok && a.server === 'server1'), JSON.stringify(attempts.filter((a) => a.at > 3_000 && !(a.ok && a.server === 'server1'))));
+      const marks = await lab.exec('infra', ['cat', '/etc/nginx/k8s-ha-upstream.conf']);
+      assert.match(marks.stdout, /fail_timeout=10s down; # server2$/m);
+      const journal = await lab.exec('infra', ['journalctl', '--no-pager', '-o', 'cat', '-u', 'k8s-ha-lbcheck']);
+      assert.match(journal.stdout, /server2 is down \(2 checks failed\)/);
+    } finally {
+      await lab.thaw('server2');
+    }
+    // rise 2: back within a few seconds, and the marks are no drift meanwhile.
+    assert.equal((await cli(['plan', '--detailed-exitcode'])).code, 0);
+    const deadline = Date.now() + 10_000;
+    let text = '';
+    while (Date.now() < deadline) {
+      text = (await lab.exec('infra', ['cat', '/etc/nginx/k8s-ha-upstream.conf'])).stdout;
+      if (!text.includes(' down;')) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.doesNotMatch(text, / down;/, 'server2 was not put back after the thaw');
+  });
+
   test('switching to HAProxy applies cleanly, and a frozen server is taken out by its active check', async () => {
     setLb({ kind: 'haproxy' });
     const r = await cli(['apply', '--yes', '--no-verify']);
