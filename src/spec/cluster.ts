@@ -64,7 +64,8 @@ export interface LoadBalancer {
   port: number;
   deploy: 'package' | 'docker';
   timeouts: { connectMs: number; idleMs: number };
-  nginx: { maxFails: number; failTimeoutMs: number };
+  /** activeCheck: k8s-ha-lbcheck beside nginx marks servers failing /ping down (nginx OSS checks only passively). */
+  nginx: { maxFails: number; failTimeoutMs: number; activeCheck: boolean };
   healthCheck: { path: string; intervalMs: number; fall: number; rise: number };
   virtualIP?: VirtualIp;
 }
@@ -232,7 +233,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     port: lb.port,
     deploy: lb.deploy,
     timeouts: { connectMs: ms(lb.timeouts.connect), idleMs: ms(lb.timeouts.idle) },
-    nginx: { maxFails: lb.nginx.maxFails, failTimeoutMs: ms(lb.nginx.failTimeout) },
+    nginx: { maxFails: lb.nginx.maxFails, failTimeoutMs: ms(lb.nginx.failTimeout), activeCheck: lb.nginx.activeCheck },
     healthCheck: { path: lb.healthCheck.path, intervalMs: ms(lb.healthCheck.interval), fall: lb.healthCheck.fall, rise: lb.healthCheck.rise },
     ...(vip
       ? {

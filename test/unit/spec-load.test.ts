@@ -55,7 +55,7 @@ test('the seed normalizes to one infrastructure host, two servers, three agents 
     port: 6443,
     deploy: 'package',
     timeouts: { connectMs: 1000, idleMs: 3_600_000 },
-    nginx: { maxFails: 1, failTimeoutMs: 10_000 },
+    nginx: { maxFails: 1, failTimeoutMs: 10_000, activeCheck: true },
     healthCheck: { path: '/ping', intervalMs: 500, fall: 2, rise: 2 },
   });
   assert.deepEqual(c.datastore, {
