@@ -107,6 +107,7 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   servers.forEach((s, i) => {
     const n = i + 1;
     out.push(`name_${n}='${s.name}' url_${n}='${url(s)}' line_${n}='${nginxServerDirective(s, input.maxFails, input.failTimeoutMs)}'`);
+    out.push(`dst_${n}='${s.address.includes(':') ? `[${s.address}]` : s.address}' port_${n}=${s.port}`);
     out.push(`fails_${n}=0 oks_${n}=0 down_${n}=0`);
   });
   out.push('');
@@ -140,7 +141,17 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('    return 1');
   out.push('  fi');
   out.push('  # A reload: old workers finish their connections, new ones avoid down servers.');
-  out.push('  systemctl reload nginx || log "nginx reload failed"');
+  out.push('  systemctl reload nginx || { log "nginx reload failed"; return 1; }');
+  out.push('  # Connections already on a down server would hang with it: close them, as');
+  out.push("  # HAProxy's on-marked-down shutdown-sessions does, so clients reconnect.");
+  out.push('  i=1');
+  out.push('  for d in $1; do');
+  out.push('    if [ "$d" = 1 ]; then');
+  out.push('      eval "dst=\\$dst_$i port=\\$port_$i"');
+  out.push('      ss -K dst "$dst" dport = ":$port" > /dev/null 2>&1 || log "cannot close the connections to $dst:$port"');
+  out.push('    fi');
+  out.push('    i=$((i + 1))');
+  out.push('  done');
   out.push('}');
   out.push('');
   out.push('applied="" allfail=0');

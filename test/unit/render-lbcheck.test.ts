@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { RenderInputError } from '../../src/render/common.js';
@@ -84,7 +84,7 @@ test('the checker refuses inputs that would break the script', () => {
  * (u = pong, d = no answer). Returns the upstream file at every reload, in
  * order, and the script's log.
  */
-function runChecker(input: LbCheckInput, patterns: Record<string, string>, rounds: number, initial = renderUpstreamState(input)): { reloads: string[]; log: string; state: string } {
+function runChecker(input: LbCheckInput, patterns: Record<string, string>, rounds: number, initial = renderUpstreamState(input)): { reloads: string[]; log: string; state: string; ss: string } {
   return withTempFile('k8s-ha-lbcheck', renderLbCheckScript(input), (script, dir) => {
     const bin = join(dir, 'bin');
     mkdirSync(bin);
@@ -105,6 +105,7 @@ n=$(cat "$D/count.$h" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$D/coun
 exit 28`,
     );
     fake('nginx', 'exit 0');
+    fake('ss', `echo "$*" >> "$D/ss"`);
     fake('systemctl', `[ "$1 $2" = "reload nginx" ] || exit 1\nn=$(ls "$D" | grep -c '^reload\\.'); cp '${state}' "$D/reload.$n"`);
     const r = run('sh', [script], undefined, { PATH: `${bin}:${process.env['PATH'] ?? ''}`, K8S_HA_LBCHECK_STATE: state, K8S_HA_LBCHECK_ROUNDS: String(rounds) });
     assert.equal(r.status, 0, r.stderr);
@@ -112,7 +113,8 @@ exit 28`,
       .filter((f) => f.startsWith('reload.'))
       .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
       .map((f) => readFileSync(join(dir, f), 'utf8'));
-    return { reloads, log: r.stdout + r.stderr, state: readFileSync(state, 'utf8') };
+    const ss = join(dir, 'ss');
+    return { reloads, log: r.stdout + r.stderr, state: readFileSync(state, 'utf8'), ss: existsSync(ss) ? readFileSync(ss, 'utf8') : '' };
   });
 }
 
@@ -126,6 +128,8 @@ test('a server is marked down after `fall` failed checks and back after `rise` p
   assert.match(r.log, /server-b is down \(2 checks failed\)/);
   assert.match(r.log, /server-b is up \(2 checks passed\)/);
   assert.equal(r.state, renderUpstreamState(two));
+  // The connections held on server-b are closed once, when it is marked down.
+  assert.equal(r.ss, '-K dst 10.0.0.6 dport = :6443\n');
 });
 
 test('one failed check is not enough to take a server out', (t) => {
@@ -141,6 +145,7 @@ test('the checker never marks every server down, and logs that it kept them', (t
   assert.deepEqual(r.reloads, [renderUpstreamState(two, ['server-b'])], r.log);
   assert.equal((r.log.match(/every server fails its check: leaving all of them in nginx/g) ?? []).length, 1, r.log);
   assert.equal(r.state, renderUpstreamState(two, ['server-b']));
+  assert.equal(r.ss, '-K dst 10.0.0.6 dport = :6443\n', 'no connection is closed while every server is kept');
 });
 
 test('the checker puts a stale upstream file back in step on its first round, and leaves a current one alone', (t) => {
