@@ -31,12 +31,9 @@ export function lbUnit(c: Cluster): string {
   return c.loadBalancer.kind;
 }
 
-/**
- * `loadBalancer.nginx.activeCheck` (default true). Read defensively: the
- * resolved cluster carries it once spec/cluster.ts maps the field.
- */
+/** `loadBalancer.nginx.activeCheck` (default true): run k8s-ha-lbcheck beside nginx. */
 export function nginxActiveCheck(c: Cluster): boolean {
-  return (c.loadBalancer.nginx as { activeCheck?: boolean }).activeCheck !== false;
+  return c.loadBalancer.nginx.activeCheck;
 }
 
 /** The checker stopped and disabled wherever it is not wanted (kind or deploy changed, or turned off). */

@@ -280,6 +280,20 @@ test('with nginx the active checker is installed, enabled and running, with curl
   assert.match(infra.text('/etc/systemd/system/k8s-ha-lbcheck.service')!, /^ExecStart=\/usr\/local\/sbin\/k8s-ha-lbcheck$/m);
 });
 
+test('activeCheck: false lists the servers in nginx.conf and stops and disables a checker set up earlier', async (t) => {
+  const f = infraFake(seedYaml());
+  t.after(f.cleanup);
+  await withRun(f, (r) => r.apply());
+  f.write(seedYaml({ lb: '{kind: nginx, port: 6443, nginx: {activeCheck: false}}' }));
+  const plan = await withRun(f, (r) => r.plan());
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), ['update /etc/nginx/nginx.conf', 'reload nginx (/etc/nginx/nginx.conf changed)', 'disable k8s-ha-lbcheck', 'stop k8s-ha-lbcheck']);
+  await withRun(f, (r) => r.apply());
+  const infra = f.hosts.get('infra')!;
+  assert.match(infra.text('/etc/nginx/nginx.conf')!, /server 10\.9\.0\.11:6443 max_fails=1/);
+  assert.deepEqual({ ...infra.services.get('k8s-ha-lbcheck')!, restarts: 0, starts: 0 }, { active: false, enabled: false, restarts: 0, reloads: 0, starts: 0, stops: 1 });
+  assert.equal((await withRun(f, (r) => r.plan())).empty, true);
+});
+
 test('the checker\'s down marks are not drift: planning again is empty and nothing is rewritten or reloaded', async (t) => {
   const f = infraFake(seedYaml());
   t.after(f.cleanup);
