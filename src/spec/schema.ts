@@ -210,7 +210,7 @@ export const VirtualIpSchema = Type.Object(
 
 export const LoadBalancerSchema = Type.Object(
   {
-    kind: literals(['nginx', 'haproxy'] as const, 'nginx (passive checks only) or haproxy (active TLS health check on each server).', 'nginx'),
+    kind: literals(['nginx', 'haproxy'] as const, 'nginx (stream proxy; active checks by k8s-ha-lbcheck, see nginx.activeCheck) or haproxy (its own active TLS health check on each server).', 'nginx'),
     port: port('Port the API load balancer listens on; clients and agents use it.', 6443),
     deploy: literals(['package', 'docker'] as const, 'Install the load balancer from the distribution\'s packages or run it as a container.', 'package'),
     timeouts: Type.Object(
@@ -242,7 +242,7 @@ export const LoadBalancerSchema = Type.Object(
         fall: Type.Integer({ description: 'Failed checks before a server is taken out.', minimum: 1, default: 2 }),
         rise: Type.Integer({ description: 'Passed checks before a server is put back.', minimum: 1, default: 2 }),
       },
-      { additionalProperties: false, default: {}, description: 'HAProxy active HTTPS health check (used when kind is haproxy).' },
+      { additionalProperties: false, default: {}, description: 'Active HTTPS health check of each server: HAProxy\'s own check, or k8s-ha-lbcheck beside nginx (nginx.activeCheck).' },
     ),
     virtualIP: Type.Optional(VirtualIpSchema),
   },
