@@ -67,7 +67,8 @@ export function lbDesired(c: Cluster): Desired {
   if (lb.kind === 'haproxy') {
     const cfg = renderHaproxyCfg({ ...common, healthCheck: { path: lb.healthCheck.path, intervalMs: lb.healthCheck.intervalMs, fall: lb.healthCheck.fall, rise: lb.healthCheck.rise } });
     return {
-      packages: ['haproxy'],
+      // socat: `k8s-ha status` reads the servers' states from HAProxy's admin socket.
+      packages: ['haproxy', 'socat'],
       files: [{ path: HAPROXY_CFG_PATH, content: cfg, check: (tmp) => sh`haproxy -c -f ${tmp}` }],
       // Debian's unit reloads through the master process: old workers finish
       // their sessions, new connections get the new server list.

@@ -457,7 +457,7 @@ test('two load balancers get keepalived with the first preferred, unicast peers 
   });
   const plan = await withRun(f, (r) => r.plan());
   assert.deepEqual(lbSummaries(plan, 'vip', 'lb1'), ['install keepalived procps', 'create /etc/keepalived/keepalived.conf', 'enable keepalived', 'start keepalived']);
-  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'lb2'), ['install haproxy', 'create /etc/haproxy/haproxy.cfg', 'enable haproxy', 'start haproxy']);
+  assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'lb2'), ['install haproxy socat', 'create /etc/haproxy/haproxy.cfg', 'enable haproxy', 'start haproxy']);
   assert.ok(lbSummaries(plan, 'datastore', 'infra').includes(`create the datastore CA and a server certificate for ${ADDR.infra}`));
   const vrrp = await withRun(f, async (r) => {
     await r.apply();
@@ -515,7 +515,7 @@ test('switching the load balancer from nginx to HAProxy stops the nginx k8s-ha s
   f.write(seedYaml({ lb: '{kind: haproxy, port: 6443}' }));
   const plan = await withRun(f, (r) => r.plan());
   assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), [
-    'install haproxy',
+    'install haproxy socat',
     'create /etc/haproxy/haproxy.cfg',
     'stop and disable nginx (the load balancer is now haproxy)',
     'enable haproxy',
