@@ -1,0 +1,137 @@
+import { ok } from '../../src/transport/memory.js';
+import type { ExecResult } from '../../src/transport/host.js';
+import type { Machine } from './fleet-debian.js';
+
+/**
+ * MariaDB as the datastore phase and the k3s servers see it: `mariadb
+ * --batch` reading SQL on stdin (the variables, the database, the accounts
+ * with a server-side password comparison, the grants), and the k3s
+ * bootstrap data kine keeps in the database. openssl on the same host makes
+ * the TLS files.
+ */
+export interface FakeMariadb {
+  /** VERSION() as the server reports it. */
+  version: string;
+  /** Server defaults, upper-case names; what the running config sets wins (see variables()). */
+  variables: Record<string, string>;
+  databases: Set<string>;
+  /** account host -> password and TLS rule of the k3s user's accounts. */
+  users: Map<string, { password: string; ssl: string }>;
+  grants: Set<string>;
+  /** Every SQL script received on stdin. */
+  scripts: string[];
+  /** database -> the secret part of the token k3s's bootstrap data is encrypted with (FACTS). */
+  bootstrap: Map<string, string>;
+}
+
+export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb {
+  return {
+    version,
+    variables: { AUTO_INCREMENT_INCREMENT: '1', AUTO_INCREMENT_OFFSET: '1', MAX_CONNECTIONS: '151', INNODB_SNAPSHOT_ISOLATION: 'OFF' },
+    databases: new Set(),
+    users: new Map(),
+    grants: new Set(),
+    scripts: [],
+    bootstrap: new Map(),
+  };
+}
+
+const unescape = (s: string) => s.replace(/\\(.)/g, '$1');
+
+/** The variables of the running server: its defaults, then what the config it started with sets. */
+export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
+  const out = { ...db.variables };
+  for (const content of m.running.get('mariadb')?.values() ?? []) {
+    for (const line of (content ?? '').split('\n')) {
+      const kv = /^\s*([a-z_]+)\s*=\s*(\S+)\s*$/.exec(line);
+      if (kv && ['max_connections', 'innodb_snapshot_isolation'].includes(kv[1]!)) out[kv[1]!.toUpperCase()] = kv[2]!;
+    }
+  }
+  return out;
+}
+
+export function answerSql(m: Machine, db: FakeMariadb, sql: string): string {
+  db.scripts.push(sql);
+  if (sql.includes("SELECT 'version'")) {
+    const pw = unescape(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
+    const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
+    const rows = [`version\t${db.version}`];
+    for (const [k, v] of Object.entries(variables(m, db))) rows.push(`var\t${k}\t${v}`);
+    if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
+    for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
+    for (const h of db.grants) rows.push(`grant\t${h}`);
+    return rows.join('\n') + '\n';
+  }
+  for (const line of sql.split('\n')) {
+    let r = /^CREATE DATABASE IF NOT EXISTS `([^`]+)`/.exec(line);
+    if (r) db.databases.add(r[1]!);
+    r = /^(CREATE USER IF NOT EXISTS|ALTER USER) '[^']+'@'([^']+)' IDENTIFIED BY '((?:[^'\\]|\\.)*)' REQUIRE (SSL|NONE)/.exec(line);
+    if (r) {
+      const exists = db.users.has(r[2]!);
+      if (r[1] === 'ALTER USER' || !exists) db.users.set(r[2]!, { password: unescape(r[3]!), ssl: r[4] === 'SSL' ? 'ANY' : 'NONE' });
+    }
+    r = /^GRANT ALL PRIVILEGES ON .* TO '[^']+'@'([^']+)'/.exec(line);
+    if (r) db.grants.add(r[1]!);
+    r = /^DROP USER IF EXISTS '[^']+'@'([^']+)'/.exec(line);
+    if (r) {
+      db.users.delete(r[1]!);
+      db.grants.delete(r[1]!);
+    }
+  }
+  return '';
+}
+
+/** Why a k3s server at `from` cannot use the database, or null (kine's view of the DSN). */
+export function loginProblem(m: Machine, db: FakeMariadb, dsn: { user: string; password: string; database: string }, from: string, caFile: string | null, caOnClient: string | null): string | null {
+  if (!m.host.services.get('mariadb')?.active) return `dial tcp ${m.host.address}:3306: connect: connection refused`;
+  const bind = variablesBind(m);
+  if (bind !== m.host.address && bind !== '0.0.0.0') return `dial tcp ${m.host.address}:3306: connect: connection refused`;
+  const acct = db.users.get(from);
+  if (!acct || acct.password !== dsn.password) return `Error 1045 (28000): Access denied for user '${dsn.user}'@'${from}' (using password: YES)`;
+  if (acct.ssl === 'ANY' && (!caFile || caOnClient === null || caOnClient !== m.text('/etc/mysql/k8s-ha-tls/ca.pem'))) {
+    return `Error 1045 (28000): Access denied for user '${dsn.user}'@'${from}' (TLS required; datastore-cafile ${caFile ? 'does not verify the server' : 'not set'})`;
+  }
+  if (!db.grants.has(from)) return `Error 1044 (42000): Access denied for user '${dsn.user}'@'${from}' to database '${dsn.database}'`;
+  return null;
+}
+
+/** bind-address of the running server: the last file that sets it wins (60-k8s-ha.cnf after 50-server.cnf). */
+function variablesBind(m: Machine): string {
+  let bind = '127.0.0.1';
+  for (const content of m.running.get('mariadb')?.values() ?? []) {
+    const b = /^\s*bind-address\s*=\s*(\S+)/m.exec(content ?? '');
+    if (b) bind = b[1]!;
+  }
+  return bind;
+}
+
+const TLS_DIR = '/etc/mysql/k8s-ha-tls';
+
+/** `mariadb --batch`, the TLS status and issue commands, on one host. */
+export function attachMariadb(m: Machine, db: FakeMariadb): void {
+  const h = m.host;
+  h.handle(/^mariadb --batch/, (_cmd, stdin): ExecResult => {
+    if (!m.has('/usr/bin/mariadb')) return { code: 127, stdout: '', stderr: 'bash: line 1: mariadb: command not found' };
+    if (!h.services.get('mariadb')?.active) return { code: 1, stdout: '', stderr: "ERROR 2002 (HY000): Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)" };
+    return ok(answerSql(m, db, stdin));
+  });
+  h.handle((t) => t.startsWith(`if [ -s ${TLS_DIR}/ca.pem ]`), (cmd) => {
+    const address = /-checkip (\S+)/.exec(cmd.text)?.[1] ?? '';
+    const ca = m.has(`${TLS_DIR}/ca.pem`) && m.has(`${TLS_DIR}/ca-key.pem`);
+    const cert = m.text(`${TLS_DIR}/server.pem`);
+    const state = cert === null || !m.has(`${TLS_DIR}/server-key.pem`) ? 'missing' : ca && cert.includes(`IP:${address}`) && cert.includes(m.text(`${TLS_DIR}/ca.pem`)!.split('\n')[0]!) ? 'ok' : 'invalid';
+    return ok(`ca=${ca ? 'yes' : 'no'}\ncert=${state}\n`);
+  });
+  h.handle((t) => t.startsWith('set -e; umask 077;') && t.includes('openssl'), (cmd) => {
+    if (!m.has('/usr/bin/openssl')) return { code: 127, stdout: '', stderr: 'bash: line 2: openssl: command not found' };
+    const address = /subjectAltName=IP:([^' ]+)/.exec(cmd.text)?.[1] ?? '';
+    if (!m.has(`${TLS_DIR}/ca.pem`) || !m.has(`${TLS_DIR}/ca-key.pem`)) {
+      h.setFile(`${TLS_DIR}/ca-key.pem`, '-----BEGIN PRIVATE KEY----- simulated CA key\n', { mode: 0o600 });
+      h.setFile(`${TLS_DIR}/ca.pem`, `-----BEGIN CERTIFICATE----- simulated CA of ${h.name}\n`, { mode: 0o644 });
+    }
+    const caLine = m.text(`${TLS_DIR}/ca.pem`)!.split('\n')[0]!;
+    h.setFile(`${TLS_DIR}/server-key.pem`, '-----BEGIN PRIVATE KEY----- simulated server key\n', { mode: 0o600, owner: 'mysql', group: 'mysql' });
+    h.setFile(`${TLS_DIR}/server.pem`, `-----BEGIN CERTIFICATE----- simulated, IP:${address}, issuer:\n${caLine}\n`, { mode: 0o644 });
+    return ok();
+  });
+}

@@ -1,0 +1,52 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+
+/**
+ * A cluster file made usable without a network: k3s from a small local file
+ * standing in for the binary (install.source: local), and MetalLB from a
+ * local manifest pinned by its sha256. Everything else as in the original.
+ */
+
+/** The parts of MetalLB's release manifest the simulation looks at. */
+export const TEST_METALLB_MANIFEST = `apiVersion: v1
+kind: Namespace
+metadata: {name: metallb-system}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: controller, namespace: metallb-system}
+spec:
+  template:
+    spec:
+      containers:
+        - {name: controller, image: quay.io/metallb/controller:v0.14.9}
+`;
+
+export interface OfflineCluster {
+  /** The cluster file written in `dir`. */
+  file: string;
+  /** Its text. */
+  text: string;
+  /** The stand-in k3s binary. */
+  binary: string;
+  manifest: string;
+}
+
+/** Copy `source` (a cluster file) into `dir` as `name`, installing k3s and MetalLB from local files. */
+export function offlineCluster(source: string | { text: string }, dir: string, name = 'cluster.yaml'): OfflineCluster {
+  const binary = join(dir, 'k3s');
+  writeFileSync(binary, '#!/bin/sh\n# stands in for the k3s binary\n', { mode: 0o755 });
+  const manifest = join(dir, 'metallb-native.yaml');
+  writeFileSync(manifest, TEST_METALLB_MANIFEST);
+  const doc = parseDocument(typeof source === 'string' ? readFileSync(source, 'utf8') : source.text);
+  doc.setIn(['k3s', 'install'], doc.createNode({ source: 'local', path: binary }));
+  if (doc.hasIn(['metallb'])) {
+    doc.setIn(['metallb', 'manifest'], doc.createNode({ file: manifest, sha256: createHash('sha256').update(TEST_METALLB_MANIFEST).digest('hex') }));
+  }
+  const text = doc.toString();
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return { file, text, binary, manifest };
+}
