@@ -53,6 +53,32 @@ export interface ObservedState {
   packages: Map<string, string | null>;
   files: Map<string, ObservedFile>;
   services: Map<string, { active: boolean; enabled: boolean; exists: boolean }>;
+  /** Restarts or reloads an earlier, interrupted apply left owed (pending markers). */
+  pending: Map<string, PendingAction>;
+}
+
+/**
+ * An apply can be cut off after it wrote a daemon's config but before the
+ * daemon took it up. The re-run then finds the file in place and would
+ * change nothing, leaving the daemon on its old config. So before a watched
+ * file (or a binary) is replaced, a marker `PENDING_DIR/<unit>` names the
+ * restart or reload owed, and it is removed once that ran; a marker found by
+ * observe plans the restart again.
+ */
+export type PendingAction = 'restart' | 'reload';
+export const PENDING_DIR = '/var/lib/k8s-ha/pending';
+const pendingPath = (unit: string): string => `${PENDING_DIR}/${unit}`;
+
+/** Record that `unit` owes a restart (which covers a reload) or a reload. */
+export async function markPending(h: Host, unit: string, action: PendingAction): Promise<void> {
+  const cur = (await h.readFile(pendingPath(unit)))?.toString('utf8').trim();
+  if (cur === 'restart' || cur === action) return;
+  await h.writeFile(pendingPath(unit), `${action}\n`, { mode: 0o600 });
+}
+
+/** The owed restart or reload of `unit` has been done (or queued to systemd). */
+export async function clearPending(h: Host, unit: string): Promise<void> {
+  await h.removeFile(pendingPath(unit));
 }
 
 export async function observeDesired(host: Host, d: Desired): Promise<ObservedState> {
@@ -83,7 +109,14 @@ export async function observeDesired(host: Host, d: Desired): Promise<ObservedSt
     const st = parseServiceState(r.stdout, units);
     for (const u of units) services.set(u, st.get(u) ?? { active: false, enabled: false, exists: false });
   }
-  return { packages, files, services };
+  const pending = new Map<string, PendingAction>();
+  await Promise.all(
+    units.map(async (u) => {
+      const m = (await host.readFile(pendingPath(u)))?.toString('utf8').trim();
+      if (m === 'restart' || m === 'reload') pending.set(u, m);
+    }),
+  );
+  return { packages, files, services, pending };
 }
 
 const octal = (m: number) => '0' + (m & 0o7777).toString(8);
@@ -100,6 +133,16 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     });
   }
   const changedFiles = new Set<string>();
+  // Which services a file's change obliges to restart or reload.
+  const watchers = (path: string): { unit: string; action: PendingAction }[] =>
+    (d.services ?? []).flatMap((sv): { unit: string; action: PendingAction }[] => {
+      if (sv.running === false) return [];
+      if (sv.restartOn?.includes(path)) return [{ unit: sv.unit, action: 'restart' }];
+      return sv.reloadOn?.includes(path) ? [{ unit: sv.unit, action: 'reload' }] : [];
+    });
+  const owe = async (h: Host, path: string): Promise<void> => {
+    for (const w of watchers(path)) await markPending(h, w.unit, w.action);
+  };
   // A file missing now but owned by a package being installed may appear with
   // the package's default content; it is rewritten anyway, so count it changed.
   for (const f of d.files ?? []) {
@@ -120,13 +163,23 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
       detail: contentDiffers
         ? unifiedDiff(f.path, before === null ? null : maskSecrets(before, secrets), maskSecrets(f.content, secrets))
         : undefined,
-      apply: async (h) => h.writeFile(f.path, f.content, { mode, owner, group, check: f.check }),
+      apply: async (h) => {
+        await owe(h, f.path);
+        await h.writeFile(f.path, f.content, { mode, owner, group, check: f.check });
+      },
     });
   }
   for (const path of d.absent ?? []) {
     if (o.files.get(path)?.content == null) continue;
     changedFiles.add(path);
-    changes.push({ kind: 'remove', summary: `remove ${path}`, apply: (h) => h.removeFile(path) });
+    changes.push({
+      kind: 'remove',
+      summary: `remove ${path}`,
+      apply: async (h) => {
+        await owe(h, path);
+        await h.removeFile(path);
+      },
+    });
   }
   const unitFileChanged = [...changedFiles].some((p) => p.startsWith('/etc/systemd/') || p.startsWith('/lib/systemd/'));
   if (unitFileChanged) {
@@ -146,13 +199,15 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     }
     const restartFor = (s.restartOn ?? []).filter((p) => changedFiles.has(p));
     const reloadFor = (s.reloadOn ?? []).filter((p) => changedFiles.has(p));
+    const owed = o.pending?.get(s.unit);
     // A package install may start a daemon with its default config, so a
     // service inactive now may be active when this runs: restart covers both.
-    if (!cur.active || restartFor.length) {
-      const summary = cur.active ? `restart ${s.unit} (${restartFor.join(', ')} changed)` : `start ${s.unit}`;
-      changes.push({ kind: 'service', summary, apply: async (h) => void (await h.exec(systemctl('restart', s.unit))) });
-    } else if (reloadFor.length) {
-      changes.push({ kind: 'service', summary: `reload ${s.unit} (${reloadFor.join(', ')} changed)`, apply: async (h) => void (await h.exec(systemctl('reload', s.unit))) });
+    if (!cur.active || restartFor.length || owed === 'restart') {
+      const summary = !cur.active ? `start ${s.unit}` : restartFor.length ? `restart ${s.unit} (${restartFor.join(', ')} changed)` : `restart ${s.unit} (owed since an interrupted apply)`;
+      changes.push({ kind: 'service', summary, apply: async (h) => (await h.exec(systemctl('restart', s.unit)), await clearPending(h, s.unit)) });
+    } else if (reloadFor.length || owed === 'reload') {
+      const summary = reloadFor.length ? `reload ${s.unit} (${reloadFor.join(', ')} changed)` : `reload ${s.unit} (owed since an interrupted apply)`;
+      changes.push({ kind: 'service', summary, apply: async (h) => (await h.exec(systemctl('reload', s.unit)), await clearPending(h, s.unit)) });
     }
   }
   return changes;

@@ -1,4 +1,4 @@
-import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { clearPending, diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
@@ -171,12 +171,19 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       } catch {
         return [];
       }
-      const { changes, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed);
+      const { changes, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
       const base = diffDesired(want, o.state, ctx.secrets);
       const restarting = base.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary));
       const out = [...changes, ...base];
       if (binaryChanged && !restarting) {
-        out.push({ kind: 'service', summary: `restart ${AGENT_UNIT} (binary changed)`, apply: async (h) => void (await h.exec(systemctl('restart', AGENT_UNIT))) });
+        out.push({
+          kind: 'service',
+          summary: `restart ${AGENT_UNIT} (binary changed)`,
+          apply: async (h) => {
+            await h.exec(systemctl('restart', AGENT_UNIT));
+            await clearPending(h, AGENT_UNIT);
+          },
+        });
       }
       return out;
     },

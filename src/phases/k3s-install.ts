@@ -1,3 +1,4 @@
+import { markPending } from '../engine/desired.js';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -280,8 +281,12 @@ async function upload(h: Host, path: string, a: Artifact, mode: number): Promise
   await h.exec(recordHash(path, a.sha256));
 }
 
-/** Upload the binary and images whose hash differs. `binaryChanged` tells the caller to restart. */
-export function installChanges(version: string | undefined, want: WantedArtifacts, have: InstalledArtifacts): { changes: Change[]; binaryChanged: boolean } {
+/**
+ * Upload the binary and images whose hash differs. `binaryChanged` tells the
+ * caller to restart `unit`; the restart is also recorded as owed on the host
+ * before the upload, so an apply cut off in between restarts it on the re-run.
+ */
+export function installChanges(version: string | undefined, want: WantedArtifacts, have: InstalledArtifacts, unit: string): { changes: Change[]; binaryChanged: boolean } {
   if (!want.ok) return { changes: [], binaryChanged: false };
   const changes: Change[] = [];
   // Images first: k3s imports them at start, and the start follows the binary.
@@ -301,7 +306,10 @@ export function installChanges(version: string | undefined, want: WantedArtifact
       kind: 'file',
       summary: `${have.binary ? 'replace' : 'install'} k3s${v} at ${K3S_BINARY_PATH} (sha256 ${want.binary.sha256.slice(0, 12)}…, from ${want.binary.origin})`,
       // Written beside and renamed: a running k3s keeps its old inode.
-      apply: (h) => upload(h, K3S_BINARY_PATH, want.binary, 0o755),
+      apply: async (h) => {
+        await markPending(h, unit, 'restart');
+        await upload(h, K3S_BINARY_PATH, want.binary, 0o755);
+      },
     });
   }
   return { changes, binaryChanged };

@@ -1,5 +1,5 @@
 import { parse as parseYaml } from 'yaml';
-import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
@@ -192,6 +192,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
       enteredBefore.set(host.name, Number(entered) || 0);
       cursorBefore.set(host.name, cursor || null);
+      // Queued to systemd: it runs even if this apply is cut off now.
+      await clearPending(host, SERVER_UNIT);
     },
   });
 
@@ -257,7 +259,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       } catch {
         return []; // preflight reports the renderer's refusal
       }
-      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed);
+      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
       const changes: Change[] = [...install];
       let caChanged = false;
       if (d.spec.datastore.tls.enabled) {
@@ -272,6 +274,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
             apply: async (host) => {
               const ca = o.datastoreCa ?? (await readDatastoreCa(ctx));
               if (!ca) throw new Error(`the datastore CA ${DATASTORE_TLS.caFile} is missing on the datastore host; apply the datastore phase first`);
+              if (have) await markPending(host, SERVER_UNIT, 'restart');
               await host.writeFile(DATASTORE_CA_PATH, ca, { mode: 0o644 });
             },
           });
