@@ -245,3 +245,19 @@ test('concurrency bounds how many hosts are worked on at once', async () => {
   await engineFor({ ...cluster(), hosts: names }, hosts, [phase], { concurrency: 3 }).apply();
   assert.equal(maxActive, 3);
 });
+
+test('a reload owed when an apply was cut off after the config write is planned again on the re-run, then cleared', async () => {
+  const hosts = memHosts(['a']);
+  const c = { ...cluster(), hosts: ['a'] };
+  await engineFor(c, hosts).apply();
+  const a = hosts.get('a')!;
+  a.failNext(/^systemctl reload webd/, { stderr: 'connection dropped' });
+  await assert.rejects(engineFor({ ...c, port: 9090 }, hosts).apply(), /reload/);
+  assert.equal(a.text('/etc/webd.conf'), 'host a\nport 9090\n');
+  assert.equal(a.services.get('webd')!.reloads, 0);
+  const plan = await engineFor({ ...c, port: 9090 }, hosts).plan();
+  assert.deepEqual(plan.steps.flatMap((s) => s.changes.map((x) => x.summary)), ['reload webd (owed since an interrupted apply)']);
+  await engineFor({ ...c, port: 9090 }, hosts).apply();
+  assert.equal(a.services.get('webd')!.reloads, 1);
+  assert.equal((await engineFor({ ...c, port: 9090 }, hosts).plan()).empty, true);
+});
