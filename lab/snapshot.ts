@@ -45,7 +45,12 @@ async function processes(): Promise<string[]> {
       // A zombie is already dead; its parent (here PID 1) reaps it shortly.
       if (state === 'Z') continue;
       const ns = await readlink(`/proc/${e}/ns/pid`);
-      if (ns !== ownNs || comm === 'systemd-nspawn') out.push(`${e} ${comm}`);
+      if (ns !== ownNs || comm === 'systemd-nspawn') {
+        // Which lab's machine it runs in, so another lab's processes (which
+        // start and stop on their own) are not taken for this lab's traces.
+        const lab = /\/k8s-ha-lab\/([^/\n]+)/.exec(await readFile(`/proc/${e}/cgroup`, 'utf8').catch(() => ''))?.[1];
+        out.push(`${e} ${comm}${lab ? ` lab=${lab}` : ''}`);
+      }
     } catch {
       // exited while we looked
     }
@@ -81,10 +86,14 @@ export async function snapshotHost(env: NodeJS.ProcessEnv = process.env): Promis
 /** What differs between two snapshots, one line per difference; empty when none. */
 export function diffSnapshots(before: HostSnapshot, after: HostSnapshot): string[] {
   const out: string[] = [];
+  // Labs that were up before: their machines' processes come and go by themselves.
+  const labOf = (x: string): string | undefined => / lab=(\S+)$/.exec(x)?.[1];
+  const otherLabs = new Set(before.processes.map(labOf).filter((x): x is string => Boolean(x)));
+  const othersProcess = (x: string): boolean => otherLabs.has(labOf(x) ?? '');
   for (const key of ['mounts', 'links', 'routes', 'nftRuleset', 'files', 'cgroups', 'processes'] as const) {
     const b = new Set(before[key]);
     const a = new Set(after[key]);
-    for (const x of a) if (!b.has(x)) out.push(`${key}: left behind: ${x}`);
+    for (const x of a) if (!b.has(x) && !(key === 'processes' && othersProcess(x))) out.push(`${key}: left behind: ${x}`);
     // A process that ended on its own is no trace of the lab.
     if (key !== 'processes') for (const x of b) if (!a.has(x)) out.push(`${key}: gone: ${x}`);
   }
