@@ -129,3 +129,21 @@ export function assertUnique<T>(field: string, items: readonly T[], key: (t: T) 
     seen.add(k);
   }
 }
+
+/** The listener and the k3s servers that every load-balancer config forwards to (nginx, HAProxy). */
+export function assertListenerAndServers(input: {
+  listenPort: number;
+  listenAddress?: string;
+  servers: readonly { name: string; address: string; port: number }[];
+}): void {
+  assertPort('listenPort', input.listenPort);
+  if (input.listenAddress !== undefined) assertIp('listenAddress', input.listenAddress);
+  if (!Array.isArray(input.servers) || input.servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
+  input.servers.forEach((s, i) => {
+    assertName(`servers[${i}].name`, s.name);
+    assertHost(`servers[${i}].address`, s.address);
+    assertPort(`servers[${i}].port`, s.port);
+  });
+  assertUnique('servers[].name', input.servers, (s) => s.name);
+  assertUnique('servers[].address:port', input.servers, (s) => hostPort(s.address, s.port));
+}

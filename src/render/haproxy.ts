@@ -1,12 +1,10 @@
 import {
   RenderInputError,
+  assertListenerAndServers,
   assertInt,
   assertIp,
-  assertName,
   assertPath,
   assertPort,
-  assertHost,
-  assertUnique,
   byString,
   durationText,
   hostPort,
@@ -63,16 +61,7 @@ export interface HaproxyLbInput {
 }
 
 function validate(input: HaproxyLbInput): void {
-  assertPort('listenPort', input.listenPort);
-  if (input.listenAddress !== undefined) assertIp('listenAddress', input.listenAddress);
-  if (!Array.isArray(input.servers) || input.servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
-  input.servers.forEach((s, i) => {
-    assertName(`servers[${i}].name`, s.name);
-    assertHost(`servers[${i}].address`, s.address);
-    assertPort(`servers[${i}].port`, s.port);
-  });
-  assertUnique('servers[].name', input.servers, (s) => s.name);
-  assertUnique('servers[].address:port', input.servers, (s) => hostPort(s.address, s.port));
+  assertListenerAndServers(input);
   durationText('connectTimeoutMs', input.connectTimeoutMs);
   durationText('idleTimeoutMs', input.idleTimeoutMs);
   const hc = input.healthCheck;

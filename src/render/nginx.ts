@@ -1,12 +1,8 @@
 import {
   RenderInputError,
-  assertHost,
+  assertListenerAndServers,
   assertInt,
-  assertIp,
   assertPath,
-  assertName,
-  assertPort,
-  assertUnique,
   byString,
   durationText,
   hostPort,
@@ -66,16 +62,7 @@ export interface NginxLbInput {
 const DEFAULT_WORKER_CONNECTIONS = 4096;
 
 function validate(input: NginxLbInput): void {
-  assertPort('listenPort', input.listenPort);
-  if (input.listenAddress !== undefined) assertIp('listenAddress', input.listenAddress);
-  if (!Array.isArray(input.servers) || input.servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
-  input.servers.forEach((s, i) => {
-    assertName(`servers[${i}].name`, s.name);
-    assertHost(`servers[${i}].address`, s.address);
-    assertPort(`servers[${i}].port`, s.port);
-  });
-  assertUnique('servers[].name', input.servers, (s) => s.name);
-  assertUnique('servers[].address:port', input.servers, (s) => hostPort(s.address, s.port));
+  assertListenerAndServers(input);
   assertInt('maxFails', input.maxFails, 0, 100);
   durationText('connectTimeoutMs', input.connectTimeoutMs);
   durationText('idleTimeoutMs', input.idleTimeoutMs);
