@@ -10,6 +10,7 @@
  */
 import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { labBlocker } from './requirements.js';
 import { DEFAULT_TEST_LAB_WAIT_MS, labDown, labUp, openLab, type Lab, type LabOptions } from './index.js';
 import { acquireLock, stateRoot, type Lock } from './state.js';
@@ -87,5 +88,21 @@ export async function withLab<T>(opts: WithLabOptions, fn: (lab: Lab) => Promise
     }
   } finally {
     await lock.release();
+  }
+}
+
+/** Polls `fn` every second until it returns a value, or fails after `timeoutMs` with the last error seen. */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== null) return v;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last ? `; last error: ${last}` : ''}`);
+    await sleep(1000);
   }
 }

@@ -9,20 +9,10 @@ import { metallbPhase, servicelbState, type MetallbPhaseOptions } from '../../sr
 import type { KubeItem } from '../../src/kube/kubectl-host.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { Secret } from '../../src/util/secret.js';
+import { TEST_METALLB_MANIFEST } from '../support/offline-example.js';
 
-const MANIFEST = `apiVersion: v1
-kind: Namespace
-metadata: {name: metallb-system}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: controller, namespace: metallb-system}
-spec:
-  template:
-    spec:
-      containers:
-        - {name: controller, image: quay.io/metallb/controller:v0.14.9}
-`;
+/** The same trimmed manifest the simulated fleet serves. */
+const MANIFEST = TEST_METALLB_MANIFEST;
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 const K3S_CONFIG = 'token: x\ndisable:\n  - servicelb\n  - traefik\n';

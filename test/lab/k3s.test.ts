@@ -11,7 +11,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import { PreflightError } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
@@ -23,7 +22,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
 import { k3sServersPhase, type K3sPhaseOptions } from '../../src/phases/k3s-servers.js';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, withLab } from '../../lab/testing.js';
+import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
@@ -80,20 +79,6 @@ async function unitTimes(lab: Lab, host: string): Promise<{ stopped: number; rea
 
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
 
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== null) return v;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last ? `; last error: ${last}` : ''}`);
-    await sleep(1000);
-  }
-}
 
 async function scenario(t: TestContext, f: Flavour): Promise<void> {
   await withLab({ skip: (r) => t.skip(r) }, async (lab) => {

@@ -11,7 +11,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import { ClusterRun } from '../../src/engine/run.js';
 import { hostKubectl, type KubeItem, type KubeList } from '../../src/kube/kubectl-host.js';
@@ -20,7 +19,7 @@ import { poolOf } from '../../src/verify/checks.js';
 import { formatReport } from '../../src/verify/report.js';
 import { runVerify } from '../../src/verify/run.js';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, withLab } from '../../lab/testing.js';
+import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
 import { LAB_K3S, LAB_METALLB_VERSION, labMetallbController, labMetallbManifest, startLabMetallbController } from '../../lab/components.js';
 
 const VERSION = LAB_METALLB_VERSION;
@@ -40,20 +39,6 @@ async function open(lab: Lab, file: string): Promise<ClusterRun> {
   return ClusterRun.open(file, { env: process.env, connect: (h) => lab.connect(h.name) });
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== null) return v;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last ? `; last error: ${last}` : ''}`);
-    await sleep(1000);
-  }
-}
 
 async function scenario(t: TestContext): Promise<void> {
   await withLab({ servers: 2, agents: 1, skip: (r) => t.skip(r) }, async (lab) => {
