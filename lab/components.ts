@@ -29,6 +29,11 @@ export const labMetallbController = (version = LAB_METALLB_VERSION): string => j
 export interface LabComponents {
   /** The lab's k3s binary, when built (scripts/build-labk3s.sh). */
   k3sBinary?: string;
+  /**
+   * The k3s release the cluster file pins for it: the Kubernetes release the
+   * stand-in reports, with +k3s1 (validate checks a local binary's version).
+   */
+  k3sVersion?: string;
   /** MetalLB's manifest for the lab, with its sha256. */
   metallbManifest?: { file: string; sha256: string };
 }
@@ -58,14 +63,24 @@ export async function labMetallbManifest(dir: string, version = LAB_METALLB_VERS
  */
 export async function labComponents(cacheDir: string, log: (line: string) => void): Promise<LabComponents> {
   const out: LabComponents = {};
-  if (existsSync(LAB_K3S)) out.k3sBinary = LAB_K3S;
-  else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
+  if (existsSync(LAB_K3S)) {
+    out.k3sBinary = LAB_K3S;
+    out.k3sVersion = await labK3sVersion(LAB_K3S);
+  } else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
   try {
     out.metallbManifest = await labMetallbManifest(cacheDir);
   } catch (e) {
     log(`W: MetalLB's manifest could not be fetched from the Go module proxy (${(e as Error).message.split('\n')[0]}); the cluster file will try the release URL`);
   }
   return out;
+}
+
+/** `k3s version v1.37.2+labk3s (lab's k3s)` -> v1.37.2+k3s1: the release a cluster file pins for that binary. */
+export async function labK3sVersion(binary: string): Promise<string> {
+  const { stdout } = await run(binary, ['--version'], { timeout: 10_000 });
+  const v = /k3s version (v[0-9]+\.[0-9]+\.[0-9]+)/.exec(stdout)?.[1];
+  if (!v) throw new Error(`${binary} --version printed no k3s version: ${stdout.split('\n')[0]}`);
+  return `${v}+k3s1`;
 }
 
 /** The parts of a lab that starting MetalLB's controller needs. */

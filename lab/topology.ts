@@ -80,7 +80,7 @@ export function renderClusterFile(c: ClusterFileInput): string {
     loadBalancer,
     datastore: { kind: 'mariadb', database: 'k3s', user: 'k3s', password: 'generate' },
     k3s: {
-      version: 'v1.31.4+k3s1',
+      version: c.components?.k3sVersion ?? 'v1.31.4+k3s1',
       token: 'generate',
       disable: ['servicelb', 'traefik'],
       ...(c.components?.k3sBinary ? { install: { source: 'local', path: c.components.k3sBinary } } : {}),

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Cluster, ClusterHost, SecretRef } from '../spec/cluster.js';
 import { loadClusterFile, type Env } from '../spec/load.js';
+import type { LocalFileOptions } from '../spec/local-files.js';
 import type { Host } from '../transport/host.js';
 import type { HostKeyStore } from '../transport/hostkeys.js';
 import { connectSsh } from '../transport/ssh.js';
@@ -43,9 +44,17 @@ export interface OpenOptions {
   acceptHostKeyFor?: ReadonlySet<string>;
 }
 
-/** Load and check a cluster file; a bad file is a UserError listing every problem. */
-export function loadCluster(file: string, env: Env = process.env): { cluster: Cluster; warnings: ReturnType<typeof loadClusterFile>['diagnostics'] } {
-  const r = loadClusterFile(file, env);
+/**
+ * Load and check a cluster file; a bad file is a UserError listing every
+ * problem. SSH key files are checked only when asked (ClusterRun.open does
+ * when it connects over SSH): a caller that reaches hosts otherwise needs none.
+ */
+export function loadCluster(
+  file: string,
+  env: Env = process.env,
+  opts: LocalFileOptions = { sshKeys: false },
+): { cluster: Cluster; warnings: ReturnType<typeof loadClusterFile>['diagnostics'] } {
+  const r = loadClusterFile(file, env, opts);
   const errors = r.diagnostics.filter((d) => d.severity === 'error');
   if (!r.cluster || errors.length) {
     throw new UserError(`${file}: ${errors.length} problem${errors.length === 1 ? '' : 's'} in the cluster file`, r.diagnostics);
@@ -65,7 +74,7 @@ export class ClusterRun {
   ) {}
 
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
-    const { cluster } = loadCluster(file, opts.env ?? process.env);
+    const { cluster } = loadCluster(file, opts.env ?? process.env, { sshKeys: opts.connect === undefined });
     const state = await StateFile.load(StateFile.pathFor(file), cluster.name);
     const connect = memoConnect(opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor));
     if (cluster.k3s.token.source === 'generate' && !state.has('k3sToken')) {

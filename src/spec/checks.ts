@@ -6,6 +6,7 @@
  * or, worse, later.
  */
 import { error, formatPath, warning, type Diagnostic } from './diagnostics.js';
+import { checkDatastoreValues, checkFlagValues, checkHostValues, checkLoadBalancerValues, checkPortsAgainstSsh, checkSshValues } from './checks-values.js';
 import { parseDuration } from './duration.js';
 import { K3S_AGENT_FLAGS, K3S_SERVER_FLAGS, MANAGED_AGENT_FLAGS, MANAGED_SERVER_FLAGS, suggestFlag, type ManagedFlag } from './k3s-flags.js';
 import { intToIpv4, ipv4ToInt, parseCidr, parsePoolEntry, rangeContains, rangesOverlap, cidrHasHostBits, type Ipv4Range } from './net.js';
@@ -30,6 +31,13 @@ export const CHECK_GROUPS: readonly { needs: readonly (keyof ClusterFile)[]; run
   { needs: ['hosts', 'k3s', 'metallb'], run: checkK3sAgainstHosts },
   { needs: ['k3s', 'metallb'], run: checkMetallb },
   { needs: ['hosts', 'metallb'], run: checkPoolsAgainstHosts },
+  // Values a renderer, a daemon or ssh2 would refuse or misread (checks-values.ts).
+  { needs: ['ssh', 'hosts'], run: checkSshValues },
+  { needs: ['loadBalancer'], run: checkLoadBalancerValues },
+  { needs: ['hosts', 'loadBalancer'], run: checkHostValues },
+  { needs: ['ssh', 'hosts', 'loadBalancer', 'datastore'], run: checkPortsAgainstSsh },
+  { needs: ['datastore'], run: checkDatastoreValues },
+  { needs: ['k3s'], run: checkFlagValues },
 ];
 
 /** Run every cross-field check on a file that passed the schema. */

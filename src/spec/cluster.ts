@@ -135,6 +135,8 @@ export interface ResolveContext {
 }
 
 const envRefRe = new RegExp(ENV_REF_PATTERN);
+// No config format or DSN a secret goes into carries these (render/common.ts assertNoControlChars).
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
 
 function envName(ref: string): string {
   return ref.slice('${env:'.length, -1);
@@ -159,9 +161,12 @@ export function resolveSecretRef(
     if (v === undefined || v === '') {
       const orGenerate = literal === 'allowed' ? '' : ', or use "generate"';
       out.push(error(path, `environment variable ${name} is not set`, `export ${name}=... before running k8s-ha${orGenerate}`));
+    } else if (CONTROL_CHAR.test(v)) {
+      out.push(error(path, `environment variable ${name} holds a newline or another control character`, `export ${name} with the secret alone, on one line`));
     }
     return { source: 'env', name, value: new Secret(v ?? '') };
   }
+  if (CONTROL_CHAR.test(value)) out.push(error(path, 'the secret holds a newline or another control character', 'write it on one line'));
   if (literal === 'warn') {
     out.push(warning(path, 'a literal secret is written in the cluster file', 'use "generate", "${env:NAME}" or {file: PATH} so the file can be shared and committed'));
   }
@@ -198,6 +203,10 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
       out.push(
         warning(`hosts[${i}].sudo.passwordEnv`, `environment variable ${sudoEnv} is not set`, `export ${sudoEnv}=... before plan or apply, or allow passwordless sudo for ${s.user}`),
       );
+    }
+    // sudo -S reads the password as one line from standard input.
+    if (sudoPassword && /[\n\r\u0000]/.test(sudoPassword)) {
+      out.push(error(`hosts[${i}].sudo.passwordEnv`, `environment variable ${sudoEnv} holds a line break: sudo reads one line`, `export ${sudoEnv} with the password alone`));
     }
     return {
       name: h.name,

@@ -3,12 +3,13 @@
  * checks -> resolved Cluster. Every stage adds to one list of diagnostics;
  * a Cluster is returned only when none of them is an error.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument } from 'yaml';
 import { CHECK_GROUPS } from './checks.js';
-import { resolveCluster, type Cluster, type SecretRef } from './cluster.js';
+import { resolveCluster, type Cluster } from './cluster.js';
+import { localFileProblems, type LocalFileOptions } from './local-files.js';
 import { attachPositions, error, hasErrors, sortDiagnostics, type Diagnostic } from './diagnostics.js';
 import { ClusterFileSchema, type ClusterFile } from './schema.js';
 import { schemaDiagnostics } from './schema-errors.js';
@@ -31,7 +32,7 @@ export function parseCluster(text: string, fileName: string, env: Env): LoadResu
 }
 
 /** The pipeline; `extra` adds checks on the resolved cluster (loadClusterFile's file checks). */
-function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) => Diagnostic[]): LoadResult {
+function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster, f: ClusterFile) => Diagnostic[]): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   const diagnostics: Diagnostic[] = [];
@@ -71,7 +72,7 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) =
   let cluster: Cluster | undefined;
   if (schemaProblems.length === 0) {
     cluster = resolveCluster(file, { env, baseDir: dirname(resolvePath(fileName)) }, diagnostics);
-    diagnostics.push(...extra(cluster));
+    diagnostics.push(...extra(cluster, file));
   }
 
   attachPositions(diagnostics, doc, lineCounter);
@@ -80,10 +81,10 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) =
 }
 
 /**
- * Read and check a cluster file, then check that the local files it names
- * (secrets, the k3s binary, a MetalLB manifest) exist.
+ * Read and check a cluster file, then the local files it names (secrets, SSH
+ * keys, the k3s binary and its version, a MetalLB manifest and its digest).
  */
-export function loadClusterFile(path: string, env: Env): LoadResult {
+export function loadClusterFile(path: string, env: Env, opts: LocalFileOptions = {}): LoadResult {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -91,23 +92,7 @@ export function loadClusterFile(path: string, env: Env): LoadResult {
     const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
     return { diagnostics: [error('', `cannot read ${path}: ${reason}`, 'give the path of a cluster file, or write one with `k8s-ha init`')] };
   }
-  return analyse(text, path, env, missingLocalFiles);
-}
-
-/** Local files the cluster refers to that do not exist. */
-function missingLocalFiles(c: Cluster): Diagnostic[] {
-  const out: Diagnostic[] = [];
-  const check = (p: string | undefined, path: string, what: string) => {
-    if (p !== undefined && !existsSync(p)) out.push(error(path, `${what} ${p} does not exist`, `create it, or correct the path (relative paths start at the cluster file's directory)`));
-  };
-  const ref = (r: SecretRef | undefined, path: string) => (r?.source === 'file' ? check(r.path, `${path}.file`, 'secret file') : undefined);
-  ref(c.datastore.password, 'datastore.password');
-  ref(c.k3s.token, 'k3s.token');
-  ref(c.k3s.agentToken, 'k3s.agentToken');
-  check(c.k3s.install.path, 'k3s.install.path', 'k3s binary');
-  check(c.k3s.install.airgapImages, 'k3s.install.airgapImages', 'air-gap images');
-  check(c.metallb?.manifest?.file, 'metallb.manifest.file', 'MetalLB manifest');
-  return out;
+  return analyse(text, path, env, (c, f) => localFileProblems(f, c, opts));
 }
 
 function yamlHint(code: string): string {

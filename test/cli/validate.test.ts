@@ -3,11 +3,13 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runCli, tempDir } from './helpers.js';
+import { homeWithKeys } from '../support/home.js';
 
 const seed = join(import.meta.dirname, '../../examples/seed.yaml');
 
 test('validate accepts the seed example and names the API address', async (t) => {
   const dir = tempDir(t);
+  homeWithKeys(dir); // the seed's ~/.ssh/id_ed25519 (runCli's HOME is the directory)
   copyFileSync(seed, join(dir, 'cluster.yaml'));
   const r = await runCli(['validate'], { cwd: dir });
   assert.equal(r.code, 0, r.stderr);

@@ -15,6 +15,7 @@ import { K3sArtifacts } from '../../src/phases/k3s-install.js';
 import { k3sServersPhase } from '../../src/phases/k3s-servers.js';
 import { tokenPassphrase } from '../../src/phases/k3s-token.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
+import { standInK3s } from '../support/offline-example.js';
 
 /**
  * Memory hosts that behave like k3s where the phases look: a start writes
@@ -76,7 +77,7 @@ ${extraK3s}`;
 function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; readyTimeoutMs?: number } = {}): FakeCluster {
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-k3s-'));
   const binary = join(dir, 'k3s');
-  writeFileSync(binary, 'fake k3s binary v1\n');
+  writeFileSync(binary, standInK3s('v1.31.4+k3s1', 'fake k3s binary v1'), { mode: 0o755 });
   const file = join(dir, 'lab.yaml');
   writeFileSync(file, clusterYaml(binary));
   const restarts: RestartRecord[] = [];
@@ -275,7 +276,7 @@ test('a new binary is uploaded and restarts the servers one at a time; the agent
   const fc = fakeCluster({ readyDelayMs: 20 });
   t.after(fc.cleanup);
   await (await fc.open()).apply();
-  writeFileSync(fc.binary, 'fake k3s binary v2\n');
+  writeFileSync(fc.binary, standInK3s('v1.31.4+k3s1', 'fake k3s binary v2'));
   const from = fc.restarts.length;
   const agentRestarts = AGENTS.map((a) => fc.hosts.get(a)!.services.get('k3s-agent')!.restarts);
   const run = await fc.open();
@@ -283,7 +284,7 @@ test('a new binary is uploaded and restarts the servers one at a time; the agent
   await run.close();
   assert.deepEqual(fc.restarts.slice(from).map((r) => `${r.host} ${r.kind}`), ['server1 restart', 'server2 restart']);
   AGENTS.forEach((a, i) => {
-    assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s binary v2\n');
+    assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), standInK3s('v1.31.4+k3s1', 'fake k3s binary v2'));
     assert.equal(fc.hosts.get(a)!.services.get('k3s-agent')!.restarts, agentRestarts[i]! + 1);
   });
 });

@@ -7,6 +7,7 @@
 // (labk3s/bin/k3s: upstream kine + kube-apiserver + controllers, kwok
 // nodes) and, when K8S_HA_REAL_K3S names a binary, with real k3s.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -38,7 +39,9 @@ interface Flavour {
 function clusterFile(lab: Lab, dir: string, f: Flavour, k3sExtra: Record<string, unknown> = {}): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
   delete doc.metallb;
-  doc.k3s = { ...doc.k3s, install: { source: 'local', path: f.binary, ...(f.images ? { airgapImages: f.images } : {}) }, ...k3sExtra };
+  // Pin the release the binary reports (validate compares them): real k3s says vX.Y.Z+k3sN.
+  const reported = /k3s version (v\S+\+k3s[0-9]+)/.exec(execFileSync(f.binary, ['--version'], { encoding: 'utf8', timeout: 10_000 }))?.[1];
+  doc.k3s = { ...doc.k3s, ...(reported ? { version: reported } : {}), install: { source: 'local', path: f.binary, ...(f.images ? { airgapImages: f.images } : {}) }, ...k3sExtra };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;

@@ -37,10 +37,11 @@ export interface OfflineCluster {
 /** Copy `source` (a cluster file) into `dir` as `name`, installing k3s and MetalLB from local files. */
 export function offlineCluster(source: string | { text: string }, dir: string, name = 'cluster.yaml'): OfflineCluster {
   const binary = join(dir, 'k3s');
-  writeFileSync(binary, '#!/bin/sh\n# stands in for the k3s binary\n', { mode: 0o755 });
   const manifest = join(dir, 'metallb-native.yaml');
   writeFileSync(manifest, TEST_METALLB_MANIFEST);
   const doc = parseDocument(typeof source === 'string' ? readFileSync(source, 'utf8') : source.text);
+  // validate asks a local binary for its version: the stand-in answers with the pinned one.
+  writeFileSync(binary, standInK3s(String(doc.getIn(['k3s', 'version']) ?? 'v1.31.4+k3s1')), { mode: 0o755 });
   doc.setIn(['k3s', 'install'], doc.createNode({ source: 'local', path: binary }));
   if (doc.hasIn(['metallb'])) {
     doc.setIn(['metallb', 'manifest'], doc.createNode({ file: manifest, sha256: createHash('sha256').update(TEST_METALLB_MANIFEST).digest('hex') }));
@@ -49,4 +50,9 @@ export function offlineCluster(source: string | { text: string }, dir: string, n
   const file = join(dir, name);
   writeFileSync(file, text);
   return { file, text, binary, manifest };
+}
+
+/** A script standing in for the k3s binary: it answers `--version` as k3s does, nothing else. */
+export function standInK3s(version: string, note = 'stands in for the k3s binary'): string {
+  return `#!/bin/sh\n# ${note}\necho "k3s version ${version} (stand-in)"\n`;
 }

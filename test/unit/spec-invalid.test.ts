@@ -8,15 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseDocument } from 'yaml';
-import { parseCluster, type Diagnostic, type Severity } from '../../src/spec/index.js';
+import { parseCluster, type Severity } from '../../src/spec/index.js';
+import { checkDiagnostics, seedVariant, type Expect, type SeedEdit } from '../support/spec-cases.js';
 
 const SEED_TEXT = readFileSync('examples/seed.yaml', 'utf8');
 const FIXTURES = 'test/fixtures/spec/invalid';
 
-type Path = (string | number)[];
-type Edit = { set: Path; to: unknown } | { del: Path } | { add: Path; item: unknown } | { text: [string, string] };
-type Expect = [Severity, string, RegExp];
+type Edit = SeedEdit;
 
 interface Case {
   name: string;
@@ -25,20 +23,7 @@ interface Case {
   env?: Record<string, string>;
 }
 
-function variant(edits: Edit[]): string {
-  let text = SEED_TEXT;
-  for (const e of edits.filter((x): x is Extract<Edit, { text: [string, string] }> => 'text' in x)) {
-    assert.ok(text.includes(e.text[0]), `seed contains ${e.text[0]}`);
-    text = text.replace(e.text[0], e.text[1]);
-  }
-  const doc = parseDocument(text);
-  for (const e of edits) {
-    if ('set' in e) doc.setIn(e.set, doc.createNode(e.to));
-    else if ('del' in e) doc.deleteIn(e.del);
-    else if ('add' in e) doc.addIn(e.add, doc.createNode(e.item));
-  }
-  return String(doc);
-}
+const variant = (edits: Edit[]): string => seedVariant(SEED_TEXT, edits);
 
 const host = (name: string, address: string, roles: string[]) => ({ name, address, roles });
 const lb2 = { add: ['hosts'], item: host('lb2', '192.168.0.155', ['loadbalancer']) };
@@ -360,19 +345,7 @@ const CASES: Case[] = [
   },
 ];
 
-function check(diags: Diagnostic[], expect: Expect[]): void {
-  const errorPaths = [...new Set(diags.filter((d) => d.severity === 'error').map((d) => d.path))].sort();
-  const expectedErrorPaths = [...new Set(expect.filter((e) => e[0] === 'error').map((e) => e[1]))].sort();
-  assert.deepEqual(errorPaths, expectedErrorPaths, `errors:\n${diags.map((d) => `${d.severity} ${d.path}: ${d.message}`).join('\n')}`);
-  for (const [severity, path, message] of expect) {
-    const found = diags.some((d) => d.severity === severity && d.path === path && message.test(d.message));
-    assert.ok(found, `expected ${severity} at ${path} matching ${message}; got:\n${diags.map((d) => `${d.severity} ${d.path}: ${d.message}`).join('\n')}`);
-  }
-  for (const d of diags) {
-    assert.ok(d.hint && d.hint.length > 5, `diagnostic at ${d.path} has a fix hint`);
-    assert.ok(d.line !== undefined && d.column !== undefined, `diagnostic at ${d.path} has a position`);
-  }
-}
+const check = checkDiagnostics;
 
 for (const c of CASES) {
   test(c.name, () => {

@@ -63,9 +63,10 @@ test('a starter with one server is valid, with the not-HA warning', () => {
 });
 
 test('host names in the starter file are quoted when YAML would misread them', () => {
-  const text = starterClusterFile({ name: 'q', lbAddress: 'lb.example', servers: ['s1.example', 's2.example'], agents: [], k3sVersion: 'v1.30.8+k3s1' });
+  // Agents may be named; the datastore and the servers need addresses (MariaDB binds and grants by address).
+  const text = starterClusterFile({ name: 'q', lbAddress: '10.0.0.1', servers: ['10.0.0.2', '10.0.0.3'], agents: ['w1.example', 'yes'], k3sVersion: 'v1.30.8+k3s1' });
   const r = parseCluster(text, 'cluster.yaml', {});
   assert.deepEqual(r.diagnostics, []);
-  assert.equal(r.cluster!.apiAddress, 'lb.example');
+  assert.deepEqual(r.cluster!.hosts.filter((h) => h.roles.includes('agent')).map((h) => h.address), ['w1.example', 'yes']);
   assert.equal(r.cluster!.k3s.version, 'v1.30.8+k3s1');
 });

@@ -13,6 +13,10 @@ export function formatPlan(plan: Plan, opts: { color?: boolean } = {}): string {
     for (const p of plan.problems) out.push(`  ${p.severity === 'error' ? c.red('error') : c.yellow('warning')} ${p.path}: ${p.message}${p.hint ? `\n      fix: ${p.hint}` : ''}`);
     out.push('');
   }
+  // After an error the plan promises nothing: never "No changes" under it.
+  const errors = plan.problems.filter((p) => p.severity === 'error').length;
+  const refused = c.red(`apply would refuse to start: ${errors} preflight error${errors === 1 ? '' : 's'} above.`);
+  if (errors && plan.empty) return [...out, refused].join('\n') + '\n';
   if (plan.empty) {
     out.push(c.green('No changes. Every host matches the cluster file.'));
     return out.join('\n') + '\n';
@@ -32,6 +36,7 @@ export function formatPlan(plan: Plan, opts: { color?: boolean } = {}): string {
   const n = countChanges(plan.steps);
   const hosts = new Set(plan.steps.map((s) => s.host)).size;
   out.push('', c.bold(`Plan: ${n} change${n === 1 ? '' : 's'} on ${hosts} host${hosts === 1 ? '' : 's'}.`));
+  if (errors) out.push(refused);
   return out.join('\n') + '\n';
 }
 
