@@ -9,6 +9,7 @@ import { pipeline } from '../src/engine/pipeline.js';
 import { ClusterRun, type Deployment } from '../src/engine/run.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labDown, labUp, openLab } from '../lab/index.js';
+import { labK3sVersion } from '../lab/components.js';
 import { labSkipReason, testLabLock } from '../lab/testing.js';
 import type { BenchResult } from './result.js';
 
@@ -37,7 +38,7 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
     const file = join(lab.dir, 'bench-k3s.yaml');
     const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
     delete doc.metallb;
-    doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+    doc.k3s = { ...doc.k3s, version: labK3sVersion(), install: { source: 'local', path: LAB_K3S } };
     writeFileSync(file, stringify(doc));
     const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
     const connect = { connect: (h: { name: string }) => lab.connect(h.name), phases };

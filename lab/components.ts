@@ -11,7 +11,7 @@
  *   process on a server machine (`startLabMetallbController`).
  * None of this is used outside the lab.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFile, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -65,7 +65,7 @@ export async function labComponents(cacheDir: string, log: (line: string) => voi
   const out: LabComponents = {};
   if (existsSync(LAB_K3S)) {
     out.k3sBinary = LAB_K3S;
-    out.k3sVersion = await labK3sVersion(LAB_K3S);
+    out.k3sVersion = labK3sVersion(LAB_K3S);
   } else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
   try {
     out.metallbManifest = await labMetallbManifest(cacheDir);
@@ -76,8 +76,8 @@ export async function labComponents(cacheDir: string, log: (line: string) => voi
 }
 
 /** `k3s version v1.37.2+labk3s (lab's k3s)` -> v1.37.2+k3s1: the release a cluster file pins for that binary. */
-export async function labK3sVersion(binary: string): Promise<string> {
-  const { stdout } = await run(binary, ['--version'], { timeout: 10_000 });
+export function labK3sVersion(binary: string = LAB_K3S): string {
+  const stdout = execFileSync(binary, ['--version'], { encoding: 'utf8', timeout: 10_000 });
   const v = /k3s version (v[0-9]+\.[0-9]+\.[0-9]+)/.exec(stdout)?.[1];
   if (!v) throw new Error(`${binary} --version printed no k3s version: ${stdout.split('\n')[0]}`);
   return `${v}+k3s1`;

@@ -7,7 +7,15 @@ import { KEEPALIVED_CONF_PATH, renderKeepalivedConf } from '../render/keepalived
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import type { Secret } from '../util/secret.js';
-import { renderProblem, tabLines } from './infra-common.js';
+import { LB_ALIVE_SCRIPT_PATH, lbAliveScriptTimeoutS, renderLbAliveScript } from '../render/lb-alive.js';
+import { apiUpstreams, renderProblem, tabLines } from './infra-common.js';
+
+/**
+ * How long the track script waits for an answer through the local listener
+ * (and then from the servers directly). A LAN TLS handshake takes
+ * milliseconds; a hung load balancer costs this much before it counts as failed.
+ */
+export const LB_ALIVE_TIMEOUT_MS = 500;
 
 /**
  * The second LB host's priority is this much lower (cluster.ts: "the second
@@ -26,6 +34,12 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
   // VRRP v3 (a sub-second advert interval) has no authentication; v2 uses
   // the first 8 characters of the password (FACTS).
   const v2 = vip.advertIntervalMs % 1000 === 0;
+  const alive = {
+    listenPort: c.loadBalancer.port,
+    path: c.loadBalancer.healthCheck.path,
+    servers: apiUpstreams(c),
+    timeoutMs: LB_ALIVE_TIMEOUT_MS,
+  };
   const conf = renderKeepalivedConf({
     hostName,
     routerId: vip.routerId,
@@ -38,15 +52,20 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     unicast: vip.unicast,
     advertIntervalMs: vip.advertIntervalMs,
     ...(v2 ? { authPass: vrrpPass } : {}),
-    checkProcess: c.loadBalancer.kind === 'haproxy' && c.loadBalancer.deploy === 'package' ? 'haproxy' : 'nginx',
+    checkScript: LB_ALIVE_SCRIPT_PATH,
+    checkTimeoutS: lbAliveScriptTimeoutS(alive),
   });
   return {
-    // pgrep (procps) runs the track script; a minimal image may lack it.
-    packages: ['keepalived', 'procps'],
-    // 0600: it holds the VRRP password.
-    files: [{ path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, check: (tmp) => sh`keepalived --config-test -f ${tmp}` }],
+    // curl runs the track script's TLS requests.
+    packages: ['keepalived', 'curl'],
+    files: [
+      // Before the config that names it: keepalived refuses a missing script.
+      { path: LB_ALIVE_SCRIPT_PATH, content: renderLbAliveScript(alive), mode: 0o755 },
+      // 0600: it holds the VRRP password.
+      { path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, check: (tmp) => sh`keepalived --config-test -f ${tmp}` },
+    ],
     // keepalived re-reads its config on SIGHUP (the unit's reload) without
-    // dropping the address it holds.
+    // dropping the address it holds; the script is run afresh every second.
     services: [{ unit: 'keepalived', reloadOn: [KEEPALIVED_CONF_PATH] }],
   };
 }
@@ -84,8 +103,9 @@ function desiredOrNull(ctx: RunContext<Deployment>, hostName: string, prefix: nu
 
 /**
  * keepalived on both load-balancer hosts sharing the API virtual IP. A
- * track script on the LB process moves the address away from a host whose
- * load balancer died.
+ * track script that asks for /ping through the local listener moves the
+ * address away from a host whose load balancer stopped serving (stopped,
+ * killed or hung).
  */
 export const vipPhase: Phase<Deployment, VipObserved> = {
   id: 'vip',

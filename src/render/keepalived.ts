@@ -5,6 +5,7 @@ import {
   assertInt,
   assertIpv4,
   assertName,
+  assertPath,
   managedHeader,
   secretText,
   sortedUnique,
@@ -12,15 +13,6 @@ import {
 
 /** Where keepalived.conf is installed (Debian packaging). */
 export const KEEPALIVED_CONF_PATH = '/etc/keepalived/keepalived.conf';
-
-/** The LB processes the check script can watch, and the command that does it. */
-export const LB_CHECK_COMMANDS: Readonly<Record<'nginx' | 'haproxy', string>> = {
-  // pgrep comes from Debian's procps, which a minbase image may lack: the LB
-  // phase must install it. -x matches the process name exactly, so a
-  // `pgrep nginx` shell or an editor on nginx.conf is not mistaken for nginx.
-  nginx: '/usr/bin/pgrep -x nginx',
-  haproxy: '/usr/bin/pgrep -x haproxy',
-};
 
 export interface KeepalivedInput {
   /** `global_defs.router_id`: names this LB host in logs, e.g. its node name. */
@@ -49,7 +41,13 @@ export interface KeepalivedInput {
   advertIntervalMs: number;
   /** VRRP v2 PASS authentication, at most 8 characters (keepalived uses only 8). */
   authPass?: Secret;
-  checkProcess: 'nginx' | 'haproxy';
+  /**
+   * The track script (render/lb-alive.ts): exit 0 while this host's load
+   * balancer serves clients. keepalived runs it every second as root.
+   */
+  checkScript: string;
+  /** keepalived kills the script after this many seconds (counts as a failure). */
+  checkTimeoutS: number;
   /** Return to the preferred LB when it recovers (a second short blip). Default true. */
   preempt?: boolean;
 }
@@ -87,7 +85,8 @@ function validate(input: KeepalivedInput): void {
       throw new RenderInputError('authPass', "must be 1-8 characters of letters, digits and _ . + = % : , / * ^ - (keepalived ignores the rest and gives some a meaning)");
     }
   }
-  if (!(input.checkProcess in LB_CHECK_COMMANDS)) throw new RenderInputError('checkProcess', `must be 'nginx' or 'haproxy', got ${JSON.stringify(input.checkProcess)}`);
+  assertPath('checkScript', input.checkScript);
+  assertInt('checkTimeoutS', input.checkTimeoutS, 1, 60);
   if (input.unicast) {
     assertIpv4('selfAddress', input.selfAddress);
     if (!Array.isArray(input.peers) || input.peers.length === 0) throw new RenderInputError('peers', 'unicast needs at least one peer');
@@ -126,10 +125,16 @@ export function renderKeepalivedConf(input: KeepalivedInput, opts?: SecretRender
   }
   l.push('}');
   l.push('');
+  l.push('# What clients need, not that a process exists: a TLS request through');
+  l.push("# this host's listener answered (nginx's graceful stop keeps its process");
+  l.push('# for seconds after the listener closed; a hung daemon keeps it forever).');
   l.push('vrrp_script chk_lb {');
-  l.push(`    script "${LB_CHECK_COMMANDS[input.checkProcess]}"`);
+  l.push(`    script "${input.checkScript}"`);
+  l.push('    # keepalived takes whole seconds; one failure is enough, as the script');
+  l.push('    # fails only when the servers answer directly but not through this host.');
   l.push('    interval 1');
-  l.push('    fall 2');
+  l.push(`    timeout ${input.checkTimeoutS}`);
+  l.push('    fall 1');
   l.push('    rise 2');
   l.push('    # weight 0: a failing check puts the instance in FAULT, so this host');
   l.push('    # drops the VIP at once instead of merely lowering its priority.');

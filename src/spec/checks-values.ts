@@ -83,19 +83,16 @@ export function checkLoadBalancerValues(f: ClusterFile): Diagnostic[] {
   out.push(...durationProblem('loadBalancer.nginx.failTimeout', lb.nginx.failTimeout, DURATION_BOUNDS.failTimeout));
   out.push(...durationProblem('loadBalancer.healthCheck.interval', lb.healthCheck.interval, DURATION_BOUNDS.checkInterval));
 
+  // Every program that requests the path: HAProxy's own check, the checker
+  // beside nginx (package deploy only), keepalived's track script (with a VIP).
   const path = lb.healthCheck.path;
-  // The checker runs beside nginx only when asked (and only with packages);
-  // HAProxy always checks. Either way keepalived's track script reads /ping.
-  const checker = lb.kind === 'haproxy' ? 'haproxy' : lb.nginx.activeCheck && lb.deploy === 'package' ? 'nginx' : null;
-  if (checker && !HEALTH_PATH[checker].test(path)) {
-    const allowed = checker === 'haproxy' ? 'letters, digits and . _ ~ / ? = & % -' : 'letters, digits and . _ ~ / - (no query string)';
-    out.push(
-      error(
-        'loadBalancer.healthCheck.path',
-        `${JSON.stringify(path)} cannot be carried by ${checker === 'haproxy' ? "HAProxy's check" : "nginx's checker (k8s-ha-lbcheck)"}: a path is one word of ${allowed}`,
-        'use /ping (k3s answers it without credentials), or a path of those characters',
-      ),
-    );
+  const readers: [RegExp, string][] = [];
+  if (lb.kind === 'haproxy') readers.push([HEALTH_PATH.haproxy, "HAProxy's check, which takes letters, digits and . _ ~ / ? = & % -"]);
+  if (lb.kind === 'nginx' && lb.nginx.activeCheck && lb.deploy === 'package') readers.push([HEALTH_PATH.nginx, "nginx's checker (k8s-ha-lbcheck), which takes letters, digits and . _ ~ / - (no query string)"]);
+  if (lb.virtualIP) readers.push([HEALTH_PATH.nginx, "keepalived's track script (k8s-ha-lb-alive), which takes letters, digits and . _ ~ / - (no query string)"]);
+  const refusedBy = readers.find(([re]) => !re.test(path));
+  if (refusedBy) {
+    out.push(error('loadBalancer.healthCheck.path', `${JSON.stringify(path)} cannot be carried by ${refusedBy[1]}`, 'use /ping (k3s answers it without credentials), or a path of those characters'));
   }
 
   const vip = lb.virtualIP;

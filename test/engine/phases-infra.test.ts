@@ -456,7 +456,7 @@ test('two load balancers get keepalived with the first preferred, unicast peers 
     return ok();
   });
   const plan = await withRun(f, (r) => r.plan());
-  assert.deepEqual(lbSummaries(plan, 'vip', 'lb1'), ['install keepalived procps', 'create /etc/keepalived/keepalived.conf', 'enable keepalived', 'start keepalived']);
+  assert.deepEqual(lbSummaries(plan, 'vip', 'lb1'), ['install keepalived curl', 'create /usr/local/sbin/k8s-ha-lb-alive', 'create /etc/keepalived/keepalived.conf', 'enable keepalived', 'start keepalived']);
   assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'lb2'), ['install haproxy socat', 'create /etc/haproxy/haproxy.cfg', 'enable haproxy', 'start haproxy']);
   assert.ok(lbSummaries(plan, 'datastore', 'infra').includes(`create the datastore CA and a server certificate for ${ADDR.infra}`));
   const vrrp = await withRun(f, async (r) => {
@@ -471,7 +471,12 @@ test('two load balancers get keepalived with the first preferred, unicast peers 
   assert.ok(Number(/priority (\d+)/.exec(c1)![1]) > Number(/priority (\d+)/.exec(c2)![1]));
   assert.match(c1, new RegExp(`unicast_peer \\{\\s+${ADDR.lb2!.replace(/\./g, '\\.')}\\s+\\}`));
   assert.match(c1, /10\.9\.0\.100\/24 dev eth0/);
-  assert.match(c1, /pgrep -x haproxy/);
+  // The track script asks for /ping through the local listener (6443), then the servers directly.
+  assert.match(c1, /script "\/usr\/local\/sbin\/k8s-ha-lb-alive"/);
+  const alive = k1.text('/usr/local/sbin/k8s-ha-lb-alive')!;
+  assert.equal(k1.files.get('/usr/local/sbin/k8s-ha-lb-alive')!.mode, 0o755);
+  assert.match(alive, /answered 'https:\/\/127\.0\.0\.1:6443\/ping' && exit 0/);
+  for (const s of ['server1', 'server2']) assert.ok(alive.includes(`'https://${ADDR[s]}:6443/ping' &`), s);
   assert.equal(k1.files.get('/etc/keepalived/keepalived.conf')!.mode, 0o600);
   assert.ok(c1.includes(`auth_pass ${vrrp}`));
   assert.ok(!JSON.stringify(f.events).includes(vrrp));

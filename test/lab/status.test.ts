@@ -15,6 +15,7 @@ import { ClusterRun } from '../../src/engine/run.js';
 import { collectStatus } from '../../src/status/collect.js';
 import { degradations, formatStatus, type StatusSnapshot } from '../../src/status/model.js';
 import type { Lab } from '../../lab/index.js';
+import { labK3sVersion } from '../../lab/components.js';
 import { labSkipReason, withLab } from '../../lab/testing.js';
 import { runCli } from '../cli/helpers.js';
 
@@ -26,7 +27,7 @@ const labSkip = await labSkipReason();
 function clusterFile(lab: Lab, dir: string): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   delete doc.metallb;
-  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  doc.k3s = { ...doc.k3s, version: labK3sVersion(), install: { source: 'local', path: LAB_K3S } };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;

@@ -17,10 +17,11 @@ const base: KeepalivedInput = {
   unicast: true,
   advertIntervalMs: 1000,
   authPass: new Secret('k8sHa-42'),
-  checkProcess: 'nginx',
+  checkScript: '/usr/local/sbin/k8s-ha-lb-alive',
+  checkTimeoutS: 2,
 };
 
-const fast: KeepalivedInput = { ...base, advertIntervalMs: 500, authPass: undefined, checkProcess: 'haproxy', unicast: false, preempt: false };
+const fast: KeepalivedInput = { ...base, advertIntervalMs: 500, authPass: undefined, unicast: false, preempt: false };
 
 test('keepalived.conf (VRRP v2, unicast, PASS auth) matches the expected file', () => {
   assertGolden('keepalived.conf', renderKeepalivedConf(base));
@@ -34,11 +35,12 @@ test('keepalived.conf with a sub-second advert uses VRRP v3 and no authenticatio
   assert.doesNotMatch(out, /authentication/);
   assert.doesNotMatch(out, /unicast/);
   assert.match(out, /^\s+nopreempt$/m);
-  assert.match(out, /script "\/usr\/bin\/pgrep -x haproxy"/);
+  assert.match(out, /script "\/usr\/local\/sbin\/k8s-ha-lb-alive"/);
 });
 
-test('keepalived.conf starts both LBs as BACKUP and fails over on a failed check (weight 0)', () => {
+test('keepalived.conf starts both LBs as BACKUP and fails over on one failed check (weight 0, fall 1), bounded by a timeout', () => {
   const out = renderKeepalivedConf(base);
+  assert.match(out, /vrrp_script chk_lb \{\n(?:\s+#.*\n)*\s+script "\/usr\/local\/sbin\/k8s-ha-lb-alive"\n(?:\s+#.*\n)*\s+interval 1\n\s+timeout 2\n\s+fall 1\n\s+rise 2\n/);
   assert.match(out, /^\s+state BACKUP$/m);
   assert.match(out, /^\s+weight 0$/m);
   assert.match(out, /^\s+10\.0\.0\.100\/24 dev eth0$/m);
@@ -77,7 +79,8 @@ test('keepalived.conf refuses values keepalived would misread or that cannot wor
     ['advertIntervalMs', { advertIntervalMs: 505, authPass: undefined }],
     ['advertIntervalMs', { advertIntervalMs: 0 }],
     ['hostName', { hostName: 'lb 1' }],
-    ['checkProcess', { checkProcess: 'sshd' as 'nginx' }],
+    ['checkScript', { checkScript: 'pgrep -x nginx' }],
+    ['checkTimeoutS', { checkTimeoutS: 0 }],
   ];
   for (const [field, patch] of bad) {
     assert.throws(
@@ -109,7 +112,8 @@ test('keepalived -t accepts the rendered keepalived.conf (v2 and v3)', (t) => {
   if (keepalived === undefined) return t.skip('keepalived not installed');
   const iface = hostInterface();
   for (const input of [base, fast]) {
-    withTempFile('keepalived.conf', renderKeepalivedConf({ ...input, interface: iface }), (path) => {
+    // enable_script_security: keepalived -t checks that the script exists and only root can change it.
+    withTempFile('keepalived.conf', renderKeepalivedConf({ ...input, interface: iface, checkScript: '/bin/true' }), (path) => {
       const r = run(keepalived, ['-t', '-f', path]);
       assert.equal(r.status, 0, r.stdout + r.stderr);
       assert.equal((r.stdout + r.stderr).trim(), '', r.stdout + r.stderr);
@@ -120,7 +124,7 @@ test('keepalived -t accepts the rendered keepalived.conf (v2 and v3)', (t) => {
 test('keepalived -t rejects a broken file, so the checker is meaningful', (t) => {
   const keepalived = which('keepalived');
   if (keepalived === undefined) return t.skip('keepalived not installed');
-  const conf = renderKeepalivedConf({ ...base, interface: hostInterface() }).replace('virtual_router_id 51', 'virtual_router_id 300');
+  const conf = renderKeepalivedConf({ ...base, interface: hostInterface(), checkScript: '/bin/true' }).replace('virtual_router_id 51', 'virtual_router_id 300');
   withTempFile('keepalived.conf', conf, (path) => {
     const r = run(keepalived, ['-t', '-f', path]);
     assert.notEqual(r.status, 0);

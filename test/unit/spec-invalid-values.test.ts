@@ -12,6 +12,7 @@ import { parseCluster } from '../../src/spec/index.js';
 import { HEALTH_PATH, labelKeyProblem, labelValueProblem } from '../../src/spec/checks-values.js';
 import { renderHaproxyCfg } from '../../src/render/haproxy.js';
 import { renderLbCheckScript } from '../../src/render/lbcheck.js';
+import { renderLbAliveScript } from '../../src/render/lb-alive.js';
 import { renderK3sConfig } from '../../src/render/k3s.js';
 import { Secret } from '../../src/util/secret.js';
 import { checkDiagnostics, seedVariant, type Expect, type SeedEdit } from '../support/spec-cases.js';
@@ -72,6 +73,11 @@ const CASES: { name: string; edits: SeedEdit[]; expect: Expect[]; env?: Record<s
     name: 'a health-check path with a query string is refused for nginx\'s checker (HAProxy would take it)',
     edits: [{ set: ['loadBalancer', 'healthCheck'], to: { path: '/readyz?verbose=1' } }],
     expect: [['error', 'loadBalancer.healthCheck.path', /cannot be carried by nginx's checker \(k8s-ha-lbcheck\).*no query string/]],
+  },
+  {
+    name: 'with a virtual IP a query string is refused for HAProxy too: keepalived\'s track script requests the path',
+    edits: [lb2, vip(), { set: ['loadBalancer', 'kind'], to: 'haproxy' }, { set: ['loadBalancer', 'healthCheck'], to: { path: '/readyz?verbose' } }],
+    expect: [['error', 'loadBalancer.healthCheck.path', /cannot be carried by keepalived's track script \(k8s-ha-lb-alive\)/]],
   },
   {
     name: 'a virtual-IP interface with a space or a newline is refused',
@@ -165,7 +171,7 @@ for (const c of CASES) {
   });
 }
 
-test('the health-check paths validate accepts are exactly those HAProxy\'s and nginx\'s checker renderers take', () => {
+test('the health-check paths validate accepts are exactly those HAProxy\'s, nginx\'s checker\'s and the track script\'s renderers take', () => {
   const servers = [{ name: 's1', address: '10.0.0.1', port: 6443 }];
   const paths = ['/ping', '/readyz', '/readyz?verbose', '/a%20b', '/a b', '/"x"', '/x#y', '/x;reboot', '/x\ny', '/~u/./-_', '/x&y=1', '/$(id)', '/x\\y'];
   for (const path of paths) {
@@ -183,6 +189,13 @@ test('the health-check paths validate accepts are exactly those HAProxy\'s and n
       nginx = false;
     }
     assert.equal(HEALTH_PATH.nginx.test(path), nginx, `the checker and validate agree on ${JSON.stringify(path)}`);
+    let alive = true;
+    try {
+      renderLbAliveScript({ listenPort: 6443, path, servers, timeoutMs: 500 });
+    } catch {
+      alive = false;
+    }
+    assert.equal(HEALTH_PATH.nginx.test(path), alive, `the track script and validate agree on ${JSON.stringify(path)}`);
   }
 });
 

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { RenderInputError } from '../../src/render/common.js';
+import { lbAliveScriptTimeoutS, renderLbAliveScript, type LbAliveInput } from '../../src/render/lb-alive.js';
+
+const base: LbAliveInput = {
+  listenPort: 6443,
+  path: '/ping',
+  servers: [{ address: '10.0.0.12', port: 6443 }, { address: '10.0.0.11', port: 6443 }],
+  timeoutMs: 500,
+};
+
+test('the track script asks the local listener first, then every server at once, each bounded', () => {
+  const s = renderLbAliveScript(base);
+  assert.match(s, /^#!\/bin\/sh\n/);
+  assert.match(s, /^T=0\.5$/m);
+  assert.match(s, /--max-time "\$T"/);
+  assert.match(s, /^answered 'https:\/\/127\.0\.0\.1:6443\/ping' && exit 0$/m);
+  // servers in a stable order, in the background
+  assert.ok(s.indexOf("'https://10.0.0.11:6443/ping' &") < s.indexOf("'https://10.0.0.12:6443/ping' &"));
+  assert.equal(renderLbAliveScript(base), renderLbAliveScript({ ...base, servers: [...base.servers].reverse() }));
+  assert.equal(lbAliveScriptTimeoutS(base), 2);
+});
+
+test('the track script refuses what it cannot carry in a URL', () => {
+  for (const [field, patch] of [
+    ['path', { path: '/ping?x=1' }],
+    ['path', { path: "/a'b" }],
+    ['listenPort', { listenPort: 0 }],
+    ['servers', { servers: [] }],
+    ['servers[0].address', { servers: [{ address: '10.0.0.1;id', port: 6443 }] }],
+    ['timeoutMs', { timeoutMs: 0 }],
+  ] as const) {
+    assert.throws(() => renderLbAliveScript({ ...base, ...patch } as LbAliveInput), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
+  }
+});
+
+/**
+ * Runs the rendered script with a `curl` on PATH that answers the URLs in
+ * `up` (and fails the others), as keepalived would run it: its exit code.
+ */
+function runWith(t: TestContext, up: string[]): number {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-alive-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, 'alive');
+  writeFileSync(script, renderLbAliveScript(base), { mode: 0o755 });
+  // The fake curl: its last argument is the URL.
+  writeFileSync(join(dir, 'curl'), `#!/bin/sh\nfor a; do url=$a; done\ncase " ${up.join(' ')} " in *" $url "*) exit 0;; esac\nexit 7\n`);
+  chmodSync(join(dir, 'curl'), 0o755);
+  const r = spawnSync('/bin/sh', [script], { env: { PATH: `${dir}:/usr/bin:/bin` }, timeout: 5_000 });
+  assert.equal(r.error, undefined);
+  return r.status ?? -1;
+}
+
+test('the track script passes while the local listener answers', (t) => {
+  assert.equal(runWith(t, ['https://127.0.0.1:6443/ping', 'https://10.0.0.11:6443/ping']), 0);
+});
+
+test('the track script fails when the servers answer directly but not through this host', (t) => {
+  assert.equal(runWith(t, ['https://10.0.0.12:6443/ping']), 1);
+});
+
+test('the track script keeps the address when no server answers at all (the peer could do no better)', (t) => {
+  assert.equal(runWith(t, []), 0);
+});
