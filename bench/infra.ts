@@ -11,6 +11,7 @@ import { loadBalancerPhase } from '../src/phases/loadbalancer.js';
 import { vipPhase } from '../src/phases/vip.js';
 import type { BenchResult } from './result.js';
 import { bulk, outage, probe, sample, startFakeApi, untilServed, type Attempt } from './infra-lab.js';
+import { benchVipFailover } from './infra-vip.js';
 
 /**
  * The API path under failure, its failover and its cost, on lab machines
@@ -169,6 +170,13 @@ export async function benchInfra(): Promise<InfraResult[]> {
           results.push({ name: `${lb}, server ${f}: failed connections`, value: o.failed, unit: `of ${o.total}` });
           results.push({ name: `${lb}, server ${f}: outage`, value: o.outageS, unit: 's', ...(target !== undefined && scored ? { target } : {}), note: o.failed ? `attempts time out after ${SAMPLE.timeoutMs / 1000} s, so a hang counts at most that` : undefined });
         }
+      }
+
+      // VIP failover as clients see it, for each way the primary LB can fail
+      // (bench/infra-vip.ts), at the default advert interval.
+      for (const kind of ['nginx', 'haproxy'] as const) {
+        await useLb(lab, file, kind === 'nginx' ? 'nginx-k8s-ha' : 'haproxy-k8s-ha', servers);
+        results.push(...(await benchVipFailover(lab, kind, '500ms')));
       }
 
       // VIP failover: the holder (infra) killed hard; time until the VIP serves again.
