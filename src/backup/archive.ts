@@ -40,12 +40,18 @@ export async function spoolPart(src: Readable, name: string, tmpFile: string, to
   const plain = hasher();
   const stored = hasher();
   const out = createWriteStream(tmpFile, { mode: 0o600, flags: 'wx' });
-  if (to) {
-    const tee = new PassThrough();
-    const enc = encryptStream(tee, to);
-    await Promise.all([pipeline(src, plain.t, tee), enc.then((e) => pipeline(e, stored.t, out))]);
-  } else {
-    await pipeline(src, plain.t, stored.t, out);
+  try {
+    if (to) {
+      const tee = new PassThrough();
+      const enc = encryptStream(tee, to);
+      await Promise.all([pipeline(src, plain.t, tee), enc.then((e) => pipeline(e, stored.t, out))]);
+    } else {
+      await pipeline(src, plain.t, stored.t, out);
+    }
+  } catch (e) {
+    out.destroy();
+    await rm(tmpFile, { force: true });
+    throw e;
   }
   const plainSha = plain.digest();
   const storedSha = stored.digest();
