@@ -64,7 +64,13 @@ export async function snapshotHost(env: NodeJS.ProcessEnv = process.env): Promis
   const routes = JSON.parse((await run(['ip', '-j', 'route', 'show', 'table', 'all'])).stdout || '[]') as { dst?: string; dev?: string; table?: string }[];
   const nft = await run(['nft', 'list', 'ruleset'], { allowFailure: true });
   const cgroups: string[] = [];
-  for (const r of cgroupRoots()) if (existsSync(join(r, 'k8s-ha-lab'))) cgroups.push(...(await listTree(join(r, 'k8s-ha-lab'), r)));
+  for (const r of cgroupRoots()) {
+    // Every hierarchy (each v1 controller): the lab's own tree in full, and
+    // the top level, where a kubelet that escaped its machine's cgroup
+    // would leave `kubepods` (or runc a container's cgroup).
+    if (existsSync(join(r, 'k8s-ha-lab'))) cgroups.push(...(await listTree(join(r, 'k8s-ha-lab'), join(r, 'k8s-ha-lab'))));
+    for (const e of await readdir(r, { withFileTypes: true }).catch(() => [])) if (e.isDirectory() && e.name !== 'k8s-ha-lab') cgroups.push(join(r, e.name));
+  }
   return {
     mounts: mountinfo.split('\n').filter(Boolean).map((l) => {
       const f = l.split(' ');

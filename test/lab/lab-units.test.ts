@@ -7,6 +7,7 @@ import { planTopology, renderClusterFile, checkLabName } from '../../lab/topolog
 import { requirementProblem } from '../../lab/requirements.js';
 import { imageKey, IMAGE_PACKAGES } from '../../lab/image.js';
 import { LabUsageError } from '../../lab/errors.js';
+import { limitsToRaise } from '../../lab/limits.js';
 import { parseCluster } from '../../src/spec/index.js';
 
 const HOST: HostNet[] = [
@@ -90,4 +91,23 @@ test('a missing tool is reported with the apt-get command that installs it', () 
 test('the image cache key changes with the package list', () => {
   assert.notEqual(imageKey(IMAGE_PACKAGES), imageKey([...IMAGE_PACKAGES, 'vim-tiny']));
   assert.equal(imageKey([...IMAGE_PACKAGES].reverse()), imageKey(IMAGE_PACKAGES));
+});
+
+test('lab up raises only the host limits below what real kubelets need, and never lowers one', () => {
+  const limits = [
+    { key: 'fs.inotify.max_user_instances', min: 8192, why: 'w' },
+    { key: 'fs.inotify.max_user_watches', min: 524288, why: 'w' },
+  ];
+  // The host's defaults: 128 instances is too few for several machines.
+  assert.deepEqual(
+    limitsToRaise({ 'fs.inotify.max_user_instances': 128, 'fs.inotify.max_user_watches': 1048576 }, limits).map((c) => `${c.key} ${c.from}->${c.to}`),
+    ['fs.inotify.max_user_instances 128->8192'],
+  );
+  assert.deepEqual(limitsToRaise({ 'fs.inotify.max_user_instances': 8192, 'fs.inotify.max_user_watches': 524288 }, limits), []);
+  // An unreadable value is raised rather than trusted.
+  assert.equal(limitsToRaise({ 'fs.inotify.max_user_instances': Number.NaN, 'fs.inotify.max_user_watches': 524288 }, limits).length, 1);
+});
+
+test('the lab image carries containerd, runc and the CNI plugins for real kubelets', () => {
+  for (const p of ['containerd', 'runc', 'containernetworking-plugins']) assert.ok(IMAGE_PACKAGES.includes(p), p);
 });
