@@ -1,5 +1,8 @@
+import { BACKUP_HELP } from './help-backup.js';
+
 /** The help texts, one per command, each with examples (PRODUCT.md: every command has them). */
 export const HELP: Record<string, string> = {
+  ...BACKUP_HELP,
   main: `k8s-ha: a highly available k3s cluster from one cluster file
 
 Usage: k8s-ha <command> [options]
@@ -13,6 +16,7 @@ Commands:
   kubeconfig  write the cluster's kubeconfig (pointed at the LB/VIP) or merge it
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
   status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB
+  backup      the datastore and the token in one archive (--list, --check)
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
