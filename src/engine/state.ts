@@ -82,6 +82,11 @@ export class StateFile {
     }
   }
 
+  /** Every secret held, also those the cluster file no longer uses (for masking output). */
+  allSecrets(): Secret[] {
+    return Object.values(this.data.secrets).map((v) => new Secret(v));
+  }
+
   hostKey(id: string): string | undefined {
     return this.data.hostKeys[id];
   }

@@ -2,7 +2,7 @@ import { clearPending, diffDesired, observeDesired, type Desired, type ObservedS
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
-import { K3S_CONFIG_PATH, k3sEnvFilePath, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
+import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
@@ -76,9 +76,9 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Des
   const env = k3sEnvFilePath('agent');
   return {
     files: [
-      { path: config, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
+      { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'agent' }) },
-      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
     ],
     services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env] }],
   };
@@ -149,6 +149,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const arch = ctx.facts.get(host.name)?.arch ?? 'amd64';
       const want = await wantedArtifacts(artifacts, d.spec, arch);
       const secureToken = await secureTokenFrom(ctx, servers);
+      if (secureToken) ctx.secrets.add(secureToken);
       const [state, installed, probe, up] = await Promise.all([
         observeDesired(host, desired(d, agentHost(d, host.name), secureToken)),
         observeInstalled(host, want),

@@ -26,6 +26,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   const every = intFlag('status', 'watch', values.watch, 1, 3600);
   const file = clusterFileArg(values.file, io.env, io.cwd);
   const run = await ClusterRun.open(file, {
+    secrets: io.secrets,
     env: io.env,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
