@@ -87,6 +87,11 @@ export class StateFile {
     return Object.values(this.data.secrets).map((v) => new Secret(v));
   }
 
+  /** Every stored secret, revealed: only for a backup's encrypted secrets part. */
+  exportSecrets(): Record<string, string> {
+    return { ...this.data.secrets };
+  }
+
   hostKey(id: string): string | undefined {
     return this.data.hostKeys[id];
   }
