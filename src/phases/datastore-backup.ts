@@ -36,12 +36,33 @@ function desired(d: Deployment, hostName: string): Desired {
   return {
     files: [
       { path: BACKUP_SCRIPT_PATH, content: renderBackupScript(input), mode: 0o700 },
-      { path: BACKUP_SECRETS_PATH, content: renderBackupSecrets({ serverToken: d.secrets.k3sToken, ...(d.secrets.agentToken ? { agentToken: d.secrets.agentToken } : {}), state }), mode: 0o600 },
+      {
+        path: BACKUP_SECRETS_PATH,
+        content: renderBackupSecrets({ serverToken: d.secrets.k3sToken, ...(d.secrets.agentToken ? { agentToken: d.secrets.agentToken } : {}), state }),
+        mode: 0o600,
+        // Every value in the file is a secret, the ones an earlier apply left there too.
+        secretsIn: backupSecretValues,
+      },
       { path: BACKUP_SERVICE_PATH, content: renderBackupService(input) },
       { path: BACKUP_TIMER_PATH, content: renderBackupTimer(input) },
     ],
     services: [{ unit: BACKUP_TIMER, restartOn: [BACKUP_TIMER_PATH] }],
   };
+}
+
+/** Every string in the secrets file (JSON); nothing when it does not parse. */
+export function backupSecretValues(content: string): string[] {
+  try {
+    const out: string[] = [];
+    const walk = (v: unknown): void => {
+      if (typeof v === 'string') out.push(v);
+      else if (v && typeof v === 'object') for (const x of Object.values(v)) walk(x);
+    };
+    walk(JSON.parse(content));
+    return out;
+  } catch {
+    return [];
+  }
 }
 
 function target(c: Cluster): string[] {
