@@ -9,7 +9,7 @@ import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { K3S_API_PORT, renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, kubectlArgs, seconds, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, kubectlArgs, waitFailureText, waitUntil } from './k3s-health.js';
 import { installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, defaultArtifacts, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
@@ -139,7 +139,6 @@ async function secureTokenFrom(ctx: RunContext<Deployment>, servers: ClusterHost
 
 export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, AgentObserved> {
   const artifacts = opts.artifacts ?? defaultArtifacts;
-  const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
   return {
@@ -223,27 +222,34 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
     async settle(ctx, host, applied): Promise<void> {
       if (!applied.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary))) return;
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
-      const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
-        const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false });
-        if (active.code !== 0) return `${AGENT_UNIT} is ${active.stdout.trim() || 'not active'}`;
+      const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.agentReadyMs;
+      const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
+      const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs }, async () => {
+        // The agent's own unit and journal: they move while it works on joining.
+        const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false, timeoutMs: 20_000 });
+        const state = active.code === 0 ? 'active' : active.stdout.trim();
+        const journal = await host.exec(sh`journalctl -u ${AGENT_UNIT} -n 1 --show-cursor -q -o cat`, { allowFailure: true, timeoutMs: 20_000 });
+        const cursor = /^-- cursor: (.*)$/m.exec(journal.stdout)?.[1] ?? '';
+        const progress = (why: string) => ({ why, progress: `${why}\n${state}\n${cursor}` });
+        if (state !== 'active') return progress(`${AGENT_UNIT} is ${state || 'not active'}`);
         // The Node object, seen from a server: registered and Ready.
         let lastErr = 'no server answered';
         for (const s of servers) {
           const r = await (await ctx.host(s.name))
             .exec(sh`${kubectlArgs('get', 'node', host.name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')}`, { allowFailure: true, timeoutMs: 20_000 })
             .catch((e: Error) => ({ code: 1, stdout: '', stderr: e.message }));
-          if (r.code === 0) return r.stdout.trim() === 'True' ? null : `node ${host.name} is registered but not Ready (Ready=${r.stdout.trim() || 'unknown'})`;
+          if (r.code === 0) return r.stdout.trim() === 'True' ? null : progress(`node ${host.name} is registered but not Ready (Ready=${r.stdout.trim() || 'unknown'})`);
           lastErr = `${s.name}: ${r.stderr.trim().split('\n').pop() ?? ''}`;
-          if (/NotFound|not found/.test(r.stderr)) return `node ${host.name} not registered yet (${lastErr})`;
+          if (/NotFound|not found/.test(r.stderr)) return progress(`node ${host.name} not registered yet (${lastErr})`);
         }
-        return lastErr;
+        return progress(lastErr);
       });
       if (last === null) return;
       const journal = await journalTail(host, AGENT_UNIT);
       throw new NotReadyError(
         host.name,
-        `k3s agent did not become a Ready node within ${seconds(readyTimeoutMs)}`,
-        last,
+        waitFailureText('k3s agent did not become a Ready node', last, readyTimeoutMs),
+        last.last,
         journal,
         `check that ${host.name} reaches the API at ${ctx.cluster.spec.apiServerUrl} and every server's ${K3S_API_PORT}, and look at \`journalctl -u ${AGENT_UNIT}\` there`,
       );

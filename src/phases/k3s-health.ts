@@ -28,7 +28,7 @@ export function serverProbe(cursor: string | null): ReturnType<typeof sh> {
   const journal = cursor ? sh`journalctl -u k3s ${`--after-cursor=${cursor}`} --no-pager -o cat` : sh`journalctl -u k3s --no-pager -o cat`;
   // curl when present (it reaches /ping without credentials, as the LB's
   // checks do); otherwise kubectl's client, which the binary always has.
-  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi`;
+  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi; printf 'cursor=%s\n' "$(journalctl -u k3s -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')"`;
 }
 
 export interface ServerProbe {
@@ -38,6 +38,8 @@ export interface ServerProbe {
   /** systemd's ActiveEnterTimestampMonotonic (µs): when the unit last signalled READY=1. */
   entered: number;
   differentToken: boolean;
+  /** The journal's last cursor: it moves while k3s logs, i.e. while it works. */
+  cursor: string;
 }
 
 export function parseServerProbe(stdout: string): ServerProbe {
@@ -46,7 +48,7 @@ export function parseServerProbe(stdout: string): ServerProbe {
     const i = line.indexOf('=');
     if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
   }
-  return { ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', entered: Number(kv.get('entered')) || 0, differentToken: kv.get('tokenlog') === 'yes' };
+  return { ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', entered: Number(kv.get('entered')) || 0, differentToken: kv.get('tokenlog') === 'yes', cursor: kv.get('cursor') ?? '' };
 }
 
 /** Why a probe is not ready yet, in words; null when ready. */
@@ -66,34 +68,76 @@ export interface WaitOptions {
   timeoutMs: number;
   intervalMs: number;
   signal?: AbortSignal;
+  /**
+   * Give up early once what the probe watches has not changed for this long
+   * (a frozen host, a hung daemon), long before `timeoutMs`. Default: no such bound.
+   */
+  noProgressMs?: number;
 }
 
 /**
- * Calls `probe` until it returns null (ready) or the time is up; returns the
- * last reason when it gave up. A probe that throws counts as not ready (its
- * message is the reason); `fatal` ends the wait at once.
+ * What one probe saw: ready (null), or why not. `progress` is what changes
+ * while the host is working on it (the unit's state, the journal's cursor);
+ * without it, the reason itself.
  */
-export async function waitUntil(opts: WaitOptions, probe: () => Promise<string | null>, fatal?: () => string | null): Promise<string | null> {
-  const deadline = Date.now() + opts.timeoutMs;
+export type ProbeResult = string | null | { why: string; progress: string };
+
+/** Why a wait ended without success: the last thing seen, and whether it stopped because nothing changed. */
+export interface WaitFailure {
+  last: string;
+  /** Set when nothing changed for noProgressMs: how long it had been the same. */
+  stalledMs?: number;
+}
+
+/**
+ * Calls `probe` until it returns null (ready), the time is up, or nothing it
+ * sees changes for `noProgressMs`; returns null when ready, else the last
+ * reason. A probe that throws counts as not ready (its message is the reason
+ * and the progress); `fatal` ends the wait at once.
+ */
+export async function waitUntil(opts: WaitOptions, probe: () => Promise<ProbeResult>, fatal?: () => string | null): Promise<WaitFailure | null> {
+  const start = Date.now();
+  const deadline = start + opts.timeoutMs;
   let last = 'not checked yet';
+  let progress: string | undefined;
+  let changedAt = start;
   for (;;) {
     if (opts.signal?.aborted) throw new InterruptedError();
+    let seen: string;
     try {
-      const why = await probe();
-      if (why === null) return null;
-      last = why;
+      const r = await probe();
+      if (r === null) return null;
+      last = typeof r === 'string' ? r : r.why;
+      seen = typeof r === 'string' ? r : r.progress;
     } catch (e) {
       last = e instanceof Error ? e.message : String(e);
+      seen = last;
+    }
+    const now = Date.now();
+    if (seen !== progress) {
+      progress = seen;
+      changedAt = now;
     }
     const f = fatal?.();
-    if (f) return f;
-    if (Date.now() + opts.intervalMs > deadline) return last;
+    if (f) return { last: f };
+    if (opts.noProgressMs !== undefined && now - changedAt >= opts.noProgressMs) return { last, stalledMs: now - changedAt };
+    if (now + opts.intervalMs > deadline) return { last };
     await new Promise((r) => setTimeout(r, opts.intervalMs));
   }
 }
 
 export function seconds(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** What a server probe's progress is: everything it read (the answers, the unit's state, the journal's cursor). */
+export function serverProgress(p: ServerProbe): string {
+  return JSON.stringify([p.ping, p.readyz, p.active, p.entered, p.cursor]);
+}
+
+/** How a failed wait reads in an error: "not ready within 5 m" or "made no progress for 45 s". */
+export function waitFailureText(what: string, f: WaitFailure, timeoutMs: number): string {
+  return f.stalledMs !== undefined ? `${what}: no progress for ${seconds(f.stalledMs)} (waits.noProgress), well before the ${seconds(timeoutMs)} bound` : `${what} within ${seconds(timeoutMs)}`;
 }
 
 /** A bounded wait that ran out, naming the host, the last thing seen and the log. */

@@ -28,7 +28,7 @@ import { isIp } from '../render/common.js';
 import { Secret } from '../util/secret.js';
 import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverProbe, serverProgress, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
@@ -54,8 +54,10 @@ const FIXED_AFTER_START = new Set(['cluster-cidr', 'service-cidr', 'cluster-dns'
 export interface K3sPhaseOptions {
   /** Shared with the agents phase so each file is hashed once. Default: one per process. */
   artifacts?: K3sArtifacts;
-  /** How long a server may take to answer /ping and /readyz after a (re)start. Default 300 s. */
+  /** How long a server (agent) may take to be ready after a (re)start. Default: waits.serverReady (agentReady) of the cluster file, 5 m. */
   readyTimeoutMs?: number;
+  /** Give up once nothing the wait watches changes for this long. Default: waits.noProgress, 45 s. */
+  noProgressMs?: number;
   /** Default 2 s. */
   pollIntervalMs?: number;
 }
@@ -163,7 +165,6 @@ function hostPath(d: Deployment, name: string): string {
 
 export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, ServerObserved> {
   const artifacts = opts.artifacts ?? defaultArtifacts;
-  const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
   async function readDatastoreCa(ctx: RunContext<Deployment>): Promise<string | null> {
@@ -208,15 +209,17 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     const before = enteredBefore.get(host.name) ?? 0;
     const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
+    const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.serverReadyMs;
+    const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
     const last = await waitUntil(
-      { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal },
+      { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs },
       async () => {
         const p = parseServerProbe((await host.exec(serverProbe(cursor), { allowFailure: true, timeoutMs: 30_000 })).stdout);
         differentToken ||= p.differentToken;
         const notReady = serverNotReady(p);
         const why = p.entered > before ? notReady : `k3s has not signalled READY to systemd since the restart (${p.active || 'state unknown'}); ${notReady ?? 'the API answers'}`;
         if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
-        return why;
+        return why === null ? null : { why, progress: serverProgress(p) };
       },
       () => (differentToken ? 'token' : null),
     );
@@ -228,8 +231,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     }
     throw new NotReadyError(
       host.name,
-      `k3s server not ready within ${seconds(readyTimeoutMs)}`,
-      last,
+      waitFailureText('k3s server not ready', last, readyTimeoutMs),
+      last.last,
       journal,
       `look at \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; a server that cannot reach the datastore (${datastoreEndpointHost(ctx.cluster.spec)?.address ?? '?'}:${ctx.cluster.spec.datastore.port}) or cannot log in keeps retrying`,
     );

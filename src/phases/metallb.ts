@@ -36,7 +36,7 @@ export interface MetallbPhaseOptions {
   fetchManifest?: (url: string) => Promise<Buffer>;
   /** Read metallb.manifest.file. Default: node:fs. */
   readLocal?: (path: string) => Promise<Buffer>;
-  /** How long to wait for the controller and its webhook. Default: 300000 ms. */
+  /** How long to wait for the controller and its webhook. Default: waits.metallbReady of the cluster file (5 m). */
   waitMs?: number;
   /** Between two tries while waiting. Default: 2000 ms. */
   pollMs?: number;
@@ -116,7 +116,8 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, MetallbObserved> {
   const fetchManifest = o.fetchManifest ?? defaultFetch;
   const readLocal = o.readLocal ?? ((p: string) => readFile(p));
-  const waitMs = o.waitMs ?? 300_000;
+  // waits.metallbReady of the cluster file (5 m), unless the caller sets one.
+  const waitMsFor = (spec: Cluster): number => o.waitMs ?? spec.waits.metallbReadyMs;
   const pollMs = o.pollMs ?? 2_000;
   const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
 
@@ -157,7 +158,7 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
   }
 
   /** Poll until the controller Deployment is Available and the webhook accepts a dry run of the objects. */
-  async function waitReady(k: Kubectl, objectsYaml: string): Promise<void> {
+  async function waitReady(k: Kubectl, objectsYaml: string, waitMs: number): Promise<void> {
     const deadline = Date.now() + waitMs;
     let last = '';
     for (;;) {
@@ -176,7 +177,7 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       }
       if (Date.now() >= deadline) {
         throw new Error(
-          `MetalLB's controller or webhook was not ready within ${Math.round(waitMs / 1000)} s (${last}); ` +
+          `MetalLB's controller or webhook was not ready within ${Math.round(waitMs / 1000)} s (${last}); the bound is waits.metallbReady; ` +
             `look at \`k3s kubectl -n ${METALLB_NAMESPACE} get pods\` and \`k3s kubectl -n ${METALLB_NAMESPACE} logs deploy/controller\`, then run apply again`,
         );
       }
@@ -281,8 +282,8 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       if (manifestDue || objectsDue) {
         changes.push({
           kind: 'command',
-          summary: `wait for MetalLB's controller and webhook (up to ${Math.round(waitMs / 1000)} s)`,
-          apply: (h) => waitReady(hostKubectl(h), objectsYaml),
+          summary: `wait for MetalLB's controller and webhook (up to ${Math.round(waitMsFor(ctx.cluster.spec) / 1000)} s)`,
+          apply: (h) => waitReady(hostKubectl(h), objectsYaml, waitMsFor(ctx.cluster.spec)),
         });
       }
       if (objectsDue) {

@@ -6,7 +6,7 @@
  * ports and addresses that collide on one host. Each is caught here, with the
  * path to change, so `validate` refuses what `plan` or `apply` would.
  */
-import { error, formatPath, type Diagnostic } from './diagnostics.js';
+import { error, formatPath, warning, type Diagnostic } from './diagnostics.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { isIpv4 } from './net.js';
 import type { ClusterFile } from './schema.js';
@@ -35,6 +35,8 @@ export const DURATION_BOUNDS = {
   lbIdle: { min: S, max: 7 * 24 * H, why: 'the idle timeout must be from 1s to 7 days (shorter cuts kubectl watches, logs -f and exec)' },
   failTimeout: { min: 100, max: H, why: 'nginx fail_timeout must be from 100ms to 1h' },
   checkInterval: { min: 100, max: M, why: 'the health-check interval must be from 100ms to 1m (each check is a TLS handshake that must finish within one interval)' },
+  ready: { min: 10 * S, max: 2 * H, why: 'a readiness wait must be from 10s to 2h (a k3s start takes tens of seconds; more than hours is no bound)' },
+  noProgress: { min: 5 * S, max: H, why: 'the no-progress bound must be from 5s to 1h (a probe round trip takes seconds)' },
 } as const satisfies Record<string, Bound>;
 
 function durationProblem(path: string, text: string | undefined, b: Bound): Diagnostic[] {
@@ -259,3 +261,17 @@ export function checkFlagValues(f: ClusterFile): Diagnostic[] {
 }
 
 export const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** The waits' bounds; a no-progress bound at or above a readiness bound never fires first. */
+export function checkWaits(f: ClusterFile): Diagnostic[] {
+  const w = f.waits;
+  const out: Diagnostic[] = [];
+  for (const key of ['serverReady', 'agentReady', 'metallbReady'] as const) out.push(...durationProblem(`waits.${key}`, w[key], DURATION_BOUNDS.ready));
+  out.push(...durationProblem('waits.noProgress', w.noProgress, DURATION_BOUNDS.noProgress));
+  const np = parseDuration(w.noProgress);
+  const ready = Math.min(parseDuration(w.serverReady) ?? Infinity, parseDuration(w.agentReady) ?? Infinity);
+  if (np !== undefined && np >= ready && !out.length) {
+    out.push(warning('waits.noProgress', `${w.noProgress} is not below serverReady/agentReady: a frozen host is noticed only at the overall bound`, 'set it below both, for example 45s'));
+  }
+  return out;
+}

@@ -6,7 +6,7 @@
  * or, worse, later.
  */
 import { error, formatPath, warning, type Diagnostic } from './diagnostics.js';
-import { checkDatastoreValues, checkFlagValues, checkHostValues, checkLoadBalancerValues, checkPortsAgainstSsh, checkSshValues } from './checks-values.js';
+import { checkDatastoreValues, checkFlagValues, checkWaits, checkHostValues, checkLoadBalancerValues, checkPortsAgainstSsh, checkSshValues } from './checks-values.js';
 import { parseDuration } from './duration.js';
 import { K3S_AGENT_FLAGS, K3S_SERVER_FLAGS, MANAGED_AGENT_FLAGS, MANAGED_SERVER_FLAGS, suggestFlag, type ManagedFlag } from './k3s-flags.js';
 import { intToIpv4, ipv4ToInt, parseCidr, parsePoolEntry, rangeContains, rangesOverlap, cidrHasHostBits, type Ipv4Range } from './net.js';
@@ -38,6 +38,7 @@ export const CHECK_GROUPS: readonly { needs: readonly (keyof ClusterFile)[]; run
   { needs: ['ssh', 'hosts', 'loadBalancer', 'datastore'], run: checkPortsAgainstSsh },
   { needs: ['datastore'], run: checkDatastoreValues },
   { needs: ['k3s'], run: checkFlagValues },
+  { needs: ['waits'], run: checkWaits },
 ];
 
 /** Run every cross-field check on a file that passed the schema. */

@@ -130,6 +130,15 @@ export interface MetalLB {
   l2Advertisement: boolean;
 }
 
+/** waits: bounds of apply's waits, in ms (defaults 5m, 5m, 5m and 45s). */
+export interface Waits {
+  serverReadyMs: number;
+  agentReadyMs: number;
+  metallbReadyMs: number;
+  /** A server or agent wait gives up when what it watches has not changed for this long. */
+  noProgressMs: number;
+}
+
 export interface Cluster {
   apiVersion: 'k8s-ha/v1';
   name: string;
@@ -144,6 +153,7 @@ export interface Cluster {
   k3s: K3s;
   /** Absent when the section is missing or disabled. */
   metallb?: MetalLB;
+  waits: Waits;
 }
 
 export interface ResolveContext {
@@ -371,6 +381,12 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     datastore,
     k3s,
     ...(metallb ? { metallb } : {}),
+    waits: {
+      serverReadyMs: ms(file.waits.serverReady),
+      agentReadyMs: ms(file.waits.agentReady),
+      metallbReadyMs: ms(file.waits.metallbReady),
+      noProgressMs: ms(file.waits.noProgress),
+    },
   };
 }
 

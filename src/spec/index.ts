@@ -17,6 +17,7 @@ export {
   type MetalLB,
   type SecretRef,
   type VirtualIp,
+  type Waits,
 } from './cluster.js';
 export {
   formatDiagnostics,

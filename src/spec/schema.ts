@@ -435,6 +435,24 @@ export const MetallbSchema = Type.Object(
   { additionalProperties: false, description: 'MetalLB, for Services of type LoadBalancer. Omit the section to go without.' },
 );
 
+export const WaitsSchema = Type.Object(
+  {
+    serverReady: duration('How long a k3s server may take to answer /ping and /readyz after a (re)start before apply fails naming it.', '5m'),
+    agentReady: duration('How long a k3s agent may take to become a Ready node after a (re)start.', '5m'),
+    metallbReady: duration("How long MetalLB's controller and webhook may take to become ready after the manifest went on.", '5m'),
+    noProgress: duration(
+      'A wait for a server or agent gives up early when nothing it watches changes for this long: the probe\'s answer, the unit\'s state, the journal (a frozen or hung host). Below serverReady and agentReady to matter.',
+      '45s',
+    ),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'Bounds of the waits apply does (each one fails naming the host and the last state seen). Other bounds: ssh.connectTimeout; a lost SSH connection is noticed after 3 missed keepalives 10 s apart; one remote command may run 2 minutes (package installs).',
+  },
+);
+
 export const ClusterFileSchema = Type.Object(
   {
     apiVersion: Type.Literal(API_VERSION, { description: 'Version of the cluster file format.' }),
@@ -445,6 +463,7 @@ export const ClusterFileSchema = Type.Object(
     datastore: DatastoreSchema,
     k3s: K3sSchema,
     metallb: Type.Optional(MetallbSchema),
+    waits: WaitsSchema,
   },
   {
     additionalProperties: false,
