@@ -30,7 +30,7 @@ function webPhase(opts: { serial?: boolean; onSettle?: (h: string) => Promise<vo
   return {
     id: 'web',
     title: 'Web daemon',
-    serial: opts.serial,
+    batch: opts.serial ? 1 : undefined,
     targets: (ctx) => ctx.cluster.hosts,
     observe: (ctx, host) => observeDesired(host, desiredFor(ctx.cluster, host.name)),
     diff: (ctx, name, o) => diffDesired(desiredFor(ctx.cluster, name), o, ctx.secrets),

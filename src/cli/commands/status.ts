@@ -1,11 +1,10 @@
 import { setTimeout as wait } from 'node:timers/promises';
-import { ClusterRun } from '../../engine/run.js';
 import { collectStatus, type StatusOptions } from '../../status/collect.js';
 import { degradations, formatStatus, statusToJSON } from '../../status/model.js';
 import { clusterFileArg, intFlag, parse } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
-import type { RunHooks } from './plan.js';
+import { openCluster, type RunHooks } from '../open.js';
 
 /** Tests stop --watch after some rounds and fix the clock. */
 export interface StatusHooks extends RunHooks {
@@ -25,12 +24,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   if (values.help) return void io.stdout(HELP.status!), EXIT.ok;
   const every = intFlag('status', 'watch', values.watch, 1, 3600);
   const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, {
-    env: io.env,
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    ...hooks.open,
-  });
+  const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   // Ctrl-C ends the wait at once, not after the next refresh.
   const sleep = hooks.status?.sleep ?? ((ms: number) => wait(ms, undefined, hooks.signal ? { signal: hooks.signal } : {}).catch(() => undefined));
   try {

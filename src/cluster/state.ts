@@ -28,6 +28,8 @@ export class StateFile {
     private data: StateData,
     /** True when the file existed when loaded. */
     readonly existed: boolean,
+    /** `status`, `verify`: never written (save() does nothing). */
+    readonly readOnly = false,
   ) {
     this.savedOnce = existed;
   }
@@ -39,13 +41,14 @@ export class StateFile {
     return join(dirname(clusterFile), `${basename(clusterFile, ext)}.state.yaml`);
   }
 
-  static async load(path: string, cluster: string): Promise<StateFile> {
+  static async load(path: string, cluster: string, opts: { readOnly?: boolean } = {}): Promise<StateFile> {
+    const readOnly = opts.readOnly ?? false;
     let text: string;
     try {
       text = await readFile(path, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        return new StateFile(path, { version: 1, cluster, secrets: {}, hostKeys: {} }, false);
+        return new StateFile(path, { version: 1, cluster, secrets: {}, hostKeys: {} }, false, readOnly);
       }
       throw e;
     }
@@ -56,7 +59,7 @@ export class StateFile {
     if (raw.cluster && raw.cluster !== cluster) {
       throw new Error(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
     }
-    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true);
+    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true, readOnly);
   }
 
   /** The stored secret; generated (and kept, once saved) when absent. */
@@ -99,6 +102,7 @@ export class StateFile {
 
   /** Written to a temp file with mode 0600, then renamed: never half a file, never readable by others. */
   save(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
     const next = this.saving.then(() => this.saveNow());
     this.saving = next.catch(() => undefined);
     return next;

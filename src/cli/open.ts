@@ -1,0 +1,40 @@
+import type { EventSink } from '../engine/events.js';
+import { ClusterRun, type OpenOptions } from '../cluster/open.js';
+import type { CliIO } from './io.js';
+
+/** For tests and library callers: how hosts are reached (default SSH) and which pipeline runs. */
+export interface RunHooks {
+  open?: Pick<OpenOptions, 'connect' | 'phases'>;
+  signal?: AbortSignal;
+}
+
+/**
+ * The one way a command opens its cluster (cluster/open.ts does the work).
+ * Commands that only read (`status`, `verify`, `kubeconfig`) open it
+ * read-only: the state file is never written. Warnings from loading the
+ * file and from adopting a server's token reach the user in every command:
+ * through `events` when the command shows progress, else on stderr.
+ */
+export function openCluster(
+  file: string,
+  io: CliIO,
+  hooks: RunHooks,
+  o: { readOnly?: boolean; events?: EventSink; concurrency?: number; acceptNewHostKey?: string[] } = {},
+): Promise<ClusterRun> {
+  return ClusterRun.open(file, {
+    env: io.env,
+    acceptHostKeyFor: new Set(o.acceptNewHostKey ?? []),
+    events: o.events ?? warningsOnStderr(io),
+    readOnly: o.readOnly ?? false,
+    ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
+    ...(hooks.signal ? { signal: hooks.signal } : {}),
+    ...hooks.open,
+  });
+}
+
+/** Only warnings, as `warning: ...` lines on stderr (stdout stays the command's output, e.g. JSON). */
+export function warningsOnStderr(io: CliIO): EventSink {
+  return (e) => {
+    if (e.type === 'warning') io.stderr(`warning: ${e.host ? `${e.host}: ` : ''}${e.message}\n`);
+  };
+}
