@@ -13,6 +13,7 @@ import { kubeconfigCommand } from './commands/kubeconfig.js';
 import { verifyCommand } from './commands/verify.js';
 import { statusCommand } from './commands/status.js';
 import { labCommand } from './lab.js';
+import { backupCommand } from './commands/backup.js';
 
 export const VERSION = '0.1.0';
 
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, Command> = {
   kubeconfig: kubeconfigCommand,
   verify: verifyCommand,
   status: statusCommand,
+  backup: backupCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };

@@ -120,15 +120,17 @@ export class ClusterRun {
    * Run `plan` (the one that was shown; a fresh one when none is given).
    * A plan with preflight errors is refused before anything is touched; an
    * empty one changes nothing and takes no lock; any other runs under the
-   * cluster lock. Generated secrets are saved to the state file before the
+   * cluster lock, unless `lock: false` (a pipeline that only reads, as
+   * backup's, must not wait for or write a lock). Generated secrets are saved to the state file before the
    * first host is changed, so an interrupted apply reuses them.
    */
-  async apply(plan?: Plan, opts: { breakLock?: boolean; command?: string } = {}): Promise<ApplyResult> {
+  async apply(plan?: Plan, opts: { breakLock?: boolean; command?: string; lock?: boolean } = {}): Promise<ApplyResult> {
     const t0 = Date.now();
     const p = plan ?? (await this.engine.plan());
     const refused = p.problems.filter((x) => x.severity === 'error');
     if (refused.length) throw new PreflightError('preflight', refused);
     if (p.empty) return { applied: [], changed: 0, ms: Date.now() - t0 };
+    if (opts.lock === false) return this.engine.apply(p);
     return this.locked(opts.command ?? 'apply', () => this.engine.apply(p), opts);
   }
 

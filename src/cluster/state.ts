@@ -85,6 +85,11 @@ export class StateFile {
     }
   }
 
+  /** Every stored secret, revealed: only for a backup's encrypted secrets part. */
+  exportSecrets(): Record<string, string> {
+    return { ...this.data.secrets };
+  }
+
   hostKey(id: string): string | undefined {
     return this.data.hostKeys[id];
   }

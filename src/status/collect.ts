@@ -34,6 +34,12 @@ export interface StatusOptions {
   /** A connected host by name; rejects when it cannot be reached. */
   host(name: string): Promise<Host>;
   now?: () => Date;
+  /**
+   * How long a host may take to connect and answer `true` (default 10000), and
+   * each upstream probe from an LB host (default 3000). The live page uses
+   * shorter ones: a frozen host must not hold a refresh for 10 s.
+   */
+  timeouts?: { hostMs?: number; probeMs?: number };
 }
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -81,8 +87,9 @@ export function haproxyShowStat(): ReturnType<typeof sh> {
  * without credentials (FACTS: k3s health), which is as close as nginx open
  * source lets anyone get to its own view (it has passive checks only).
  */
-export function upstreamProbe(addresses: readonly string[], port = K3S_API_PORT): ReturnType<typeof sh> {
-  return sh`for a in ${addresses}; do if command -v curl >/dev/null 2>&1; then r=$(curl -ksS --max-time 3 "https://$a:"${port}/ping 2>&1); if [ "$r" = pong ]; then s=up; else s=down; fi; elif timeout 3 bash -c "exec 3<>/dev/tcp/$a/"${port} 2>/dev/null; then s=up; r='TCP connect ok'; else s=down; r='TCP connect failed'; fi; printf '%s\t%s\t%s\n' "$a" "$s" "$(printf %s "$r" | tr '\n\t' '  ' | cut -c1-120)"; done`;
+export function upstreamProbe(addresses: readonly string[], port = K3S_API_PORT, maxSeconds = 3): ReturnType<typeof sh> {
+  const max = String(maxSeconds);
+  return sh`for a in ${addresses}; do if command -v curl >/dev/null 2>&1; then r=$(curl -ksS --max-time ${max} "https://$a:"${port}/ping 2>&1); if [ "$r" = pong ]; then s=up; else s=down; fi; elif timeout ${max} bash -c "exec 3<>/dev/tcp/$a/"${port} 2>/dev/null; then s=up; r='TCP connect ok'; else s=down; r='TCP connect failed'; fi; printf '%s\t%s\t%s\n' "$a" "$s" "$(printf %s "$r" | tr '\n\t' '  ' | cut -c1-120)"; done`;
 }
 
 export function parseUpstreamProbe(stdout: string): Map<string, { state: 'up' | 'down'; detail: string }> {
@@ -94,7 +101,7 @@ export function parseUpstreamProbe(stdout: string): Map<string, { state: 'up' | 
   return m;
 }
 
-export async function collectLoadBalancer(c: Cluster, name: string, h: Host | null, hostError?: string): Promise<LoadBalancerStatus> {
+export async function collectLoadBalancer(c: Cluster, name: string, h: Host | null, hostError?: string, probeMs = 3000): Promise<LoadBalancerStatus> {
   const kind = c.loadBalancer.kind;
   const unit = lbUnit(c);
   const method = kind === 'haproxy' && c.loadBalancer.deploy === 'package' ? 'haproxy-admin-socket' : 'probe-from-lb';
@@ -117,7 +124,8 @@ export async function collectLoadBalancer(c: Cluster, name: string, h: Host | nu
         }),
       };
     }
-    const r = await h.exec(upstreamProbe(ups.map((u) => u.address)), { allowFailure: true, timeoutMs: 15_000 + 4_000 * ups.length });
+    // Upstreams are probed one after another (one command): a frozen one costs probeMs.
+    const r = await h.exec(upstreamProbe(ups.map((u) => u.address), K3S_API_PORT, probeMs / 1000), { allowFailure: true, timeoutMs: 15_000 + (probeMs + 1000) * ups.length });
     const probed = parseUpstreamProbe(r.stdout);
     return { ...base, active, upstreams: ups.map((u) => ({ name: u.name, address: u.address, ...(probed.get(u.address) ?? { state: 'unknown' as const, detail: r.stderr.trim().split('\n')[0] ?? '' }) })) };
   } catch (e) {
@@ -219,12 +227,21 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const t0 = Date.now();
   const at = (o.now ?? (() => new Date()))().toISOString();
   const conn = new Map<string, { host: Host | null; error?: string }>();
+  const hostMs = o.timeouts?.hostMs ?? 10_000;
   const hosts: HostStatus[] = await Promise.all(
     c.hosts.map(async (h) => {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const host = await o.host(h.name);
-        // A cached connection may be dead (machine stopped since): ask something.
-        await host.exec(sh`true`, { sudo: false, timeoutMs: 10_000, allowFailure: true });
+        // Connecting to a machine that is off waits for SSH's own timeout (20 s): bounded here.
+        const host = await Promise.race([
+          (async () => {
+            const host = await o.host(h.name);
+            // A cached connection may be dead (machine stopped since): ask something.
+            await host.exec(sh`true`, { sudo: false, timeoutMs: hostMs, allowFailure: true });
+            return host;
+          })(),
+          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer over SSH within ${hostMs / 1000} s`)), hostMs + 500))),
+        ]).finally(() => clearTimeout(timer));
         conn.set(h.name, { host });
         return { name: h.name, address: h.address, roles: [...h.roles], reachable: true };
       } catch (e) {
@@ -237,7 +254,7 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const lbHosts = withRole(c, 'loadbalancer');
   const vipAddr = c.loadBalancer.virtualIP?.address;
   const [loadBalancers, vip, datastores, k] = await Promise.all([
-    Promise.all(lbHosts.map((h) => collectLoadBalancer(c, h.name, get(h.name).host, get(h.name).error))),
+    Promise.all(lbHosts.map((h) => collectLoadBalancer(c, h.name, get(h.name).host, get(h.name).error, o.timeouts?.probeMs))),
     vipAddr ? collectVip(vipAddr, lbHosts.map((h) => ({ name: h.name, host: get(h.name).host }))) : Promise.resolve(null),
     Promise.all(withRole(c, 'datastore').map((h) => collectDatastore(c, h.name, get(h.name).host, get(h.name).error))),
     collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: get(h.name).host }))),

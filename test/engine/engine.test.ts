@@ -186,7 +186,7 @@ test('an interrupted apply stops between changes and a re-run converges', async 
   assert.equal((await engineFor(c, hosts).plan()).empty, true);
 });
 
-test('a serial phase works on one host at a time and stops at the first failure', async () => {
+test('a phase with batch 1 works on one host at a time and stops at the first failure', async () => {
   const hosts = memHosts(['a', 'b', 'c']);
   const order: string[] = [];
   let active = 0;
