@@ -23,6 +23,8 @@ export function openCluster(
 ): Promise<ClusterRun> {
   return ClusterRun.open(file, {
     env: io.env,
+    // The CLI's one masking step: every secret of the run masks all it prints.
+    ...(io.secrets ? { secrets: io.secrets } : {}),
     acceptHostKeyFor: new Set(o.acceptNewHostKey ?? []),
     events: o.events ?? warningsOnStderr(io),
     readOnly: o.readOnly ?? false,

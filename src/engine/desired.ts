@@ -1,7 +1,7 @@
 import type { Host } from '../transport/host.js';
 import type { Command } from '../transport/quote.js';
 import { unifiedDiff } from '../util/diff.js';
-import { maskSecrets, type Secret } from '../util/secret.js';
+import { SecretSet, type Secret } from '../util/secret.js';
 import { aptInstall, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import type { Change } from './change.js';
 
@@ -20,6 +20,12 @@ export interface DesiredFile {
   group?: string;
   /** The daemon's own checker, run on the temp file before it goes live. */
   check?: (tmpPath: string) => Command;
+  /**
+   * The secret values in a text of this file's format (the renderer's own
+   * reader). Applied to the content found on the host too, so the secret it
+   * runs with now is masked in the plan's diff although this run never had it.
+   */
+  secretsIn?: (content: string) => string[];
 }
 
 export interface DesiredService {
@@ -134,8 +140,12 @@ export async function observeDesired(host: Host, d: Desired): Promise<ObservedSt
 
 const octal = (m: number) => '0' + (m & 0o7777).toString(8);
 
-/** The changes that take `observed` to `desired`, in the order they must run. */
-export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []): Change[] {
+/**
+ * The changes that take `observed` to `desired`, in the order they must run.
+ * Secrets found in the hosts' files are added to `secrets` (when it is the
+ * run's SecretSet), so every later output of the run masks them too.
+ */
+export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secret> = []): Change[] {
   const host = o.host;
   const changes: Change[] = [];
   const missing = (d.packages ?? []).filter((p) => !o.packages.get(p));
@@ -174,15 +184,16 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     const before = cur?.content ?? null;
     const what = before === null ? 'create' : contentDiffers ? 'update' : 'fix mode/owner of';
     const metaNote = metaDiffers ? ` (${cur?.mode != null ? octal(cur.mode) : '?'} ${cur?.owner}:${cur?.group} -> ${octal(mode)} ${owner}:${group})` : '';
-    const shownBefore = before === null ? null : maskSecrets(before, secrets);
-    const shownAfter = maskSecrets(f.content, secrets);
+    const mask = maskerFor(f, before, secrets);
+    const shownBefore = before === null ? null : mask.mask(before);
+    const shownAfter = mask.mask(f.content);
     changes.push({
       action: before === null ? 'create' : 'update',
       target: { host, file: f.path },
       summary: `${what} ${f.path}${metaNote}`,
       before: metaDiffers ? `${cur?.mode != null ? octal(cur.mode) : '?'} ${cur?.owner}:${cur?.group}` : shownBefore,
       after: metaDiffers ? `${octal(mode)} ${owner}:${group}` : shownAfter,
-      detail: contentDiffers ? unifiedDiff(f.path, shownBefore, shownAfter) : undefined,
+      detail: contentDiffers ? mask.mask(unifiedDiff(f.path, before, f.content)) : undefined,
       apply: async (h) => {
         await owe(h, f.path);
         await h.writeFile(f.path, f.content, { mode, owner, group, check: f.check });
@@ -197,7 +208,7 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
       action: 'delete',
       target: { host, file: path },
       summary: `remove ${path}`,
-      before: maskSecrets(cur, secrets),
+      before: (secrets instanceof SecretSet ? secrets : new SecretSet(secrets)).mask(cur),
       after: null,
       apply: async (h) => {
         await owe(h, path);
@@ -251,6 +262,21 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     }
   }
   return changes;
+}
+
+/**
+ * The masker for one file's diff: every secret known, plus those the file
+ * holds on the host and in its new content. A line whose secret changed
+ * still shows as changed (`-token: ********` / `+token: ********`), and
+ * neither side shows a value — in the diff, nor in `before`/`after`.
+ */
+function maskerFor(f: DesiredFile, before: string | null, secrets: Iterable<Secret>): SecretSet {
+  const found = [...(before !== null && f.secretsIn ? f.secretsIn(before) : []), ...(f.secretsIn ? f.secretsIn(f.content) : [])];
+  if (secrets instanceof SecretSet) {
+    secrets.add(...found);
+    return secrets;
+  }
+  return new SecretSet([...secrets, ...found]);
 }
 
 /** A one-off command on `host` as a change (SQL, a kubectl apply), shown in the plan by its summary. */

@@ -3,7 +3,7 @@ import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import { restartsUnit } from '../engine/change.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { K3S_CONFIG_PATH, k3sEnvFilePath, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
+import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
@@ -77,9 +77,9 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null, rest
   const env = k3sEnvFilePath('agent');
   return {
     files: [
-      { path: config, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
+      { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'agent' }) },
-      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
     ],
     services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env], restartFor }],
   };
@@ -150,6 +150,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const arch = ctx.facts.get(host.name)?.arch ?? 'amd64';
       const want = await wantedArtifacts(artifacts, d.spec, arch);
       const secureToken = await secureTokenFrom(ctx, servers);
+      if (secureToken) ctx.secrets.add(secureToken);
       const [state, installed, probe, up] = await Promise.all([
         observeDesired(host, desired(d, agentHost(d, host.name), secureToken)),
         observeInstalled(host, want),

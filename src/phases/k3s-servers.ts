@@ -6,6 +6,8 @@ import { restartsUnit } from '../engine/change.js';
 import type { Deployment } from '../cluster/deployment.js';
 import { StateFile } from '../cluster/state.js';
 import {
+  k3sConfigSecrets,
+  k3sEnvSecrets,
   K3S_CONFIG_PATH,
   criticalSettings,
   diffCriticalSettings,
@@ -128,9 +130,9 @@ function desired(d: Deployment, h: ClusterHost, how: RestartHow = {}): Desired {
   return {
     files: [
       // FACTS: the config holds the token and the datastore password: 0600.
-      { path: config, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
+      { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'server' }) },
-      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
     services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env], ...how }],
@@ -247,6 +249,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         d.spec.datastore.tls.enabled ? readDatastoreCa(ctx) : Promise.resolve(null),
       ]);
       const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
+      // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
+      if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
       return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost };
     },
 
