@@ -1,4 +1,5 @@
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import { restartsUnit } from '../engine/change.js';
@@ -80,6 +81,9 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null, rest
       { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'agent' }) },
       { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
+      // The helper scripts k3s's installer leaves, which users and tools expect (render/k3s-scripts.ts).
+      { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
+      { path: uninstallPath('agent'), content: renderUninstall('agent'), mode: 0o755 },
     ],
     services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env], restartFor }],
   };

@@ -1,4 +1,5 @@
 import { parse as parseYaml } from 'yaml';
+import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
@@ -133,6 +134,9 @@ function desired(d: Deployment, h: ClusterHost, how: RestartHow = {}): Desired {
       { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'server' }) },
       { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
+      // The helper scripts k3s's installer leaves, which users and tools expect (render/k3s-scripts.ts).
+      { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
+      { path: uninstallPath('server'), content: renderUninstall('server'), mode: 0o755 },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
     services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env], ...how }],
