@@ -72,6 +72,26 @@ export interface AcquireOptions {
   heartbeatMs?: number;
 }
 
+/**
+ * The ids of the locks this process holds now. A lock found with this
+ * process's holder and pid but not listed was left by an earlier run in this
+ * process that could not release it (its connection dropped): that run is
+ * over for certain. Process-wide on purpose: it describes the process.
+ */
+const heldHere = new Set<string>();
+
+/** Whether the holder is certainly gone: this machine and user, and its process ended (or it is an ended run of this one). */
+function holderGone(held: LockInfo, me: LockInfo): boolean {
+  if (held.holder !== me.holder) return false;
+  if (held.pid === process.pid) return !heldHere.has(held.id);
+  try {
+    process.kill(held.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 export class ClusterLock {
   private timer: NodeJS.Timeout | null = null;
 
@@ -96,11 +116,20 @@ export class ClusterLock {
       const age = await host.exec(fileAge(LOCK_PATH), { allowFailure: true });
       if (age.code !== 0 && attempt === 0) continue; // released between the two calls
       const ageS = age.code === 0 ? Number(age.stdout.trim()) : null;
-      if (!opts.breakLock || attempt > 0) throw new LockedError(host.name, held, Number.isFinite(ageS) ? ageS : null);
-      opts.events?.({ type: 'warning', host: host.name, message: `breaking the cluster lock held by ${held ? `${held.holder} (pid ${held.pid}, \`k8s-ha ${held.command}\` since ${held.since})` : 'an unreadable lock'}${ageS !== null ? `, last heartbeat ${ageS} s ago` : ''}, as --break-lock asks` });
+      const gone = held !== null && holderGone(held, info);
+      if ((!opts.breakLock && !gone) || attempt > 0) throw new LockedError(host.name, held, Number.isFinite(ageS) ? ageS : null);
+      const whose = held ? `${held.holder} (pid ${held.pid}, \`k8s-ha ${held.command}\` since ${held.since})` : 'an unreadable lock';
+      opts.events?.({
+        type: 'warning',
+        host: host.name,
+        message: gone
+          ? `taking over the cluster lock left by ${whose}: that run ended without releasing it (its process is gone)`
+          : `breaking the cluster lock held by ${whose}${ageS !== null ? `, last heartbeat ${ageS} s ago` : ''}, as --break-lock asks`,
+      });
       await host.removeFile(LOCK_PATH);
     }
     const lock = new ClusterLock(host, info);
+    heldHere.add(info.id);
     lock.timer = setInterval(() => void host.exec(touchFile(LOCK_PATH), { allowFailure: true }).catch(() => undefined), opts.heartbeatMs ?? HEARTBEAT_MS);
     lock.timer.unref();
     return lock;
@@ -110,6 +139,7 @@ export class ClusterLock {
   async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    heldHere.delete(this.info.id);
     const held = parseInfo(await this.host.readFile(LOCK_PATH));
     if (held?.id === this.info.id) await this.host.removeFile(LOCK_PATH);
   }

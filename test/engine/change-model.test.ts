@@ -243,3 +243,18 @@ test('the lock keeps a heartbeat while held', async () => {
   assert.ok(host.files.get(LOCK_PATH)!.mtimeMs! > Date.now() - 1000);
   await lock.release();
 });
+
+test('a lock whose holder certainly ended (this machine, its process gone) is taken over with a warning, not left blocking', async () => {
+  const host = new MemoryHost({ name: 'db' });
+  const events: EngineEvent[] = [];
+  const me = (await ClusterLock.acquire(host, { command: 'apply' })).info;
+  // An earlier run of this process lost its connection before releasing: the lock is still there.
+  host.setFile(LOCK_PATH, JSON.stringify({ ...me, id: 'ended-run' }) + '\n', { mode: 0o600 });
+  const again = await ClusterLock.acquire(host, { command: 'apply', events: (e) => void events.push(e) });
+  assert.match(JSON.stringify(events), /taking over the cluster lock left by .*its process is gone/);
+  await again.release();
+  // A process of this machine that no longer exists.
+  host.setFile(LOCK_PATH, JSON.stringify({ ...me, id: 'dead', pid: 2 ** 22 + 12345 }) + '\n', { mode: 0o600 });
+  await (await ClusterLock.acquire(host, { command: 'apply' })).release();
+  assert.ok(!host.files.has(LOCK_PATH));
+});
