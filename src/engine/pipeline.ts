@@ -3,6 +3,7 @@ import type { Deployment } from './run.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';
+import { galeraPhase } from '../phases/galera.js';
 import { k3sServers } from '../phases/k3s-servers.js';
 import { k3sAgents } from '../phases/k3s-agents.js';
 import { metallbPhase } from '../phases/metallb.js';
@@ -16,7 +17,8 @@ import { metallbPhase } from '../phases/metallb.js';
 export const pipeline: AnyPhase<Deployment>[] = [
   loadBalancerPhase,
   vipPhase,
-  datastorePhase,
+  datastorePhase, // one MariaDB; nothing to do with Galera
+  galeraPhase, // the Galera data nodes and arbitrator; nothing to do without Galera
   k3sServers, // serial: the first server ready before the next; restarts one at a time
   k3sAgents, // joined through the LB; each must reach every server's 6443
   metallbPhase(), // last: needs the API up, servicelb off on every server, agents for its pods
