@@ -20,6 +20,7 @@ import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { accountWork, neededConnections } from './datastore.js';
+import { MARIADB_SOCKET_OFF } from './loadbalancer.js';
 import { hasSnapshotIsolation, MARIADB_BATCH, observeSql, parseCandidate, parseMariadbVersion, parseObserveOutput, type MariadbObserved } from './infra-mariadb.js';
 import {
   GRASTATE_PATH,
@@ -104,7 +105,7 @@ function nodeDesired(c: Cluster, self: ClusterHost, packageVersion: string | nul
       { path: GALERA_CHECK_SERVICE_PATH, content: renderGaleraCheckService() },
       { path: GALERA_CHECK_SOCKET_PATH, content: renderGaleraCheckSocket(self.address, g.checkPort) },
     ],
-    services: [{ unit: GALERA_CHECK_SOCKET, restartOn: [GALERA_CHECK_SOCKET_PATH] }],
+    services: [MARIADB_SOCKET_OFF, { unit: GALERA_CHECK_SOCKET, restartOn: [GALERA_CHECK_SOCKET_PATH] }],
   };
 }
 

@@ -2,7 +2,7 @@ import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
-import { galeraNodes, hostsWithRole, type Cluster } from '../spec/cluster.js';
+import { galeraNodes, hostByName, hostsWithRole, type Cluster } from '../spec/cluster.js';
 import { HAPROXY_CFG_PATH, renderHaproxyCfg, type HaproxyDatastoreInput } from '../render/haproxy.js';
 import { NGINX_CONF_PATH, renderNginxConf } from '../render/nginx.js';
 import {
@@ -35,6 +35,9 @@ export function lbUnit(c: Cluster): string {
 export function nginxActiveCheck(c: Cluster): boolean {
   return c.loadBalancer.nginx.activeCheck;
 }
+
+/** Socket activation of MariaDB off: it holds *:3306 and would start a Galera node behind k8s-ha's back. */
+export const MARIADB_SOCKET_OFF = { unit: 'mariadb.socket', enabled: false, running: false };
 
 /** The checker stopped and disabled wherever it is not wanted (kind or deploy changed, or turned off). */
 const CHECKER_OFF = { unit: LBCHECK_UNIT, enabled: false, running: false };
@@ -93,13 +96,16 @@ export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalan
       healthCheck: { path: lb.healthCheck.path, intervalMs: lb.healthCheck.intervalMs, fall: lb.healthCheck.fall, rise: lb.healthCheck.rise },
       ...(datastore ? { datastore } : {}),
     });
+    // Debian's mariadb.socket (socket activation) listens on *:3306, the
+    // datastore listener's port; on a data node MariaDB uses galera.nodePort.
+    const dataNode = datastore !== undefined && hostByName(c, self)?.roles.includes('datastore') === true;
     return {
       // socat: `k8s-ha status` reads the servers' states from HAProxy's admin socket.
       packages: ['haproxy', 'socat'],
       files: [{ path: HAPROXY_CFG_PATH, content: cfg, check: (tmp) => sh`haproxy -c -f ${tmp}` }],
       // Debian's unit reloads through the master process: old workers finish
       // their sessions, new connections get the new server list.
-      services: [{ unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }, CHECKER_OFF],
+      services: [...(dataNode ? [MARIADB_SOCKET_OFF] : []), { unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }, CHECKER_OFF],
     };
   }
   const passive = { maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs };
