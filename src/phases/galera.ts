@@ -256,7 +256,10 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
     return { ...ch, apply: async (h) => (await markPending(h, UNIT, 'restart'), await ch.apply(h)) };
   });
   const svc = o.state.services.get(UNIT);
-  if (!svc?.enabled) changes.push({ kind: 'service', summary: `enable ${UNIT} (a rebooted node rejoins by itself)`, apply: async (h) => void (await h.exec(sh`systemctl enable ${UNIT}`)) });
+  // Not started at boot: after a power loss every node would wait for a
+  // primary component that nobody bootstraps. `apply` brings a node back,
+  // with the bootstrap decided from every node's position.
+  if (svc?.enabled) changes.push({ kind: 'service', summary: `disable ${UNIT} at boot (apply rejoins a rebooted node; after a full outage it bootstraps from the most advanced one)`, apply: async (h) => void (await h.exec(sh`systemctl disable ${UNIT}`)) });
   const cnfChanged = changes.some((ch) => ch.kind === 'file' && ch.summary.endsWith(MARIADB_CNF_PATH));
   const owed = o.state.pending.get(UNIT) === 'restart';
   const decision = decideGalera(o.views, preferenceOrder(c));

@@ -66,6 +66,10 @@ export function renderGaleraCheckSocket(address: string, port: number): string {
     Socket: [
       ['ListenStream', hostPort(address, port)],
       ['Accept', 'yes'],
+      // At boot the socket may come up before the address is configured
+      // (measured on the lab: "Cannot assign requested address", the unit
+      // failed and the load balancers saw every node down).
+      ['FreeBind', 'yes'],
       // Checks come every interval from each load balancer; a burst must not stop the socket.
       ['MaxConnections', '64'],
       ['TriggerLimitIntervalSec', '0'],
