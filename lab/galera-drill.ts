@@ -237,3 +237,89 @@ export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
   const r = await lab.exec(lb, ['sh', '-c', "echo 'show table k3s_datastore' | socat - UNIX:/run/haproxy/admin.sock"], { allowFailure: true });
   return /server_key=(\S+)/.exec(r.stdout)?.[1] ?? null;
 }
+
+export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';
+
+/** What a fault does to the writer data node `w` (on the lab machine of that name). */
+export const FAULTS: Record<Fault, { what: string; inject: (lab: Lab, w: string) => Promise<void>; recover: (lab: Lab, w: string) => Promise<void> }> = {
+  'kill-writer': {
+    what: "the writer's mariadbd killed (SIGKILL; systemd restarts it and it rejoins by IST)",
+    inject: async (lab, w) => void (await lab.exec(w, ['systemctl', 'kill', '-s', 'KILL', 'mariadb'])),
+    recover: async () => undefined,
+  },
+  'freeze-writer': {
+    what: "the writer's mariadbd frozen (SIGSTOP) for 10 s: connections stay open, nothing answers",
+    inject: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -STOP $(pidof mariadbd)'])),
+    recover: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -CONT $(pidof mariadbd)'])),
+  },
+  'cut-writer': {
+    what: "the writer's machine cut off the network (its load balancer and data node) for 10 s",
+    inject: (lab, w) => lab.cut(w),
+    recover: (lab, w) => lab.heal(w),
+  },
+  'kill-machine': {
+    what: 'the whole infrastructure machine of the writer powered off hard (its load balancer, the virtual IP holder, and its data node)',
+    inject: (lab, w) => lab.stop(w, { hard: true }),
+    recover: (lab, w) => lab.start(w),
+  },
+};
+
+export interface FaultResult {
+  fault: Fault;
+  writer: string;
+  /** Longest time without an acknowledged write from the fault on (ms). */
+  writeGapMs: number;
+  failedWrites: number;
+  verdict: DrillVerdict;
+  gapLines: string[];
+  newGapRows: number;
+}
+
+/** journalctl's --since for "a second ago" on this host (the machines share its clock). */
+export function journalSince(): string {
+  return new Date(Date.now() - 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+}
+
+/**
+ * One fault under write load: a watch from now, the writer for `beforeMs`,
+ * the fault for `holdMs`, recovery, writes for `afterMs` more, then the
+ * verdict. `writerNode` names the current writer (read from HAProxy).
+ */
+export async function runFault(
+  lab: Lab,
+  client: KubeClient,
+  fault: Fault,
+  o: { writerNode: string; servers: string[]; prefix: string; beforeMs?: number; holdMs?: number; afterMs?: number },
+): Promise<FaultResult> {
+  const other = ['infra1', 'infra2'].find((n) => n !== o.writerNode)!;
+  const since = journalSince();
+  const rows0 = await gapRows(lab, other);
+  await ensureNamespace(client);
+  const list = await client.request<{ metadata: { resourceVersion: string } }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?limit=1`);
+  const watch = new Watcher(client, list.metadata.resourceVersion, `drill=${o.prefix}`);
+  watch.start();
+  const writer = new Writer(client, o.prefix);
+  writer.start();
+  await sleep(o.beforeMs ?? 3000);
+  const t0 = performance.now();
+  await FAULTS[fault].inject(lab, o.writerNode);
+  await sleep(o.holdMs ?? 10_000);
+  await FAULTS[fault].recover(lab, o.writerNode);
+  await sleep(o.afterMs ?? 5000);
+  await writer.stop();
+  // The watch may lag a reconnect behind: give it the time to catch up with the last write.
+  const lastAcked = writer.acked.at(-1)?.name;
+  const until = Date.now() + 20_000;
+  while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
+  await watch.stop();
+  const v = await verdict(client, writer, watch);
+  return {
+    fault,
+    writer: o.writerNode,
+    writeGapMs: Math.round(writer.longestGapMs(t0)),
+    failedWrites: writer.records.filter((r) => !r.ok).length,
+    verdict: v,
+    gapLines: await gapLines(lab, o.servers, since),
+    newGapRows: (await gapRows(lab, other)) - rows0,
+  };
+}
