@@ -9,9 +9,9 @@
 // acknowledged writes a failover loses (a kine bug, see README "Galera
 // datastore") are a todo test that fails until kine is fixed.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { ClusterRun, type Deployment } from '../../src/engine/run.js';
@@ -28,9 +28,13 @@ const SERVERS = ['server1', 'server2'];
 // Without MetalLB: its own phase and tests.
 const PHASES: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
 
+const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
+
+/** The lab's cluster file with the lab's k3s (labk3s/) from a local file. */
 function clusterFile(lab: Lab, dir: string): string {
-  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown>;
+  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
   delete doc.metallb;
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
@@ -75,6 +79,7 @@ function describe(r: FaultResult): string {
 }
 
 test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
+  if (!existsSync(LAB_K3S)) return t.skip(`the lab's k3s is not built (${LAB_K3S}): run scripts/build-labk3s.sh`);
   await withLab({ galera: true, servers: 2, agents: 1, skip: (r) => t.skip(r) }, async (lab) => {
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
