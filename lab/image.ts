@@ -6,7 +6,7 @@ import { run, runStreaming } from './run.js';
 import { acquireLock } from './state.js';
 
 /** Bump when the build steps below change, so cached images are rebuilt. */
-const IMAGE_SCRIPT_VERSION = 3;
+const IMAGE_SCRIPT_VERSION = 4;
 
 export const SUITE = 'bookworm';
 export const MIRROR = 'http://deb.debian.org/debian';
@@ -27,6 +27,9 @@ export const IMAGE_PACKAGES: readonly string[] = [
   'mariadb-backup', 'galera-arbitrator-4',
   // k3s needs these on the node (iptables for kube-proxy / flannel rules)
   'iptables', 'conntrack', 'socat',
+  // the container runtime the lab's k3s runs its kubelet on (k3s bundles its
+  // own containerd; here it is Debian's), and the CNI plugins (/usr/lib/cni)
+  'containerd', 'runc', 'containernetworking-plugins',
   // small TLS listeners and test servers
   'python3',
 ];
@@ -39,8 +42,53 @@ const DISABLED_UNITS: readonly string[] = [
   'fstrim.timer', 'logrotate.timer', 'man-db.timer',
   // Nothing in a lab waits for "online"; waiting only slows the boot.
   'systemd-networkd-wait-online.service',
+  // The lab's k3s runs containerd itself, as k3s does; Debian's unit would start a second one.
+  'containerd.service', 'cni-dhcp.socket', 'cni-dhcp.service',
 ];
-const ENABLED_UNITS: readonly string[] = ['ssh.service', 'systemd-networkd.service'];
+
+/**
+ * A boot unit doing what a kubelet needs inside a machine-container and
+ * nspawn does not give (FACTS, "Real kubelets in the lab"):
+ * - nspawn mounts the v1 cgroup hierarchies read-only; kubelet and runc make
+ *   cgroups in every one. A plain `remount,rw` silently stays read-only:
+ *   `remount,bind,rw` makes them writable (only the machine's own subtree is
+ *   visible: it cannot touch the host's).
+ * - the kubelet sets vm.overcommit_memory=1, kernel.panic=10 and
+ *   kernel.panic_on_oops=1 and fails when it cannot; /proc/sys is read-only
+ *   here and those are the host's own values, so files holding the wanted
+ *   values are bound over them in this machine's mount namespace only (the
+ *   kubelet then finds them set and writes nothing).
+ */
+const PREP_UNIT = 'k8s-ha-lab-kubelet-prep';
+const PREP_SCRIPT = `#!/bin/sh
+# k8s-ha lab (see ${PREP_UNIT}.service): what a kubelet needs in this machine-container.
+for d in /sys/fs/cgroup/*/; do
+  mount -o remount,bind,rw "$d" 2>/dev/null || echo "k8s-ha lab: $d stays read-only" >&2
+done
+mkdir -p /run/k8s-ha-lab/sysctl
+for kv in vm/overcommit_memory=1 kernel/panic=10 kernel/panic_on_oops=1; do
+  k=\${kv%%=*}; v=\${kv#*=}
+  [ "$(cat /proc/sys/$k)" = "$v" ] && continue
+  f=/run/k8s-ha-lab/sysctl/$(echo "$k" | tr / .)
+  echo "$v" > "$f"
+  mount --bind "$f" "/proc/sys/$k"
+done
+`;
+const PREP_UNIT_FILE = `[Unit]
+Description=k8s-ha lab: writable cgroups and the kubelet's sysctls in this machine-container
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/${PREP_UNIT}
+
+[Install]
+WantedBy=sysinit.target
+`;
+
+const ENABLED_UNITS: readonly string[] = ['ssh.service', 'systemd-networkd.service', `${PREP_UNIT}.service`];
 
 export interface ImageInfo {
   /** Folder holding the root filesystem (the overlay's lower layer). */
@@ -59,7 +107,7 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 /** The cache key: a hash of everything that decides the image's content. */
 export function imageKey(packages: readonly string[] = IMAGE_PACKAGES): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ v: IMAGE_SCRIPT_VERSION, suite: SUITE, mirror: MIRROR, packages: [...packages].sort(), disabled: DISABLED_UNITS, enabled: ENABLED_UNITS }));
+  h.update(JSON.stringify({ v: IMAGE_SCRIPT_VERSION, suite: SUITE, mirror: MIRROR, packages: [...packages].sort(), disabled: DISABLED_UNITS, enabled: ENABLED_UNITS, prep: [PREP_SCRIPT, PREP_UNIT_FILE] }));
   return `${SUITE}-${h.digest('hex').slice(0, 16)}`;
 }
 
@@ -126,6 +174,9 @@ export async function ensureImage(log: (line: string) => void = () => {}, env: N
 /** Image-wide settings that do not depend on the machine. */
 async function finishImage(rootfs: string, log: (line: string) => void): Promise<void> {
   log('configuring the image: units, sshd, apt');
+  await mkdir(join(rootfs, 'usr/local/sbin'), { recursive: true });
+  await writeFile(join(rootfs, 'usr/local/sbin', PREP_UNIT), PREP_SCRIPT, { mode: 0o755 });
+  await writeFile(join(rootfs, 'etc/systemd/system', `${PREP_UNIT}.service`), PREP_UNIT_FILE);
   await run(['systemctl', `--root=${rootfs}`, 'disable', ...DISABLED_UNITS], { allowFailure: true });
   await run(['systemctl', `--root=${rootfs}`, 'enable', ...ENABLED_UNITS]);
   // Every machine gets host keys of its own at creation; shared keys would

@@ -15,6 +15,7 @@ import type { Host } from '../src/transport/host.js';
 import { connectSsh } from '../src/transport/ssh.js';
 import { LabUsageError } from './errors.js';
 import { ensureImage } from './image.js';
+import { raiseHostLimits } from './limits.js';
 import {
   boot, cgroupRoots, execIn, killMachineProcesses, findLeader, findVeth, isMounted, machineCgroup, mountOverlay, processAlive, purgePackages,
   removeLabCgroups, removeMachineCgroups, setFrozen, stopMachine, unmount, waitLeader, writeMachineFiles,
@@ -309,6 +310,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       throw new LabUsageError(`lab "${name}" is already up; see \`k8s-ha lab status --name ${name}\`, or remove it with \`k8s-ha lab down --name ${name}\``);
     }
     const image = await ensureImage(log, env);
+    for (const line of await raiseHostLimits()) log(line);
     const subnet = chooseSubnet(opts.subnet, await hostNetworks());
     const topo = planTopology(subnet, opts);
     for (const m of Object.keys(opts.bare ?? {})) {

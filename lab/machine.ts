@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { linkNameByIndex } from './network.js';
 import { run, withSbin, type RunOptions, type RunResult } from './run.js';
@@ -11,15 +11,57 @@ import type { MachineState } from './state.js';
 const CGROUP_FS = '/sys/fs/cgroup';
 
 /**
- * The cgroup hierarchies a machine gets a folder of its own in. nspawn with
- * --keep-unit makes `payload` and `supervisor` below the cgroup it starts in;
- * started from the root cgroup, two machines would share them. A folder per
- * machine keeps them apart, lets `down` remove what nspawn made, and (in the
- * v1 freezer, or v2's cgroup.freeze) freezes a machine in one write.
+ * The cgroup hierarchies a machine gets a folder of its own in: on cgroup v1
+ * every controller (cpu, cpuacct, cpuset, memory, devices, blkio, pids,
+ * freezer, ...) plus name=systemd and the empty unified one. nspawn with
+ * --keep-unit makes `payload` and `supervisor` below the cgroup it starts in,
+ * and a kubelet inside makes `/kubepods` at the root it sees: started from
+ * the host's root cgroup, two machines would share both. A folder per machine
+ * in every hierarchy keeps them apart, lets `down` remove what they made, and
+ * (in the v1 freezer, or v2's cgroup.freeze) freezes a machine in one write.
  */
 export function cgroupRoots(): string[] {
   if (existsSync(join(CGROUP_FS, 'cgroup.controllers'))) return [CGROUP_FS]; // pure cgroup v2
-  return ['freezer', 'systemd', 'unified'].map((h) => join(CGROUP_FS, h)).filter((d) => existsSync(join(d, 'cgroup.procs')));
+  const seen = new Set<string>();
+  const out: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(CGROUP_FS).sort();
+  } catch {
+    return [];
+  }
+  for (const e of entries) {
+    const d = join(CGROUP_FS, e);
+    if (!existsSync(join(d, 'cgroup.procs'))) continue;
+    // cpu and cpuacct are often links to one `cpu,cpuacct` mount: one folder there.
+    let real = d;
+    try {
+      real = realpathSync(d);
+    } catch {
+      continue;
+    }
+    if (seen.has(real)) continue;
+    seen.add(real);
+    out.push(d);
+  }
+  return out;
+}
+
+/**
+ * A new v1 cpuset cgroup starts with empty cpus and mems, and a process cannot
+ * join it until both are set: copy them down from the parent, level by level.
+ */
+async function fillCpuset(root: string, rel: string): Promise<void> {
+  if (!existsSync(join(root, 'cpuset.cpus'))) return;
+  let dir = root;
+  for (const part of rel.split('/')) {
+    const child = join(dir, part);
+    for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+      const cur = (await readFile(join(child, f), 'utf8')).trim();
+      if (!cur) await writeFile(join(child, f), (await readFile(join(dir, f), 'utf8')).trim() + '\n');
+    }
+    dir = child;
+  }
 }
 
 export function machineCgroup(lab: string, name: string): string {
@@ -225,6 +267,24 @@ export async function findLeader(nspawnPid: number): Promise<number | null> {
   return null;
 }
 
+/**
+ * What a real kubelet, containerd and runc need from nspawn (FACTS, "Real
+ * kubelets in the lab"): every capability (runc sets up namespaces, mounts
+ * and cgroups for each container), the keyring calls runc makes for each
+ * container's session keyring and bpf, and /dev/kmsg for the kubelet's OOM
+ * watcher.
+ */
+export const KUBELET_NSPAWN_ARGS: readonly string[] = ['--capability=all', '--system-call-filter=@keyring bpf', '--bind=/dev/kmsg'];
+
+/**
+ * The machine's /var/lib/containerd: a folder of the host's own filesystem
+ * (beside the overlay's upper dir), because containerd's overlayfs snapshots
+ * cannot sit on the machine's overlay root. Removed with the lab folder.
+ */
+export function machineContainerdDir(m: Pick<MachineState, 'upper'>): string {
+  return join(dirname(m.upper), 'containerd');
+}
+
 export interface BootOptions {
   lab: string;
   bridge: string;
@@ -241,10 +301,14 @@ export async function boot(m: MachineState, o: BootOptions): Promise<number> {
   for (const r of roots) {
     await removeCgroupTree(join(r, cg));
     await mkdir(join(r, cg), { recursive: true });
+    await fillCpuset(r, cg);
   }
+  const containerdDir = machineContainerdDir(m);
+  await mkdir(containerdDir, { recursive: true, mode: 0o700 });
   const nspawn = [
     'systemd-nspawn', '--boot', '-D', m.merged, `--machine=${m.unit}`, `--network-bridge=${o.bridge}`,
     '--register=no', '--keep-unit', '--console=read-only', '--link-journal=no', '--resolv-conf=off', '--timezone=off',
+    ...KUBELET_NSPAWN_ARGS, `--bind=${containerdDir}:/var/lib/containerd`,
   ];
   // The shell only moves itself into the machine's cgroups, then becomes
   // nspawn; every value reaches it as a positional parameter, never as code.

@@ -7,6 +7,8 @@ import { planTopology, renderClusterFile, checkLabName } from '../../lab/topolog
 import { requirementProblem } from '../../lab/requirements.js';
 import { imageKey, IMAGE_PACKAGES } from '../../lab/image.js';
 import { LabUsageError } from '../../lab/errors.js';
+import { limitsToRaise } from '../../lab/limits.js';
+import { diffSnapshots, type HostSnapshot } from '../../lab/snapshot.js';
 import { parseCluster } from '../../src/spec/index.js';
 
 const HOST: HostNet[] = [
@@ -90,4 +92,37 @@ test('a missing tool is reported with the apt-get command that installs it', () 
 test('the image cache key changes with the package list', () => {
   assert.notEqual(imageKey(IMAGE_PACKAGES), imageKey([...IMAGE_PACKAGES, 'vim-tiny']));
   assert.equal(imageKey([...IMAGE_PACKAGES].reverse()), imageKey(IMAGE_PACKAGES));
+});
+
+test('lab up raises only the host limits below what real kubelets need, and never lowers one', () => {
+  const limits = [
+    { key: 'fs.inotify.max_user_instances', min: 8192, why: 'w' },
+    { key: 'fs.inotify.max_user_watches', min: 524288, why: 'w' },
+  ];
+  // The host's defaults: 128 instances is too few for several machines.
+  assert.deepEqual(
+    limitsToRaise({ 'fs.inotify.max_user_instances': 128, 'fs.inotify.max_user_watches': 1048576 }, limits).map((c) => `${c.key} ${c.from}->${c.to}`),
+    ['fs.inotify.max_user_instances 128->8192'],
+  );
+  assert.deepEqual(limitsToRaise({ 'fs.inotify.max_user_instances': 8192, 'fs.inotify.max_user_watches': 524288 }, limits), []);
+  // An unreadable value is raised rather than trusted.
+  assert.equal(limitsToRaise({ 'fs.inotify.max_user_instances': Number.NaN, 'fs.inotify.max_user_watches': 524288 }, limits).length, 1);
+});
+
+test('the lab image carries containerd, runc and the CNI plugins for real kubelets', () => {
+  for (const p of ['containerd', 'runc', 'containernetworking-plugins']) assert.ok(IMAGE_PACKAGES.includes(p), p);
+});
+
+test('the host snapshot reports a lab cgroup or a kubepods left in any controller, but not the churn of labs that were up before', () => {
+  const snap = (cgroups: string[]): HostSnapshot => ({ mounts: [], links: [], routes: [], nftRuleset: [], ipForward: '1', files: [], cgroups, processes: [] });
+  const other = '/sys/fs/cgroup/memory/k8s-ha-lab/other';
+  const before = snap(['/sys/fs/cgroup/memory/process_api', other, `${other}/agent1`, `${other}/agent1/kubepods`]);
+  const after = snap([
+    '/sys/fs/cgroup/memory/process_api', other, `${other}/agent1`, `${other}/agent1/kubepods/burstable`,
+    '/sys/fs/cgroup/cpu/kubepods', '/sys/fs/cgroup/pids/k8s-ha-lab/test/server1',
+  ]);
+  assert.deepEqual(diffSnapshots(before, after).sort(), [
+    'cgroups: left behind: /sys/fs/cgroup/cpu/kubepods',
+    'cgroups: left behind: /sys/fs/cgroup/pids/k8s-ha-lab/test/server1',
+  ]);
 });
