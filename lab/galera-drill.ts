@@ -248,12 +248,12 @@ export const FAULTS: Record<Fault, { what: string; inject: (lab: Lab, w: string)
     recover: async () => undefined,
   },
   'freeze-writer': {
-    what: "the writer's mariadbd frozen (SIGSTOP) for 10 s: connections stay open, nothing answers",
+    what: "the writer's mariadbd frozen (SIGSTOP) for 8 s: connections stay open, nothing answers",
     inject: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -STOP $(pidof mariadbd)'])),
     recover: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -CONT $(pidof mariadbd)'])),
   },
   'cut-writer': {
-    what: "the writer's machine cut off the network (its load balancer and data node) for 10 s",
+    what: "the writer's machine cut off the network (its load balancer and data node) for 8 s",
     inject: (lab, w) => lab.cut(w),
     recover: (lab, w) => lab.heal(w),
   },
@@ -300,12 +300,12 @@ export async function runFault(
   watch.start();
   const writer = new Writer(client, o.prefix);
   writer.start();
-  await sleep(o.beforeMs ?? 3000);
+  await sleep(o.beforeMs ?? 2000);
   const t0 = performance.now();
   await FAULTS[fault].inject(lab, o.writerNode);
-  await sleep(o.holdMs ?? 10_000);
+  await sleep(o.holdMs ?? 8000);
   await FAULTS[fault].recover(lab, o.writerNode);
-  await sleep(o.afterMs ?? 5000);
+  await sleep(o.afterMs ?? 4000);
   await writer.stop();
   // The watch may lag a reconnect behind: give it the time to catch up with the last write.
   const lastAcked = writer.acked.at(-1)?.name;
