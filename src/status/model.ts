@@ -140,6 +140,8 @@ export interface StatusSnapshot {
 /** A lost node, a node not Synced, a lost quorum, or load balancers that disagree on the writer. */
 function galeraDegradations(s: StatusSnapshot, g: GaleraStatus): string[] {
   const out: string[] = [];
+  // A snapshot from another version may carry a differently shaped section: judge only what is there.
+  const writers = Array.isArray(g.writers) ? g.writers : [];
   const answered = s.datastores.filter((d) => d.galera);
   if (answered.length && !answered.some((d) => d.galera!.clusterStatus === 'Primary')) {
     out.push(`Galera has no primary component (quorum lost): writes stop; if every data node is down, \`k8s-ha apply\` bootstraps from the most advanced one`);
@@ -150,9 +152,9 @@ function galeraDegradations(s: StatusSnapshot, g: GaleraStatus): string[] {
     else if (n.state !== 'Synced') out.push(`Galera node ${d.host} is ${n.state}, not Synced: it takes no writes`);
   }
   const sizes = answered.filter((d) => d.galera!.clusterStatus === 'Primary').map((d) => d.galera!.size);
-  if (sizes.length && Math.max(...sizes) < g.expectedSize) out.push(`Galera cluster has ${Math.max(...sizes)} of ${g.expectedSize} members: \`k8s-ha apply\` rejoins a stopped node`);
-  const named = [...new Set(g.writers.map((w) => w.writer).filter((w): w is string => w !== null))];
-  if (named.length > 1) out.push(`the load balancers send datastore connections to different nodes (${g.writers.map((w) => `${w.lb}: ${w.writer ?? 'none'}`).join(', ')}): two writers`);
+  if (sizes.length && typeof g.expectedSize === 'number' && Math.max(...sizes) < g.expectedSize) out.push(`Galera cluster has ${Math.max(...sizes)} of ${g.expectedSize} members: \`k8s-ha apply\` rejoins a stopped node`);
+  const named = [...new Set(writers.map((w) => w.writer).filter((w): w is string => w !== null))];
+  if (named.length > 1) out.push(`the load balancers send datastore connections to different nodes (${writers.map((w) => `${w.lb}: ${w.writer ?? 'none'}`).join(', ')}): two writers`);
   return out;
 }
 
@@ -250,7 +252,7 @@ export function formatStatus(s: StatusSnapshot, o: { color?: boolean } = {}): st
     const rows = d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`;
     const gn = d.galera;
     const galera = gn ? `, Galera ${gn.state === 'Synced' && gn.clusterStatus === 'Primary' ? good(`${gn.state} ${gn.clusterStatus}`) : bad(`${gn.state} ${gn.clusterStatus}`)} (size ${gn.size})` : '';
-    const writer = s.galera?.writers.some((w) => w.writer === d.host) ? ', the writer' : '';
+    const writer = Array.isArray(s.galera?.writers) && s.galera.writers.some((w) => w.writer === d.host) ? ', the writer' : '';
     L.push(`  ${d.host}: ${good('answering')}, MariaDB ${d.version ?? '?'}, ${d.sizeBytes === null ? '?' : formatBytes(d.sizeBytes)}, ${rows}${galera}${writer}`);
     if (d.backup) {
       const b = d.backup;
@@ -258,7 +260,7 @@ export function formatStatus(s: StatusSnapshot, o: { color?: boolean } = {}): st
       L.push(`    scheduled backups: ${b.stale ? bad(what) : good(what)}`);
     }
   }
-  if (s.galera) {
+  if (s.galera && Array.isArray(s.galera.writers)) {
     L.push(`  Galera: ${s.galera.expectedSize} members expected; writer by load balancer: ${s.galera.writers.map((w) => `${w.lb} -> ${w.writer ?? 'none yet'}`).join(', ')}`);
   }
 
