@@ -17,6 +17,7 @@ Commands:
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
   status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB (--serve: a live page)
   backup      the datastore and the token in one archive (--list, --check)
+  restore     a backup onto the same or fresh machines, then verify
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 

@@ -15,6 +15,7 @@ import { verifyCommand } from './commands/verify.js';
 import { statusCommand } from './commands/status.js';
 import { labCommand } from './lab.js';
 import { backupCommand } from './commands/backup.js';
+import { restoreCommand } from './commands/restore.js';
 
 export const VERSION = '0.1.0';
 
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, Command> = {
   verify: verifyCommand,
   status: statusCommand,
   backup: backupCommand,
+  restore: restoreCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };
