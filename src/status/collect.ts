@@ -288,7 +288,7 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const g = c.datastore.galera;
   if (g) {
     const writers = await writersByLoadBalancer(c, async (n) => {
-      const x = get(n);
+      const x = await reach(n);
       if (!x.host) throw new Error(x.error ?? 'not reachable');
       return x.host;
     });
