@@ -1,6 +1,7 @@
 import type { EventSink } from '../engine/events.js';
 import { ClusterRun, type OpenOptions } from '../cluster/open.js';
 import type { CliIO } from './io.js';
+import { warningEvents } from './output/progress.js';
 
 /** For tests and library callers: how hosts are reached (default SSH) and which pipeline runs. */
 export interface RunHooks {
@@ -26,17 +27,10 @@ export function openCluster(
     // The CLI's one masking step: every secret of the run masks all it prints.
     ...(io.secrets ? { secrets: io.secrets } : {}),
     acceptHostKeyFor: new Set(o.acceptNewHostKey ?? []),
-    events: o.events ?? warningsOnStderr(io),
+    events: o.events ?? warningEvents(io.stderr),
     readOnly: o.readOnly ?? false,
     ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     ...hooks.open,
   });
-}
-
-/** Only warnings, as `warning: ...` lines on stderr (stdout stays the command's output, e.g. JSON). */
-export function warningsOnStderr(io: CliIO): EventSink {
-  return (e) => {
-    if (e.type === 'warning') io.stderr(`warning: ${e.host ? `${e.host}: ` : ''}${e.message}\n`);
-  };
 }

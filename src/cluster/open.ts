@@ -80,7 +80,13 @@ export class ClusterRun {
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
     const events = opts.events ?? noEvents;
     const { cluster, warnings } = loadCluster(file, opts.env ?? process.env);
-    for (const w of warnings) events({ type: 'warning', message: `${file}${w.line ? `:${w.line}` : ''}: ${w.path}: ${w.message}${w.hint ? ` (fix: ${w.hint})` : ''}` });
+    for (const w of warnings) {
+      events({ type: 'warning', message: `${file}${w.line ? `:${w.line}` : ''}: ${w.path ? `${w.path}: ` : ''}${w.message}${w.hint ? ` (fix: ${w.hint})` : ''}` });
+    }
+    const unknown = [...(opts.acceptHostKeyFor ?? [])].filter((n) => !cluster.hosts.some((h) => h.name === n));
+    if (unknown.length) {
+      throw new UserError(`--accept-new-host-key ${unknown.join(', ')}: no host of that name in ${file}; give a host's name from its hosts list (${cluster.hosts.map((h) => h.name).join(', ')})`);
+    }
     const state = await StateFile.load(StateFile.pathFor(file), cluster.name, { readOnly: opts.readOnly ?? false });
     const known = opts.secrets ?? new SecretSet();
     known.add(...clusterSecrets(cluster), ...state.allSecrets());
@@ -118,9 +124,9 @@ export class ClusterRun {
   }
 
   /**
-   * Observe every host and list the changes. Changes no host. The state file
-   * is still written on close (secrets generated, host keys pinned at first
-   * contact), so a later apply uses exactly the values this plan was made with.
+   * Observe every host and list the changes. Changes no host, and keeps no
+   * secret it generated (the state file gets only host keys pinned at first
+   * contact): a plan shows secrets masked, so it does not depend on them.
    */
   plan(): Promise<Plan> {
     return this.engine.plan();
@@ -151,6 +157,7 @@ export class ClusterRun {
    */
   async locked<T>(command: string, fn: () => Promise<T>, opts: { breakLock?: boolean } = {}): Promise<T> {
     if (this.opts.readOnly) throw new Error(`this cluster was opened read-only; \`${command}\` changes hosts`);
+    this.state.keepGenerated();
     await this.state.save();
     const lock = await ClusterLock.acquire(await this.engine.host(lockHostName(this.deployment.spec)), {
       command,

@@ -3,6 +3,7 @@ import type { Deployment } from './deployment.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';
+import { galeraPhase } from '../phases/galera.js';
 import { datastoreBackupPhase } from '../phases/datastore-backup.js';
 import { k3sServersPhase, type K3sPhaseOptions } from '../phases/k3s-servers.js';
 import { k3sAgentsPhase } from '../phases/k3s-agents.js';
@@ -48,7 +49,8 @@ export function applyPipeline(opts: ApplyPipelineOptions = {}): AnyPhase<Deploym
   return [
     loadBalancerPhase,
     vipPhase,
-    datastorePhase,
+    datastorePhase, // one MariaDB; nothing to do with Galera
+    galeraPhase, // the Galera data nodes and arbitrator; nothing to do without Galera
     datastoreBackupPhase, // datastore.backup: a timer on the writer; removed again when the section goes
     k3sServersPhase(k3s), // one at a time: the first server ready before the next; restarts one at a time
     k3sAgentsPhase(k3s), // joined through the LB; each must reach every server's 6443

@@ -40,15 +40,15 @@ export async function verifyOpened(run: ClusterRun, flags: VerifyFlags, io: CliI
 }
 
 export async function verifyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
-  const { values } = parse('verify', argv, {
+  const { values, positionals } = parse('verify', argv, {
     file: { type: 'string', short: 'f' },
     json: { type: 'boolean' },
     drill: { type: 'boolean' },
     image: { type: 'string' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.verify!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'verify');
   const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   try {
     const { code, report } = await verifyOpened(run, { drill: values.drill, image: values.image, json: values.json }, io, hooks);
