@@ -405,6 +405,21 @@ export const MetallbSchema = Type.Object(
   { additionalProperties: false, description: 'MetalLB, for Services of type LoadBalancer. Omit the section to go without.' },
 );
 
+export const VerifySchema = Type.Object(
+  {
+    image: Type.Optional(
+      Type.String({
+        description: 'Image of the test web server `verify` runs behind a LoadBalancer Service: it must serve HTTP on port 80 and be pullable by the nodes (or imported from the air-gap images). Default docker.io/library/nginx:1.27-alpine; `verify --image` overrides it.',
+        minLength: 1,
+        pattern: '^[^\\s]+$',
+        errorMessage: 'is not an image reference',
+        errorHint: 'write an image such as docker.io/library/nginx:1.27-alpine',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'How `k8s-ha verify` (and the end of `apply`) tests the cluster.' },
+);
+
 export const ClusterFileSchema = Type.Object(
   {
     apiVersion: Type.Literal(API_VERSION, { description: 'Version of the cluster file format.' }),
@@ -415,6 +430,7 @@ export const ClusterFileSchema = Type.Object(
     datastore: DatastoreSchema,
     k3s: K3sSchema,
     metallb: Type.Optional(MetallbSchema),
+    verify: Type.Optional(VerifySchema),
   },
   {
     additionalProperties: false,
