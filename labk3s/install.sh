@@ -2,8 +2,8 @@
 # Installer for the lab's k3s (a test double of k3s), standing in for k3s's
 # own install script (get.k3s.io) on its offline path, so that another tool's
 # installs work against the lab: it takes the same environment variables and
-# arguments, writes the same files (unit, 0600 env file, kubectl/crictl/ctr
-# links, k3s-killall.sh, k3s-uninstall.sh or k3s-agent-uninstall.sh, all
+# arguments, writes the same files (unit, 0600 env file, the kubectl
+# link, k3s-killall.sh, k3s-uninstall.sh or k3s-agent-uninstall.sh, all
 # written by this script itself) and restarts the service only when the
 # binary, unit or env file changed. It never downloads anything: without
 # INSTALL_K3S_SKIP_DOWNLOAD it installs the lab's binary from beside this
@@ -97,9 +97,10 @@ fi
 info "Using $version"
 
 if [ "${INSTALL_K3S_BIN_DIR_READ_ONLY:-}" != true ]; then
-  # --- kubectl, crictl, ctr: linked unless the command exists (or INSTALL_K3S_SYMLINK says)
+  # --- kubectl: linked unless the command exists (or INSTALL_K3S_SYMLINK says). k3s also
+  # links crictl and ctr; the lab's k3s has no such commands (Debian's ctr serves), so it does not.
   if [ "${INSTALL_K3S_SYMLINK:-}" != skip ]; then
-    for cmd in kubectl crictl ctr; do
+    for cmd in kubectl; do
       if [ -e "$BIN_DIR/$cmd" ] && [ "${INSTALL_K3S_SYMLINK:-}" != force ]; then
         info "Skipping $BIN_DIR/$cmd symlink to k3s, already exists"
       elif [ -n "$(command -v "$cmd" 2>/dev/null || true)" ] && [ "${INSTALL_K3S_SYMLINK:-}" != force ]; then

@@ -295,10 +295,10 @@ export const K3sSchema = Type.Object(
   {
     version: Type.Optional(
       Type.String({
-        description: 'Pinned k3s release, for example v1.31.4+k3s1. Recommended: upgrades then happen only when you change it.',
+        description: 'Pinned k3s release, for example v1.37.2+k3s1. Recommended: upgrades then happen only when you change it.',
         pattern: K3S_VERSION_PATTERN,
         errorMessage: 'is not a k3s version',
-        errorHint: 'write the full release name, for example v1.31.4+k3s1',
+        errorHint: 'write the full release name, for example v1.37.2+k3s1',
       }),
     ),
     channel: Type.Optional(
