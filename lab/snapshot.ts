@@ -96,12 +96,16 @@ export function diffSnapshots(before: HostSnapshot, after: HostSnapshot): string
   const labOf = (x: string): string | undefined => / lab=(\S+)$/.exec(x)?.[1];
   const otherLabs = new Set(before.processes.map(labOf).filter((x): x is string => Boolean(x)));
   const othersProcess = (x: string): boolean => otherLabs.has(labOf(x) ?? '');
+  // Likewise their cgroups: kubelets and systemd inside them make and remove cgroups all the time.
+  const cgLab = (x: string): string | undefined => /\/k8s-ha-lab\/([^/]+)\/./.exec(x)?.[1];
+  const labsBefore = new Set(before.cgroups.map(cgLab).filter((x): x is string => Boolean(x)));
+  const othersCgroup = (x: string): boolean => labsBefore.has(cgLab(x) ?? '');
   for (const key of ['mounts', 'links', 'routes', 'nftRuleset', 'files', 'cgroups', 'processes'] as const) {
     const b = new Set(before[key]);
     const a = new Set(after[key]);
-    for (const x of a) if (!b.has(x) && !(key === 'processes' && othersProcess(x))) out.push(`${key}: left behind: ${x}`);
+    for (const x of a) if (!b.has(x) && !(key === 'processes' && othersProcess(x)) && !(key === 'cgroups' && othersCgroup(x))) out.push(`${key}: left behind: ${x}`);
     // A process that ended on its own is no trace of the lab.
-    if (key !== 'processes') for (const x of b) if (!a.has(x)) out.push(`${key}: gone: ${x}`);
+    if (key !== 'processes') for (const x of b) if (!a.has(x) && !(key === 'cgroups' && othersCgroup(x))) out.push(`${key}: gone: ${x}`);
   }
   if (before.ipForward !== after.ipForward) out.push(`ip_forward: was ${before.ipForward}, now ${after.ipForward}`);
   return out;

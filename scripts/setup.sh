@@ -13,13 +13,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # The lab (systemd-nspawn machines on a bridge, NAT to the package registry),
-# the real daemons the renderer tests check configs with, and sshd/sudo for
-# the SSH transport tests.
+# the real daemons the renderer tests check configs with, sshd/sudo for
+# the SSH transport tests, and Chromium for the status page's browser test
+# (driven by playwright-core, which never downloads a browser of its own).
 apt-get install -y -qq --no-install-recommends \
   systemd-container debootstrap debian-archive-keyring util-linux iproute2 nftables \
   openssh-server openssh-client sudo curl ca-certificates \
   nginx-light libnginx-mod-stream haproxy keepalived \
-  mariadb-server mariadb-client >/dev/null
+  mariadb-server mariadb-client chromium >/dev/null
 
 npm ci --no-audit --no-fund
 

@@ -1,5 +1,8 @@
+import { BACKUP_HELP } from './help-backup.js';
+
 /** The help texts, one per command, each with examples (PRODUCT.md: every command has them). */
 export const HELP: Record<string, string> = {
+  ...BACKUP_HELP,
   main: `k8s-ha: a highly available k3s cluster from one cluster file
 
 Usage: k8s-ha <command> [options]
@@ -12,7 +15,8 @@ Commands:
   apply       make those changes (asks first on a terminal), then verify
   kubeconfig  write the cluster's kubeconfig (pointed at the LB/VIP) or merge it
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
-  status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB
+  status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB (--serve: a live page)
+  backup      the datastore and the token in one archive (--list, --check)
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
@@ -133,6 +137,7 @@ Examples:
   k8s-ha kubeconfig -f cluster.yaml --merge && kubectl --context seed get nodes
 `,
   status: `Usage: k8s-ha status [-f FILE] [--json] [--watch SECONDS]
+       k8s-ha status [-f FILE] --serve [ADDRESS:PORT] [--allow-remote] [--watch SECONDS] [--timeout SECONDS]
 
 One screen for the whole cluster: each host with its roles and whether it
 answers over SSH; the load balancer and each upstream as it sees them
@@ -148,10 +153,23 @@ the datastore down, a node NotReady or missing, a full pool).
 Options:
   --watch N, -w N   refresh every N seconds (redrawn in place on a terminal)
                     until Ctrl-C; the exit code is that of the last screen
+  --serve [ADDR:PORT]  a live status page in a browser instead, until Ctrl-C
+                    (default 127.0.0.1:8440): the topology drawn and coloured
+                    by health, a timeline of the changes it saw, MetalLB pools,
+                    versions; the same data as --json at /status.json. Served
+                    by k8s-ha alone (nothing from the internet), read-only,
+                    refreshed every --watch seconds (default 2)
+  --allow-remote    let --serve bind an address other than loopback (the page
+                    shows the cluster's topology to anyone who reaches it and
+                    has no login; an SSH tunnel to 127.0.0.1 is the safer way)
+  --timeout N       --serve: a collection that takes longer than N seconds
+                    (default 10) marks the page stale
 
 Examples:
   k8s-ha status -f cluster.yaml
   k8s-ha status -f cluster.yaml --watch 5
   k8s-ha status -f cluster.yaml --json | jq '.degraded'
+  k8s-ha status -f cluster.yaml --serve              # then open http://127.0.0.1:8440/
+  ssh -L 8440:127.0.0.1:8440 admin-box               # the page from another machine
 `,
 };

@@ -5,13 +5,16 @@ import { apiUpstreams, K3S_API_PORT } from '../phases/infra-common.js';
 import { lbUnit } from '../phases/loadbalancer.js';
 import { HAPROXY_ADMIN_SOCKET, HAPROXY_BACKEND } from '../render/haproxy.js';
 import { sqlString } from '../render/mariadb.js';
-import type { Cluster } from '../spec/cluster.js';
+import { datastoreEndpointHost, type Cluster } from '../spec/cluster.js';
+import { BACKUP_TIMER_PATH } from '../render/backup-timer.js';
+import { ARCHIVE_SUFFIX } from '../backup/manifest.js';
 import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { expectedNodes, ingressAddress, nodeStates, poolOf } from '../verify/checks.js';
 import {
   poolSize,
+  type BackupStatus,
   type DatastoreStatus,
   type HostStatus,
   type KubeStatus,
@@ -34,6 +37,12 @@ export interface StatusOptions {
   /** A connected host by name; rejects when it cannot be reached. */
   host(name: string): Promise<Host>;
   now?: () => Date;
+  /**
+   * How long a host may take to connect and answer `true` (default 10000), and
+   * each upstream probe from an LB host (default 3000). The live page uses
+   * shorter ones: a frozen host must not hold a refresh for 10 s.
+   */
+  timeouts?: { hostMs?: number; probeMs?: number };
 }
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -81,8 +90,9 @@ export function haproxyShowStat(): ReturnType<typeof sh> {
  * without credentials (FACTS: k3s health), which is as close as nginx open
  * source lets anyone get to its own view (it has passive checks only).
  */
-export function upstreamProbe(addresses: readonly string[], port = K3S_API_PORT): ReturnType<typeof sh> {
-  return sh`for a in ${addresses}; do if command -v curl >/dev/null 2>&1; then r=$(curl -ksS --max-time 3 "https://$a:"${port}/ping 2>&1); if [ "$r" = pong ]; then s=up; else s=down; fi; elif timeout 3 bash -c "exec 3<>/dev/tcp/$a/"${port} 2>/dev/null; then s=up; r='TCP connect ok'; else s=down; r='TCP connect failed'; fi; printf '%s\t%s\t%s\n' "$a" "$s" "$(printf %s "$r" | tr '\n\t' '  ' | cut -c1-120)"; done`;
+export function upstreamProbe(addresses: readonly string[], port = K3S_API_PORT, maxSeconds = 3): ReturnType<typeof sh> {
+  const max = String(maxSeconds);
+  return sh`for a in ${addresses}; do if command -v curl >/dev/null 2>&1; then r=$(curl -ksS --max-time ${max} "https://$a:"${port}/ping 2>&1); if [ "$r" = pong ]; then s=up; else s=down; fi; elif timeout ${max} bash -c "exec 3<>/dev/tcp/$a/"${port} 2>/dev/null; then s=up; r='TCP connect ok'; else s=down; r='TCP connect failed'; fi; printf '%s\t%s\t%s\n' "$a" "$s" "$(printf %s "$r" | tr '\n\t' '  ' | cut -c1-120)"; done`;
 }
 
 export function parseUpstreamProbe(stdout: string): Map<string, { state: 'up' | 'down'; detail: string }> {
@@ -94,7 +104,7 @@ export function parseUpstreamProbe(stdout: string): Map<string, { state: 'up' | 
   return m;
 }
 
-export async function collectLoadBalancer(c: Cluster, name: string, h: Host | null, hostError?: string): Promise<LoadBalancerStatus> {
+export async function collectLoadBalancer(c: Cluster, name: string, h: Host | null, hostError?: string, probeMs = 3000): Promise<LoadBalancerStatus> {
   const kind = c.loadBalancer.kind;
   const unit = lbUnit(c);
   const method = kind === 'haproxy' && c.loadBalancer.deploy === 'package' ? 'haproxy-admin-socket' : 'probe-from-lb';
@@ -117,7 +127,8 @@ export async function collectLoadBalancer(c: Cluster, name: string, h: Host | nu
         }),
       };
     }
-    const r = await h.exec(upstreamProbe(ups.map((u) => u.address)), { allowFailure: true, timeoutMs: 15_000 + 4_000 * ups.length });
+    // Upstreams are probed one after another (one command): a frozen one costs probeMs.
+    const r = await h.exec(upstreamProbe(ups.map((u) => u.address), K3S_API_PORT, probeMs / 1000), { allowFailure: true, timeoutMs: 15_000 + (probeMs + 1000) * ups.length });
     const probed = parseUpstreamProbe(r.stdout);
     return { ...base, active, upstreams: ups.map((u) => ({ name: u.name, address: u.address, ...(probed.get(u.address) ?? { state: 'unknown' as const, detail: r.stderr.trim().split('\n')[0] ?? '' }) })) };
   } catch (e) {
@@ -168,7 +179,8 @@ export async function collectDatastore(c: Cluster, name: string, h: Host | null,
       const q = await h.exec(MARIADB_BATCH, { stdin: `SELECT COUNT(*) FROM \`${c.datastore.database.replace(/`/g, '``')}\`.kine;\n`, allowFailure: true, timeoutMs: 30_000 });
       if (q.code === 0) kineRows = Number(q.stdout.trim());
     }
-    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows };
+    const backup = c.datastore.backup && datastoreEndpointHost(c)?.name === name ? await collectBackup(c, h) : undefined;
+    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(backup ? { backup } : {}) };
   } catch (e) {
     return { ...base, error: errText(e) };
   }
@@ -219,12 +231,21 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const t0 = Date.now();
   const at = (o.now ?? (() => new Date()))().toISOString();
   const conn = new Map<string, { host: Host | null; error?: string }>();
+  const hostMs = o.timeouts?.hostMs ?? 10_000;
   const hosts: HostStatus[] = await Promise.all(
     c.hosts.map(async (h) => {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const host = await o.host(h.name);
-        // A cached connection may be dead (machine stopped since): ask something.
-        await host.exec(sh`true`, { sudo: false, timeoutMs: 10_000, allowFailure: true });
+        // Connecting to a machine that is off waits for SSH's own timeout (20 s): bounded here.
+        const host = await Promise.race([
+          (async () => {
+            const host = await o.host(h.name);
+            // A cached connection may be dead (machine stopped since): ask something.
+            await host.exec(sh`true`, { sudo: false, timeoutMs: hostMs, allowFailure: true });
+            return host;
+          })(),
+          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer over SSH within ${hostMs / 1000} s`)), hostMs + 500))),
+        ]).finally(() => clearTimeout(timer));
         conn.set(h.name, { host });
         return { name: h.name, address: h.address, roles: [...h.roles], reachable: true };
       } catch (e) {
@@ -237,10 +258,29 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const lbHosts = withRole(c, 'loadbalancer');
   const vipAddr = c.loadBalancer.virtualIP?.address;
   const [loadBalancers, vip, datastores, k] = await Promise.all([
-    Promise.all(lbHosts.map((h) => collectLoadBalancer(c, h.name, get(h.name).host, get(h.name).error))),
+    Promise.all(lbHosts.map((h) => collectLoadBalancer(c, h.name, get(h.name).host, get(h.name).error, o.timeouts?.probeMs))),
     vipAddr ? collectVip(vipAddr, lbHosts.map((h) => ({ name: h.name, host: get(h.name).host }))) : Promise.resolve(null),
     Promise.all(withRole(c, 'datastore').map((h) => collectDatastore(c, h.name, get(h.name).host, get(h.name).error))),
     collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: get(h.name).host }))),
   ]);
   return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, kube: k.kube, metallb: k.metallb };
+}
+
+/** The scheduled backups' folder: the newest archive by its UTC stamp, against the host's clock. */
+export async function collectBackup(c: Cluster, h: Host): Promise<BackupStatus | undefined> {
+  const b = c.datastore.backup;
+  if (!b) return undefined;
+  const r = await h.exec(sh`date +%s; stat -c %Y ${BACKUP_TIMER_PATH} 2>/dev/null || echo none; ls -1 ${b.dir} 2>/dev/null || true`, { allowFailure: true, timeoutMs: 20_000 });
+  const [now = '', installed = '', ...names] = r.stdout.split('\n');
+  const re = new RegExp(`^${c.name.replace(/[.+]/g, '\\$&')}-(\\d{4})(\\d{2})(\\d{2})T(\\d{2})(\\d{2})(\\d{2})Z${ARCHIVE_SUFFIX.replace(/\./g, '\\.')}$`);
+  const archives = names.filter((n) => re.test(n)).sort().reverse();
+  const nowS = Number(now);
+  const staleAfterS = Math.round(b.staleAfterMs / 1000);
+  const newest = archives[0] ?? null;
+  let ageS: number | null = null;
+  if (newest) {
+    const m = re.exec(newest)!;
+    ageS = nowS - Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!) / 1000;
+  } else if (/^\d+$/.test(installed)) ageS = nowS - Number(installed);
+  return { dir: b.dir, newest, ageS, count: archives.length, staleAfterS, stale: ageS !== null && Number.isFinite(ageS) && ageS > staleAfterS };
 }

@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream';
 import type { Command } from './quote.js';
 import type { Secret } from '../util/secret.js';
 
@@ -9,8 +10,18 @@ export interface ExecResult {
 }
 
 export interface ExecOptions {
-  /** Fed to the command's standard input: the way secrets travel. */
-  stdin?: string | Buffer | Secret;
+  /**
+   * Fed to the command's standard input: the way secrets travel. A stream is
+   * piped in as it is read (a database dump of any size), never held whole.
+   */
+  stdin?: string | Buffer | Secret | Readable;
+  /**
+   * The command's standard output goes here as it arrives, with backpressure,
+   * instead of into the result (whose stdout is then empty): a dump streamed
+   * to a local file without ever being held in memory or left on the host.
+   * Default: collected into the result.
+   */
+  stdout?: Writable;
   /** Run as root through sudo (when the host's user is not root). Default: true. */
   sudo?: boolean;
   /** Milliseconds before the command is abandoned. Default: 120000. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { posix } from 'node:path';
 import {
   CommandError,
@@ -136,8 +137,14 @@ export class MemoryHost implements Host {
   async exec(cmd: Command, opts: ExecOptions = {}): Promise<ExecResult> {
     this.#call(cmd.text);
     this.log.push(cmd.text);
-    const stdin = opts.stdin === undefined ? '' : isSecret(opts.stdin) ? opts.stdin.reveal() : opts.stdin.toString();
-    const r = await this.#dispatch(cmd, stdin);
+    const stdin = opts.stdin === undefined ? '' : isSecret(opts.stdin) ? opts.stdin.reveal() : opts.stdin instanceof Readable ? await readAll(opts.stdin) : opts.stdin.toString();
+    let r = await this.#dispatch(cmd, stdin);
+    if (opts.stdout && r.code === 0) {
+      // Streamed output: handed to the sink, not returned (as over SSH).
+      const sink = opts.stdout;
+      await new Promise<void>((resolve, reject) => sink.write(r.stdout, (e) => (e ? reject(e) : resolve())));
+      r = { ...r, stdout: '' };
+    }
     if (r.code !== 0 && !opts.allowFailure) {
       const secrets: Secret[] = [...(opts.secrets ?? []), ...(isSecret(opts.stdin) ? [opts.stdin] : [])];
       throw new CommandError(this.name, cmd.text, r.code, maskSecrets(r.stderr, secrets), maskSecrets(r.stdout, secrets));
@@ -303,4 +310,10 @@ export class MemoryHost implements Host {
 
 function newService(s: Partial<MemoryService>): MemoryService {
   return { active: false, enabled: false, restarts: 0, reloads: 0, starts: 0, stops: 0, ...s };
+}
+
+async function readAll(src: Readable): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const chunk of src) parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  return Buffer.concat(parts).toString('utf8');
 }

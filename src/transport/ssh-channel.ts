@@ -1,4 +1,5 @@
 import type { Client, ClientChannel } from 'ssh2';
+import { Readable, type Writable } from 'node:stream';
 import { CommandError, CommandTimeoutError, type ExecOptions } from './host.js';
 import type { RawResult } from './remote-files.js';
 import { sudoHint, SUDO_PROMPT, SUDO_READY, type Elevation } from './remote-command.js';
@@ -16,6 +17,8 @@ export interface ChannelRun {
   text: string;
   how: Elevation;
   stdin: ExecOptions['stdin'];
+  /** Where stdout goes as it arrives (ExecOptions.stdout); default: collected. */
+  stdout?: Writable;
   sudoPassword: Secret | undefined;
   timeoutMs: number;
   secrets: readonly Secret[];
@@ -60,7 +63,16 @@ export function runOnChannel(client: Client, r: ChannelRun): Promise<RawResult> 
 
     const sendStdin = (ch: ClientChannel): void => {
       if (r.stdin === undefined) ch.end();
-      else ch.end(isSecret(r.stdin) ? r.stdin.reveal() : r.stdin);
+      else if (r.stdin instanceof Readable) {
+        const src = r.stdin;
+        // A source that fails (a corrupt archive) must not leave the command
+        // waiting for more input: close the channel, which fails the command.
+        src.once('error', (e: Error) => {
+          ch.close();
+          finish(() => reject(new CommandError(r.host, r.shown, null, `reading the input: ${e.message}`)));
+        });
+        src.pipe(ch);
+      } else ch.end(isSecret(r.stdin) ? r.stdin.reveal() : r.stdin);
     };
 
     const onSudoStderr = (ch: ClientChannel, text: string): void => {
@@ -95,7 +107,16 @@ export function runOnChannel(client: Client, r: ChannelRun): Promise<RawResult> 
         ch.close();
         return;
       }
-      ch.on('data', (d: Buffer) => stdout.push(d));
+      const sink = r.stdout;
+      if (sink) {
+        ch.on('data', (d: Buffer) => {
+          // Backpressure: a slow disk holds the remote command instead of our memory.
+          if (!sink.write(d)) {
+            ch.pause();
+            sink.once('drain', () => ch.resume());
+          }
+        });
+      } else ch.on('data', (d: Buffer) => stdout.push(d));
       ch.stderr.on('data', (d: Buffer) => {
         if (sudoRunning) stderr += d.toString('utf8');
         else onSudoStderr(ch, d.toString('utf8'));

@@ -200,6 +200,7 @@ export class SshHost implements Host {
           text: remoteCommand(cmd, how, timeoutMs),
           how,
           stdin: opts.stdin,
+          stdout: opts.stdout,
           sudoPassword: this.#target.sudoPassword,
           timeoutMs,
           secrets,

@@ -8,6 +8,7 @@ import { requirementProblem } from '../../lab/requirements.js';
 import { imageKey, IMAGE_PACKAGES } from '../../lab/image.js';
 import { LabUsageError } from '../../lab/errors.js';
 import { limitsToRaise } from '../../lab/limits.js';
+import { diffSnapshots, type HostSnapshot } from '../../lab/snapshot.js';
 import { parseCluster } from '../../src/spec/index.js';
 
 const HOST: HostNet[] = [
@@ -110,4 +111,18 @@ test('lab up raises only the host limits below what real kubelets need, and neve
 
 test('the lab image carries containerd, runc and the CNI plugins for real kubelets', () => {
   for (const p of ['containerd', 'runc', 'containernetworking-plugins']) assert.ok(IMAGE_PACKAGES.includes(p), p);
+});
+
+test('the host snapshot reports a lab cgroup or a kubepods left in any controller, but not the churn of labs that were up before', () => {
+  const snap = (cgroups: string[]): HostSnapshot => ({ mounts: [], links: [], routes: [], nftRuleset: [], ipForward: '1', files: [], cgroups, processes: [] });
+  const other = '/sys/fs/cgroup/memory/k8s-ha-lab/other';
+  const before = snap(['/sys/fs/cgroup/memory/process_api', other, `${other}/agent1`, `${other}/agent1/kubepods`]);
+  const after = snap([
+    '/sys/fs/cgroup/memory/process_api', other, `${other}/agent1`, `${other}/agent1/kubepods/burstable`,
+    '/sys/fs/cgroup/cpu/kubepods', '/sys/fs/cgroup/pids/k8s-ha-lab/test/server1',
+  ]);
+  assert.deepEqual(diffSnapshots(before, after).sort(), [
+    'cgroups: left behind: /sys/fs/cgroup/cpu/kubepods',
+    'cgroups: left behind: /sys/fs/cgroup/pids/k8s-ha-lab/test/server1',
+  ]);
 });

@@ -1,6 +1,7 @@
 import { ok } from '../../src/transport/memory.js';
 import type { ExecResult } from '../../src/transport/host.js';
 import type { Machine } from './fleet-debian.js';
+import { bootstrapName, encryptBootstrap, insertRow, loadDump, renderDump, type FakeKineTable } from './fleet-kine.js';
 
 /**
  * MariaDB as the datastore phase and the k3s servers see it: `mariadb
@@ -22,6 +23,12 @@ export interface FakeMariadb {
   scripts: string[];
   /** database -> the secret part of the token k3s's bootstrap data is encrypted with (FACTS). */
   bootstrap: Map<string, string>;
+  /** database name -> its kine table (fleet-kine.ts); made when a server first bootstraps. */
+  kine: Map<string, FakeKineTable>;
+  /** /bootstrap/<hash> -> the passphrase, for every bootstrap row ever written (to read a loaded dump back). */
+  passphrases: Map<string, string>;
+  /** Every `mariadb-dump` run: the database dumped. */
+  dumps: string[];
 }
 
 export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb {
@@ -33,6 +40,9 @@ export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb
     grants: new Set(),
     scripts: [],
     bootstrap: new Map(),
+    kine: new Map(),
+    passphrases: new Map(),
+    dumps: [],
   };
 }
 
@@ -50,8 +60,84 @@ export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
   return out;
 }
 
-export function answerSql(m: Machine, db: FakeMariadb, sql: string): string {
+/**
+ * The kine table of `database`, with the bootstrap row k3s writes at its
+ * first start (the k3s model records only which token bootstrapped it).
+ * Undefined while no server has started on it.
+ */
+export function kineTable(m: Machine, db: FakeMariadb, database: string): FakeKineTable | undefined {
+  const token = db.bootstrap.get(`${m.host.address}/${database}`);
+  let t = db.kine.get(database);
+  if (token !== undefined && db.databases.has(database)) {
+    if (!t) db.kine.set(database, (t = { rows: [], autoIncrement: 1 }));
+    const name = bootstrapName(token);
+    if (!t.rows.some((r) => r.name === name && r.deleted === 0)) {
+      db.passphrases.set(name, token);
+      insertRow(t, name, encryptBootstrap(token, `simulated CA and keys of ${database}`));
+    }
+  }
+  return t;
+}
+
+/** The statements of backup/sql.ts, and a dump loaded into `database`. Null when the SQL is none of them. */
+function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: string | undefined): string | null {
+  let r = /SELECT 'table', COUNT\(\*\) FROM information_schema\.TABLES WHERE TABLE_SCHEMA = '([^']+)'/.exec(sql);
+  if (r) return `table\t${kineTable(m, db, r[1]!) ? 1 : 0}\n`;
+  r = /SELECT 'max', COALESCE\(MAX\(id\), 0\) FROM `([^`]+)`\.kine/.exec(sql);
+  if (r) {
+    const t = kineTable(m, db, r[1]!);
+    if (!t) throw new SqlError(`ERROR 1146 (42S02) at line 1: Table '${r[1]}.kine' doesn't exist`);
+    return `max\t${Math.max(0, ...t.rows.map((x) => x.id))}\nnext\t${t.autoIncrement}\n`;
+  }
+  r = /SELECT 'rows', COUNT\(\*\), COALESCE\(MAX\(id\), 0\) FROM `([^`]+)`\.kine/.exec(sql);
+  if (r) {
+    const t = kineTable(m, db, r[1]!);
+    if (!t) throw new SqlError(`ERROR 1146 (42S02) at line 1: Table '${r[1]}.kine' doesn't exist`);
+    return `rows\t${t.rows.length}\t${Math.max(0, ...t.rows.map((x) => x.id))}\n`;
+  }
+  r = /^DROP DATABASE IF EXISTS `([^`]+)`;/m.exec(sql);
+  if (r) {
+    db.databases.delete(r[1]!);
+    db.kine.delete(r[1]!);
+    db.bootstrap.delete(`${m.host.address}/${r[1]}`);
+    for (const u of sql.matchAll(/^DROP USER IF EXISTS '[^']+'@'([^']+)';/gm)) {
+      db.users.delete(u[1]!);
+      db.grants.delete(u[1]!);
+    }
+    return '';
+  }
+  if (!database) return null;
+  if (!db.databases.has(database)) throw new SqlError(`ERROR 1049 (42000): Unknown database '${database}'`);
+  if (/CREATE TABLE `kine`/.test(sql)) {
+    const t = loadDump(sql)!;
+    db.kine.set(database, t);
+    const key = `${m.host.address}/${database}`;
+    db.bootstrap.delete(key);
+    const boot = t.rows.filter((x) => x.name.startsWith('/bootstrap/') && x.deleted === 0).pop();
+    const pass = boot && db.passphrases.get(boot.name);
+    if (pass !== undefined) db.bootstrap.set(key, pass);
+    return '';
+  }
+  const t = db.kine.get(database);
+  r = /^INSERT INTO kine \(id, name, created, deleted, create_revision, prev_revision, lease, value, old_value\) VALUES \((\d+), '([^']+)', 0, 1,/m.exec(sql);
+  if (r && t) {
+    const id = Number(r[1]);
+    if (t.rows.some((x) => x.id === id)) throw new SqlError(`ERROR 1062 (23000) at line 1: Duplicate entry '${id}' for key 'PRIMARY'`);
+    t.rows.push({ id, name: r[2]!, deleted: 1, value: Buffer.alloc(0) });
+    t.autoIncrement = Math.max(t.autoIncrement, id + 1);
+  }
+  r = /^ALTER TABLE kine AUTO_INCREMENT = (\d+);/m.exec(sql);
+  if (r && t) t.autoIncrement = Math.max(Number(r[1]), ...t.rows.map((x) => x.id + 1));
+  return '';
+}
+
+/** A failing statement: `mariadb` exits 1 with this on stderr. */
+export class SqlError extends Error {}
+
+export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: string): string {
   db.scripts.push(sql);
+  const kine = answerKineSql(m, db, sql, database);
+  if (kine !== null) return kine;
   if (sql.includes("SELECT 'version'")) {
     const pw = unescape(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
     const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
@@ -110,10 +196,31 @@ const TLS_DIR = '/etc/mysql/k8s-ha-tls';
 /** `mariadb --batch`, the TLS status and issue commands, on one host. */
 export function attachMariadb(m: Machine, db: FakeMariadb): void {
   const h = m.host;
-  h.handle(/^mariadb --batch/, (_cmd, stdin): ExecResult => {
+  const down = (): ExecResult | null => {
     if (!m.has('/usr/bin/mariadb')) return { code: 127, stdout: '', stderr: 'bash: line 1: mariadb: command not found' };
     if (!h.services.get('mariadb')?.active) return { code: 1, stdout: '', stderr: "ERROR 2002 (HY000): Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)" };
-    return ok(answerSql(m, db, stdin));
+    return null;
+  };
+  h.handle(/^mariadb --batch/, (cmd, stdin): ExecResult => {
+    const fail = down();
+    if (fail) return fail;
+    // `mariadb --batch [options] [DB]`: a last word that is not an option names the database.
+    const last = cmd.text.split(' ').pop()!;
+    try {
+      return ok(answerSql(m, db, stdin, last.startsWith('-') ? undefined : last));
+    } catch (e) {
+      if (e instanceof SqlError) return { code: 1, stdout: '', stderr: e.message };
+      throw e;
+    }
+  });
+  h.handle(/^mariadb-dump /, (cmd): ExecResult => {
+    const fail = down();
+    if (fail) return fail;
+    const database = cmd.text.split(' ').pop()!;
+    if (!db.databases.has(database)) return { code: 2, stdout: '', stderr: `mariadb-dump: Got error: 1049: "Unknown database '${database}'" when selecting the database` };
+    db.dumps.push(database);
+    const t = kineTable(m, db, database);
+    return ok(t ? renderDump(t) : '');
   });
   h.handle((t) => t.startsWith(`if [ -s ${TLS_DIR}/ca.pem ]`), (cmd) => {
     const address = /-checkip (\S+)/.exec(cmd.text)?.[1] ?? '';

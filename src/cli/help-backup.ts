@@ -1,0 +1,43 @@
+/** Help for backup, restore and reset (kept beside help.ts so each command's text stays in one place). */
+export const BACKUP_HELP: Record<string, string> = {
+  backup: `Usage: k8s-ha backup [-f FILE] [-o OUT] [--passphrase-env NAME | --passphrase-file F | --recipient AGE1...]
+       k8s-ha backup --list [DIR|ARCHIVE...]
+       k8s-ha backup --check ARCHIVE [--passphrase-env NAME | --passphrase-file F | --identity KEYFILE]
+
+Backs up what a cluster cannot be rebuilt without, into one archive written
+where k8s-ha runs (mode 0600): a consistent dump of the kine database
+(mariadb-dump --single-transaction on the datastore host - the Galera writer
+when there are several - streamed over SSH, never written on a host), the k3s
+server token (read from a server), the agent token, the state file's secrets,
+and manifest.json (cluster, k3s version, highest kine revision, time, the
+sha256 of every part). A backup is the database AND the token: either alone
+cannot restore a cluster.
+
+The archive is a tar; with a key flag each part is an age file (age -d opens
+it). The manifest is never encrypted, so --list and --check need no key.
+
+Options:
+  -o, --output OUT        the archive (default: NAME-YYYYMMDDTHHMMSSZ.k8s-ha-backup.tar
+                          beside the cluster file); never overwritten
+  --passphrase-env NAME   encrypt to the passphrase in environment variable NAME
+  --passphrase-file F     encrypt to the passphrase in file F (first line)
+  --recipient AGE1...     encrypt to an age public key (repeatable); restore
+                          then needs --identity with the private key
+  --list [PATH...]        list the archives in the cluster file's folder (or
+                          the folders/archives given): cluster, time, revision,
+                          encryption; contacts no host
+  --check ARCHIVE         check every part against the manifest's sha256; with
+                          the key, the decrypted content too; contacts no host.
+                          Exit 1 when anything does not match
+
+Scheduled backups on the datastore host: datastore.backup in the cluster file
+(see docs/cluster-file.md); \`status\` shows the newest one's age.
+
+Examples:
+  k8s-ha backup -f cluster.yaml
+  K8S_HA_PASS=... k8s-ha backup -f cluster.yaml --passphrase-env K8S_HA_PASS
+  k8s-ha backup -f cluster.yaml --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+  k8s-ha backup --list
+  k8s-ha backup --check seed-20261201T091500Z.k8s-ha-backup.tar --identity ~/.config/age/key.txt
+`,
+};

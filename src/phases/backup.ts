@@ -1,0 +1,149 @@
+import { createGzip } from 'node:zlib';
+import { PassThrough } from 'node:stream';
+import { join, dirname } from 'node:path';
+import type { AnyPhase, Change, Phase } from '../engine/phase.js';
+import type { Deployment } from '../engine/run.js';
+import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
+import { sh } from '../transport/quote.js';
+import type { Host } from '../transport/host.js';
+import { Secret } from '../util/secret.js';
+import { spoolPart, type Spooled } from '../backup/archive.js';
+import type { EncryptTo } from '../backup/crypt.js';
+import { PART } from '../backup/manifest.js';
+import { dumpCommand, parseRevision, revisionSql, tableExistsSql, type Revision } from '../backup/sql.js';
+import { MARIADB_BATCH } from './infra-mariadb.js';
+import { readServerToken } from './k3s-token.js';
+import { K3S_BINARY_PATH } from '../render/k3s.js';
+
+/**
+ * The phases of `k8s-ha backup` (STYLE.md 1: its own list, from the same
+ * phase type as apply). Reading the servers changes nothing; the one change
+ * is the dump, streamed from the datastore host over SSH into a local file
+ * beside the archive: nothing is written on any host.
+ */
+
+/** What one backup run collects; made per run, read by the CLI to write the archive. */
+export interface BackupJob {
+  /** The archive to write; parts are spooled beside it. */
+  out: string;
+  to: EncryptTo | null;
+  /** How long the dump may take. Default 1 h. */
+  dumpTimeoutMs?: number;
+  serverToken?: { token: Secret; from: string };
+  k3sVersion?: string;
+  datastoreHost?: string;
+  mariadbVersion?: string;
+  dump?: Spooled;
+  /** MAX(id) and AUTO_INCREMENT once the dump had finished. */
+  revision?: Revision;
+  dumpMs?: number;
+}
+
+interface ServerRead {
+  token: Secret | null;
+  version: string | null;
+}
+
+/** `k3s version v1.31.4+k3s1 (abcdef)` -> `v1.31.4+k3s1`. */
+export function parseK3sVersion(stdout: string): string | null {
+  return /k3s version (v\S+)/.exec(stdout)?.[1] ?? null;
+}
+
+function serversPhase(job: BackupJob): Phase<Deployment, ServerRead> {
+  return {
+    id: 'backup-servers',
+    title: 'Read the token and version from the servers',
+    targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'server').map((h) => h.name),
+    async observe(_ctx, host: Host): Promise<ServerRead> {
+      const token = await readServerToken(host);
+      const v = await host.exec(sh`${K3S_BINARY_PATH} --version`, { allowFailure: true, sudo: false });
+      const version = v.code === 0 ? parseK3sVersion(v.stdout) : null;
+      // The first server that has them is the one recorded (file order).
+      if (token && !job.serverToken) job.serverToken = { token, from: host.name };
+      if (version && !job.k3sVersion) job.k3sVersion = version;
+      return { token, version };
+    },
+    diff: () => [],
+  };
+}
+
+interface DumpRead {
+  mariadbUp: boolean;
+  tableExists: boolean;
+  version: string;
+  revision: Revision | null;
+}
+
+async function readRevision(host: Host, database: string): Promise<{ exists: boolean; revision: Revision | null }> {
+  const t = await host.exec(MARIADB_BATCH, { stdin: tableExistsSql(database) });
+  if (!/^table\t1$/m.test(t.stdout)) return { exists: false, revision: null };
+  const r = await host.exec(MARIADB_BATCH, { stdin: revisionSql(database) });
+  return { exists: true, revision: parseRevision(r.stdout) };
+}
+
+function dumpPhase(job: BackupJob): Phase<Deployment, DumpRead> {
+  return {
+    id: 'backup-dump',
+    title: 'Dump the kine database',
+    targets: (ctx) => {
+      const ds = datastoreEndpointHost(ctx.cluster.spec);
+      return ds ? [ds.name] : [];
+    },
+    async observe(ctx, host: Host): Promise<DumpRead> {
+      const db = ctx.cluster.spec.datastore.database;
+      const v = await host.exec(MARIADB_BATCH, { stdin: "SELECT 'version', VERSION();\n", allowFailure: true });
+      if (v.code !== 0) return { mariadbUp: false, tableExists: false, version: '', revision: null };
+      const version = /^version\t(.*)$/m.exec(v.stdout)?.[1] ?? '';
+      const { exists, revision } = await readRevision(host, db);
+      return { mariadbUp: true, tableExists: exists, version, revision };
+    },
+    diff(ctx, hostName, o): Change[] {
+      if (job.dump) return [];
+      const db = ctx.cluster.spec.datastore.database;
+      return [
+        {
+          kind: 'command',
+          summary: `dump database ${db} (kine revision ${o.revision?.maxId ?? '?'}) over SSH into ${job.out}${job.to ? ', encrypted' : ''}`,
+          apply: async (h) => {
+            const t0 = Date.now();
+            job.datastoreHost = hostName;
+            job.mariadbVersion = o.version;
+            const raw = new PassThrough();
+            const gzip = createGzip({ level: 6 });
+            raw.once('error', (e) => gzip.destroy(e));
+            const spooled = spoolPart(raw.pipe(gzip), PART.dump, join(dirname(job.out), `.${process.pid}-${Date.now()}.${PART.dump}.part`), job.to);
+            try {
+              await h.exec(dumpCommand(db), { stdout: raw, timeoutMs: job.dumpTimeoutMs ?? 3_600_000 });
+            } catch (e) {
+              raw.destroy(e as Error);
+              await spooled.catch(() => undefined);
+              throw e;
+            }
+            raw.end();
+            job.dump = await spooled;
+            // Read after the dump: at least the highest revision in it.
+            job.revision = (await readRevision(h, db)).revision ?? { maxId: 0, highest: 0 };
+            job.dumpMs = Date.now() - t0;
+          },
+        },
+      ];
+    },
+    preflight(ctx, observed) {
+      const c = ctx.cluster.spec;
+      return [...observed].flatMap(([name, o]) => {
+        if (!o.mariadbUp) {
+          return [{ severity: 'error' as const, path: `datastore (${name})`, message: `MariaDB on ${name} does not answer`, hint: `start it (systemctl start mariadb on ${name}), or run \`k8s-ha apply\` first` }];
+        }
+        if (!o.tableExists) {
+          return [{ severity: 'error' as const, path: `datastore (${name})`, message: `database ${c.datastore.database} on ${name} has no kine table: k3s never started on it, so there is nothing to back up`, hint: 'run `k8s-ha apply` to build the cluster first' }];
+        }
+        return [];
+      });
+    },
+  };
+}
+
+/** The backup pipeline, top to bottom. */
+export function backupPipeline(job: BackupJob): AnyPhase<Deployment>[] {
+  return [serversPhase(job), dumpPhase(job)];
+}
