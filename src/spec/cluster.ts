@@ -156,6 +156,25 @@ export interface ResolveContext {
 
 const envRefRe = new RegExp(ENV_REF_PATTERN);
 
+/** `${ENV:X}`, `${env:DB-PASS}`, `$env:X`, `{env:X}`: meant as a reference, but not one. */
+const nearRefRe = /\$\{|\$env:|^\{\s*env\s*:/i;
+
+/**
+ * A value that was meant as `${env:NAME}` but is mistyped would otherwise
+ * become the password itself, silently. Returns true (and reports it) then.
+ */
+function mistypedRef(value: string, path: string, out: Diagnostic[]): boolean {
+  if (envRefRe.test(value) || !nearRefRe.test(value)) return false;
+  out.push(
+    error(
+      path,
+      `${JSON.stringify(value)} looks like a secret reference but is not one`,
+      'write ${env:NAME}: "env" in lower case, NAME of letters, digits and _ not starting with a digit (e.g. ${env:DB_PASS}); or use {file: PATH}',
+    ),
+  );
+  return true;
+}
+
 function envName(ref: string): string {
   return ref.slice('${env:'.length, -1);
 }
@@ -173,6 +192,7 @@ export function resolveSecretRef(
 ): SecretRef {
   if (typeof value === 'object') return { source: 'file', path: absolute(value.file, ctx) };
   if (value === 'generate') return { source: 'generate' };
+  if (mistypedRef(value, path, out)) return { source: 'literal', value: new Secret('') };
   if (envRefRe.test(value)) {
     const name = envName(value);
     const v = ctx.env[name];
@@ -268,7 +288,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
               ? (() => {
                   const path = 'loadBalancer.virtualIP.authPass';
                   // Any text but an env reference is the password itself ("generate" included).
-                  const ref: SecretRef = envRefRe.test(vip.authPass)
+                  const ref: SecretRef = envRefRe.test(vip.authPass) || nearRefRe.test(vip.authPass)
                     ? resolveSecretRef(vip.authPass, path, ctx, out, 'allowed')
                     : { source: 'literal', value: new Secret(vip.authPass) };
                   if (ref.source !== 'env' && ref.source !== 'literal') return {};
