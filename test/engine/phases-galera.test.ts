@@ -11,7 +11,7 @@ import { loadCluster, type Deployment } from '../../src/engine/run.js';
 import { galeraPhase, type GaleraObserved } from '../../src/phases/galera.js';
 import type { GaleraNodeView } from '../../src/phases/galera-state.js';
 import { MARIADB_CNF_PATH } from '../../src/render/mariadb.js';
-import { Secret } from '../../src/util/secret.js';
+import { Secret, SecretSet } from '../../src/util/secret.js';
 
 const UUID = '6f2c1a3e-1d6b-11ef-8a40-2b7d9c0e4f11';
 
@@ -19,7 +19,7 @@ function ctx(edit: (d: Deployment) => void = () => {}): RunContext<Deployment> {
   const { cluster } = loadCluster('examples/ha-galera.yaml', { HOME: '/root' });
   const d: Deployment = { spec: cluster, secrets: { k3sToken: new Secret('t'), datastorePassword: new Secret('p'), vrrpPass: new Secret('v') }, file: 'examples/ha-galera.yaml' };
   edit(d);
-  return { cluster: d, secrets: [], facts: new Map(), host: () => Promise.reject(new Error('no host in this test')), events: noEvents };
+  return { cluster: d, secrets: new SecretSet(), facts: new Map(), host: () => Promise.reject(new Error('no host in this test')), events: noEvents };
 }
 
 function state(files: Record<string, string> = {}, mariadb = { active: false, enabled: false }): ObservedState {
