@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import type { ObservedState } from '../../src/engine/desired.js';
 import { noEvents } from '../../src/engine/events.js';
 import type { RunContext } from '../../src/engine/phase.js';
-import { loadCluster, type Deployment } from '../../src/engine/run.js';
+import { loadCluster, type Deployment } from '../../src/cluster/open.js';
 import { galeraPhase, type GaleraObserved } from '../../src/phases/galera.js';
 import type { GaleraNodeView } from '../../src/phases/galera-state.js';
 import { MARIADB_CNF_PATH } from '../../src/render/mariadb.js';
@@ -22,8 +22,9 @@ function ctx(edit: (d: Deployment) => void = () => {}): RunContext<Deployment> {
   return { cluster: d, secrets: new SecretSet(), facts: new Map(), host: () => Promise.reject(new Error('no host in this test')), events: noEvents };
 }
 
-function state(files: Record<string, string> = {}, mariadb = { active: false, enabled: false }): ObservedState {
+function state(files: Record<string, string> = {}, mariadb = { active: false, enabled: false }, host = 'infra1'): ObservedState {
   return {
+    host,
     packages: new Map([['mariadb-server', '1:10.11.6-0+deb12u1'], ['galera-4', '26.4'], ['mariadb-backup', '1:10.11.6'], ['galera-arbitrator-4', '26.4']]),
     files: new Map(Object.entries(files).map(([p, c]) => [p, { content: c, mode: p.startsWith('/usr/local/sbin/') ? 0o755 : 0o644, owner: 'root', group: 'root' }])),
     services: new Map([
@@ -55,7 +56,7 @@ const accounts = {
   granted: new Set(['10.20.0.31', '10.20.0.32']),
 };
 const node = (views: GaleraNodeView[], st = state(), server: typeof accounts | null = null): GaleraObserved => ({ role: 'node', state: st, packageVersion: '1:10.11.6-0+deb12u1', server, views });
-const summaries = (c: RunContext<Deployment>, host: string, o: GaleraObserved) => galeraPhase.diff(c, host, o).map((ch) => ch.summary);
+const summaries = (c: RunContext<Deployment>, host: string, o: GaleraObserved) => galeraPhase.diff(c, host, o, new Map([[host, o]])).map((ch) => ch.summary);
 
 test('bare data nodes: the preferred writer bootstraps a new cluster, the other joins it, nobody else bootstraps', () => {
   const c = ctx();
@@ -82,13 +83,10 @@ test('a converged node changes nothing; a changed drop-in restarts it one node a
   const c = ctx();
   const views = [synced('infra1'), synced('infra2')];
   // The desired files as the phase renders them: take them from a first diff's file changes.
-  const first = galeraPhase.diff(c, 'infra1', node(views));
-  assert.ok(first.some((ch) => ch.summary === `create ${MARIADB_CNF_PATH}`));
+  const first = galeraPhase.diff(c, 'infra1', node(views), new Map());
+  assert.ok(first.some((ch) => ch.action === 'create' && 'file' in ch.target && ch.target.file === MARIADB_CNF_PATH));
   const rendered = new Map<string, string>();
-  for (const ch of first) {
-    const m = /^create (\S+)$/.exec(ch.summary);
-    if (m && ch.detail) rendered.set(m[1]!, ch.detail.split('\n').filter((l) => l.startsWith('+') && !l.startsWith('+++')).map((l) => l.slice(1)).join('\n') + '\n');
-  }
+  for (const ch of first) if (ch.action === 'create' && 'file' in ch.target && typeof ch.after === 'string') rendered.set(ch.target.file, ch.after);
   const converged = state(Object.fromEntries(rendered), { active: true, enabled: false });
   assert.deepEqual(summaries(c, 'infra1', node(views, converged, accounts)), []);
   assert.ok(!summaries(c, 'infra2', node(views, converged)).some((x) => x.includes('accounts')), 'the accounts are converged on the first synced node only');
