@@ -11,29 +11,35 @@
  *   process on a server machine (`startLabMetallbController`).
  * None of this is used outside the lab.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFile, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The clone (or installed package) this module belongs to: the nearest directory up with a package.json (lab/ from the sources, dist/lab/ once built). */
+export const REPO = ((): string => {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
+  return d;
+})();
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
 export const LAB_METALLB_VERSION = 'v0.14.9';
 export const labMetallbController = (version = LAB_METALLB_VERSION): string => join(REPO, `labk3s/metallb/bin/controller-${version}`);
+/** The lab's image archives (labk3s/images/build.sh): a folder of `ctr import`-able tarballs, and their names. */
+export const LAB_IMAGES_DIR = join(REPO, 'labk3s/images/bin');
 
 export interface LabComponents {
   /** The lab's k3s binary, when built (scripts/build-labk3s.sh). */
   k3sBinary?: string;
-  /**
-   * The k3s release the cluster file pins for it: the Kubernetes release the
-   * stand-in reports, with +k3s1 (validate checks a local binary's version).
-   */
-  k3sVersion?: string;
+  /** The folder of image archives for k3s.install.airgapImages, when built (labk3s/images/build.sh). */
+  airgapImages?: string;
+  /** The test web server among those images, for verify.image. */
+  verifyImage?: string;
   /** MetalLB's manifest for the lab, with its sha256. */
   metallbManifest?: { file: string; sha256: string };
 }
@@ -56,6 +62,13 @@ export async function labMetallbManifest(dir: string, version = LAB_METALLB_VERS
   return { file, sha256: createHash('sha256').update(await readFile(file)).digest('hex') };
 }
 
+/** The built image folder and the verify web server's name (from images.txt), or null when not built. */
+export async function labImages(dir = LAB_IMAGES_DIR): Promise<{ airgapImages: string; verifyImage: string } | null> {
+  const names = await readFile(join(dir, 'images.txt'), 'utf8').catch(() => null);
+  const httpd = names?.split('\n').find((n) => n.startsWith('localhost/k8s-ha-lab/httpd:'));
+  return httpd ? { airgapImages: dir, verifyImage: httpd } : null;
+}
+
 /**
  * What the lab can offer this host: the lab's k3s when it is built, and the
  * MetalLB manifest when the Go module proxy answers. Missing parts are
@@ -63,24 +76,17 @@ export async function labMetallbManifest(dir: string, version = LAB_METALLB_VERS
  */
 export async function labComponents(cacheDir: string, log: (line: string) => void): Promise<LabComponents> {
   const out: LabComponents = {};
-  if (existsSync(LAB_K3S)) {
-    out.k3sBinary = LAB_K3S;
-    out.k3sVersion = labK3sVersion(LAB_K3S);
-  } else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
+  if (existsSync(LAB_K3S)) out.k3sBinary = LAB_K3S;
+  else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
+  const images = await labImages();
+  if (images) Object.assign(out, images);
+  else log(`W: the lab's images are not built (${LAB_IMAGES_DIR}); run labk3s/images/build.sh, or no pod can start in the lab (no registry is reachable)`);
   try {
     out.metallbManifest = await labMetallbManifest(cacheDir);
   } catch (e) {
     log(`W: MetalLB's manifest could not be fetched from the Go module proxy (${(e as Error).message.split('\n')[0]}); the cluster file will try the release URL`);
   }
   return out;
-}
-
-/** `k3s version v1.37.2+labk3s (lab's k3s)` -> v1.37.2+k3s1: the release a cluster file pins for that binary. */
-export function labK3sVersion(binary: string = LAB_K3S): string {
-  const stdout = execFileSync(binary, ['--version'], { encoding: 'utf8', timeout: 10_000 });
-  const v = /k3s version (v[0-9]+\.[0-9]+\.[0-9]+)/.exec(stdout)?.[1];
-  if (!v) throw new Error(`${binary} --version printed no k3s version: ${stdout.split('\n')[0]}`);
-  return `${v}+k3s1`;
 }
 
 /** The parts of a lab that starting MetalLB's controller needs. */

@@ -3,8 +3,9 @@ import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
-import { StateFile } from '../engine/state.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
+import { StateFile } from '../cluster/state.js';
 import {
   k3sConfigSecrets,
   k3sEnvSecrets,
@@ -21,7 +22,7 @@ import {
   type K3sServerConfigInput,
 } from '../render/k3s.js';
 import { datastoreEndpoint } from '../render/mariadb.js';
-import { datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
+import { datastoreEndpointAddress, datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import { isIp } from '../render/common.js';
@@ -52,7 +53,7 @@ export const DATASTORE_CA_PATH = '/etc/rancher/k3s/datastore-ca.pem';
 const FIXED_AFTER_START = new Set(['cluster-cidr', 'service-cidr', 'cluster-dns', 'cluster-domain', 'flannel-backend', 'secrets-encryption', 'egress-selector-mode', 'agent-token']);
 
 export interface K3sPhaseOptions {
-  /** Shared with the agents phase so each file is hashed once. Default: one per process. */
+  /** Shared with the agents phase so each file is hashed once. Default: one per phase made. */
   artifacts?: K3sArtifacts;
   /** How long a server (agent) may take to be ready after a (re)start. Default: waits.serverReady (agentReady) of the cluster file, 5 m. */
   readyTimeoutMs?: number;
@@ -61,8 +62,6 @@ export interface K3sPhaseOptions {
   /** Default 2 s. */
   pollIntervalMs?: number;
 }
-
-export const defaultArtifacts = new K3sArtifacts();
 
 export interface ServerObserved {
   state: ObservedState;
@@ -92,7 +91,8 @@ export function nodeIps(h: ClusterHost): string[] | undefined {
 
 export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfigInput {
   const c = d.spec;
-  const ds = datastoreEndpointHost(c);
+  // With Galera: the load balancer (or its virtual IP), which routes to the one writer.
+  const ds = datastoreEndpointAddress(c);
   if (!ds) throw new Error('the cluster file has no datastore host: give one host the datastore role');
   const lbAddresses = hostsWithRole(c, 'loadbalancer').map((x) => x.address);
   return {
@@ -104,7 +104,7 @@ export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfi
     extraArgs: c.k3s.serverArgs,
     token: d.secrets.k3sToken,
     ...(d.secrets.agentToken ? { agentToken: d.secrets.agentToken } : {}),
-    datastoreEndpoint: datastoreEndpoint({ user: c.datastore.user, password: d.secrets.datastorePassword, host: ds.address, port: c.datastore.port, database: c.datastore.database }),
+    datastoreEndpoint: datastoreEndpoint({ user: c.datastore.user, password: d.secrets.datastorePassword, host: ds.host, port: ds.port, database: c.datastore.database }),
     ...(c.datastore.tls.enabled ? { datastoreCaFile: DATASTORE_CA_PATH } : {}),
     // FACTS: tls-san must hold the LB / VIP address and names before the
     // first start. The load-balancer hosts' own addresses too, so the API
@@ -121,7 +121,13 @@ export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfi
   };
 }
 
-function desired(d: Deployment, h: ClusterHost): Desired {
+/** How the server unit restarts, and why besides its files (FACTS: the binary; the datastore CA is read only at start). */
+interface RestartHow {
+  restartFor?: string[];
+  restart?: (h: Host) => Promise<void>;
+}
+
+function desired(d: Deployment, h: ClusterHost, how: RestartHow = {}): Desired {
   const config = K3S_CONFIG_PATH;
   const unit = k3sUnitPath('server');
   const env = k3sEnvFilePath('server');
@@ -136,7 +142,7 @@ function desired(d: Deployment, h: ClusterHost): Desired {
       { path: uninstallPath('server'), content: renderUninstall('server'), mode: 0o755 },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
-    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env] }],
+    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env], ...how }],
   };
 }
 
@@ -150,8 +156,6 @@ function parseConfig(text: string | null | undefined): Record<string, unknown> |
   }
 }
 
-const isRestart = (c: Change) => c.kind === 'service' && /^(re)?start /.test(c.summary);
-
 /** The critical value for a message: secrets never shown. */
 function shown(v: CriticalValue | undefined): string {
   if (v === undefined) return '(k3s default)';
@@ -164,7 +168,7 @@ function hostPath(d: Deployment, name: string): string {
 }
 
 export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, ServerObserved> {
-  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const artifacts = opts.artifacts ?? new K3sArtifacts();
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
   async function readDatastoreCa(ctx: RunContext<Deployment>): Promise<string | null> {
@@ -190,22 +194,19 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
    * with systemd's "Job failed" instead of the reason. So the restart is
    * queued (--no-block) and `settle` does the bounded wait and explains.
    */
-  const restartChange = (c: Change): Change => ({
-    ...c,
-    apply: async (host) => {
-      const r = await host.exec(
-        sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
-      );
-      const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
-      enteredBefore.set(host.name, Number(entered) || 0);
-      cursorBefore.set(host.name, cursor || null);
-      // Queued to systemd: it runs even if this apply is cut off now.
-      await clearPending(host, SERVER_UNIT);
-    },
-  });
+  const queuedRestart = async (host: Host): Promise<void> => {
+    const r = await host.exec(
+      sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
+    );
+    const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
+    enteredBefore.set(host.name, Number(entered) || 0);
+    cursorBefore.set(host.name, cursor || null);
+    // Queued to systemd: it runs even if this apply is cut off now.
+    await clearPending(host, SERVER_UNIT);
+  };
 
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
-    if (!applied.some(isRestart)) return;
+    if (!applied.some((c) => restartsUnit(c, SERVER_UNIT))) return;
     const before = enteredBefore.get(host.name) ?? 0;
     const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
@@ -241,7 +242,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   return {
     id: 'k3s-servers',
     title: 'k3s servers',
-    serial: true,
+    batch: 1, // the first server ready before the next; restarts one at a time
     targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'server').map((h) => h.name),
 
     async observe(ctx, host): Promise<ServerObserved> {
@@ -264,13 +265,12 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
       const h = serverHost(d, name);
-      let want: Desired;
       try {
-        want = desired(d, h);
+        desired(d, h);
       } catch {
         return []; // preflight reports the renderer's refusal
       }
-      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
+      const { changes: install, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
       const changes: Change[] = [...install];
       let caChanged = false;
       if (d.spec.datastore.tls.enabled) {
@@ -280,7 +280,10 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           // Before the datastore phase has made it (a plan on bare hosts) the
           // CA is read from the datastore host when this change runs.
           changes.push({
-            kind: 'file',
+            action: have ? 'update' : 'create',
+            target: { host: name, file: DATASTORE_CA_PATH },
+            before: have,
+            after: o.datastoreCa,
             summary: `${have ? 'update' : 'create'} ${DATASTORE_CA_PATH} (the datastore's CA)`,
             apply: async (host) => {
               const ca = o.datastoreCa ?? (await readDatastoreCa(ctx));
@@ -291,18 +294,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           });
         }
       }
-      const base = diffDesired(want, o.state, ctx.secrets);
-      changes.push(...base);
       // FACTS: the install script restarts k3s when the binary changed; so
       // do we. The datastore CA, too, is read only at start.
-      if ((binaryChanged || caChanged) && !base.some(isRestart)) {
-        changes.push({
-          kind: 'service',
-          summary: `restart ${SERVER_UNIT} (${binaryChanged ? 'binary' : DATASTORE_CA_PATH} changed)`,
-          apply: async () => undefined,
-        });
-      }
-      return changes.map((c) => (isRestart(c) ? restartChange(c) : c));
+      const restartFor = [...(binaryChanged ? ['binary'] : []), ...(caChanged ? [DATASTORE_CA_PATH] : [])];
+      changes.push(...diffDesired(desired(d, h, { restartFor, restart: queuedRestart }), o.state, ctx.secrets));
+      return changes;
     },
 
     preflight(ctx, observed): Problem[] {
@@ -372,5 +368,3 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     settle,
   };
 }
-
-export const k3sServers = k3sServersPhase();

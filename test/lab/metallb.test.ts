@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { hostKubectl, type KubeItem, type KubeList } from '../../src/kube/kubectl-host.js';
 import { METALLB_RECORD } from '../../src/phases/metallb.js';
 import { poolOf } from '../../src/verify/checks.js';
@@ -20,7 +20,7 @@ import { formatReport } from '../../src/verify/report.js';
 import { runVerify } from '../../src/verify/run.js';
 import type { Lab } from '../../lab/index.js';
 import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
-import { LAB_K3S, LAB_METALLB_VERSION, labK3sVersion, labMetallbController, labMetallbManifest, startLabMetallbController } from '../../lab/components.js';
+import { LAB_K3S, LAB_METALLB_VERSION, labMetallbController, labMetallbManifest, startLabMetallbController } from '../../lab/components.js';
 
 const VERSION = LAB_METALLB_VERSION;
 const CONTROLLER = labMetallbController(VERSION);
@@ -28,7 +28,7 @@ const labSkip = await labSkipReason();
 
 async function clusterFile(lab: Lab, dir: string): Promise<string> {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
-  doc.k3s = { ...doc.k3s, version: labK3sVersion(), install: { source: 'local', path: LAB_K3S } };
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
   doc.metallb = { ...doc.metallb, version: VERSION, manifest: await labMetallbManifest(dir, VERSION) };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));

@@ -11,12 +11,11 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import type { StatusHooks } from '../../src/cli/commands/status.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { collectStatus } from '../../src/status/collect.js';
 import { degradations, formatStatus, type StatusSnapshot } from '../../src/status/model.js';
 import type { Lab } from '../../lab/index.js';
-import { labK3sVersion } from '../../lab/components.js';
-import { labSkipReason, withLab } from '../../lab/testing.js';
+import { labSkipReason, withLab, skipOrFail } from '../../lab/testing.js';
 import { runCli } from '../cli/helpers.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -27,7 +26,7 @@ const labSkip = await labSkipReason();
 function clusterFile(lab: Lab, dir: string): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   delete doc.metallb;
-  doc.k3s = { ...doc.k3s, version: labK3sVersion(), install: { source: 'local', path: LAB_K3S } };
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
@@ -128,6 +127,6 @@ async function scenario(t: TestContext): Promise<void> {
   });
 }
 
-test('status on the lab: healthy and degraded', { skip: labSkip ? `no lab: ${labSkip}` : existsSync(LAB_K3S) ? false : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh` }, async (t) => {
+test('status on the lab: healthy and degraded', { skip: labSkip ? `no lab: ${labSkip}` : skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, async (t) => {
   await scenario(t);
 });

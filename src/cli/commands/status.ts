@@ -1,5 +1,4 @@
 import { setTimeout as wait } from 'node:timers/promises';
-import { ClusterRun } from '../../engine/run.js';
 import { collectStatus, type StatusOptions } from '../../status/collect.js';
 import { degradations, formatStatus, statusToJSON } from '../../status/model.js';
 import { checkListen, isLoopback, parseListen, StatusServer, type ServeOptions } from '../../status/serve.js';
@@ -7,7 +6,8 @@ import { UserError } from '../../engine/errors.js';
 import { clusterFileArg, intFlag, parse } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
-import type { RunHooks } from './plan.js';
+import type { ClusterRun } from '../../cluster/open.js';
+import { openCluster, type RunHooks } from '../open.js';
 
 /** Tests stop --watch after some rounds and fix the clock. */
 export interface StatusHooks extends RunHooks {
@@ -28,7 +28,7 @@ function serveDefault(argv: string[]): string[] {
 const CLEAR = '\x1b[H\x1b[2J';
 
 export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHooks = {}): Promise<number> {
-  const { values } = parse('status', serveDefault(argv), {
+  const { values, positionals } = parse('status', serveDefault(argv), {
     file: { type: 'string', short: 'f' },
     json: { type: 'boolean' },
     watch: { type: 'string', short: 'w' },
@@ -36,7 +36,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
     'allow-remote': { type: 'boolean' },
     timeout: { type: 'string' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.status!), EXIT.ok;
   const every = intFlag('status', 'watch', values.watch, 1, 3600);
   const timeout = intFlag('status', 'timeout', values.timeout, 1, 600);
@@ -44,14 +44,8 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   if (!listen && (values['allow-remote'] || timeout !== undefined)) throw new UserError(`status: --${values['allow-remote'] ? 'allow-remote' : 'timeout'} only goes with --serve`);
   if (listen && values.json) throw new UserError('status: --serve and --json do not go together; the page serves the same JSON at /status.json');
   if (listen) checkListen(listen.host, listen.port, values['allow-remote'] === true);
-  const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, {
-    secrets: io.secrets,
-    env: io.env,
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    ...hooks.open,
-  });
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'status');
+  const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   if (listen) {
     try {
       return await serve(run, listen, { every, timeout, allowRemote: values['allow-remote'] === true }, io, hooks);

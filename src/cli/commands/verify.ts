@@ -1,10 +1,10 @@
-import { ClusterRun } from '../../engine/run.js';
+import type { ClusterRun } from '../../cluster/open.js';
 import { formatCheck, formatReport, reportToJSON, type VerifyReport } from '../../verify/report.js';
 import { runVerify, type VerifyOptions } from '../../verify/run.js';
 import { clusterFileArg, parse } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
-import type { RunHooks } from './plan.js';
+import { openCluster, type RunHooks } from '../open.js';
 
 /** Tests shorten the waits and answer the HTTP check; library users may too. */
 export interface VerifyHooks extends RunHooks {
@@ -40,22 +40,16 @@ export async function verifyOpened(run: ClusterRun, flags: VerifyFlags, io: CliI
 }
 
 export async function verifyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
-  const { values } = parse('verify', argv, {
+  const { values, positionals } = parse('verify', argv, {
     file: { type: 'string', short: 'f' },
     json: { type: 'boolean' },
     drill: { type: 'boolean' },
     image: { type: 'string' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.verify!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, {
-    secrets: io.secrets,
-    env: io.env,
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    ...hooks.open,
-  });
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'verify');
+  const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   try {
     const { code, report } = await verifyOpened(run, { drill: values.drill, image: values.image, json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify(reportToJSON(report), null, 2) + '\n');
