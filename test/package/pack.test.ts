@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { homeWithKeys } from '../support/home.js';
 
 /**
  * What a user gets from `npm pack` / `npm install -g`: the tarball carries
@@ -43,7 +44,8 @@ test('the packed tarball installs into a temporary prefix and runs --help, valid
   assert.match(help.stdout, /Usage: k8s-ha <command>/);
   const version = run(bin, ['--version'], { cwd: tmp });
   assert.match(version.stdout, /^k8s-ha \d+\.\d+\.\d+/);
-  const validate = run(bin, ['validate', join(pkg, 'examples/seed.yaml')], { cwd: tmp });
+  // validate checks the seed's key file (~/.ssh/id_ed25519): a HOME that has one.
+  const validate = run(bin, ['validate', join(pkg, 'examples/seed.yaml')], { cwd: tmp, env: { HOME: homeWithKeys(join(tmp, 'home')) } });
   assert.equal(validate.status, 0, validate.stderr);
   assert.match(validate.stdout, /seed\.yaml: valid \(6 hosts/);
   const bad = run(bin, ['validate', join(tmp, 'missing.yaml')], { cwd: tmp });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
+import { homeWithKeys } from './home.js';
 
 /**
  * A cluster file made usable without a network: k3s from a small local file
@@ -37,6 +38,8 @@ export interface OfflineCluster {
 /** Copy `source` (a cluster file) into `dir` as `name`, installing k3s and MetalLB from local files. */
 export function offlineCluster(source: string | { text: string }, dir: string, name = 'cluster.yaml'): OfflineCluster {
   const binary = join(dir, 'k3s');
+  // The CLI tests run with HOME set to `dir`: the examples' ~/.ssh/id_ed25519 lives there.
+  homeWithKeys(dir);
   const manifest = join(dir, 'metallb-native.yaml');
   writeFileSync(manifest, TEST_METALLB_MANIFEST);
   const doc = parseDocument(typeof source === 'string' ? readFileSync(source, 'utf8') : source.text);
