@@ -121,7 +121,9 @@ export class ClusterRun {
     known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken);
     const engine = new Engine<Deployment>({
       cluster: deployment,
-      hosts: cluster.hosts.map((h) => ({ name: h.name, address: h.address })),
+      // An agent that cannot be reached does not stop the rest (its node just
+      // stays as it is); every other role is needed by the phases after it.
+      hosts: cluster.hosts.map((h) => ({ name: h.name, address: h.address, optional: h.roles.every((r) => r === 'agent') })),
       connect: (name) => connect(cluster.hosts.find((h) => h.name === name)!),
       phases: opts.phases ?? applyPipeline(),
       secrets: known,

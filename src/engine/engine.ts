@@ -1,4 +1,4 @@
-import type { Host } from '../transport/host.js';
+import { ConnectionError, type Host } from '../transport/host.js';
 import { gatherFacts, parseFacts } from '../transport/os.js';
 import { runBounded } from '../transport/pool.js';
 import { SecretSet, type Secret } from '../util/secret.js';
@@ -9,8 +9,13 @@ import type { AnyPhase, HostFacts, Rollout, RunContext } from './phase.js';
 
 export interface EngineOptions<C> {
   cluster: C;
-  /** Every host in the cluster file (facts are gathered from all of them). */
-  hosts: { name: string; address: string }[];
+  /**
+   * Every host in the cluster file (facts are gathered from all of them). An
+   * `optional` host (an agent) that cannot be connected to is left out of
+   * the run instead of stopping it: the plan and the apply say so, and the
+   * work that does not need it goes ahead. Default: every host is needed.
+   */
+  hosts: { name: string; address: string; optional?: boolean }[];
   /** Opens a host; called at most once per host per run. */
   connect(name: string): Promise<Host>;
   /** The pipeline, in order. */
@@ -49,9 +54,19 @@ export interface Plan {
    * `apply(plan)` runs this plan instead of observing everything again.
    */
   readonly observed: ReadonlyMap<string, ReadonlyMap<string, unknown>>;
+  /** Optional hosts that could not be reached: nothing was planned for them. */
+  unreachable?: UnreachableHost[];
+}
+
+export interface UnreachableHost {
+  host: string;
+  /** Why the connection failed (the transport's message). */
+  reason: string;
 }
 
 export interface ApplyResult {
+  /** Optional hosts left out because they could not be reached: apply converged the rest. */
+  unreachable?: UnreachableHost[];
   applied: PlanStep[];
   changed: number;
   ms: number;
@@ -64,6 +79,8 @@ export interface ApplyResult {
 export class Engine<C> {
   private readonly conns = new Map<string, Promise<Host>>();
   private readonly facts = new Map<string, HostFacts>();
+  /** Optional hosts whose connection failed this run, and why. */
+  private readonly unreachable = new Map<string, Error>();
   private readonly events: EventSink;
   private readonly concurrency: number;
   readonly ctx: RunContext<C>;
@@ -105,7 +122,7 @@ export class Engine<C> {
   async gatherFacts(): Promise<void> {
     const errors: Error[] = [];
     await runBounded(this.opts.hosts, this.concurrency, async (h) => {
-      if (this.facts.has(h.name)) return;
+      if (this.facts.has(h.name) || this.unreachable.has(h.name)) return;
       try {
         const host = await this.host(h.name);
         const r = await host.exec(gatherFacts(), { sudo: false });
@@ -114,16 +131,30 @@ export class Engine<C> {
         this.facts.set(h.name, f);
         this.events({ type: 'facts', host: h.name, os: `${f.os} ${f.osVersion}`, arch: f.arch });
       } catch (e) {
+        if (h.optional && e instanceof ConnectionError) {
+          this.unreachable.set(h.name, e);
+          this.events({ type: 'warning', message: `${h.name} cannot be reached (${e.reason}): it is left out of this run, the other hosts go ahead` });
+          return;
+        }
         errors.push(e instanceof HostError ? e : new HostError(h.name, 'gathering facts', e));
       }
     });
     if (errors.length) throw new MultiHostError(errors);
   }
 
+  /** The phase's targets this run can work on (unreachable optional hosts left out). */
+  private targetsOf(phase: AnyPhase<C>): string[] {
+    return phase.targets(this.ctx).filter((n) => !this.unreachable.has(n));
+  }
+
+  private unreachableList(): UnreachableHost[] {
+    return [...this.unreachable].map(([host, e]) => ({ host, reason: e instanceof ConnectionError ? e.reason : causeText(e) }));
+  }
+
   private async observePhase(phase: AnyPhase<C>): Promise<Map<string, unknown>> {
     const observed = new Map<string, unknown>();
     const errors: Error[] = [];
-    const targets = phase.targets(this.ctx);
+    const targets = this.targetsOf(phase);
     await runBounded(targets, this.concurrency, async (name) => {
       try {
         observed.set(name, await phase.observe(this.ctx, await this.host(name)));
@@ -137,8 +168,7 @@ export class Engine<C> {
 
   /** The phase's steps with changes, in target order. */
   private diffPhase(phase: AnyPhase<C>, observed: ReadonlyMap<string, unknown>): PlanStep[] {
-    return phase
-      .targets(this.ctx)
+    return this.targetsOf(phase)
       .map((host) => ({ phase: phase.id, title: phase.title, host, changes: phase.diff(this.ctx, host, observed.get(host), observed) }))
       .filter((s) => s.changes.length > 0);
   }
@@ -178,7 +208,8 @@ export class Engine<C> {
       steps.push(...mine);
       if (mine.length) rollouts.push(this.rolloutOf(phase, mine, observed));
     }
-    return { steps, problems, empty: steps.length === 0, rollouts, observed: observedAll };
+    const unreachable = this.unreachableList();
+    return { steps, problems, empty: steps.length === 0, rollouts, observed: observedAll, ...(unreachable.length ? { unreachable } : {}) };
   }
 
   /**
@@ -262,7 +293,8 @@ export class Engine<C> {
         }
       }
     }
-    return { applied, changed: applied.reduce((n, s) => n + s.changes.length, 0), ms: Date.now() - t0 };
+    const unreachable = this.unreachableList();
+    return { applied, changed: applied.reduce((n, s) => n + s.changes.length, 0), ms: Date.now() - t0, ...(unreachable.length ? { unreachable } : {}) };
   }
 
   private async applyStep(phase: AnyPhase<C>, step: PlanStep): Promise<void> {

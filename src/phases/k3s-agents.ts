@@ -10,7 +10,7 @@ import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { K3S_API_PORT, renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, kubectlArgs, waitFailureText, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, kubectlArgs, lastSeenText, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
@@ -237,7 +237,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       throw new NotReadyError(
         host.name,
         waitFailureText('k3s agent did not become a Ready node', last, readyTimeoutMs),
-        last.last,
+        lastSeenText(last),
         journal,
         `check that ${host.name} reaches the API at ${ctx.cluster.spec.apiServerUrl} and every server's ${K3S_API_PORT}, and look at \`journalctl -u ${AGENT_UNIT}\` there`,
       );

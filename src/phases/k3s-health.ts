@@ -1,4 +1,5 @@
 import { InterruptedError } from '../engine/errors.js';
+import { CommandTimeoutError, ConnectionError } from '../transport/host.js';
 import { K3S_BINARY_PATH } from '../render/k3s.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
@@ -85,6 +86,8 @@ export type ProbeResult = string | null | { why: string; progress: string };
 /** Why a wait ended without success: the last thing seen, and whether it stopped because nothing changed. */
 export interface WaitFailure {
   last: string;
+  /** The last answer the host gave, when the last try got none (it froze, or the connection dropped). */
+  lastAnswer?: string;
   /** Set when nothing changed for noProgressMs: how long it had been the same. */
   stalledMs?: number;
 }
@@ -99,6 +102,8 @@ export async function waitUntil(opts: WaitOptions, probe: () => Promise<ProbeRes
   const start = Date.now();
   const deadline = start + opts.timeoutMs;
   let last = 'not checked yet';
+  let lastAnswer: string | undefined;
+  let answered = false;
   let progress: string | undefined;
   let changedAt = start;
   for (;;) {
@@ -109,9 +114,12 @@ export async function waitUntil(opts: WaitOptions, probe: () => Promise<ProbeRes
       if (r === null) return null;
       last = typeof r === 'string' ? r : r.why;
       seen = typeof r === 'string' ? r : r.progress;
+      lastAnswer = last;
+      answered = true;
     } catch (e) {
-      last = e instanceof Error ? e.message : String(e);
+      last = noAnswerText(e);
       seen = last;
+      answered = false;
     }
     const now = Date.now();
     if (seen !== progress) {
@@ -120,14 +128,27 @@ export async function waitUntil(opts: WaitOptions, probe: () => Promise<ProbeRes
     }
     const f = fatal?.();
     if (f) return { last: f };
-    if (opts.noProgressMs !== undefined && now - changedAt >= opts.noProgressMs) return { last, stalledMs: now - changedAt };
-    if (now + opts.intervalMs > deadline) return { last };
+    const before = !answered && lastAnswer !== undefined ? { lastAnswer } : {};
+    if (opts.noProgressMs !== undefined && now - changedAt >= opts.noProgressMs) return { last, stalledMs: now - changedAt, ...before };
+    if (now + opts.intervalMs > deadline) return { last, ...before };
     await new Promise((r) => setTimeout(r, opts.intervalMs));
   }
 }
 
 export function seconds(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** A probe that got no answer, in a few words (not the whole probe command). */
+function noAnswerText(e: unknown): string {
+  if (e instanceof ConnectionError) return `no answer from ${e.host}: ${e.reason}`;
+  if (e instanceof CommandTimeoutError) return `no answer from ${e.host} within ${seconds(e.timeoutMs)}`;
+  return e instanceof Error ? e.message.split('\n')[0]! : String(e);
+}
+
+/** "X; the last answer before that: Y", for an error message. */
+export function lastSeenText(f: WaitFailure): string {
+  return f.lastAnswer !== undefined && f.lastAnswer !== f.last ? `${f.last}; the last answer before that: ${f.lastAnswer}` : f.last;
 }
 
 /** What a server probe's progress is: everything it read (the answers, the unit's state, the journal's cursor). */

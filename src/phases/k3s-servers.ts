@@ -29,7 +29,7 @@ import { isIp } from '../render/common.js';
 import { Secret } from '../util/secret.js';
 import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverProbe, serverProgress, waitFailureText, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverProbe, serverProgress, lastSeenText, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
@@ -233,7 +233,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     throw new NotReadyError(
       host.name,
       waitFailureText('k3s server not ready', last, readyTimeoutMs),
-      last.last,
+      lastSeenText(last),
       journal,
       `look at \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; a server that cannot reach the datastore (${datastoreEndpointHost(ctx.cluster.spec)?.address ?? '?'}:${ctx.cluster.spec.datastore.port}) or cannot log in keeps retrying`,
     );

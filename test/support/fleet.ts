@@ -58,6 +58,13 @@ export interface Fleet {
    * `hosts.get(host).reconnect()` (MemoryHost.disconnectAfter).
    */
   dropConnectionAt(host: string, match: RegExp): void;
+  /**
+   * `host` freezes right after the next command matching `match` ran (and
+   * `more` calls after it): from then on nothing it runs answers, and every
+   * call fails as k8s-ha sees a frozen machine once SSH's keepalives give up
+   * (a lost connection).
+   */
+  freezeAfter(host: string, match: RegExp, more?: number): void;
 }
 
 /** The fleet for a cluster file (its text) or a loaded cluster. */
@@ -122,6 +129,21 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
           h.disconnectAfter(0);
           throw new ConnectionError(name, `${h.address}:22`, `running \`${cmd.text}\``, 'the connection was lost (simulated)', 'call reconnect() on the memory host');
         },
+      );
+    },
+    freezeAfter: (name, match, more = 0) => {
+      const h = machines.get(name)!.host;
+      let frozen = false;
+      // Seen while the matching command is dispatched (after it was counted): it still runs, the next call fails.
+      h.handle(
+        (t) => {
+          if (!frozen && match.test(t)) {
+            frozen = true;
+            h.disconnectAfter(more);
+          }
+          return false;
+        },
+        () => ({ code: 0, stdout: '', stderr: '' }),
       );
     },
     serviceEvents: () => {

@@ -1,4 +1,5 @@
 import type { EventSink } from '../../engine/events.js';
+import type { UnreachableHost } from '../../engine/engine.js';
 import { openCluster, type RunHooks } from '../open.js';
 import { clusterFileArg, intFlag, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
@@ -37,11 +38,23 @@ export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {
     const plan = await run.plan();
     if (values.json) io.stdout(JSON.stringify(planToJSON(plan), null, 2) + '\n');
     else io.stdout(formatPlan(plan, { color: io.isTTY }));
-    if (plan.problems.some((p) => p.severity === 'error')) return EXIT.failed;
+    // A host the plan could not see is a failure too: what it needs is unknown.
+    if (plan.problems.some((p) => p.severity === 'error') || plan.unreachable?.length) return EXIT.failed;
     return values['detailed-exitcode'] && !plan.empty ? EXIT.changes : EXIT.ok;
   } finally {
     await run.close();
   }
+}
+
+/**
+ * Apply converged every host it reached; the ones it could not are named and
+ * the exit is 1 (verify is skipped: it would only fail on them).
+ */
+function unreachableExit(hosts: UnreachableHost[], io: CliIO, json: boolean | undefined, summary: Record<string, unknown>): number {
+  const names = hosts.map((u) => u.host).join(', ');
+  if (json) io.stdout(JSON.stringify({ ...summary, unreachable: hosts }) + '\n');
+  io.stderr(`error: ${names} could not be reached, so nothing was done there:\n${hosts.map((u) => `  - ${u.host}: ${u.reason}`).join('\n')}\n  fix: bring ${hosts.length === 1 ? 'it' : 'them'} back (or remove ${hosts.length === 1 ? 'it' : 'them'} from the cluster file), then run apply again; verify was skipped\n`);
+  return EXIT.failed;
 }
 
 export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
@@ -55,6 +68,10 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
     if (pre.length) {
       io.stderr(formatProblems(pre, shownPath(io.cwd, file)) + '\n');
       return EXIT.failed;
+    }
+    if (plan.empty && plan.unreachable?.length) {
+      if (!values.json) io.stdout(formatPlan(plan, { color: io.isTTY }));
+      return unreachableExit(plan.unreachable, io, values.json, { changed: 0, state: run.state.path });
     }
     if (plan.empty) {
       if (!values.json) io.stdout('No changes. Every host matches the cluster file.\n');
@@ -74,6 +91,7 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
     // The plan just shown, not a new one: work it did not list stops the apply (PlanChangedError).
     const result = await run.apply(plan, { breakLock: values['break-lock'] ?? false });
     if (!values.json) io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${shownPath(io.cwd, run.state.path)} (mode 0600).\n`);
+    if (result.unreachable?.length) return unreachableExit(result.unreachable, io, values.json, { changed: result.changed, ms: result.ms, state: run.state.path });
     const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
     return v?.code ?? EXIT.ok;

@@ -15,12 +15,18 @@ export function formatPlan(plan: Plan, opts: { color?: boolean } = {}): string {
     for (const p of plan.problems) out.push(`  ${p.severity === 'error' ? c.red('error') : c.yellow('warning')} ${p.path}: ${p.message}${p.hint ? `\n      fix: ${p.hint}` : ''}`);
     out.push('');
   }
+  const unreachable = plan.unreachable ?? [];
+  if (unreachable.length) {
+    out.push(c.bold('Unreachable (left out of this run; nothing planned for them):'));
+    for (const u of unreachable) out.push(`  ${c.red(u.host)}: ${u.reason}`);
+    out.push('');
+  }
   // After an error the plan promises nothing: never "No changes" under it.
   const errors = plan.problems.filter((p) => p.severity === 'error').length;
   const refused = c.red(`apply would refuse to start: ${errors} preflight error${errors === 1 ? '' : 's'} above.`);
   if (errors && plan.empty) return [...out, refused].join('\n') + '\n';
   if (plan.empty) {
-    out.push(c.green('No changes. Every host matches the cluster file.'));
+    out.push(unreachable.length ? c.yellow(`No changes on the hosts reached; ${unreachable.map((u) => u.host).join(', ')} could not be checked.`) : c.green('No changes. Every host matches the cluster file.'));
     return out.join('\n') + '\n';
   }
   let lastPhase = '';
@@ -58,6 +64,7 @@ export function planToJSON(plan: Plan): unknown {
     empty: plan.empty,
     changes: countChanges(plan.steps),
     problems: plan.problems,
+    unreachable: plan.unreachable ?? [],
     rollouts: plan.rollouts.map((r) => ({ phase: r.phase, batches: r.batches, ...(r.describe ? { describe: r.describe } : {}) })),
     steps: plan.steps.map((s) => ({
       phase: s.phase,
