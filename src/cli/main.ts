@@ -16,6 +16,7 @@ import { statusCommand } from './commands/status.js';
 import { labCommand } from './lab.js';
 import { backupCommand } from './commands/backup.js';
 import { restoreCommand } from './commands/restore.js';
+import { resetCommand } from './commands/reset.js';
 
 export const VERSION = '0.1.0';
 
@@ -32,6 +33,7 @@ const COMMANDS: Record<string, Command> = {
   status: statusCommand,
   backup: backupCommand,
   restore: restoreCommand,
+  reset: resetCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };
