@@ -102,9 +102,11 @@ export async function run(): Promise<void> {
     process.stderr.write('\ninterrupt: finishing the current change, then stopping (Ctrl-C again to quit at once)\n');
     controller.abort();
   });
-  if (process.stdin.isTTY && process.stdout.isTTY) {
+  // A question needs a person at the keyboard: standard input a terminal.
+  // Output piped (`| tee log`) still asks, on stderr when stdout is no terminal.
+  if (process.stdin.isTTY) {
     io.prompt = async (q) => {
-      const rl = createInterface({ input: process.stdin, output: process.stdout });
+      const rl = createInterface({ input: process.stdin, output: process.stdout.isTTY ? process.stdout : process.stderr });
       try {
         return await rl.question(q);
       } finally {

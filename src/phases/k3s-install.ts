@@ -109,7 +109,7 @@ export class K3sArtifacts {
       return this.localBinary(inst.path, arch);
     }
     if (!c.k3s.version) {
-      throw new Error(`k3s.version is not pinned (channel ${c.k3s.channel ?? 'stable'}): k8s-ha installs one exact version on every node, so that servers never drift apart; set k3s.version (e.g. v1.31.4+k3s1)`);
+      throw new Error(`k3s.version is not pinned (channel ${c.k3s.channel ?? 'stable'}): k8s-ha installs one exact version on every node, so that servers never drift apart; set k3s.version (e.g. v1.37.2+k3s1)`);
     }
     return this.releaseBinary(c.k3s.version, arch);
   }
@@ -206,7 +206,7 @@ export class K3sArtifacts {
       throw new Error(`downloading ${url}: ${e instanceof Error ? e.message : String(e)}${cause}; without internet access use k3s.install.source: local with the binary (and air-gap images) downloaded elsewhere`);
     }
     if (!res.ok) {
-      const hint = res.status === 404 ? ' (no such release: check k3s.version, e.g. v1.31.4+k3s1)' : '';
+      const hint = res.status === 404 ? ' (no such release: check k3s.version, e.g. v1.37.2+k3s1)' : '';
       throw new Error(`downloading ${url}: HTTP ${res.status} ${res.statusText}${hint}`);
     }
     return Buffer.from(await res.arrayBuffer());

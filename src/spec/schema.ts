@@ -304,9 +304,22 @@ export const DatastoreSchema = Type.Object(
     galera: Type.Optional(
       Type.Object(
         {
-          enabled: Type.Boolean({ description: 'Replicate the datastore with Galera across the datastore hosts.', default: false }),
-          mode: literals(['single-writer', 'multi-writer'] as const, 'single-writer: every server uses one node, the others stand by. multi-writer is refused: k3s does not support it.', 'single-writer'),
-          writer: Type.Optional(dnsLabel('Name of the datastore host that takes the writes. Default: the first datastore host.')),
+          enabled: Type.Boolean({ description: 'Replicate the datastore with Galera across the datastore hosts (two or more), with exactly one of them written at a time.', default: false }),
+          mode: literals(['single-writer', 'multi-writer'] as const, 'single-writer: the load balancer sends every connection to one node, the others stand by. multi-writer is refused: k3s does not support it.', 'single-writer'),
+          writer: Type.Optional(dnsLabel('The datastore host the load balancer prefers as the writer (the others are its backups). Default: the first datastore host.')),
+          arbitrator: Type.Optional(
+            dnsLabel('A host (not a datastore host) that runs garbd, the Galera arbitrator: a vote without data, so two data nodes keep a quorum when one of them dies.'),
+          ),
+          nodePort: port('Port each data node\'s MariaDB listens on. The k3s servers never use it: they connect to the load balancer (or its virtual IP) on datastore.port, which forwards to the writer.', 3307),
+          checkPort: port('Port of the Galera health check on each data node (HTTP 200 when the node is Synced in the primary component, else 503); the load balancer reads it.', 9200),
+          suspectTimeout: duration(
+            'How long a silent node goes before the others suspect it and evict it (evs.suspect_timeout; Galera default 5s). Writes on the survivors wait this long when a node freezes or is cut off; too low and a loaded node is evicted by mistake.',
+            '2s',
+          ),
+          experimental: Type.Boolean({
+            description: 'Galera under kine is not yet proven safe by k8s-ha in every fault (see the README, "Galera datastore"); preflight refuses it unless this is true.',
+            default: false,
+          }),
         },
         { additionalProperties: false, description: 'Galera replication (single writer only).' },
       ),
@@ -325,10 +338,10 @@ export const K3sSchema = Type.Object(
   {
     version: Type.Optional(
       Type.String({
-        description: 'Pinned k3s release, for example v1.31.4+k3s1. Recommended: upgrades then happen only when you change it.',
+        description: 'Pinned k3s release, for example v1.37.2+k3s1. Recommended: upgrades then happen only when you change it.',
         pattern: K3S_VERSION_PATTERN,
         errorMessage: 'is not a k3s version',
-        errorHint: 'write the full release name, for example v1.31.4+k3s1',
+        errorHint: 'write the full release name, for example v1.37.2+k3s1',
       }),
     ),
     channel: Type.Optional(
@@ -435,6 +448,21 @@ export const MetallbSchema = Type.Object(
   { additionalProperties: false, description: 'MetalLB, for Services of type LoadBalancer. Omit the section to go without.' },
 );
 
+export const VerifySchema = Type.Object(
+  {
+    image: Type.Optional(
+      Type.String({
+        description: 'Image of the test web server `verify` runs behind a LoadBalancer Service: it must serve HTTP on port 80 and be pullable by the nodes (or imported from the air-gap images). Default docker.io/library/nginx:1.27-alpine; `verify --image` overrides it.',
+        minLength: 1,
+        pattern: '^[^\\s]+$',
+        errorMessage: 'is not an image reference',
+        errorHint: 'write an image such as docker.io/library/nginx:1.27-alpine',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'How `k8s-ha verify` (and the end of `apply`) tests the cluster.' },
+);
+
 export const ClusterFileSchema = Type.Object(
   {
     apiVersion: Type.Literal(API_VERSION, { description: 'Version of the cluster file format.' }),
@@ -445,6 +473,7 @@ export const ClusterFileSchema = Type.Object(
     datastore: DatastoreSchema,
     k3s: K3sSchema,
     metallb: Type.Optional(MetallbSchema),
+    verify: Type.Optional(VerifySchema),
   },
   {
     additionalProperties: false,

@@ -22,7 +22,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
 import { k3sServersPhase, type K3sPhaseOptions } from '../../src/phases/k3s-servers.js';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
+import { labSkipReason, waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
@@ -220,7 +220,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
   });
 }
 
-test("k3s on the lab with the lab's k3s", { skip: labSkip ? `no lab: ${labSkip}` : existsSync(LAB_K3S) ? false : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh` }, async (t) => {
+test("k3s on the lab with the lab's k3s", { skip: labSkip ? `no lab: ${labSkip}` : skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, async (t) => {
   await scenario(t, { what: "the lab's k3s", binary: LAB_K3S });
 });
 
