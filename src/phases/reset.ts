@@ -1,5 +1,5 @@
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
@@ -69,19 +69,17 @@ function deleteNodesPhase(role: 'agent'): Phase<Deployment, NodesObserved> {
     diff(ctx, _host, o): Change[] {
       if (!o.via) return [];
       const mine = hostsWithRole(ctx.cluster.spec, role).map((h) => h.name);
-      const gone = o.nodes.filter((n) => mine.includes(n));
-      if (!gone.length) return [];
-      const via = o.via;
-      return [
-        {
-          kind: 'command',
-          summary: `delete Node ${gone.join(', ')} (through ${via}'s API, with their node-password secrets)`,
-          apply: async () => {
-            const h = await ctx.host(via);
-            await h.exec(kubectl(['delete', 'node', '--wait=true', '--timeout=60s', ...gone]), { timeoutMs: 90_000 });
-          },
-        },
-      ];
+      // Through the server whose API answered: the change runs there (target.host).
+      return o.nodes
+        .filter((n) => mine.includes(n))
+        .map((n) => ({
+          action: 'delete' as const,
+          target: { host: o.via!, object: `Node/${n}` },
+          before: 'present',
+          after: null,
+          summary: `delete Node ${n} (through ${o.via}'s API, with its node-password secret)`,
+          apply: async (h: Host) => void (await h.exec(kubectl(['delete', 'node', '--wait=true', '--timeout=60s', n]), { timeoutMs: 90_000 })),
+        }));
     },
   };
 }
@@ -103,11 +101,14 @@ function uninstallPhase(job: ResetJob, role: 'agent' | 'server'): Phase<Deployme
       const has = await existing(host, [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s', script, `${NODE_PASSWORD_DIR}/password`]);
       return { installed: [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s'].some((p) => has.has(p)), script: has.has(script), nodePassword: has.has(`${NODE_PASSWORD_DIR}/password`) };
     },
-    diff(_ctx, _host, o): Change[] {
+    diff(_ctx, hostName, o): Change[] {
       const out: Change[] = [];
       if (o.installed) {
         out.push({
-          kind: 'command',
+          action: 'delete',
+          target: { host: hostName, object: role === 'server' ? 'k3s server' : 'k3s agent' },
+          before: 'installed',
+          after: null,
           summary: `run ${script}${o.script ? '' : ' (written first: an older k8s-ha left none)'}: k3s, its units, data, mounts, interfaces and iptables rules go`,
           apply: async (h) => {
             // The same scripts apply leaves on every node.
@@ -118,7 +119,7 @@ function uninstallPhase(job: ResetJob, role: 'agent' | 'server'): Phase<Deployme
         });
       }
       if (job.datastore && o.nodePassword) {
-        out.push({ kind: 'remove', summary: `remove ${NODE_PASSWORD_DIR} (the database that knew this node is dropped)`, apply: async (h) => {
+        out.push({ action: 'delete', target: { host: hostName, file: `${NODE_PASSWORD_DIR}/password` }, summary: `remove ${NODE_PASSWORD_DIR} (the database that knew this node is dropped)`, apply: async (h) => {
             await h.removeFile(`${NODE_PASSWORD_DIR}/password`);
             await h.exec(sh`rm -rf ${NODE_PASSWORD_DIR}; rmdir /etc/rancher 2>/dev/null; true`, { allowFailure: true });
           } });
@@ -157,12 +158,15 @@ function datastoreResetPhase(): Phase<Deployment, DbObserved> {
       const rows = r.stdout.split('\n').map((l) => l.split('\t'));
       return { up: true, database: rows.some((x) => x[0] === 'db'), accounts: rows.filter((x) => x[0] === 'user').map((x) => x[1]!), ...base };
     },
-    diff(ctx, _host, o): Change[] {
+    diff(ctx, hostName, o): Change[] {
       const ds = ctx.cluster.spec.datastore;
       const out: Change[] = [];
       if (o.database || o.accounts.length) {
         out.push({
-          kind: 'sql',
+          action: 'delete',
+          target: { host: hostName, object: `mariadb/${ds.database}` },
+          before: o.database ? 'present' : 'accounts only',
+          after: null,
           summary: `drop database ${ds.database}${o.accounts.length ? ` and accounts ${o.accounts.map((a) => `${ds.user}@${a}`).join(', ')}` : ''}`,
           detail: dropDatastoreSql(ds.database, ds.user, o.accounts),
           apply: async (h) => void (await h.exec(MARIADB_BATCH, { stdin: dropDatastoreSql(ds.database, ds.user, o.accounts) })),
@@ -172,7 +176,8 @@ function datastoreResetPhase(): Phase<Deployment, DbObserved> {
       const files = [...(o.floor ? [REVISION_FLOOR_PATH] : []), ...(o.cnf ? [MARIADB_CNF_PATH] : [])];
       if (files.length || o.tls) {
         out.push({
-          kind: 'remove',
+          action: 'delete',
+          target: { host: hostName, object: 'mariadb/k8s-ha settings' },
           summary: `remove ${[...files, ...(o.tls ? ['/etc/mysql/k8s-ha-tls'] : [])].join(', ')}${o.cnf ? ' and restart mariadb with its own settings' : ''}`,
           apply: async (h) => {
             for (const f of [...files, ...Object.values(DATASTORE_TLS)]) await h.removeFile(f);
@@ -191,7 +196,7 @@ const backupTimerRemoval: AnyPhase<Deployment> = {
   ...datastoreBackupPhase,
   id: 'reset-datastore-backup',
   observe: (ctx, host) => datastoreBackupPhase.observe(withoutBackup(ctx), host),
-  diff: (ctx, host, o) => datastoreBackupPhase.diff(withoutBackup(ctx), host, o as never),
+  diff: (ctx, host, o, all) => datastoreBackupPhase.diff(withoutBackup(ctx), host, o as never, all as never),
   preflight: undefined,
 } as AnyPhase<Deployment>;
 
@@ -215,11 +220,16 @@ function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: 
       const has = await existing(host, LB_FILES);
       return { active: LB_UNITS.filter((u) => st.get(u)?.active || st.get(u)?.enabled), files: LB_FILES.filter((f) => has.has(f)) };
     },
-    diff(_ctx, _host, o): Change[] {
-      const out: Change[] = o.active.map((u) => ({ kind: 'service' as const, summary: `stop and disable ${u}`, apply: async (h: Host) => void (await h.exec(sh`systemctl disable --now ${u}`)) }));
-      if (o.files.length) {
-        out.push({ kind: 'remove', summary: `remove ${o.files.join(', ')}`, apply: async (h) => void (await h.exec(sh`rm -rf ${o.files} && systemctl daemon-reload`)) });
-      }
+    diff(_ctx, hostName, o): Change[] {
+      const out: Change[] = o.active.map((u) => ({
+        action: 'update' as const,
+        target: { host: hostName, unit: u },
+        after: 'inactive, disabled',
+        summary: `stop and disable ${u}`,
+        apply: async (h: Host) => void (await h.exec(sh`systemctl disable --now ${u}`)),
+      }));
+      for (const f of o.files) out.push({ action: 'delete', target: { host: hostName, file: f }, after: null, summary: `remove ${f}`, apply: async (h) => void (await h.exec(sh`rm -rf ${f}`)) });
+      if (o.files.length) out.push({ action: 'reload', target: { host: hostName, unit: 'systemd' }, summary: 'systemctl daemon-reload', apply: async (h) => void (await h.exec(systemctl('daemon-reload'))) });
       return out;
     },
   };

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { simulatedFleet } from '../support/fleet.js';
 import { offlineCluster } from '../support/offline-example.js';
 import { runCli, tempDir } from './helpers.js';
@@ -26,7 +26,7 @@ test('reset deletes the agents\' Node objects while the API answers, then uninst
   assert.equal((await s.cli(['apply', '--yes', '--no-verify'])).code, 0);
   const dry = await s.cli(['reset', '--dry-run']);
   assert.equal(dry.code, 0, dry.stderr);
-  assert.match(dry.stdout, /delete Node agent1, agent2, agent3 \(through server1's API/);
+  for (const a of ['agent1', 'agent2', 'agent3']) assert.match(dry.stdout, new RegExp(`- delete Node ${a} \\(through server1's API`));
   assert.match(dry.stdout, /run \/usr\/local\/bin\/k3s-agent-uninstall\.sh/);
   assert.match(dry.stdout, /run \/usr\/local\/bin\/k3s-uninstall\.sh/);
   assert.doesNotMatch(dry.stdout, /drop database/);

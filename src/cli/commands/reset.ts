@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { UserError } from '../../engine/errors.js';
-import { ClusterRun, loadCluster } from '../../engine/run.js';
+import { ClusterRun, loadCluster } from '../../cluster/open.js';
 import { resetPipeline } from '../../phases/reset.js';
 import { clusterFileArg, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
@@ -55,7 +55,8 @@ export async function resetCommand(argv: string[], io: CliIO, hooks: RunHooks = 
         if (a !== 'y' && a !== 'yes') return void io.stdout('Nothing changed.\n'), EXIT.ok;
       }
     }
-    const result = plan.empty ? { changed: 0, ms: 0 } : await run.apply();
+    // The plan shown, under the cluster lock.
+    const result = plan.empty ? { changed: 0, ms: 0 } : await run.apply(plan, { command: 'reset' });
     done = true;
     if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, forgot: !!values.forget }) + '\n');
     else io.stdout(`Reset ${cluster.name}: ${result.changed} changes in ${(result.ms / 1000).toFixed(1)} s.${values.datastore ? '' : ' The datastore was kept: `k8s-ha apply` builds the cluster again on it.'}\n`);
