@@ -29,10 +29,14 @@ test('backup and restore SQL on a real MariaDB', { skip: why ? `${why} is not in
     server.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
-  for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
   // The clients read ~/.my.cnf after the system's files: it points them at this server.
   writeFileSync(join(dir, '.my.cnf'), `[client]\nsocket=${sock}\nuser=root\n`);
   const env = { ...process.env, HOME: dir };
+  // Bounded: up to 60 s for the server to answer on this shared, busy machine.
+  for (let i = 0; i < 300; i++) {
+    if (existsSync(sock) && spawnSync('mariadb', ['-e', 'SELECT 1'], { env }).status === 0) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
   const sh = (cmd: string, input = '') => {
     const r = spawnSync('sh', ['-c', cmd], { input, env, encoding: 'utf8', maxBuffer: 64 << 20 });
     assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
