@@ -29,6 +29,7 @@ const COMMANDS: Record<string, Command> = {
   status: async (a, io, h) => (await import('./commands/status.js')).statusCommand(a, io, h),
   backup: async (a, io, h) => (await import('./commands/backup.js')).backupCommand(a, io, h),
   restore: async (a, io, h) => (await import('./commands/restore.js')).restoreCommand(a, io, h),
+  reset: async (a, io, h) => (await import('./commands/reset.js')).resetCommand(a, io, h),
   lab: async (a, io) => (await import('./lab.js')).labCommand(a, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };

@@ -172,6 +172,8 @@ export interface Cluster {
   waits: Waits;
   /** The cluster file's `verify` section (empty when absent). */
   verify: { image?: string };
+  /** The `upgrade` section: agents upgraded at once, a count or a percentage (default 1). */
+  upgrade: { agentBatch: number | `${number}%` };
 }
 
 export interface ResolveContext {
@@ -435,6 +437,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
       noProgressMs: ms(file.waits.noProgress),
     },
     verify: file.verify?.image !== undefined ? { image: file.verify.image } : {},
+    upgrade: { agentBatch: (file.upgrade?.agentBatch ?? 1) as number | `${number}%` },
   };
 }
 
