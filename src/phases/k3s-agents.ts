@@ -11,7 +11,7 @@ import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { K3S_API_PORT, renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, kubectlArgs, lastSeenText, waitFailureText, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, kubectlArgs, lastSeenText, seconds, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
@@ -193,11 +193,11 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       // An upgrade of a registered node: its pods move away first, and it
       // takes new ones only once it is Ready on the new version.
       if (binaryChanged && o.installed.binary && o.node && o.via) {
-        const drain = drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs);
+        const drain = drainChanges(ctx, name, o.via, d.options ?? {}, opts.readyTimeoutMs ?? d.spec.waits.agentReadyMs, pollIntervalMs);
         return [...(o.node.unschedulable && o.node.cordonedByUs ? [] : [drain.cordon]), drain.drain, ...base, drain.uncordon];
       }
       // Left cordoned by an upgrade cut off after its restart: put it back in service.
-      if (o.node?.cordonedByUs && o.via) return [...base, drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs).uncordon];
+      if (o.node?.cordonedByUs && o.via) return [...base, drainChanges(ctx, name, o.via, d.options ?? {}, opts.readyTimeoutMs ?? d.spec.waits.agentReadyMs, pollIntervalMs).uncordon];
       return base;
     },
 
@@ -335,7 +335,7 @@ export function drainChanges(ctx: RunContext<Deployment>, name: string, via: str
           const n = (await readNodes([h]))?.find((x) => x.name === name);
           return n?.ready ? null : `node ${name} is ${n ? 'not Ready' : 'not listed'}`;
         });
-        if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${last}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
+        if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${lastSeenText(last)}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
         await kubectl(h, ['uncordon', name]);
         await kubectl(h, ['annotate', 'node', name, `${CORDON_ANNOTATION}-`]);
       },

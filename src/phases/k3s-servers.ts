@@ -250,6 +250,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   }
 
   async function waitNodeReady(ctx: RunContext<Deployment>, host: Host): Promise<void> {
+    const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.serverReadyMs;
     const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
       const nodes = await readNodes([host]);
       const me = nodes?.find((n) => n.name === host.name);
@@ -257,7 +258,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
       return why;
     });
-    if (last !== null) throw new NotReadyError(host.name, `the upgraded server's node did not become Ready within ${seconds(readyTimeoutMs)}`, last, await journalTail(host, SERVER_UNIT), `look at \`k3s kubectl describe node ${host.name}\` and \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; the servers not yet upgraded keep serving`);
+    if (last !== null) throw new NotReadyError(host.name, waitFailureText("the upgraded server's node did not become Ready", last, readyTimeoutMs), lastSeenText(last), await journalTail(host, SERVER_UNIT), `look at \`k3s kubectl describe node ${host.name}\` and \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; the servers not yet upgraded keep serving`);
   }
 
   return {

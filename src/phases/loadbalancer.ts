@@ -228,7 +228,13 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
       before: p.active ? 'active' : 'enabled',
       after: 'disabled, inactive',
       summary: `stop and disable ${p.unit} (the load balancer is now ${lbUnit(ctx.cluster.spec)})`,
-      apply: async (h) => void (await h.exec(sh`systemctl disable --now ${p.unit}`)),
+      // The checker first: its `systemctl reload nginx` (it marks servers
+      // while it runs) would replace a pending stop job, which then fails
+      // with "Job for nginx.service canceled" (seen on the lab).
+      apply: async (h) => {
+        if (p.unit === 'nginx') await h.exec(sh`if systemctl cat ${LBCHECK_UNIT} >/dev/null 2>&1; then systemctl stop ${LBCHECK_UNIT}; fi`);
+        await h.exec(sh`systemctl disable --now ${p.unit}`);
+      },
     }));
     if (!stops.length) return changes;
     // Both cannot hold the API port. The old daemon is stopped in the same
