@@ -18,6 +18,7 @@ import {
 import { LB_CONTAINER_DEFAULT_IMAGE, LB_DOCKER_UNIT_PATH, renderLbComposeFile, renderLbDockerUnit } from '../render/docker.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
+import { systemctl } from '../transport/os.js';
 import { apiUpstreams, renderProblem } from './infra-common.js';
 
 /** Where the container flavour keeps its files on the LB host. */
@@ -232,7 +233,7 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
       // while it runs) would replace a pending stop job, which then fails
       // with "Job for nginx.service canceled" (seen on the lab).
       apply: async (h) => {
-        if (p.unit === 'nginx') await h.exec(sh`if systemctl cat ${LBCHECK_UNIT} >/dev/null 2>&1; then systemctl stop ${LBCHECK_UNIT}; fi`);
+        if (p.unit === 'nginx') await h.exec(systemctl('stop', LBCHECK_UNIT), { allowFailure: true }); // absent with activeCheck: false
         await h.exec(sh`systemctl disable --now ${p.unit}`);
       },
     }));

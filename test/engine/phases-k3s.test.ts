@@ -504,11 +504,11 @@ test('with the state file lost, the token of a running server is adopted (and th
 test('upgrade rules: a skipped minor, a downgrade and an unhealthy start are refused with the way out; --force lets an unhealthy one go', async (t) => {
   const fc = fakeCluster({ readyDelayMs: 5 });
   t.after(fc.cleanup);
-  writeFileSync(fc.binary, 'fake k3s v1.31.4+k3s1\n');
+  writeFileSync(fc.binary, standInK3s('v1.31.4+k3s1'), { mode: 0o755 });
   await (await fc.open()).apply();
   const planWith = async (version: string, o: { force?: boolean } = {}) => {
     writeFileSync(fc.file, clusterYaml(fc.binary).replace('version: v1.31.4+k3s1', `version: ${version}`));
-    writeFileSync(fc.binary, `fake k3s ${version}\n`);
+    writeFileSync(fc.binary, standInK3s(version), { mode: 0o755 });
     const run = await fc.open(o);
     try {
       return await run.plan();
@@ -543,10 +543,10 @@ test('upgrade rules: a skipped minor, a downgrade and an unhealthy start are ref
 test('a drain that fails stops the rollout at that agent with the reason and the fix; the others keep their version; apply again resumes', async (t) => {
   const fc = fakeCluster({ readyDelayMs: 5 });
   t.after(fc.cleanup);
-  writeFileSync(fc.binary, 'fake k3s v1.31.4+k3s1\n');
+  writeFileSync(fc.binary, standInK3s('v1.31.4+k3s1'), { mode: 0o755 });
   await (await fc.open()).apply();
   writeFileSync(fc.file, clusterYaml(fc.binary).replace('version: v1.31.4+k3s1', 'version: v1.31.5+k3s1'));
-  writeFileSync(fc.binary, 'fake k3s v1.31.5+k3s1\n');
+  writeFileSync(fc.binary, standInK3s('v1.31.5+k3s1'), { mode: 0o755 });
   fc.hosts.get('server1')!.failNext(/kubectl .* drain agent2 /, { stderr: 'error when evicting pods/"web-1" -n "default" (will retry after 5s): Cannot evict pod as it would violate the pod\'s disruption budget.' });
   const run = await fc.open();
   await assert.rejects(run.apply(), (e: Error) => {
@@ -554,11 +554,11 @@ test('a drain that fails stops the rollout at that agent with the reason and the
     return true;
   });
   await run.close();
-  assert.equal(fc.hosts.get('agent1')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.5+k3s1\n');
-  assert.equal(fc.hosts.get('agent2')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.4+k3s1\n');
-  assert.equal(fc.hosts.get('agent3')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.4+k3s1\n');
+  assert.equal(fc.hosts.get('agent1')!.text('/usr/local/bin/k3s'), standInK3s('v1.31.5+k3s1'));
+  assert.equal(fc.hosts.get('agent2')!.text('/usr/local/bin/k3s'), standInK3s('v1.31.4+k3s1'));
+  assert.equal(fc.hosts.get('agent3')!.text('/usr/local/bin/k3s'), standInK3s('v1.31.4+k3s1'));
   fc.drains.length = 0;
   await (await fc.open()).apply();
   assert.deepEqual(fc.drains, ['server1: cordon agent2', 'server1: drain agent2', 'server1: uncordon agent2', 'server1: cordon agent3', 'server1: drain agent3', 'server1: uncordon agent3']);
-  for (const a of AGENTS) assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.5+k3s1\n');
+  for (const a of AGENTS) assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), standInK3s('v1.31.5+k3s1'));
 });
