@@ -9,7 +9,10 @@ import { RenderInputError, assertHost, assertInt, assertPort, hostPort, managedH
  * `pgrep -x nginx`), and a hung (SIGSTOP) daemon's process exists while the
  * kernel still completes handshakes nobody serves.
  *
- * When the local listener fails, the script asks the servers directly: if
+ * Three requests go through the local listener at once, so that one frozen
+ * server behind it (which the load balancer's own checks take out within a
+ * second or two) cannot fail the check. When all fail, the script asks the
+ * servers directly: if
  * none answers either, the fault is not this host's and the peer could do no
  * better, so it keeps the address (the VIP must not vanish from both hosts
  * while the servers are down or not yet installed).
@@ -63,7 +66,13 @@ export function renderLbAliveScript(input: LbAliveInput): string {
   out.push('set -u');
   out.push(`T=${input.timeoutMs / 1000}`);
   out.push('answered() { curl -gfsk --noproxy \'*\' --max-time "$T" -o /dev/null "$1" 2>/dev/null; }');
-  out.push(`answered ${url('127.0.0.1', input.listenPort)} && exit 0`);
+  out.push('# Three requests at once through the local listener: the load balancer');
+  out.push('# spreads them over the servers, so one frozen server cannot fail them all');
+  out.push('# (a hung or stopped load balancer fails every one).');
+  out.push('pids=');
+  out.push(`for i in 1 2 3; do answered ${url('127.0.0.1', input.listenPort)} & pids="$pids $!"; done`);
+  out.push('ok=1; for p in $pids; do wait "$p" && ok=0; done');
+  out.push('[ "$ok" = 0 ] && exit 0');
   out.push('# Every server at once, so this costs one timeout, not one per server.');
   out.push('pids=');
   for (const s of servers) out.push(`answered ${s} & pids="$pids $!"`);

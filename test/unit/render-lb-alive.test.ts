@@ -19,7 +19,7 @@ test('the track script asks the local listener first, then every server at once,
   assert.match(s, /^#!\/bin\/sh\n/);
   assert.match(s, /^T=0\.5$/m);
   assert.match(s, /--max-time "\$T"/);
-  assert.match(s, /^answered 'https:\/\/127\.0\.0\.1:6443\/ping' && exit 0$/m);
+  assert.match(s, /^for i in 1 2 3; do answered 'https:\/\/127\.0\.0\.1:6443\/ping' & pids="\$pids \$!"; done$/m);
   // servers in a stable order, in the background
   assert.ok(s.indexOf("'https://10.0.0.11:6443/ping' &") < s.indexOf("'https://10.0.0.12:6443/ping' &"));
   assert.equal(renderLbAliveScript(base), renderLbAliveScript({ ...base, servers: [...base.servers].reverse() }));
@@ -64,6 +64,29 @@ test('the track script fails when the servers answer directly but not through th
   assert.equal(runWith(t, ['https://10.0.0.12:6443/ping']), 1);
 });
 
+test('the track script passes when one of its three requests through the listener fails (a frozen server behind it)', (t) => {
+  assert.equal(runWithLocal(t, [false, true, false], ['https://10.0.0.11:6443/ping']), 0);
+  assert.equal(runWithLocal(t, [false, false, false], ['https://10.0.0.11:6443/ping']), 1);
+});
+
 test('the track script keeps the address when no server answers at all (the peer could do no better)', (t) => {
   assert.equal(runWith(t, []), 0);
 });
+
+/** As runWith, with the local listener answering only the requests marked true (in order). */
+function runWithLocal(t: TestContext, local: boolean[], up: string[]): number {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-alive-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, 'alive');
+  writeFileSync(script, renderLbAliveScript(base), { mode: 0o755 });
+  writeFileSync(join(dir, 'answers'), local.map((a) => (a ? 'y' : 'n')).join('\n') + '\n');
+  // The fake curl takes the next local answer under a lock (the three run at once).
+  writeFileSync(
+    join(dir, 'curl'),
+    `#!/bin/sh\nfor a; do url=$a; done\ncase "$url" in https://127.0.0.1:*) exec 9>${dir}/lock; flock 9; a=$(head -n1 ${dir}/answers); sed -i 1d ${dir}/answers; [ "$a" = y ] && exit 0; exit 28;; esac\ncase " ${up.join(' ')} " in *" $url "*) exit 0;; esac\nexit 7\n`,
+  );
+  chmodSync(join(dir, 'curl'), 0o755);
+  const r = spawnSync('/bin/sh', [script], { env: { PATH: `${dir}:/usr/bin:/bin` }, timeout: 5_000 });
+  assert.equal(r.error, undefined);
+  return r.status ?? -1;
+}
