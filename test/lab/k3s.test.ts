@@ -39,10 +39,10 @@ interface Flavour {
 function clusterFile(lab: Lab, dir: string, f: Flavour, k3sExtra: Record<string, unknown> = {}): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
   delete doc.metallb;
-  // Pin the release the binary reports (validate compares them): real k3s says
-  // vX.Y.Z+k3sN, the lab's stand-in vX.Y.Z+labk3s (held to vX.Y.Z).
-  const said = /k3s version (v[0-9.]+)(\+k3s[0-9]+)?/.exec(execFileSync(f.binary, ['--version'], { encoding: 'utf8', timeout: 10_000 }));
-  const reported = said ? `${said[1]}${said[2] ?? '+k3s1'}` : undefined;
+  // Real k3s: pin the release it reports (validate compares them); the lab's
+  // cluster file already pins the lab's k3s's.
+  const said = f.binary === LAB_K3S ? null : /k3s version (v\S+\+k3s[0-9]+)/.exec(execFileSync(f.binary, ['--version'], { encoding: 'utf8', timeout: 10_000 }));
+  const reported = said?.[1];
   doc.k3s = { ...doc.k3s, ...(reported ? { version: reported } : {}), install: { source: 'local', path: f.binary, ...(f.images ? { airgapImages: f.images } : {}) }, ...k3sExtra };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
