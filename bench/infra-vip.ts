@@ -54,10 +54,10 @@ const SLOW_MS = 500;
  * client sees. It starts at the first failure, not at the command that
  * caused it (which takes a lab round trip to act).
  */
-export function failoverS(attempts: Attempt[]): number {
+export function failoverS(attempts: Attempt[], stalls = true): number {
   // Slower than SLOW_MS counts too: after a machine dies, a connection to the
   // VIP waits for SYN retransmits until the peer answers ARP for it.
-  const bad = attempts.filter((a) => !a.ok || a.ms > SLOW_MS);
+  const bad = attempts.filter((a) => !a.ok || (stalls && a.ms > SLOW_MS));
   if (!bad.length) return 0;
   const first = Math.min(...bad.map((a) => a.at));
   const lastBad = Math.max(...bad.map((a) => a.at));
@@ -69,6 +69,8 @@ export function failoverS(attempts: Attempt[]): number {
 export interface FailoverReading {
   failure: LbFailure;
   failoverS: number;
+  /** The same counting only connections that failed (refused, reset, timed out), not slow ones. */
+  failedForS: number;
   /** New connections that failed or stalled (> 0.5 s). */
   failed: number;
   total: number;
@@ -106,7 +108,7 @@ export async function measureVipFailover(lab: Lab, unit: string, f: LbFailure): 
   const o = outage(attempts.map((a) => ({ ...a, ok: a.ok && a.ms <= SLOW_MS })));
   // Preempt: the VIP returns to infra once its check passes again.
   await vipSettledOn(lab, 'infra', 60_000);
-  return { failure: f, failoverS: failoverS(attempts), failed: o.failed, total: o.total, outageS: o.outageS };
+  return { failure: f, failoverS: failoverS(attempts), failedForS: failoverS(attempts, false), failed: o.failed, total: o.total, outageS: o.outageS };
 }
 
 /** The bench rows for one load-balancer kind. */

@@ -103,8 +103,10 @@ describe('the load balancer, virtual IP and datastore on lab machines', { skip: 
     // nginx's graceful stop closes the listener at once but keeps its processes
     // for seconds: a process check (pgrep) held the address for 6.3 s of refused
     // connections. The track script asks the listener itself.
+    // Failed connections (refused, as the issue saw), not slow ones: on this
+    // shared 2-core host a slow success under load is noise, not the VIP.
     const r = await measureVipFailover(lab, 'nginx', 'stopped');
-    assert.ok(r.failoverS <= 2, `new connections failed for ${r.failoverS} s (${r.failed} of ${r.total})`);
+    assert.ok(r.failedForS <= 2, `new connections failed for ${r.failedForS} s (${r.failed} of ${r.total} failed or stalled, ${r.failoverS} s with stalls)`);
     const held = await lab.exec('infra', ['ip', '-4', '-o', 'addr', 'show', 'dev', 'host0']);
     assert.ok(held.stdout.includes(`inet ${vip}/`), 'the address returned to infra once nginx was started again');
   });
