@@ -159,8 +159,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
           return ingressAddress(svc) ? null : 'no address assigned yet';
         });
         if (why) {
-          // kwok pretends to run MetalLB's controller pod: on the lab's k3s only a controller started as a process assigns addresses.
-          const lab = simulated ? '; on the lab\'s k3s, MetalLB\'s controller runs only when started as a process (labk3s/metallb/build.sh, test/lab/metallb.test.ts)' : '';
+          // kwok (the lab's k3s with lab-simulated-kubelet) only pretends to run MetalLB's controller pod.
+          const lab = simulated ? '; the nodes are simulated by kwok, so MetalLB\'s controller pod does not really run' : '';
           throw new Error(`the Service ${VERIFY_NAMESPACE}/${VERIFY_APP} got no address within ${seconds(t.addressMs)} (${why}); look at \`kubectl -n metallb-system get pods\` and \`kubectl -n ${VERIFY_NAMESPACE} describe service ${VERIFY_APP}\`${lab}`);
         }
         address = ingressAddress(svc);
