@@ -7,7 +7,10 @@
 // start). What must hold: every node Ready with containerd as its runtime
 // and no kwok; a pod runs on each agent; a pod on agent1 reaches the pod on
 // agent2 by its pod IP (vxlan); a ClusterIP Service answers from a pod and
-// from a node; a NodePort Service answers this host on every node.
+// from a node; a NodePort Service answers this host on every node. The k3s
+// options k8s-ha writes take effect: non-default cluster-cidr, service-cidr
+// and cluster-dns (pod IPs, Service IPs, the pods' nameserver), node-label,
+// node-taint, kubelet-arg (max-pods) and kube-proxy-arg (metrics address).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,8 +44,9 @@ function missing(): string | null {
 }
 
 interface Node {
-  metadata: { name: string; annotations?: Record<string, string> };
-  status: { conditions: { type: string; status: string }[]; nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } };
+  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec: { taints?: { key: string; value?: string; effect: string }[]; podCIDR?: string };
+  status: { conditions: { type: string; status: string }[]; capacity: Record<string, string>; nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } };
 }
 interface Pod {
   metadata: { name: string };
@@ -56,7 +60,16 @@ async function scenario(t: TestContext): Promise<void> {
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
     delete doc.metallb; // MetalLB has its own test
-    doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S, airgapImages: IMAGES } };
+    doc.k3s = {
+      ...doc.k3s, install: { source: 'local', path: LAB_K3S, airgapImages: IMAGES },
+      clusterCidr: '10.52.0.0/16', serviceCidr: '10.53.0.0/16', clusterDns: '10.53.0.10',
+      agentArgs: { 'kubelet-arg': ['max-pods=150'], 'kube-proxy-arg': ['metrics-bind-address=0.0.0.0:10249'] },
+    };
+    const hosts = doc.hosts as unknown as { name: string; labels?: Record<string, string>; taints?: string[] }[];
+    for (const h of hosts) {
+      if (h.name === 'agent1') h.labels = { 'lab.k8s-ha/tier': 'web' };
+      if (h.name === 'agent2') h.taints = ['lab.k8s-ha/soft=yes:PreferNoSchedule'];
+    }
     const file = join(dir, 'cluster.yaml');
     writeFileSync(file, stringify(doc));
     const server = await lab.connect('server1');
@@ -87,6 +100,20 @@ async function scenario(t: TestContext): Promise<void> {
       // What a user sees: `kubectl get nodes -o wide` names containerd for each node.
       const wide = await kubectl(['get', 'nodes', '-o', 'wide']);
       for (const name of ['server1', 'agent1', 'agent2']) assert.match(wide, new RegExp(`^${name}\\s+Ready\\s.*containerd://`, 'm'), wide);
+      const node = (n: string): Node => nodes.find((x) => x.metadata.name === n)!;
+      // node-label and node-taint, registered by the kubelet itself.
+      assert.equal(node('agent1').metadata.labels?.['lab.k8s-ha/tier'], 'web');
+      assert.deepEqual(node('agent2').spec.taints?.map((x) => `${x.key}=${x.value}:${x.effect}`), ['lab.k8s-ha/soft=yes:PreferNoSchedule']);
+      // kubelet-arg on agents only; the server keeps the kubelet's default.
+      assert.equal(node('agent1').status.capacity.pods, '150');
+      assert.equal(node('server1').status.capacity.pods, '110');
+      // cluster-cidr: each node's pod subnet is a /24 of it.
+      for (const n of nodes) assert.match(n.spec.podCIDR ?? '', /^10\.52\.\d+\.0\/24$/, n.metadata.name);
+      // kube-proxy-arg: agents' kube-proxy serves metrics on every address (default: loopback only).
+      const metrics = await fetch(`http://${lab.machine('agent1').address}:10249/metrics`, { signal: AbortSignal.timeout(5_000) });
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /kubeproxy_/);
+      await assert.rejects(fetch(`http://${lab.machine('server1').address}:10249/metrics`, { signal: AbortSignal.timeout(3_000) }));
     });
 
     let pods: Pod[] = [];
@@ -105,7 +132,10 @@ async function scenario(t: TestContext): Promise<void> {
       // Each pod has an address from its own node's flannel subnet (different /24s of 10.42.0.0/16).
       const nets = pods.map((p) => p.status.podIP?.split('.').slice(0, 3).join('.'));
       assert.notEqual(nets[0], nets[1]);
-      for (const p of pods) assert.match(p.status.podIP ?? '', /^10\.42\./);
+      for (const p of pods) assert.match(p.status.podIP ?? '', /^10\.52\./);
+      // cluster-dns: the kubelet gives pods that nameserver.
+      const resolv = await kubectl(['exec', pods[0]!.metadata.name, '--', '/bin/busybox', 'cat', '/etc/resolv.conf']);
+      assert.match(resolv, /^nameserver 10\.53\.0\.10$/m, resolv);
     });
 
     const get = (ip: string, port = 80) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 5 ${ip} ${port}`;
@@ -135,6 +165,7 @@ async function scenario(t: TestContext): Promise<void> {
       const svc = JSON.parse(await kubectl(['get', 'service', 'web', '-o', 'json'])) as { spec: { clusterIP: string } };
       const np = JSON.parse(await kubectl(['get', 'service', 'web-np', '-o', 'json'])) as { spec: { ports: { nodePort: number }[] } };
       const ip = svc.spec.clusterIP;
+      assert.match(ip, /^10\.53\./, 'service-cidr');
       const port = np.spec.ports[0]!.nodePort;
       const fromPod = await waitFor(`ClusterIP ${ip} from a pod`, 60_000, async () => {
         const out = await kubectl(['exec', pods[0]!.metadata.name, '--', '/bin/busybox', 'sh', '-c', get(ip)]);
