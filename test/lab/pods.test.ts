@@ -19,7 +19,10 @@ import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { parse, stringify } from 'yaml';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
+import { cgroupRoots, machineCgroup } from '../../lab/machine.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { diffSnapshots, snapshotHost } from '../../lab/snapshot.js';
+import { labSkipReason, testLabLock, waitFor, withLab } from '../../lab/testing.js';
 import { sh } from '../../src/transport/quote.js';
 import { runCli } from '../cli/helpers.js';
 
@@ -55,6 +58,29 @@ interface Pod {
 }
 
 async function scenario(t: TestContext): Promise<void> {
+  // Held around withLab (which takes it too), so no other test's lab muddles the comparison.
+  const lock = await testLabLock();
+  try {
+    const clean = await snapshotHost();
+    await pods(t);
+    // Real kubelets made cgroups (kubepods, each container's) in every v1
+    // controller of their machines, containerd mounted overlays and flannel
+    // made devices: `lab down` must still leave nothing behind.
+    await t.test('lab down leaves no machine, mount, link, cgroup or process behind after real kubelets ran', async () => {
+      let diff: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        diff = diffSnapshots(clean, await snapshotHost());
+        if (!diff.length) break;
+        await sleep(250);
+      }
+      assert.deepEqual(diff, []);
+    });
+  } finally {
+    await lock.release();
+  }
+}
+
+async function pods(t: TestContext): Promise<void> {
   await withLab({ servers: 1, agents: 2, skip: (r) => t.skip(r) }, async (lab: Lab) => {
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-pods-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -133,6 +159,12 @@ async function scenario(t: TestContext): Promise<void> {
       const nets = pods.map((p) => p.status.podIP?.split('.').slice(0, 3).join('.'));
       assert.notEqual(nets[0], nets[1]);
       for (const p of pods) assert.match(p.status.podIP ?? '', /^10\.52\./);
+      // Each machine's kubelet keeps its pods' cgroups inside that machine's
+      // own cgroup, in every controller: never a shared /kubepods at the host's root.
+      for (const root of cgroupRoots().filter((r) => !r.endsWith('/systemd') && !r.endsWith('/unified'))) {
+        for (const m of ['agent1', 'agent2']) assert.ok(existsSync(join(root, machineCgroup(lab.name, m), 'kubepods')), `${root}: ${m} has its own kubepods`);
+        assert.equal(existsSync(join(root, 'kubepods')), false, `${root}/kubepods at the host's root`);
+      }
       // cluster-dns: the kubelet gives pods that nameserver.
       const resolv = await kubectl(['exec', pods[0]!.metadata.name, '--', '/bin/busybox', 'cat', '/etc/resolv.conf']);
       assert.match(resolv, /^nameserver 10\.53\.0\.10$/m, resolv);
