@@ -1,3 +1,5 @@
+import type { SecretSet } from '../util/secret.js';
+
 /**
  * Everything a command touches outside itself. The real process passes its
  * own streams; tests pass buffers, so commands run in-process.
@@ -11,6 +13,17 @@ export interface CliIO {
   isTTY: boolean;
   /** Reads one answer from the terminal; absent when not interactive. */
   prompt?: (question: string) => Promise<string>;
+  /**
+   * Every secret this command has seen; all it prints through stdout and
+   * stderr is masked with it (cli/main.ts sets it). Commands that open a
+   * cluster hand it to ClusterRun.open, which fills it.
+   */
+  secrets?: SecretSet;
+}
+
+/** `io` with everything written through it masked with `secrets` (the CLI's one masking step). */
+export function maskedIO(io: CliIO, secrets: SecretSet): CliIO {
+  return { ...io, stdout: (t) => io.stdout(secrets.mask(t)), stderr: (t) => io.stderr(secrets.mask(t)), secrets };
 }
 
 /** Exit codes, documented in the README. */

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { HostError, InterruptedError, MultiHostError, UserError } from '../engine/errors.js';
 import { PreflightError } from '../engine/engine.js';
 import { HELP } from './help.js';
-import { EXIT, processIO, type CliIO } from './io.js';
+import { EXIT, maskedIO, processIO, type CliIO } from './io.js';
+import { SecretSet } from '../util/secret.js';
 import { formatProblems } from './output/plan.js';
 import { applyCommand, planCommand, type RunHooks } from './commands/plan.js';
 import { schemaCommand, validateCommand } from './commands/validate.js';
@@ -38,7 +39,8 @@ const COMMANDS: Record<string, Command> = {
  * Returns the exit code; prints every error itself (no stack trace for
  * errors the user can fix).
  */
-export async function main(argv: string[], io: CliIO = processIO(), hooks: RunHooks = {}): Promise<number> {
+export async function main(argv: string[], rawIO: CliIO = processIO(), hooks: RunHooks = {}): Promise<number> {
+  const io = maskedIO(rawIO, rawIO.secrets ?? new SecretSet());
   const [name, ...rest] = argv;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest[0] : undefined;

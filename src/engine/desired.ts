@@ -1,7 +1,7 @@
 import type { Host } from '../transport/host.js';
 import type { Command } from '../transport/quote.js';
 import { unifiedDiff } from '../util/diff.js';
-import { maskSecrets, type Secret } from '../util/secret.js';
+import { SecretSet, type Secret } from '../util/secret.js';
 import { aptInstall, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import type { Change } from './phase.js';
 
@@ -20,6 +20,12 @@ export interface DesiredFile {
   group?: string;
   /** The daemon's own checker, run on the temp file before it goes live. */
   check?: (tmpPath: string) => Command;
+  /**
+   * The secret values in a text of this file's format (the renderer's own
+   * reader). Applied to the content found on the host too, so the secret it
+   * runs with now is masked in the plan's diff although this run never had it.
+   */
+  secretsIn?: (content: string) => string[];
 }
 
 export interface DesiredService {
@@ -121,8 +127,12 @@ export async function observeDesired(host: Host, d: Desired): Promise<ObservedSt
 
 const octal = (m: number) => '0' + (m & 0o7777).toString(8);
 
-/** The changes that take `observed` to `desired`, in the order they must run. */
-export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []): Change[] {
+/**
+ * The changes that take `observed` to `desired`, in the order they must run.
+ * Secrets found in the hosts' files are added to `secrets` (when it is the
+ * run's SecretSet), so every later output of the run masks them too.
+ */
+export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secret> = []): Change[] {
   const changes: Change[] = [];
   const missing = (d.packages ?? []).filter((p) => !o.packages.get(p));
   if (missing.length) {
@@ -160,9 +170,7 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     changes.push({
       kind: 'file',
       summary: `${what} ${f.path}${metaNote}`,
-      detail: contentDiffers
-        ? unifiedDiff(f.path, before === null ? null : maskSecrets(before, secrets), maskSecrets(f.content, secrets))
-        : undefined,
+      detail: contentDiffers ? maskedDiff(f, before, secrets) : undefined,
       apply: async (h) => {
         await owe(h, f.path);
         await h.writeFile(f.path, f.content, { mode, owner, group, check: f.check });
@@ -211,6 +219,19 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Secret[] = []
     }
   }
   return changes;
+}
+
+/**
+ * The diff of the real contents, masked afterwards with every secret known,
+ * including those the file holds on the host: a line whose secret changed
+ * still shows as changed (`-token: ********` / `+token: ********`), and
+ * neither side shows a value.
+ */
+function maskedDiff(f: DesiredFile, before: string | null, secrets: Iterable<Secret>): string {
+  const found = [...(before !== null && f.secretsIn ? f.secretsIn(before) : []), ...(f.secretsIn ? f.secretsIn(f.content) : [])];
+  if (secrets instanceof SecretSet) secrets.add(...found);
+  const set = secrets instanceof SecretSet ? secrets : new SecretSet([...secrets, ...found]);
+  return set.mask(unifiedDiff(f.path, before, f.content));
 }
 
 /** A one-off command as a change (SQL, a kubectl apply): shown in the plan by its summary. */

@@ -1,7 +1,7 @@
 import type { Host } from '../transport/host.js';
 import { gatherFacts, parseFacts } from '../transport/os.js';
 import { runBounded } from '../transport/pool.js';
-import type { Secret } from '../util/secret.js';
+import { SecretSet, type Secret } from '../util/secret.js';
 import { HostError, InterruptedError, MultiHostError, type Problem, causeText } from './errors.js';
 import { type EventSink, noEvents } from './events.js';
 import type { AnyPhase, Change, HostFacts, RunContext } from './phase.js';
@@ -14,8 +14,8 @@ export interface EngineOptions<C> {
   connect(name: string): Promise<Host>;
   /** The pipeline, in order. */
   phases: AnyPhase<C>[];
-  /** Every secret in play, so that plans and errors can mask them. */
-  secrets?: Secret[];
+  /** Every secret in play, so that plans and errors can mask them (a SecretSet is used as it is and grows during the run). */
+  secrets?: SecretSet | Secret[];
   /** Hosts worked on at once. Default 5. */
   concurrency?: number;
   events?: EventSink;
@@ -59,7 +59,7 @@ export class Engine<C> {
     this.concurrency = Math.max(1, opts.concurrency ?? 5);
     this.ctx = {
       cluster: opts.cluster,
-      secrets: opts.secrets ?? [],
+      secrets: opts.secrets instanceof SecretSet ? opts.secrets : new SecretSet(opts.secrets ?? []),
       facts: this.facts,
       host: (name) => this.host(name),
       events: this.events,

@@ -1,7 +1,7 @@
 import type { Host } from '../transport/host.js';
 import type { EventSink } from './events.js';
 import type { Problem } from './errors.js';
-import type { Secret } from '../util/secret.js';
+import type { SecretSet } from '../util/secret.js';
 import type { HostFacts } from '../transport/os.js';
 
 export type { HostFacts };
@@ -25,8 +25,11 @@ export interface Change {
  */
 export interface RunContext<C = unknown> {
   cluster: C;
-  /** Every secret in play, so output can be masked. */
-  secrets: Secret[];
+  /**
+   * Every secret in play, so output can be masked. A phase that reads a
+   * secret from a host (a server's token) adds it here.
+   */
+  secrets: SecretSet;
   facts: ReadonlyMap<string, HostFacts>;
   /** The connected host of that name (connected once, reused). */
   host(name: string): Promise<Host>;

@@ -3,6 +3,7 @@ import type { Deployment } from './run.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';
+import { datastoreBackupPhase } from '../phases/datastore-backup.js';
 import { k3sServers } from '../phases/k3s-servers.js';
 import { k3sAgents } from '../phases/k3s-agents.js';
 import { metallbPhase } from '../phases/metallb.js';
@@ -17,6 +18,7 @@ export const pipeline: AnyPhase<Deployment>[] = [
   loadBalancerPhase,
   vipPhase,
   datastorePhase,
+  datastoreBackupPhase, // datastore.backup: a timer on the writer; removed again when the section goes
   k3sServers, // serial: the first server ready before the next; restarts one at a time
   k3sAgents, // joined through the LB; each must reach every server's 6443
   metallbPhase(), // last: needs the API up, servicelb off on every server, agents for its pods

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import type { Cluster, ClusterHost, SecretRef } from '../spec/cluster.js';
+import { clusterSecrets, type Cluster, type ClusterHost, type SecretRef } from '../spec/cluster.js';
 import { loadClusterFile, type Env } from '../spec/load.js';
 import type { Host } from '../transport/host.js';
 import type { HostKeyStore } from '../transport/hostkeys.js';
 import { connectSsh } from '../transport/ssh.js';
-import { Secret } from '../util/secret.js';
+import { Secret, SecretSet } from '../util/secret.js';
 import { Engine, type ApplyResult, type Plan } from './engine.js';
 import { UserError } from './errors.js';
 import type { EventSink } from './events.js';
@@ -41,6 +41,11 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Host names whose changed SSH host key is accepted deliberately. */
   acceptHostKeyFor?: ReadonlySet<string>;
+  /**
+   * Filled with every secret of the run (the CLI masks all it prints with
+   * it). Default: a set of the run's own, `run.secrets`.
+   */
+  secrets?: SecretSet;
 }
 
 /** Load and check a cluster file; a bad file is a UserError listing every problem. */
@@ -62,17 +67,22 @@ export class ClusterRun {
     readonly deployment: Deployment,
     readonly state: StateFile,
     readonly engine: Engine<Deployment>,
+    /** Every secret ever in play: the cluster file's, the state file's (used or not), and those read from hosts. */
+    readonly secrets: SecretSet,
   ) {}
 
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
     const { cluster } = loadCluster(file, opts.env ?? process.env);
     const state = await StateFile.load(StateFile.pathFor(file), cluster.name);
+    const known = opts.secrets ?? new SecretSet();
+    known.add(...clusterSecrets(cluster), ...state.allSecrets());
     const connect = memoConnect(opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor));
     if (cluster.k3s.token.source === 'generate' && !state.has('k3sToken')) {
       // State file lost but the cluster exists: a new token would lock every
       // server out of its datastore (FACTS), so take the servers' own.
       const found = await findServerToken(cluster, connect);
       if (found) {
+        known.add(found.token);
         state.setSecret('k3sToken', found.token);
         opts.events?.({ type: 'warning', message: `${state.path} held no k3s token, but ${found.from} already runs k3s: using its token (from ${SERVER_TOKEN_PATH}) and saving it to the state file; back that file up` });
       }
@@ -84,18 +94,18 @@ export class ClusterRun {
       ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
     };
     const deployment: Deployment = { spec: cluster, secrets, file };
-    const allSecrets = [secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, ...(secrets.agentToken ? [secrets.agentToken] : [])];
+    known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken);
     const engine = new Engine<Deployment>({
       cluster: deployment,
       hosts: cluster.hosts.map((h) => ({ name: h.name, address: h.address })),
       connect: (name) => connect(cluster.hosts.find((h) => h.name === name)!),
       phases: opts.phases ?? pipeline,
-      secrets: allSecrets,
+      secrets: known,
       concurrency: opts.concurrency,
       events: opts.events,
       signal: opts.signal,
     });
-    return new ClusterRun(deployment, state, engine);
+    return new ClusterRun(deployment, state, engine, known);
   }
 
   /**

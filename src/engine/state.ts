@@ -82,6 +82,11 @@ export class StateFile {
     }
   }
 
+  /** Every secret held, also those the cluster file no longer uses (for masking output). */
+  allSecrets(): Secret[] {
+    return Object.values(this.data.secrets).map((v) => new Secret(v));
+  }
+
   /** Every stored secret, revealed: only for a backup's encrypted secrets part. */
   exportSecrets(): Record<string, string> {
     return { ...this.data.secrets };

@@ -1,8 +1,9 @@
 import { clearPending, diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
-import { K3S_CONFIG_PATH, k3sEnvFilePath, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
+import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
@@ -76,9 +77,12 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Des
   const env = k3sEnvFilePath('agent');
   return {
     files: [
-      { path: config, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
+      { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(agentConfigInput(d, h, secureToken)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'agent' }) },
-      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
+      // The helper scripts k3s's installer leaves, which users and tools expect (render/k3s-scripts.ts).
+      { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
+      { path: uninstallPath('agent'), content: renderUninstall('agent'), mode: 0o755 },
     ],
     services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env] }],
   };
@@ -149,6 +153,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const arch = ctx.facts.get(host.name)?.arch ?? 'amd64';
       const want = await wantedArtifacts(artifacts, d.spec, arch);
       const secureToken = await secureTokenFrom(ctx, servers);
+      if (secureToken) ctx.secrets.add(secureToken);
       const [state, installed, probe, up] = await Promise.all([
         observeDesired(host, desired(d, agentHost(d, host.name), secureToken)),
         observeInstalled(host, want),

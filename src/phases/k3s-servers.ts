@@ -1,10 +1,13 @@
 import { parse as parseYaml } from 'yaml';
+import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
 import { StateFile } from '../engine/state.js';
 import {
+  k3sConfigSecrets,
+  k3sEnvSecrets,
   K3S_CONFIG_PATH,
   criticalSettings,
   diffCriticalSettings,
@@ -123,9 +126,12 @@ function desired(d: Deployment, h: ClusterHost): Desired {
   return {
     files: [
       // FACTS: the config holds the token and the datastore password: 0600.
-      { path: config, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
+      { path: config, secretsIn: k3sConfigSecrets, content: renderK3sConfig(serverConfigInput(d, h)), mode: 0o600 },
       { path: unit, content: renderK3sUnit({ role: 'server' }) },
-      { path: env, content: renderK3sEnvFile({}), mode: 0o600 },
+      { path: env, content: renderK3sEnvFile({}), mode: 0o600, secretsIn: k3sEnvSecrets },
+      // The helper scripts k3s's installer leaves, which users and tools expect (render/k3s-scripts.ts).
+      { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
+      { path: uninstallPath('server'), content: renderUninstall('server'), mode: 0o755 },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
     services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env] }],
@@ -247,6 +253,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         d.spec.datastore.tls.enabled ? readDatastoreCa(ctx) : Promise.resolve(null),
       ]);
       const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
+      // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
+      if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
       return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost };
     },
 

@@ -3,7 +3,7 @@ import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { hostsWithRole, type Cluster } from '../spec/cluster.js';
-import { KEEPALIVED_CONF_PATH, renderKeepalivedConf } from '../render/keepalived.js';
+import { KEEPALIVED_CONF_PATH, keepalivedSecrets, renderKeepalivedConf } from '../render/keepalived.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import type { Secret } from '../util/secret.js';
@@ -44,7 +44,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     // pgrep (procps) runs the track script; a minimal image may lack it.
     packages: ['keepalived', 'procps'],
     // 0600: it holds the VRRP password.
-    files: [{ path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, check: (tmp) => sh`keepalived --config-test -f ${tmp}` }],
+    files: [{ path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, secretsIn: keepalivedSecrets, check: (tmp) => sh`keepalived --config-test -f ${tmp}` }],
     // keepalived re-reads its config on SIGHUP (the unit's reload) without
     // dropping the address it holds.
     services: [{ unit: 'keepalived', reloadOn: [KEEPALIVED_CONF_PATH] }],

@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Secret } from '../util/secret.js';
 import {
   RenderInputError,
@@ -208,6 +208,53 @@ function validateAgent(input: K3sAgentConfigInput): void {
   if (typeof input.server !== 'object' || input.server === null) throw new RenderInputError('server', 'must be {host, port} of the API load balancer');
   assertHost('server.host', input.server.host);
   assertPort('server.port', input.server.port);
+}
+
+const SECRET_CONFIG_KEYS = ['token', 'agent-token', 'datastore-endpoint'];
+
+/**
+ * The secret values in a k3s config.yaml as found on a host (which may be
+ * hand-edited or damaged: read leniently, never throws): the tokens, the
+ * datastore endpoint and the password inside it, and the passphrase of a
+ * `K10<hash>::<user>:<passphrase>` token.
+ */
+export function k3sConfigSecrets(text: string): string[] {
+  const values: string[] = [];
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch {
+    doc = undefined;
+  }
+  if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) {
+    for (const k of SECRET_CONFIG_KEYS) {
+      const v = (doc as Record<string, unknown>)[k];
+      if (typeof v === 'string' || typeof v === 'number') values.push(String(v));
+    }
+  } else {
+    for (const m of text.matchAll(/^\s*(?:token|agent-token|datastore-endpoint)\s*:\s*(.+?)\s*$/gm)) values.push(m[1]!.replace(/^(["'])(.*)\1$/, '$2'));
+  }
+  return withInnerSecrets(values);
+}
+
+/**
+ * Secret values in a k3s EnvironmentFile as found on a host: k3s's install
+ * script writes K3S_TOKEN and K3S_DATASTORE_ENDPOINT there.
+ */
+export function k3sEnvSecrets(text: string): string[] {
+  const values: string[] = [];
+  for (const m of text.matchAll(/^\s*(?:export\s+)?[A-Z0-9_]*(?:TOKEN|PASS|SECRET|ENDPOINT)[A-Z0-9_]*\s*=\s*(.+?)\s*$/gm)) values.push(m[1]!.replace(/^(["'])(.*)\1$/, '$2'));
+  return withInnerSecrets(values);
+}
+
+/** The values, plus the password inside a datastore endpoint and the passphrase of a `K10<hash>::<user>:<passphrase>` token. */
+function withInnerSecrets(values: string[]): string[] {
+  const inner = values.flatMap((v) => {
+    const dsnPassword = /^[a-z]+:\/\/[^:/@]*:(.+)@[^@]*$/.exec(v)?.[1];
+    const passphrase = /^K10[0-9a-f]*::[^:]*:(.+)$/.exec(v)?.[1];
+    return [dsnPassword, passphrase].filter((x): x is string => x !== undefined);
+  });
+  return [...values, ...inner];
 }
 
 /**

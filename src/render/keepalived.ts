@@ -109,6 +109,11 @@ function advertText(ms: number): string {
  * as BACKUP and elect by priority, so a restarting host never claims the VIP
  * before it has heard its peer. Check it with `keepalived -t -f FILE`.
  */
+/** The VRRP passwords in a keepalived.conf as found on a host (read leniently). */
+export function keepalivedSecrets(text: string): string[] {
+  return [...text.matchAll(/^\s*auth_pass\s+(\S+)/gm)].map((m) => m[1]!.replace(/^"(.*)"$/, '$1'));
+}
+
 export function renderKeepalivedConf(input: KeepalivedInput, opts?: SecretRenderOptions): string {
   validate(input);
   const version = vrrpVersion(input.advertIntervalMs);

@@ -80,6 +80,24 @@ export interface Datastore {
   maxConnections: number;
   /** Present only when Galera is enabled; always single-writer. */
   galera?: { mode: 'single-writer'; writer: string };
+  /** Scheduled backups on the datastore host (the writer); absent when not asked for. */
+  backup?: DatastoreBackup;
+}
+
+export interface DatastoreBackup {
+  /** systemd OnCalendar= expression. */
+  schedule: string;
+  keep: number;
+  dir: string;
+  /** When status calls the newest backup stale. */
+  staleAfterMs: number;
+}
+
+const PERIOD_MS: Record<string, number> = { minutely: 60_000, hourly: 3_600_000, daily: 86_400_000, weekly: 7 * 86_400_000, monthly: 31 * 86_400_000 };
+
+/** Twice the schedule's period when it is one of systemd's shorthands, else 48 h. */
+export function defaultStaleAfterMs(schedule: string): number {
+  return 2 * (PERIOD_MS[schedule.trim().toLowerCase()] ?? 86_400_000);
 }
 
 export type FlagValue = string | number | boolean | string[];
@@ -279,6 +297,16 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     // MariaDB's own default.
     maxConnections: ds.maxConnections ?? Math.max(151, servers.length * 100 + 50),
     ...(galera ? { galera } : {}),
+    ...(ds.backup
+      ? {
+          backup: {
+            schedule: ds.backup.schedule,
+            keep: ds.backup.keep,
+            dir: ds.backup.dir.replace(/\/+$/, '') || '/',
+            staleAfterMs: ds.backup.staleAfter !== undefined ? (parseDuration(ds.backup.staleAfter) ?? defaultStaleAfterMs(ds.backup.schedule)) : defaultStaleAfterMs(ds.backup.schedule),
+          },
+        }
+      : {}),
   };
 
   const k = file.k3s;

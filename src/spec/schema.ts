@@ -271,6 +271,36 @@ export const DatastoreSchema = Type.Object(
     maxConnections: Type.Optional(
       Type.Integer({ description: 'MariaDB max_connections. Default: max(151, 100 per server + 50).', minimum: 10 }),
     ),
+    backup: Type.Optional(
+      Type.Object(
+        {
+          schedule: Type.String({
+            description: 'When to back up: a systemd calendar expression (OnCalendar=), e.g. hourly, daily, "*-*-* 03:00:00".',
+            default: 'daily',
+            pattern: '^[A-Za-z0-9*,./:~ -]{1,100}$',
+            errorMessage: 'is not a systemd calendar expression',
+            errorHint: 'use hourly, daily, weekly, or a time like "*-*-* 03:00:00" (man systemd.time)',
+          }),
+          keep: Type.Integer({ description: 'How many backups to keep on the datastore host; older ones are removed after each new one.', minimum: 1, maximum: 1000, default: 7 }),
+          dir: Type.String({
+            description: 'Folder on the datastore host for the archives (mode 0700; each archive 0600).',
+            default: '/var/backups/k8s-ha',
+            pattern: '^/[A-Za-z0-9._/-]*$',
+            errorMessage: 'is not an absolute path',
+            errorHint: 'give an absolute path of letters, digits, . _ - and /',
+          }),
+          staleAfter: Type.Optional(
+            Type.String({
+              description: "Age after which status reports the newest backup as stale (degraded). Default: twice the schedule's period (hourly, daily, weekly...), else 48h.",
+              pattern: DURATION_PATTERN,
+              errorMessage: 'is not a duration',
+              errorHint: 'write a number with a unit: ms, s, m or h (for example 2h, 48h)',
+            }),
+          ),
+        },
+        { additionalProperties: false, description: 'Scheduled backups on the datastore host (the Galera writer): a systemd timer runs the same backup as `k8s-ha backup`, the token included.' },
+      ),
+    ),
     galera: Type.Optional(
       Type.Object(
         {

@@ -5,13 +5,16 @@ import { apiUpstreams, K3S_API_PORT } from '../phases/infra-common.js';
 import { lbUnit } from '../phases/loadbalancer.js';
 import { HAPROXY_ADMIN_SOCKET, HAPROXY_BACKEND } from '../render/haproxy.js';
 import { sqlString } from '../render/mariadb.js';
-import type { Cluster } from '../spec/cluster.js';
+import { datastoreEndpointHost, type Cluster } from '../spec/cluster.js';
+import { BACKUP_TIMER_PATH } from '../render/backup-timer.js';
+import { ARCHIVE_SUFFIX } from '../backup/manifest.js';
 import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { expectedNodes, ingressAddress, nodeStates, poolOf } from '../verify/checks.js';
 import {
   poolSize,
+  type BackupStatus,
   type DatastoreStatus,
   type HostStatus,
   type KubeStatus,
@@ -176,7 +179,8 @@ export async function collectDatastore(c: Cluster, name: string, h: Host | null,
       const q = await h.exec(MARIADB_BATCH, { stdin: `SELECT COUNT(*) FROM \`${c.datastore.database.replace(/`/g, '``')}\`.kine;\n`, allowFailure: true, timeoutMs: 30_000 });
       if (q.code === 0) kineRows = Number(q.stdout.trim());
     }
-    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows };
+    const backup = c.datastore.backup && datastoreEndpointHost(c)?.name === name ? await collectBackup(c, h) : undefined;
+    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(backup ? { backup } : {}) };
   } catch (e) {
     return { ...base, error: errText(e) };
   }
@@ -260,4 +264,23 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
     collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: get(h.name).host }))),
   ]);
   return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, kube: k.kube, metallb: k.metallb };
+}
+
+/** The scheduled backups' folder: the newest archive by its UTC stamp, against the host's clock. */
+export async function collectBackup(c: Cluster, h: Host): Promise<BackupStatus | undefined> {
+  const b = c.datastore.backup;
+  if (!b) return undefined;
+  const r = await h.exec(sh`date +%s; stat -c %Y ${BACKUP_TIMER_PATH} 2>/dev/null || echo none; ls -1 ${b.dir} 2>/dev/null || true`, { allowFailure: true, timeoutMs: 20_000 });
+  const [now = '', installed = '', ...names] = r.stdout.split('\n');
+  const re = new RegExp(`^${c.name.replace(/[.+]/g, '\\$&')}-(\\d{4})(\\d{2})(\\d{2})T(\\d{2})(\\d{2})(\\d{2})Z${ARCHIVE_SUFFIX.replace(/\./g, '\\.')}$`);
+  const archives = names.filter((n) => re.test(n)).sort().reverse();
+  const nowS = Number(now);
+  const staleAfterS = Math.round(b.staleAfterMs / 1000);
+  const newest = archives[0] ?? null;
+  let ageS: number | null = null;
+  if (newest) {
+    const m = re.exec(newest)!;
+    ageS = nowS - Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!) / 1000;
+  } else if (/^\d+$/.test(installed)) ageS = nowS - Number(installed);
+  return { dir: b.dir, newest, ageS, count: archives.length, staleAfterS, stale: ageS !== null && Number.isFinite(ageS) && ageS > staleAfterS };
 }

@@ -58,7 +58,21 @@ export interface DatastoreStatus {
   sizeBytes: number | null;
   /** SELECT COUNT(*) FROM kine; null before k3s created the table. */
   kineRows: number | null;
+  /** Scheduled backups (datastore.backup), on the host that runs them; absent otherwise. */
+  backup?: BackupStatus;
   error?: string;
+}
+
+export interface BackupStatus {
+  dir: string;
+  /** The newest archive's file name, null when there is none. */
+  newest: string | null;
+  /** Its age in seconds by the host's clock; with no archive, how long the timer has been installed. */
+  ageS: number | null;
+  count: number;
+  staleAfterS: number;
+  /** Older than staleAfter, or none although the timer has been there that long. */
+  stale: boolean;
 }
 
 export interface KubeStatus {
@@ -119,6 +133,10 @@ export function degradations(s: StatusSnapshot): string[] {
     if (s.vip.holders.length > 1) out.push(`virtual IP ${s.vip.address} is held by ${s.vip.holders.join(' and ')} at once (split brain: check VRRP between them)`);
   }
   for (const d of s.datastores) {
+    if (d.backup?.stale) {
+      const b = d.backup;
+      out.push(b.newest ? `datastore on ${d.host}: the newest scheduled backup is ${formatAge(b.ageS ?? 0)} old (stale after ${formatAge(b.staleAfterS)}): look at \`journalctl -u k8s-ha-backup\`` : `datastore on ${d.host}: no scheduled backup in ${b.dir} although the timer was installed ${formatAge(b.ageS ?? 0)} ago: look at \`journalctl -u k8s-ha-backup\``);
+    }
     if (d.active === false) out.push(`datastore on ${d.host}: mariadb is not running`);
     else if (!d.reachable) out.push(`datastore on ${d.host}: not answering${d.error ? ` (${firstLine(d.error)})` : ''}`);
   }
@@ -188,6 +206,11 @@ export function formatStatus(s: StatusSnapshot, o: { color?: boolean } = {}): st
     }
     const rows = d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`;
     L.push(`  ${d.host}: ${good('answering')}, MariaDB ${d.version ?? '?'}, ${d.sizeBytes === null ? '?' : formatBytes(d.sizeBytes)}, ${rows}`);
+    if (d.backup) {
+      const b = d.backup;
+      const what = b.newest ? `newest ${formatAge(b.ageS ?? 0)} old, ${b.count} kept in ${b.dir}` : `none yet in ${b.dir}`;
+      L.push(`    scheduled backups: ${b.stale ? bad(what) : good(what)}`);
+    }
   }
 
   L.push('', 'Nodes');
@@ -237,3 +260,11 @@ export function poolSize(addresses: readonly string[]): number {
 }
 
 const v4 = (ip: string): number => ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+
+/** 42s, 17m, 5h, 3d. */
+export function formatAge(s: number): string {
+  if (s < 120) return `${Math.round(s)}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}

@@ -36,10 +36,60 @@ export function isSecret(v: unknown): v is Secret {
 
 /** Replace every occurrence of the given secrets' values in a text by MASK. */
 export function maskSecrets(text: string, secrets: Iterable<Secret>): string {
-  let out = text;
-  for (const s of secrets) {
-    const v = s.reveal();
-    if (v.length >= 4) out = out.split(v).join(MASK);
+  return new SecretSet(secrets).mask(text);
+}
+
+/**
+ * Values shorter than this are not masked: a 3-character "secret" would
+ * blank out ordinary words of the output, and is no secret anyway.
+ */
+const MIN_MASKED = 4;
+
+/**
+ * Every secret in play during one run: the cluster file's, the state file's
+ * (also those no longer used), and those read from hosts (the token a server
+ * runs with, the password in a config file about to be replaced). Output
+ * goes through `mask()` once, where it is printed (cli/main.ts), so the old
+ * side of a diff is masked as surely as the new one.
+ */
+export class SecretSet implements Iterable<Secret> {
+  readonly #values = new Map<string, Secret>();
+  // Longest first, so a value that contains another is masked whole.
+  #sorted: string[] | null = null;
+
+  constructor(initial: Iterable<Secret | string | undefined | null> = []) {
+    this.add(...initial);
   }
-  return out;
+
+  add(...values: (Secret | string | undefined | null)[]): void {
+    for (const v of values) {
+      if (v === undefined || v === null) continue;
+      const text = typeof v === 'string' ? v : v.reveal();
+      if (text.length < MIN_MASKED || this.#values.has(text)) continue;
+      this.#values.set(text, typeof v === 'string' ? new Secret(v) : v);
+      this.#sorted = null;
+    }
+  }
+
+  get size(): number {
+    return this.#values.size;
+  }
+
+  [Symbol.iterator](): Iterator<Secret> {
+    return this.#values.values();
+  }
+
+  /** The text with every secret's value, as written and as escaped in JSON or YAML, replaced by MASK. */
+  mask(text: string): string {
+    if (this.#values.size === 0 || text.length < MIN_MASKED) return text;
+    this.#sorted ??= [...this.#values.keys()].flatMap(forms).sort((a, b) => b.length - a.length);
+    let out = text;
+    for (const v of this.#sorted) if (out.includes(v)) out = out.split(v).join(MASK);
+    return out;
+  }
+}
+
+/** A value as it appears in plain text, inside a JSON (or YAML double-quoted) string, and YAML single-quoted. */
+function forms(v: string): string[] {
+  return [...new Set([v, JSON.stringify(v).slice(1, -1), v.replace(/'/g, "''")])];
 }

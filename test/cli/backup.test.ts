@@ -179,3 +179,52 @@ test('backup refuses bad key flags and an existing output with exit 2, before co
   }
   assert.equal(s.fleet.hosts.get('infra')!.log.length, before);
 });
+
+test('datastore.backup installs a timer, its oneshot service, the script and the token (0600) on the datastore host; status reports the newest archive and a stale one as degraded; removing the section removes them', async (t) => {
+  const dir = tempDir(t);
+  const src = readFileSync(SEED, 'utf8').replace(/^datastore:\n/m, 'datastore:\n  backup: {schedule: hourly, keep: 5, dir: /srv/backups}\n');
+  assert.match(src, /backup: \{schedule: hourly/, 'the seed example has no datastore: section to extend');
+  const { file, text } = offlineCluster({ text: src }, dir);
+  const fleet = simulatedFleet(text, { env: { HOME: dir } });
+  const cli = (...argv: string[]) => runCli([...argv, '-f', file], { cwd: dir, hooks: { open: { connect: fleet.connect } } });
+  const plan = await cli('plan');
+  assert.equal(plan.code, 0, plan.stderr);
+  assert.match(plan.stdout, /create \/etc\/systemd\/system\/k8s-ha-backup\.timer/);
+  const applied = await cli('apply', '--yes', '--no-verify');
+  assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+  const infra = fleet.hosts.get('infra')!;
+  const token = (parse(readFileSync(StateFile.pathFor(file), 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken!;
+  for (const o of [plan, applied]) assert.ok(!(o.stdout + o.stderr).includes(token), 'the token was printed');
+  assert.equal(infra.files.get('/etc/k8s-ha/backup-secrets.json')!.mode, 0o600);
+  assert.ok(infra.text('/etc/k8s-ha/backup-secrets.json')!.includes(token), 'the scheduled backups would not hold the token');
+  assert.equal(infra.files.get('/usr/local/lib/k8s-ha/backup.sh')!.mode, 0o700);
+  assert.match(infra.text('/usr/local/lib/k8s-ha/backup.sh')!, /^KEEP=5$/m);
+  assert.match(infra.text('/etc/systemd/system/k8s-ha-backup.timer')!, /^OnCalendar=hourly$/m);
+  assert.deepEqual([infra.services.get('k8s-ha-backup.timer')?.enabled, infra.services.get('k8s-ha-backup.timer')?.active], [true, true]);
+  assert.equal(infra.services.get('k8s-ha-backup')?.active ?? false, false, 'the backup ran at apply');
+  const again = await cli('plan', '--detailed-exitcode');
+  assert.equal(again.code, 0, again.stdout);
+
+  // status: the host's clock and folder, answered as the real commands would.
+  let listing: string[] = [];
+  const now = Date.UTC(2026, 11, 1, 12, 0, 0) / 1000;
+  infra.handle(/^date \+%s; stat -c %Y /, () => ({ code: 0, stdout: `${now}\n${now - 600}\n${listing.join('\n')}\n`, stderr: '' }));
+  const { collectBackup } = await import('../../src/status/collect.js');
+  const fresh = await collectBackup(fleet.cluster, infra);
+  assert.deepEqual(fresh, { dir: '/srv/backups', newest: null, ageS: 600, count: 0, staleAfterS: 7200, stale: false });
+  listing = ['seed-20261201T113000Z.k8s-ha-backup.tar', 'seed-20261201T103000Z.k8s-ha-backup.tar', 'other-20261201T115900Z.k8s-ha-backup.tar', 'notes.txt'];
+  const ok = await collectBackup(fleet.cluster, infra);
+  assert.deepEqual(ok, { dir: '/srv/backups', newest: 'seed-20261201T113000Z.k8s-ha-backup.tar', ageS: 1800, count: 2, staleAfterS: 7200, stale: false });
+  listing = ['seed-20261201T083000Z.k8s-ha-backup.tar'];
+  const old = (await collectBackup(fleet.cluster, infra))!;
+  assert.equal(old.stale, true);
+  const { degradations } = await import('../../src/status/model.js');
+  const snap = { cluster: 'seed', apiServerUrl: '', at: '', ms: 0, hosts: [], loadBalancers: [], vip: null, datastores: [{ host: 'infra', active: true, reachable: true, version: null, sizeBytes: null, kineRows: null, backup: old }], kube: { via: 'server1', nodes: [], expected: [] }, metallb: null };
+  assert.deepEqual(degradations(snap), ['datastore on infra: the newest scheduled backup is 4h old (stale after 2h): look at `journalctl -u k8s-ha-backup`']);
+
+  writeFileSync(file, readFileSync(file, 'utf8').replace(/\n  backup: \{[^}]*\}/, ''));
+  const removed = await cli('apply', '--yes', '--no-verify');
+  assert.equal(removed.code, 0, removed.stderr + removed.stdout);
+  for (const p of ['/etc/k8s-ha/backup-secrets.json', '/usr/local/lib/k8s-ha/backup.sh', '/etc/systemd/system/k8s-ha-backup.timer', '/etc/systemd/system/k8s-ha-backup.service']) assert.equal(infra.files.has(p), false, `${p} is still there`);
+  assert.deepEqual([infra.services.get('k8s-ha-backup.timer')?.enabled, infra.services.get('k8s-ha-backup.timer')?.active], [false, false]);
+});

@@ -193,7 +193,7 @@ function visibleText(fc: FakeCluster, extra: unknown[] = []): string {
 }
 
 
-test('plan on bare hosts lists the binary, config (0600), unit, env file and start for every server and agent, and changes nothing', async (t) => {
+test('plan on bare hosts lists the binary, config (0600), unit, env file, the killall and uninstall scripts and start for every server and agent, and changes nothing', async (t) => {
   const fc = fakeCluster();
   t.after(fc.cleanup);
   const run = await fc.open();
@@ -207,11 +207,15 @@ test('plan on bare hosts lists the binary, config (0600), unit, env file and sta
     'create /etc/rancher/k3s/config.yaml',
     'create /etc/systemd/system/k3s.service',
     'create /etc/systemd/system/k3s.service.env',
+    'create /usr/local/bin/k3s-killall.sh',
+    'create /usr/local/bin/k3s-uninstall.sh',
     'systemctl daemon-reload',
     'enable k3s',
     'start k3s',
   ]);
-  assert.ok(plan.steps.find((s) => s.host === 'agent1')!.changes.some((c) => c.summary === 'start k3s-agent'));
+  const agent = plan.steps.find((s) => s.host === 'agent1')!.changes.map((c) => c.summary);
+  assert.ok(agent.includes('start k3s-agent'));
+  assert.ok(agent.includes('create /usr/local/bin/k3s-agent-uninstall.sh') && !agent.includes('create /usr/local/bin/k3s-uninstall.sh'));
   for (const h of fc.hosts.values()) assert.equal(h.writes.length, 0, `${h.name} was written to by plan`);
 });
 

@@ -153,8 +153,10 @@ export class Machine {
   /** systemd knows a unit a package brought, or one whose unit file is on disk. */
   #unit(name: string) {
     const u = name.replace(/\.service$/, '');
+    // A timer (or socket, path) unit keeps its suffix; a service is named without it.
+    const file = /\.(timer|socket|path)$/.test(u) ? u : `${u}.service`;
     let s = this.host.services.get(u);
-    if (!s && (this.has(`/etc/systemd/system/${u}.service`) || this.has(`/lib/systemd/system/${u}.service`))) {
+    if (!s && (this.has(`/etc/systemd/system/${file}`) || this.has(`/lib/systemd/system/${file}`))) {
       s = { active: false, enabled: false, restarts: 0, reloads: 0, starts: 0, stops: 0 };
       this.host.services.set(u, s);
     }

@@ -159,7 +159,9 @@ export class K3sModel {
     if (!viaLb && !servers.includes(front)) return false;
     const token = String(cfg.token ?? '');
     const run = this.runs.get(servers[0]!.host.name)!;
-    if (passphrase(token) !== run.token) return false;
+    // With `agent-token` set on the servers, agents may join with it as well as with the server token.
+    const agentToken = this.config(servers[0]!)['agent-token'];
+    if (passphrase(token) !== run.token && (agentToken === undefined || token !== String(agentToken))) return false;
     const pinned = /^K10([0-9a-f]+)::/.exec(token)?.[1];
     return !pinned || servers[0]!.text(TOKEN_FILE)?.includes(pinned) === true;
   }

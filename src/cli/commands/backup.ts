@@ -109,7 +109,7 @@ export async function backupCommand(argv: string[], io: CliIO, hooks: RunHooks =
   const r = await runBackup(file, {
     ...(out ? { out } : {}),
     to,
-    open: { env: io.env, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), events, signal: hooks.signal, ...hooks.open },
+    open: { env: io.env, secrets: io.secrets, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), events, signal: hooks.signal, ...hooks.open },
   });
   for (const w of r.warnings) io.stderr(`warning: ${w}\n`);
   if (values.json) {

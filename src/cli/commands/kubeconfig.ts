@@ -35,7 +35,7 @@ export async function kubeconfigCommand(argv: string[], io: CliIO, hooks: RunHoo
   if (values.help) return void io.stdout(HELP.kubeconfig!), EXIT.ok;
   if (values.output !== undefined && values.merge) throw new UserError('kubeconfig: -o and --merge exclude each other: write a file, or merge into your kubeconfig');
   const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, { env: io.env, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), signal: hooks.signal, ...hooks.open });
+  const run = await ClusterRun.open(file, { env: io.env, secrets: io.secrets, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), signal: hooks.signal, ...hooks.open });
   let fetched;
   try {
     fetched = await fetchKubeconfigFromAny(run.deployment, (n) => run.engine.host(n));

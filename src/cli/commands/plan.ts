@@ -25,6 +25,7 @@ export interface RunHooks {
 function openOptions(cmd: string, values: { concurrency?: string; 'accept-new-host-key'?: string[] }, io: CliIO, events: EventSink, hooks: RunHooks): OpenOptions {
   return {
     env: io.env,
+    secrets: io.secrets,
     concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100),
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     events,

@@ -46,6 +46,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   if (listen) checkListen(listen.host, listen.port, values['allow-remote'] === true);
   const file = clusterFileArg(values.file, io.env, io.cwd);
   const run = await ClusterRun.open(file, {
+    secrets: io.secrets,
     env: io.env,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     ...(hooks.signal ? { signal: hooks.signal } : {}),

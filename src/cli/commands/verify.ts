@@ -50,6 +50,7 @@ export async function verifyCommand(argv: string[], io: CliIO, hooks: VerifyHook
   if (values.help) return void io.stdout(HELP.verify!), EXIT.ok;
   const file = clusterFileArg(values.file, io.env, io.cwd);
   const run = await ClusterRun.open(file, {
+    secrets: io.secrets,
     env: io.env,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     ...(hooks.signal ? { signal: hooks.signal } : {}),

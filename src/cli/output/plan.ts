@@ -2,8 +2,9 @@ import type { Plan, PlanStep } from '../../engine/engine.js';
 import type { Problem } from '../../engine/errors.js';
 
 /**
- * `plan` output: per phase, per host, every change, with file diffs. Secrets
- * were masked by the phases when they built the changes.
+ * `plan` output: per phase, per host, every change, with file diffs. The
+ * phases mask the diffs they build; everything printed is masked once more
+ * with every secret of the run where the CLI writes it (cli/io.ts maskedIO).
  */
 export function formatPlan(plan: Plan, opts: { color?: boolean } = {}): string {
   const c = colors(opts.color ?? false);
