@@ -1,12 +1,13 @@
 // MetalLB on real machines (the lab: systemd-nspawn Debian with the real
-// nginx, MariaDB and the lab's k3s: upstream kube-apiserver on kine, kwok
-// nodes). What the lab can really prove: MetalLB's manifest and our pools
-// accepted by a real API server with MetalLB's CRDs; MetalLB's real
-// controller (go.universe.tf/metallb/controller, run as a process on a
-// server machine, since kwok runs no container) assigning an address from
-// the pool; and `verify` end to end, its HTTP check skipped visibly because
-// no pod really runs, and its drill stopping each server in turn.
+// nginx, MariaDB and the lab's k3s: upstream kube-apiserver on kine, real
+// kubelets on containerd). MetalLB's manifest and our pools accepted by a
+// real API server with MetalLB's CRDs; MetalLB's controller and speakers as
+// pods (images built locally from go.universe.tf/metallb, delivered by the
+// air-gap path) assigning and announcing an address from the pool; and
+// `verify` end to end, its HTTP check answered by a real pod behind that
+// address, and its drill stopping each server in turn.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,15 +21,17 @@ import { formatReport } from '../../src/verify/report.js';
 import { runVerify } from '../../src/verify/run.js';
 import type { Lab } from '../../lab/index.js';
 import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
-import { LAB_K3S, LAB_METALLB_VERSION, labMetallbController, labMetallbManifest, startLabMetallbController } from '../../lab/components.js';
+import { LAB_K3S, LAB_METALLB_VERSION, REPO, labMetallbManifest } from '../../lab/components.js';
 
 const VERSION = LAB_METALLB_VERSION;
-const CONTROLLER = labMetallbController(VERSION);
+const IMAGES = join(REPO, 'labk3s/images/bin');
+/** The test web server's image name (its archive's RepoTags). */
+const webImage = (): string => (JSON.parse(execFileSync('tar', ['-xOf', join(IMAGES, 'httpd.tar'), 'manifest.json'], { encoding: 'utf8' })) as { RepoTags: string[] }[])[0]!.RepoTags[0]!;
 const labSkip = await labSkipReason();
 
 async function clusterFile(lab: Lab, dir: string): Promise<string> {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
-  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S, airgapImages: IMAGES } };
   doc.metallb = { ...doc.metallb, version: VERSION, manifest: await labMetallbManifest(dir, VERSION) };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
@@ -85,9 +88,7 @@ async function scenario(t: TestContext): Promise<void> {
       }
     });
 
-    const noController = existsSync(CONTROLLER) ? false : `${CONTROLLER} is missing: build it with labk3s/metallb/build.sh ${VERSION} (Go module proxy, ~3 min cold)`;
-    await t.test("MetalLB's real controller, run on server1, assigns a LoadBalancer Service an address from the pool", { skip: noController }, async () => {
-      assert.equal(await startLabMetallbController(lab, VERSION), 'server1');
+    await t.test("MetalLB's controller, a pod, assigns a LoadBalancer Service an address from the pool", async () => {
       const k = await kubectl();
       await k.run(['apply', '-f', '-'], { stdin: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'lab-lb', namespace: 'default' }, spec: { type: 'LoadBalancer', selector: { app: 'none' }, ports: [{ port: 80 }] } }) });
       const ip = await waitFor('an address on default/lab-lb', 90_000, async () => {
@@ -99,10 +100,10 @@ async function scenario(t: TestContext): Promise<void> {
       await k.run(['delete', 'service', 'lab-lb']);
     });
 
-    await t.test('verify: API, nodes, an address from the pool, the HTTP check skipped visibly (kwok), and the drill', { skip: noController }, async () => {
+    await t.test('verify: API, nodes, an address from the pool, HTTP from this machine to a pod behind it, and the drill', async () => {
       const run = await open(lab, file);
       try {
-        const report = await runVerify({ deployment: run.deployment, host: (n) => run.engine.host(n), drill: true, pollMs: 1000 });
+        const report = await runVerify({ deployment: run.deployment, host: (n) => run.engine.host(n), drill: true, pollMs: 1000, image: webImage() });
         for (const line of formatReport(report).trimEnd().split('\n')) t.diagnostic(line);
         const st = Object.fromEntries(report.checks.map((c) => [c.id, c.status]));
         assert.deepEqual(st, {
@@ -110,14 +111,13 @@ async function scenario(t: TestContext): Promise<void> {
           'api-lb': 'pass',
           'nodes-ready': 'pass',
           'lb-address': 'pass',
-          'lb-http': 'skip',
+          'lb-http': 'pass',
           cleanup: 'pass',
           'drill:server1:api': 'pass',
           'drill:server1:back': 'pass',
           'drill:server2:api': 'pass',
           'drill:server2:back': 'pass',
         });
-        assert.match(report.checks.find((c) => c.id === 'lb-http')!.detail, /simulated by kwok/);
         assert.equal(report.ok, true);
         const ns = await (await kubectl()).run(['get', 'namespace', 'k8s-ha-verify'], { allowFailure: true });
         assert.notEqual(ns.code, 0, 'the test namespace is gone');
@@ -128,6 +128,8 @@ async function scenario(t: TestContext): Promise<void> {
   });
 }
 
-test('MetalLB on the lab', { skip: labSkip ? `no lab: ${labSkip}` : existsSync(LAB_K3S) ? false : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh` }, async (t) => {
+const missing = !existsSync(LAB_K3S) ? `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`
+  : ['httpd.tar', 'metallb-controller.tar', 'metallb-speaker.tar'].some((f) => !existsSync(join(IMAGES, f))) ? `the lab's images are missing in ${IMAGES}: build them with labk3s/images/build.sh` : false;
+test('MetalLB on the lab', { skip: labSkip ? `no lab: ${labSkip}` : missing }, async (t) => {
   await scenario(t);
 });
