@@ -3,6 +3,8 @@ import { hostKubectl, type KubeItem, type KubeList } from '../kube/kubectl-host.
 import { MARIADB_BATCH } from '../phases/infra-mariadb.js';
 import { apiUpstreams, K3S_API_PORT } from '../phases/infra-common.js';
 import { lbUnit } from '../phases/loadbalancer.js';
+import { READ_NODE, parseNodeRead } from '../phases/galera-state.js';
+import { writersByLoadBalancer } from '../phases/galera-writer.js';
 import { HAPROXY_ADMIN_SOCKET, HAPROXY_BACKEND } from '../render/haproxy.js';
 import { sqlString } from '../render/mariadb.js';
 import { datastoreEndpointHost, type Cluster } from '../spec/cluster.js';
@@ -16,6 +18,7 @@ import {
   poolSize,
   type BackupStatus,
   type DatastoreStatus,
+  type GaleraStatus,
   type HostStatus,
   type KubeStatus,
   type LoadBalancerStatus,
@@ -180,22 +183,30 @@ export async function collectDatastore(c: Cluster, name: string, h: Host | null,
       if (q.code === 0) kineRows = Number(q.stdout.trim());
     }
     const backup = c.datastore.backup && datastoreEndpointHost(c)?.name === name ? await collectBackup(c, h) : undefined;
-    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(backup ? { backup } : {}) };
+    let galera: DatastoreStatus['galera'];
+    if (c.datastore.galera) {
+      const v = parseNodeRead(name, (await h.exec(READ_NODE, { allowFailure: true, timeoutMs: 20_000 })).stdout);
+      const st = v.status;
+      if (st) galera = { size: Number(st.get('wsrep_cluster_size') ?? 0), state: st.get('wsrep_local_state_comment') ?? '?', clusterStatus: st.get('wsrep_cluster_status') ?? '?', ready: st.get('wsrep_ready') === 'ON' };
+    }
+    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(galera ? { galera } : {}), ...(backup ? { backup } : {}) };
   } catch (e) {
     return { ...base, error: errText(e) };
   }
 }
 
 /** Nodes (Ready, k3s version) and MetalLB pool use, asked from the first server whose API answers. */
-export async function collectKube(c: Cluster, servers: { name: string; host: Host | null }[]): Promise<{ kube: KubeStatus; metallb: MetallbStatus | null }> {
+export async function collectKube(c: Cluster, servers: { name: string; host: Host | null | Promise<Host | null> }[]): Promise<{ kube: KubeStatus; metallb: MetallbStatus | null }> {
   const expected = expectedNodes(c);
   const why: string[] = [];
   for (const s of servers) {
-    if (!s.host) {
+    // The first server that answers is asked; a later one's answer is not waited for.
+    const host = await s.host;
+    if (!host) {
       why.push(`${s.name}: not reachable`);
       continue;
     }
-    const k = hostKubectl(s.host);
+    const k = hostKubectl(host);
     try {
       const nodes = nodeStates((await k.json<KubeList>(['--request-timeout=5s', 'get', 'nodes'], { timeoutMs: 20_000 })).items);
       const kube: KubeStatus = { via: s.name, nodes, expected };
@@ -230,40 +241,60 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
   const c = o.deployment.spec;
   const t0 = Date.now();
   const at = (o.now ?? (() => new Date()))().toISOString();
-  const conn = new Map<string, { host: Host | null; error?: string }>();
   const hostMs = o.timeouts?.hostMs ?? 10_000;
-  const hosts: HostStatus[] = await Promise.all(
-    c.hosts.map(async (h) => {
+  // Each collector starts as soon as its own hosts answer: a frozen host costs
+  // the parts that need it hostMs, not the whole round hostMs first.
+  type Reached = { host: Host | null; error?: string };
+  const reached = new Map<string, Promise<Reached>>(
+    c.hosts.map((h) => {
       let timer: NodeJS.Timeout | undefined;
-      try {
-        // Connecting to a machine that is off waits for SSH's own timeout (20 s): bounded here.
-        const host = await Promise.race([
-          (async () => {
-            const host = await o.host(h.name);
-            // A cached connection may be dead (machine stopped since): ask something.
-            await host.exec(sh`true`, { sudo: false, timeoutMs: hostMs, allowFailure: true });
-            return host;
-          })(),
-          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer over SSH within ${hostMs / 1000} s`)), hostMs + 500))),
-        ]).finally(() => clearTimeout(timer));
-        conn.set(h.name, { host });
-        return { name: h.name, address: h.address, roles: [...h.roles], reachable: true };
-      } catch (e) {
-        conn.set(h.name, { host: null, error: errText(e) });
-        return { name: h.name, address: h.address, roles: [...h.roles], reachable: false, error: errText(e) };
-      }
+      // Connecting to a machine that is off waits for SSH's own timeout (20 s): bounded here.
+      const p = Promise.race([
+        (async () => {
+          const host = await o.host(h.name);
+          // A cached connection may be dead (machine stopped since): ask something.
+          await host.exec(sh`true`, { sudo: false, timeoutMs: hostMs, allowFailure: true });
+          return { host } as Reached;
+        })(),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer over SSH within ${hostMs / 1000} s`)), hostMs + 500))),
+      ])
+        .catch((e: unknown): Reached => ({ host: null, error: errText(e) }))
+        .finally(() => clearTimeout(timer));
+      return [h.name, p];
     }),
   );
-  const get = (name: string) => conn.get(name) ?? { host: null };
+  const reach = (name: string): Promise<Reached> => reached.get(name) ?? Promise.resolve({ host: null });
   const lbHosts = withRole(c, 'loadbalancer');
   const vipAddr = c.loadBalancer.virtualIP?.address;
-  const [loadBalancers, vip, datastores, k] = await Promise.all([
-    Promise.all(lbHosts.map((h) => collectLoadBalancer(c, h.name, get(h.name).host, get(h.name).error, o.timeouts?.probeMs))),
-    vipAddr ? collectVip(vipAddr, lbHosts.map((h) => ({ name: h.name, host: get(h.name).host }))) : Promise.resolve(null),
-    Promise.all(withRole(c, 'datastore').map((h) => collectDatastore(c, h.name, get(h.name).host, get(h.name).error))),
-    collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: get(h.name).host }))),
+  const [hosts, loadBalancers, vip, datastores, k] = await Promise.all([
+    Promise.all(
+      c.hosts.map(async (h): Promise<HostStatus> => {
+        const r = await reach(h.name);
+        return { name: h.name, address: h.address, roles: [...h.roles], reachable: r.host !== null, ...(r.host ? {} : { error: r.error ?? 'not reachable' }) };
+      }),
+    ),
+    Promise.all(lbHosts.map(async (h) => {
+      const r = await reach(h.name);
+      return collectLoadBalancer(c, h.name, r.host, r.error, o.timeouts?.probeMs);
+    })),
+    vipAddr ? Promise.all(lbHosts.map(async (h) => ({ name: h.name, host: (await reach(h.name)).host }))).then((lbs) => collectVip(vipAddr, lbs)) : Promise.resolve(null),
+    Promise.all(withRole(c, 'datastore').map(async (h) => {
+      const r = await reach(h.name);
+      return collectDatastore(c, h.name, r.host, r.error);
+    })),
+    collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: reach(h.name).then((r) => r.host) }))),
   ]);
-  return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, kube: k.kube, metallb: k.metallb };
+  let galera: GaleraStatus | null = null;
+  const g = c.datastore.galera;
+  if (g) {
+    const writers = await writersByLoadBalancer(c, async (n) => {
+      const x = await reach(n);
+      if (!x.host) throw new Error(x.error ?? 'not reachable');
+      return x.host;
+    });
+    galera = { expectedSize: withRole(c, 'datastore').length + (g.arbitrator !== undefined ? 1 : 0), writers };
+  }
+  return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, ...(galera ? { galera } : {}), kube: k.kube, metallb: k.metallb };
 }
 
 /** The scheduled backups' folder: the newest archive by its UTC stamp, against the host's clock. */

@@ -68,6 +68,7 @@ export class StatusServer {
   readonly #clients = new Set<ServerResponse>();
   readonly #timeline = new Timeline();
   #model: PageModel | null = null;
+  #lastVipHolder: string | null = null;
   #snapshot: StatusSnapshot | null = null;
   #collector: CollectorState;
   #payload = '';
@@ -147,7 +148,8 @@ export class StatusServer {
       if ('snap' in outcome) {
         waits = 0;
         const model = pageModel(outcome.snap, this.#o.context);
-        this.#timeline.add(...changes(this.#model, model));
+        this.#timeline.add(...changes(this.#model, model, this.#lastVipHolder));
+        this.#lastVipHolder = model.vipHolder ?? this.#lastVipHolder;
         if (this.#collector.state === 'stale') this.#timeline.add({ at: model.at, subject: 'collector', health: 'ok', text: 'the collector answers again' });
         this.#model = model;
         this.#snapshot = outcome.snap;

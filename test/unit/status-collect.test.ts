@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadCluster, type Deployment } from '../../src/engine/run.js';
-import { collectStatus, haproxyState, parseHaproxyStat, parseUpstreamProbe } from '../../src/status/collect.js';
+import { collectStatus, haproxyState, parseHaproxyStat, parseUpstreamProbe, upstreamProbe } from '../../src/status/collect.js';
 import { degradations } from '../../src/status/model.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { ConnectionError } from '../../src/transport/host.js';
@@ -115,4 +115,27 @@ test('nginx upstreams are probed from the LB host (curl /ping, else a TCP connec
   assert.deepEqual(s.loadBalancers[0]!.upstreams.map((u) => `${u.name}=${u.state}`), ['server1=up', 'server2=down']);
   assert.match(probes[0]!, /192\.168\.0\.157 192\.168\.0\.158/);
   assert.equal(s.vip, null);
+});
+
+test('a host that never answers (frozen) is unreachable after timeouts.hostMs, and only the parts that need it wait for it', async () => {
+  const { host } = haHosts({ vipOn: ['lb1'] });
+  const frozen = new Set(['cp1', 'w2']);
+  const t0 = Date.now();
+  const s = await collectStatus({
+    deployment: dep('examples/ha-vip-haproxy.yaml'),
+    timeouts: { hostMs: 300, probeMs: 1500 },
+    // A frozen machine: the connection is there, no command ever returns.
+    host: async (n) => (frozen.has(n) ? Object.assign(Object.create(await host(n)) as MemoryHost, { exec: () => new Promise(() => undefined) }) : host(n)),
+  });
+  const ms = Date.now() - t0;
+  assert.ok(ms < 1500, `the round took ${ms} ms`);
+  assert.deepEqual(s.hosts.filter((h) => !h.reachable).map((h) => `${h.name}: ${h.error}`), ['cp1: no answer over SSH within 0.3 s', 'w2: no answer over SSH within 0.3 s']);
+  assert.equal(s.kube.via, 'cp2', 'the nodes were asked from the next server');
+  assert.deepEqual(s.vip?.holders, ['lb1']);
+});
+
+test('the upstream probe takes its bound in seconds (fractions too) for curl and the TCP fallback', () => {
+  const text = upstreamProbe(['10.0.0.1'], 6443, 1.5).text;
+  assert.match(text, /curl -ksS --max-time 1\.5 /);
+  assert.match(text, /timeout 1\.5 bash/);
 });

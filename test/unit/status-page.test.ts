@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { degradations } from '../../src/status/model.js';
+import { degradations, type StatusSnapshot } from '../../src/status/model.js';
 import { pageModel, type Health, type PageModel } from '../../src/status/page/model.js';
 import { liveParts, renderDocument, type PageView } from '../../src/status/page/render.js';
 import { changes, Timeline } from '../../src/status/page/timeline.js';
@@ -85,7 +85,8 @@ test('the datastore stopped, an agent NotReady, the API down, a full pool: each 
 });
 
 test('a section the page does not know (added to the status model later) is rendered as data, with no page change', () => {
-  const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } };
+  // The model now has a typed `galera` section; this one has another shape on purpose (a section the page knows nothing of).
+  const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } } as unknown as StatusSnapshot;
   s.datastores[0] = { ...s.datastores[0]!, ...({ clusterSize: 3 } as object) };
   const m = pageModel(s);
   assert.deepEqual(m.extra.map((x) => x.title), ['Backup', 'Galera']);
@@ -127,7 +128,11 @@ test('the timeline: the VIP moving lb1 -> lb2 when the primary stops, then back'
   // lb1's upstreams became unknown (not asked): told by lb1's own entry, not once per upstream.
   assert.ok(!e.some((x) => x.subject.startsWith('lb:lb1>')));
   assert.equal(changes(f, h0)[0]?.text, 'virtual IP 10.0.0.10 moved lb2 → lb1');
-  assert.equal(changes(h0, pageModel(vipNowhere()))[0]?.text, 'virtual IP 10.0.0.10 lost by lb1: held by no load balancer');
+  const gap = pageModel(vipNowhere());
+  assert.equal(changes(h0, gap)[0]?.text, 'virtual IP 10.0.0.10 lost by lb1: held by no load balancer');
+  // Through a snapshot where nobody held it: still told as a move from the last holder.
+  assert.equal(changes(gap, f, 'lb1')[0]?.text, 'virtual IP 10.0.0.10 moved lb1 → lb2');
+  assert.equal(changes(gap, h0, 'lb1')[0]?.text, 'virtual IP 10.0.0.10 held by lb1 again');
 });
 
 test('the timeline keeps the newest entries only', () => {

@@ -15,7 +15,11 @@ export interface TimelineEntry {
   text: string;
 }
 
-export function changes(prev: PageModel | null, next: PageModel): TimelineEntry[] {
+/**
+ * `lastVipHolder`: who held the VIP last, also across snapshots where nobody
+ * did (a failover often passes through one), so the entry says "moved".
+ */
+export function changes(prev: PageModel | null, next: PageModel, lastVipHolder: string | null = prev?.vipHolder ?? null): TimelineEntry[] {
   if (!prev) return [];
   const at = next.at;
   const out: TimelineEntry[] = [];
@@ -25,12 +29,12 @@ export function changes(prev: PageModel | null, next: PageModel): TimelineEntry[
   if (prev.vipHolder !== next.vipHolder) {
     const vip = after.get('vip') ?? before.get('vip');
     const addr = vip?.label ?? 'virtual IP';
-    const text =
-      prev.vipHolder && next.vipHolder
-        ? `virtual IP ${addr} moved ${prev.vipHolder} → ${next.vipHolder}`
-        : next.vipHolder
-          ? `virtual IP ${addr} held by ${next.vipHolder} again`
-          : `virtual IP ${addr} lost by ${prev.vipHolder ?? 'its holder'}: ${vip?.reason ?? ''}`;
+    const from = prev.vipHolder ?? lastVipHolder;
+    const text = !next.vipHolder
+      ? `virtual IP ${addr} lost by ${prev.vipHolder ?? 'its holder'}: ${vip?.reason ?? ''}`
+      : from && from !== next.vipHolder
+        ? `virtual IP ${addr} moved ${from} → ${next.vipHolder}`
+        : `virtual IP ${addr} held by ${next.vipHolder} again`;
     out.push({ at, subject: 'vip', health: next.vipHolder ? 'ok' : 'bad', text });
   }
 
