@@ -171,10 +171,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
       await check('lb-http', 'the address answers HTTP from this machine', async () => {
         if (!address) return { status: 'skip', detail: 'no address was assigned (see lb-address)' };
         if (simulated) {
-          return {
-            status: 'skip',
-            detail: `the nodes are simulated by kwok (the lab's k3s): no container runs, so nothing can answer on ${address}; this check runs against real k3s`,
-          };
+          // Not a skip: a cluster whose pods run nowhere does not work, whatever its API says.
+          throw new Error(`the nodes are simulated by kwok (the lab's k3s with lab-simulated-kubelet): no container runs, so nothing can answer on ${address}; run the nodes with real kubelets (the lab's default) or real k3s`);
         }
         const url = `http://${address}/`;
         let code = 0;
