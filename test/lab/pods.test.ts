@@ -22,7 +22,7 @@ import type { Lab } from '../../lab/index.js';
 import { cgroupRoots, machineCgroup } from '../../lab/machine.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { diffSnapshots, snapshotHost } from '../../lab/snapshot.js';
-import { labSkipReason, testLabLock, waitFor, withLab } from '../../lab/testing.js';
+import { labSkipReason, testLabLock, waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 import { sh } from '../../src/transport/quote.js';
 import { runCli } from '../cli/helpers.js';
 
@@ -217,4 +217,4 @@ async function pods(t: TestContext): Promise<void> {
   });
 }
 
-test('real pods on the lab: seed topology through the CLI, nodes on containerd, pod-to-pod across agents, ClusterIP and NodePort', { skip: labSkip ?? missing() ?? false, timeout: 15 * 60_000 }, scenario);
+test('real pods on the lab: seed topology through the CLI, nodes on containerd, pod-to-pod across agents, ClusterIP and NodePort', { skip: labSkip ?? skipOrFail(missing()), timeout: 15 * 60_000 }, scenario);
