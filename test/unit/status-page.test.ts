@@ -84,6 +84,17 @@ test('the datastore stopped, an agent NotReady, the API down, a full pool: each 
   assert.deepEqual(pool.pending, ['web/wiki']);
 });
 
+test('a stale scheduled backup degrades the datastore (not down), with the age on the element and in the timeline', () => {
+  const s = healthySnapshot();
+  s.datastores[0]!.backup = { dir: '/var/backups/k8s-ha', newest: 'home-20261201T030000Z.tar', ageS: 3 * 86400, count: 7, staleAfterS: 2 * 86400, stale: true };
+  const m = pageModel(s);
+  assert.equal(health(m, 'datastore:lb1'), 'warn');
+  assert.equal(reason(m, 'datastore:lb1'), 'answering; 5.1 MiB, 1834 kine rows; newest backup 3d old, 7 kept (stale after 2d)');
+  assert.ok(m.elements.find((e) => e.id === 'datastore:lb1')?.facts.some(([k, v]) => k === 'scheduled backups' && v === 'newest backup 3d old, 7 kept in /var/backups/k8s-ha — STALE'));
+  assert.ok(m.degraded.some((d) => d.includes('the newest scheduled backup is 3d old')));
+  assert.deepEqual(changes(pageModel(healthySnapshot()), m).map((e) => e.text), ['datastore lb1 degraded: answering; 5.1 MiB, 1834 kine rows; newest backup 3d old, 7 kept (stale after 2d)']);
+});
+
 test('a section the page does not know (added to the status model later) is rendered as data, with no page change', () => {
   const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } };
   s.datastores[0] = { ...s.datastores[0]!, ...({ clusterSize: 3 } as object) };

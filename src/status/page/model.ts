@@ -1,4 +1,4 @@
-import { degradations, formatBytes, type DatastoreStatus, type LoadBalancerStatus, type StatusSnapshot } from '../model.js';
+import { degradations, formatAge, formatBytes, type DatastoreStatus, type LoadBalancerStatus, type StatusSnapshot } from '../model.js';
 
 /**
  * The status page's view of one snapshot (pure: no I/O, no clock): the
@@ -88,7 +88,7 @@ export interface PageContext {
 /** Top-level snapshot keys drawn in the picture or the fixed sections; any other key is a generic section. */
 const DRAWN = new Set(['cluster', 'apiServerUrl', 'at', 'ms', 'hosts', 'loadBalancers', 'vip', 'datastores', 'kube', 'metallb']);
 /** Datastore fields shown by name; others (added later to the model) are listed as facts. */
-const DATASTORE_KNOWN = new Set(['host', 'active', 'reachable', 'version', 'sizeBytes', 'kineRows', 'error']);
+const DATASTORE_KNOWN = new Set(['host', 'active', 'reachable', 'version', 'sizeBytes', 'kineRows', 'error', 'backup']);
 
 const firstLine = (s: string | undefined): string => (s ?? '').trim().split('\n')[0] ?? '';
 const worst = (hs: Health[]): Health => (hs.includes('bad') ? 'bad' : hs.includes('warn') ? 'warn' : hs.includes('unknown') ? 'unknown' : 'ok');
@@ -227,11 +227,21 @@ function judgeDatastore(d: DatastoreStatus, down: string | null): { health: Heal
   if (down) return { health: 'bad', reason: down };
   if (d.active === false) return { health: 'bad', reason: 'mariadb is not running' };
   if (!d.reachable) return { health: 'bad', reason: `not answering${d.error ? `: ${firstLine(d.error)}` : ''}` };
-  return { health: 'ok', reason: `answering; ${d.sizeBytes === null ? 'size unknown' : formatBytes(d.sizeBytes)}, ${d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`}` };
+  const answering = `answering; ${d.sizeBytes === null ? 'size unknown' : formatBytes(d.sizeBytes)}, ${d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`}`;
+  // A stale scheduled backup does not stop the cluster: degraded, not down.
+  if (d.backup?.stale) return { health: 'warn', reason: `${answering}; ${backupText(d)} (stale after ${formatAge(d.backup.staleAfterS)})` };
+  return { health: 'ok', reason: answering };
+}
+
+function backupText(d: DatastoreStatus): string {
+  const b = d.backup;
+  if (!b) return 'no scheduled backups';
+  return b.newest ? `newest backup ${formatAge(b.ageS ?? 0)} old, ${b.count} kept` : `no backup yet in ${b.dir}`;
 }
 
 function datastoreFacts(d: DatastoreStatus): [string, string][] {
   const out: [string, string][] = [['version', d.version ?? 'unknown'], ['size', d.sizeBytes === null ? 'unknown' : formatBytes(d.sizeBytes)], ['kine rows', d.kineRows === null ? 'no table yet' : String(d.kineRows)]];
+  if (d.backup) out.push(['scheduled backups', `${backupText(d)} in ${d.backup.dir}${d.backup.stale ? ' — STALE' : ''}`]);
   if (d.error) out.push(['error', firstLine(d.error)]);
   // Fields added to DatastoreStatus later (Galera, backups) are listed as they come.
   for (const [k, v] of Object.entries(d as unknown as Record<string, unknown>)) if (!DATASTORE_KNOWN.has(k) && v !== undefined) out.push([titleOf(k), plain(v)]);
