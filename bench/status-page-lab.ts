@@ -14,7 +14,9 @@ import type { Lab } from '../lab/index.js';
  * cluster applied (nginx on two LBs with a virtual IP, MariaDB, the lab's
  * k3s), `k8s-ha status --serve` run in-process on a free loopback port, and
  * the system's Chromium (Debian's `chromium`) driven by playwright-core,
- * which never downloads a browser of its own.
+ * which never downloads a browser of its own. (playwright-core rather than
+ * puppeteer-core: current puppeteer-core needs Node.js 22.12, k8s-ha runs on
+ * 20; playwright-core supports 20 and has no dependencies.)
  */
 export const REPO = resolve(import.meta.dirname, '..');
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');

@@ -69,6 +69,7 @@ export const PAGE_JS = `'use strict';
 (function () {
   var main = document.getElementById('main');
   var selected = null;
+  var lastMain = null;
   var last = Date.now();
   var maxQuiet = Number(main.getAttribute('data-quiet-ms')) || 30000;
   function $(id) { return document.getElementById(id); }
@@ -105,7 +106,13 @@ export const PAGE_JS = `'use strict';
     document.body.setAttribute('data-health', p.health);
     if ($('summary').textContent !== p.summary) $('summary').textContent = p.summary;
     $('banner').innerHTML = p.banner;
-    main.innerHTML = p.main;
+    // Replacing the parts must not move the reader: keep the scroll of the timeline box.
+    var tl = $('timeline-section');
+    var top = tl ? tl.scrollTop : 0;
+    if (p.main !== lastMain) main.innerHTML = p.main;
+    lastMain = p.main;
+    tl = $('timeline-section');
+    if (tl) tl.scrollTop = top;
     localTimes(document);
     if (selected) show(selected);
     if (focused && $(focused)) $(focused).focus();
