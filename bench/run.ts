@@ -16,6 +16,7 @@ async function loadOptional(): Promise<void> {
     ['plan-ssh', './plan-ssh.js', 'benchPlanSsh'],
     ['infra', './infra.js', 'benchInfra'],
     ['k3s', './k3s.js', 'benchK3s'],
+    ['galera', './galera.js', 'benchGalera'],
     ['status-page', './status-page.js', 'benchStatusPage'],
   ];
   for (const [name, path, fn] of optional) {

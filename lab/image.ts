@@ -23,6 +23,8 @@ export const IMAGE_PACKAGES: readonly string[] = [
   'nginx-light', 'libnginx-mod-stream', 'haproxy', 'keepalived',
   // the datastore
   'mariadb-server', 'mariadb-client',
+  // a Galera datastore: state transfer with mariabackup, the arbitrator (galera-4 comes with mariadb-server)
+  'mariadb-backup', 'galera-arbitrator-4',
   // k3s needs these on the node (iptables for kube-proxy / flannel rules)
   'iptables', 'conntrack', 'socat',
   // the container runtime the lab's k3s runs its kubelet on (k3s bundles its
@@ -34,7 +36,7 @@ export const IMAGE_PACKAGES: readonly string[] = [
 
 /** Daemons installed but not started at boot: the phases enable what a host's roles need. */
 const DISABLED_UNITS: readonly string[] = [
-  'nginx.service', 'haproxy.service', 'keepalived.service', 'mariadb.service',
+  'nginx.service', 'haproxy.service', 'keepalived.service', 'mariadb.service', 'garb.service',
   // Periodic jobs that would only add noise (and disk work) during tests.
   'apt-daily.timer', 'apt-daily-upgrade.timer', 'dpkg-db-backup.timer', 'e2scrub_all.timer',
   'fstrim.timer', 'logrotate.timer', 'man-db.timer',

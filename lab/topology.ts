@@ -12,6 +12,13 @@ export interface TopologyOptions {
   agents?: number;
   /** A second load-balancer machine `lb2`, and a virtual IP (keepalived) in the cluster file. Default: false. */
   lb2?: boolean;
+  /**
+   * The topology where any one machine can die: two infrastructure machines
+   * `infra1`/`infra2`, each a load balancer (HAProxy) and a Galera data node,
+   * the virtual IP between them, and the arbitrator (garbd) on `agent1`.
+   * Needs at least one agent. Default: false.
+   */
+  galera?: boolean;
 }
 
 export interface PlannedMachine {
@@ -27,6 +34,8 @@ export interface Topology {
   /** MetalLB's pool: free addresses of the lab subnet, away from the machines. */
   metallbRange: string;
   gateway: string;
+  /** infra1/infra2 as Galera data nodes with the arbitrator on agent1. */
+  galera: boolean;
 }
 
 export const MAX_SERVERS = 29;
@@ -43,14 +52,22 @@ export function planTopology(subnet: Cidr, o: TopologyOptions = {}): Topology {
   const problems: string[] = [];
   if (!Number.isInteger(servers) || servers < 1 || servers > MAX_SERVERS) problems.push(`--servers ${servers}: give a whole number from 1 to ${MAX_SERVERS}`);
   if (!Number.isInteger(agents) || agents < 0 || agents > MAX_AGENTS) problems.push(`--agents ${agents}: give a whole number from 0 to ${MAX_AGENTS}`);
+  if (o.galera && o.lb2) problems.push('--galera already has two load balancers (infra1, infra2): leave out --lb2');
+  if (o.galera && agents < 1) problems.push('--galera puts the Galera arbitrator on agent1: give --agents 1 or more');
   if (problems.length) throw new LabUsageError(problems.join('\n'));
-  const machines: PlannedMachine[] = [{ name: 'infra', address: nth(subnet, 10), roles: ['loadbalancer', 'datastore'] }];
+  const machines: PlannedMachine[] = o.galera
+    ? [
+        { name: 'infra1', address: nth(subnet, 10), roles: ['loadbalancer', 'datastore'] },
+        { name: 'infra2', address: nth(subnet, 11), roles: ['loadbalancer', 'datastore'] },
+      ]
+    : [{ name: 'infra', address: nth(subnet, 10), roles: ['loadbalancer', 'datastore'] }];
   if (o.lb2) machines.push({ name: 'lb2', address: nth(subnet, 11), roles: ['loadbalancer'] });
   for (let i = 1; i <= servers; i++) machines.push({ name: `server${i}`, address: nth(subnet, 20 + i), roles: ['server'] });
   for (let i = 1; i <= agents; i++) machines.push({ name: `agent${i}`, address: nth(subnet, 50 + i), roles: ['agent'] });
   return {
     machines,
-    virtualIP: o.lb2 ? nth(subnet, 5) : null,
+    virtualIP: o.lb2 || o.galera ? nth(subnet, 5) : null,
+    galera: o.galera === true,
     metallbRange: `${nth(subnet, 200)}-${nth(subnet, 219)}`,
     gateway: nth(subnet, 1),
   };
@@ -67,7 +84,8 @@ export interface ClusterFileInput {
 /** The cluster file for the lab, in the format of examples/seed.yaml. */
 export function renderClusterFile(c: ClusterFileInput): string {
   const t = c.topology;
-  const loadBalancer: Record<string, unknown> = { kind: 'nginx', port: 6443 };
+  // One writer behind the load balancer is HAProxy's (stick table, peers).
+  const loadBalancer: Record<string, unknown> = { kind: t.galera ? 'haproxy' : 'nginx', port: 6443 };
   if (t.virtualIP) {
     // The router id only has to be unique on the lab's bridge: take it from the VIP.
     loadBalancer.virtualIP = { address: t.virtualIP, interface: 'host0', routerId: (ipToNumber(t.virtualIP) % 254) + 1 };
@@ -78,7 +96,13 @@ export function renderClusterFile(c: ClusterFileInput): string {
     ssh: { user: 'root', port: 22, keyFile: c.keyFile },
     hosts: t.machines.map((m) => ({ name: m.name, address: m.address, roles: m.roles })),
     loadBalancer,
-    datastore: { kind: 'mariadb', database: 'k3s', user: 'k3s', password: 'generate' },
+    datastore: {
+      kind: 'mariadb',
+      database: 'k3s',
+      user: 'k3s',
+      password: 'generate',
+      ...(t.galera ? { galera: { enabled: true, writer: 'infra1', arbitrator: 'agent1', experimental: true } } : {}),
+    },
     k3s: {
       version: 'v1.31.4+k3s1',
       token: 'generate',

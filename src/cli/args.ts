@@ -24,9 +24,16 @@ export function intFlag(command: string, name: string, value: string | undefined
   return n;
 }
 
-/** The cluster file: --file, else $K8S_HA_FILE, else ./cluster.yaml. */
-export function clusterFileArg(file: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string {
-  const f = file ?? env.K8S_HA_FILE ?? 'cluster.yaml';
+/**
+ * The cluster file: --file or the one positional argument (`k8s-ha validate
+ * cluster.yaml`, as users type it), else $K8S_HA_FILE, else ./cluster.yaml.
+ */
+export function clusterFileArg(file: string | undefined, env: NodeJS.ProcessEnv, cwd: string, positionals: string[] = [], command = 'k8s-ha'): string {
+  if (positionals.length > 1) throw new UserError(`${command}: one cluster file at a time, not ${positionals.map((p) => JSON.stringify(p)).join(' ')}; see \`k8s-ha ${command} --help\``);
+  if (positionals.length === 1 && file !== undefined && positionals[0] !== file) {
+    throw new UserError(`${command}: two cluster files, -f ${file} and ${positionals[0]}; give one`);
+  }
+  const f = file ?? positionals[0] ?? env.K8S_HA_FILE ?? 'cluster.yaml';
   return f.startsWith('/') ? f : `${cwd}/${f}`;
 }
 

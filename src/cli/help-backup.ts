@@ -40,4 +40,38 @@ Examples:
   k8s-ha backup --list
   k8s-ha backup --check seed-20261201T091500Z.k8s-ha-backup.tar --identity ~/.config/age/key.txt
 `,
+  restore: `Usage: k8s-ha restore ARCHIVE [-f FILE] [--yes | --dry-run] [--no-verify]
+                      [--passphrase-env NAME | --passphrase-file F | --identity KEYFILE]
+
+Puts a backup back, onto the machines of the cluster file - the same ones or
+fresh ones. Before any host is contacted it checks that the archive is this
+cluster's (its name), that every part matches the manifest's sha256, and
+that the backup's token decrypts the dump's k3s bootstrap data.
+
+Then, as a plan shown first: the load balancer, virtual IP and datastore as
+apply makes them (a fresh machine gets them); k3s stopped on every agent,
+then every server; the kine database replaced with the dump and its
+AUTO_INCREMENT set above the highest revision the cluster ever served (the
+backup's or the database's before the restore, whichever is higher), so no
+watcher sees a revision twice; the backup's token put back in the state file
+and on the servers; the servers started one at a time, then the agents and
+MetalLB; then \`k8s-ha verify\`. A restore cut off anywhere converges when
+run again. Another apply or restore holding the cluster is refused.
+
+On a terminal it asks for the cluster's name before changing anything; off
+one it needs --yes.
+
+Options:
+  --yes, -y        do not ask (needed off a terminal)
+  --dry-run        show what it would do, change nothing
+  --no-verify      skip the verify at the end
+  key flags        as for \`k8s-ha backup --check\`, for an encrypted archive
+
+Exit codes: 2 when the archive is refused (another cluster's, damaged, a
+token that does not fit), nothing contacted; 1 when a host step or verify fails.
+
+Examples:
+  k8s-ha restore seed-20261201T091500Z.k8s-ha-backup.tar -f cluster.yaml
+  k8s-ha restore backup.tar -f cluster.yaml --identity ~/.config/age/key.txt --yes
+`,
 };

@@ -17,11 +17,13 @@ Commands:
   verify      prove the cluster works: nodes, a LoadBalancer Service, --drill
   status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB (--serve: a live page)
   backup      the datastore and the token in one archive (--list, --check)
+  restore     a backup onto the same or fresh machines, then verify
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
 Common options:
-  -f, --file FILE     the cluster file (default: $K8S_HA_FILE or ./cluster.yaml)
+  -f, --file FILE     the cluster file, also as the argument: k8s-ha plan FILE
+                      (default: $K8S_HA_FILE or ./cluster.yaml)
       --json          machine-readable output
   -h, --help          help for a command
 
@@ -45,14 +47,14 @@ Examples:
   k8s-ha init -o home.yaml --name home --lb 192.168.1.10 --servers 192.168.1.11,192.168.1.12 \\
       --agents 192.168.1.21,192.168.1.22,192.168.1.23 --pool 192.168.1.200-192.168.1.220
 `,
-  validate: `Usage: k8s-ha validate [-f FILE] [--json]
+  validate: `Usage: k8s-ha validate [FILE | -f FILE] [--json]
 
 Checks the cluster file against the schema and the cross-field rules and
 lists every problem with its line, dotted path and fix. Contacts no host.
 Exit code 2 when there is an error; warnings alone exit 0.
 
 Examples:
-  k8s-ha validate -f examples/seed.yaml
+  k8s-ha validate examples/seed.yaml
   k8s-ha validate -f cluster.yaml --json | jq '.problems[]'
 `,
   schema: `Usage: k8s-ha schema
@@ -63,7 +65,7 @@ yaml-language-server comment at the top of the file).
 Example:
   k8s-ha schema > cluster.schema.json
 `,
-  plan: `Usage: k8s-ha plan [-f FILE] [--json] [--detailed-exitcode] [--concurrency N] [--accept-new-host-key HOST]
+  plan: `Usage: k8s-ha plan [FILE | -f FILE] [--json] [--detailed-exitcode] [--concurrency N] [--accept-new-host-key HOST]
 
 Connects to every host, reads its state and shows, per phase and host, every
 change apply would make: packages, files (as diffs, secrets masked), services.
@@ -78,10 +80,11 @@ Examples:
   k8s-ha plan -f cluster.yaml
   k8s-ha plan -f cluster.yaml --json > plan.json
 `,
-  apply: `Usage: k8s-ha apply [-f FILE] [--yes] [--json] [--no-verify] [--concurrency N] [--accept-new-host-key HOST]
+  apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--concurrency N] [--accept-new-host-key HOST]
 
-Shows the plan, asks for confirmation on a terminal (--yes skips it; off a
-terminal no question is asked), then converges every host phase by phase.
+Shows the plan, asks for confirmation when standard input is a terminal,
+also with the output piped (--yes skips it; with no terminal no question is
+asked), then converges every host phase by phase.
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
 Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed
@@ -91,7 +94,7 @@ Examples:
   k8s-ha apply -f cluster.yaml
   k8s-ha apply -f cluster.yaml --yes --json > apply.log
 `,
-  verify: `Usage: k8s-ha verify [-f FILE] [--json] [--drill] [--image IMAGE]
+  verify: `Usage: k8s-ha verify [FILE | -f FILE] [--json] [--drill] [--image IMAGE]
 
 Proves the cluster works, check by check, each with its result and time:
 the API answers on a server and through the load balancer; every node is
@@ -116,7 +119,7 @@ Examples:
   k8s-ha verify -f cluster.yaml --drill
   k8s-ha verify -f cluster.yaml --json | jq '.checks[] | select(.status != "pass")'
 `,
-  kubeconfig: `Usage: k8s-ha kubeconfig [-f FILE] [-o OUT | --merge]
+  kubeconfig: `Usage: k8s-ha kubeconfig [FILE | -f FILE] [-o OUT | --merge]
 
 Reads the admin kubeconfig from a server (/etc/rancher/k3s/k3s.yaml), points
 it at the cluster's API address (the load balancer or virtual IP, not one
@@ -136,7 +139,7 @@ Examples:
   kubectl --kubeconfig seed.kubeconfig get nodes
   k8s-ha kubeconfig -f cluster.yaml --merge && kubectl --context seed get nodes
 `,
-  status: `Usage: k8s-ha status [-f FILE] [--json] [--watch SECONDS]
+  status: `Usage: k8s-ha status [FILE | -f FILE] [--json] [--watch SECONDS]
        k8s-ha status [-f FILE] --serve [ADDRESS:PORT] [--allow-remote] [--watch SECONDS] [--timeout SECONDS]
 
 One screen for the whole cluster: each host with its roles and whether it

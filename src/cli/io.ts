@@ -11,7 +11,7 @@ export interface CliIO {
   cwd: string;
   /** True when stdout is a terminal (live progress, prompts allowed). */
   isTTY: boolean;
-  /** Reads one answer from the terminal; absent when not interactive. */
+  /** Reads one answer from the terminal; absent when standard input is not a terminal. */
   prompt?: (question: string) => Promise<string>;
   /**
    * Every secret this command has seen; all it prints through stdout and

@@ -11,7 +11,7 @@ import { checkRequirements } from '../../lab/requirements.js';
 export const LAB_HELP = `k8s-ha lab: real local machines (Debian 12, systemd, sshd) for the whole topology
 
 Usage:
-  k8s-ha lab up [--servers N] [--agents N] [--lb2] [--subnet CIDR] [--name LAB] [--out FILE] [--bare MACHINE=PKG,...]
+  k8s-ha lab up [--servers N] [--agents N] [--lb2 | --galera] [--subnet CIDR] [--name LAB] [--out FILE] [--bare MACHINE=PKG,...]
   k8s-ha lab status [--name LAB] [--json]
   k8s-ha lab ssh MACHINE [-- COMMAND...]
   k8s-ha lab stop MACHINE [--hard]     power off (clean; --hard kills its init)
@@ -25,7 +25,10 @@ Usage:
   k8s-ha lab metallb [--name LAB]      run MetalLB's real controller on the first server (after apply)
 
 \`up\` makes the seed topology by default: infra (load balancer + datastore),
-server1-2, agent1-3; --lb2 adds a second load balancer and a virtual IP. It
+server1-2, agent1-3; --lb2 adds a second load balancer and a virtual IP.
+--galera makes the topology where any one machine can die: infra1 and infra2,
+each an HAProxy load balancer and a Galera data node, the virtual IP between
+them, and the Galera arbitrator on agent1. It
 writes a cluster file for the lab (--out FILE, default in the lab folder).
 The image is built once with debootstrap (75-120 s) and cached in
 /var/cache/k8s-ha-lab; labs live in /var/lib/k8s-ha-lab/LAB.
@@ -155,6 +158,7 @@ async function up(argv: string[], io: CliIO): Promise<number> {
     servers: { type: 'string' },
     agents: { type: 'string' },
     lb2: { type: 'boolean' },
+    galera: { type: 'boolean' },
     subnet: { type: 'string' },
     out: { type: 'string' },
     bare: { type: 'string', multiple: true },
@@ -173,6 +177,7 @@ async function up(argv: string[], io: CliIO): Promise<number> {
     servers: intOption('servers', values.servers),
     agents: intOption('agents', values.agents),
     lb2: values.lb2 === true,
+    galera: values.galera === true,
     subnet: typeof values.subnet === 'string' ? values.subnet : undefined,
     out: typeof values.out === 'string' ? (values.out.startsWith('/') ? values.out : `${io.cwd}/${values.out}`) : undefined,
     bare,

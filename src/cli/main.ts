@@ -15,6 +15,7 @@ import { verifyCommand } from './commands/verify.js';
 import { statusCommand } from './commands/status.js';
 import { labCommand } from './lab.js';
 import { backupCommand } from './commands/backup.js';
+import { restoreCommand } from './commands/restore.js';
 
 export const VERSION = '0.1.0';
 
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, Command> = {
   verify: verifyCommand,
   status: statusCommand,
   backup: backupCommand,
+  restore: restoreCommand,
   lab: (argv, io) => labCommand(argv, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };
@@ -98,9 +100,11 @@ export async function run(): Promise<void> {
     process.stderr.write('\ninterrupt: finishing the current change, then stopping (Ctrl-C again to quit at once)\n');
     controller.abort();
   });
-  if (process.stdin.isTTY && process.stdout.isTTY) {
+  // A question needs a person at the keyboard: standard input a terminal.
+  // Output piped (`| tee log`) still asks, on stderr when stdout is no terminal.
+  if (process.stdin.isTTY) {
     io.prompt = async (q) => {
-      const rl = createInterface({ input: process.stdin, output: process.stdout });
+      const rl = createInterface({ input: process.stdin, output: process.stdout.isTTY ? process.stdout : process.stderr });
       try {
         return await rl.question(q);
       } finally {

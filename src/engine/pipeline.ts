@@ -3,6 +3,7 @@ import type { Deployment } from './run.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';
+import { galeraPhase } from '../phases/galera.js';
 import { datastoreBackupPhase } from '../phases/datastore-backup.js';
 import { k3sServers } from '../phases/k3s-servers.js';
 import { k3sAgents } from '../phases/k3s-agents.js';
@@ -17,7 +18,8 @@ import { metallbPhase } from '../phases/metallb.js';
 export const pipeline: AnyPhase<Deployment>[] = [
   loadBalancerPhase,
   vipPhase,
-  datastorePhase,
+  datastorePhase, // one MariaDB; nothing to do with Galera
+  galeraPhase, // the Galera data nodes and arbitrator; nothing to do without Galera
   datastoreBackupPhase, // datastore.backup: a timer on the writer; removed again when the section goes
   k3sServers, // serial: the first server ready before the next; restarts one at a time
   k3sAgents, // joined through the LB; each must reach every server's 6443

@@ -72,7 +72,14 @@ export class ClusterRun {
   ) {}
 
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
-    const { cluster } = loadCluster(file, opts.env ?? process.env);
+    const { cluster, warnings } = loadCluster(file, opts.env ?? process.env);
+    for (const w of warnings) {
+      opts.events?.({ type: 'warning', message: `${file}${w.line ? `:${w.line}` : ''}: ${w.path ? `${w.path}: ` : ''}${w.message}${w.hint ? ` (fix: ${w.hint})` : ''}` });
+    }
+    const unknown = [...(opts.acceptHostKeyFor ?? [])].filter((n) => !cluster.hosts.some((h) => h.name === n));
+    if (unknown.length) {
+      throw new UserError(`--accept-new-host-key ${unknown.join(', ')}: no host of that name in ${file}; give a host's name from its hosts list (${cluster.hosts.map((h) => h.name).join(', ')})`);
+    }
     const state = await StateFile.load(StateFile.pathFor(file), cluster.name);
     const known = opts.secrets ?? new SecretSet();
     known.add(...clusterSecrets(cluster), ...state.allSecrets());
@@ -109,9 +116,9 @@ export class ClusterRun {
   }
 
   /**
-   * Observe every host and list the changes. Changes no host. The state file
-   * is still written on close (secrets generated, host keys pinned at first
-   * contact), so a later apply uses exactly the values this plan was made with.
+   * Observe every host and list the changes. Changes no host, and keeps no
+   * secret it generated (the state file gets only host keys pinned at first
+   * contact): a plan shows secrets masked, so it does not depend on them.
    */
   plan(): Promise<Plan> {
     return this.engine.plan();
@@ -122,6 +129,7 @@ export class ClusterRun {
    * before the first host is changed, so an interrupted apply reuses them.
    */
   async apply(): Promise<ApplyResult> {
+    this.state.keepGenerated();
     await this.state.save();
     return this.engine.apply();
   }

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { chmod, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
-import { parse, stringify } from 'yaml';
+import { parseDocument, stringify } from 'yaml';
+import { UserError } from './errors.js';
+import { writePrivateFile } from '../util/private-file.js';
 import { Secret } from '../util/secret.js';
 
 /**
@@ -52,22 +54,38 @@ export class StateFile {
     // A state file others can read leaks every secret: tighten it at once.
     const st = await stat(path);
     if ((st.mode & 0o077) !== 0) await chmod(path, 0o600);
-    const raw = (parse(text) ?? {}) as Partial<StateData>;
+    const raw = parseState(text, path);
     if (raw.cluster && raw.cluster !== cluster) {
-      throw new Error(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
+      throw new UserError(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
     }
     return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true);
   }
 
-  /** The stored secret; generated (and kept, once saved) when absent. */
+  /**
+   * Generated this run but not kept yet: a plan that fails (a server
+   * unreachable) must not leave a token behind that the next run would take
+   * for the cluster's own (then refusing the servers' real one).
+   */
+  private readonly generated: Record<string, string> = {};
+
+  /**
+   * The stored secret; when absent, one generated for this run, which is
+   * written to the file only after `keepGenerated()` (an apply about to use it).
+   */
   secret(name: string, kind: SecretKind = 'token'): Secret {
-    let v = this.data.secrets[name];
-    if (v === undefined) {
-      v = generateSecret(kind);
-      this.data.secrets[name] = v;
-      this.dirty = true;
-    }
+    const v = this.data.secrets[name] ?? (this.generated[name] ??= generateSecret(kind));
     return new Secret(v);
+  }
+
+  /** Keep the secrets generated this run: called right before an apply puts them on hosts. */
+  keepGenerated(): void {
+    for (const [name, v] of Object.entries(this.generated)) {
+      if (this.data.secrets[name] === undefined) {
+        this.data.secrets[name] = v;
+        this.dirty = true;
+      }
+      delete this.generated[name];
+    }
   }
 
   has(name: string): boolean {
@@ -84,7 +102,7 @@ export class StateFile {
 
   /** Every secret held, also those the cluster file no longer uses (for masking output). */
   allSecrets(): Secret[] {
-    return Object.values(this.data.secrets).map((v) => new Secret(v));
+    return [...Object.values(this.data.secrets), ...Object.values(this.generated)].map((v) => new Secret(v));
   }
 
   /** Every stored secret, revealed: only for a backup's encrypted secrets part. */
@@ -116,8 +134,7 @@ export class StateFile {
 
   private async saveNow(): Promise<void> {
     if (!this.dirty && this.savedOnce) return;
-    await mkdir(dirname(this.path), { recursive: true });
-    const tmp = `${this.path}.tmp-${process.pid}`;
+
     const sorted: StateData = {
       version: 1,
       cluster: this.data.cluster,
@@ -125,11 +142,38 @@ export class StateFile {
       hostKeys: Object.fromEntries(Object.entries(this.data.hostKeys).sort()),
     };
     const header = '# k8s-ha state: generated secrets and pinned SSH host keys. Keep it private (mode 0600)\n# and back it up with the datastore: the k3s token cannot be recovered from the database.\n';
-    await writeFile(tmp, header + stringify(sorted), { mode: 0o600 });
-    await rename(tmp, this.path);
+    await writePrivateFile(this.path, header + stringify(sorted));
     this.dirty = false;
     this.savedOnce = true;
   }
+}
+
+const STATE_FIX = 'restore it from your backup; if it is lost, move it away: the next run takes the token from a running server, and generates what it cannot find';
+
+/** The state file's text, checked: a damaged file is a user error naming the file and what is wrong in it (exit 2), never a crash. */
+function parseState(text: string, path: string): Partial<StateData> {
+  const bad = (what: string): UserError => new UserError(`${path}: ${what}; ${STATE_FIX}`);
+  if (text.length > 1024 * 1024) throw bad(`${text.length} bytes, far more than a state file holds`);
+  let doc: unknown;
+  try {
+    const d = parseDocument(text, { prettyErrors: false });
+    if (d.errors.length) throw new Error(d.errors[0]!.message.split('\n')[0]);
+    doc = d.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw bad(`not YAML (${(e as Error).message})`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw bad('not a mapping of version, cluster, secrets and hostKeys');
+  const raw = doc as Record<string, unknown>;
+  if (raw.version !== undefined && raw.version !== 1) throw bad(`version ${JSON.stringify(raw.version)} is not one this k8s-ha reads (1)`);
+  if (raw.cluster !== undefined && typeof raw.cluster !== 'string') throw bad('cluster is not a name');
+  for (const key of ['secrets', 'hostKeys'] as const) {
+    const m = raw[key];
+    if (m === undefined || m === null) continue;
+    if (typeof m !== 'object' || Array.isArray(m)) throw bad(`${key} is not a mapping of names to values`);
+    for (const [k, v] of Object.entries(m)) if (typeof v !== 'string' || v === '') throw bad(`${key}.${k} is not a non-empty string`);
+  }
+  return raw as Partial<StateData>;
 }
 
 /** Letters and digits only: safe in a DSN, a YAML file and a shell heredoc alike. */

@@ -134,7 +134,8 @@ function tlsChanges(ctx: RunContext<Deployment>, host: ClusterHost, o: Datastore
 export const datastorePhase: Phase<Deployment, DatastoreObserved> = {
   id: 'datastore',
   title: 'MariaDB datastore',
-  targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'datastore').map((h) => h.name),
+  // With Galera the data nodes are galera.ts's.
+  targets: (ctx) => (ctx.cluster.spec.datastore.galera ? [] : hostsWithRole(ctx.cluster.spec, 'datastore').map((h) => h.name)),
 
   async observe(ctx, host: Host): Promise<DatastoreObserved> {
     const c = ctx.cluster.spec;
@@ -177,14 +178,6 @@ export const datastorePhase: Phase<Deployment, DatastoreObserved> = {
   preflight(ctx, observed): Problem[] {
     const c = ctx.cluster.spec;
     const problems: Problem[] = [];
-    if (c.datastore.galera) {
-      problems.push({
-        severity: 'error',
-        path: 'datastore.galera',
-        message: 'k8s-ha does not provision Galera yet: it installs one MariaDB server',
-        hint: 'remove datastore.galera and keep one datastore host (back it up with the token), or build the Galera cluster yourself and leave it out of the cluster file',
-      });
-    }
     const need = neededConnections(c);
     for (const [name, o] of observed) {
       const s = o.server;
@@ -219,7 +212,7 @@ export const datastorePhase: Phase<Deployment, DatastoreObserved> = {
           severity: 'error',
           path: at,
           message: `${name}'s MariaDB is a Galera node (wsrep_on=ON); k3s does not support multi-writer Galera${v('WSREP_AUTO_INCREMENT_CONTROL') === 'ON' ? ', and wsrep_auto_increment_control=ON changes auto_increment_increment' : ''}`,
-          hint: 'use a standalone MariaDB for the datastore, or a single-writer Galera with wsrep_auto_increment_control=OFF managed outside k8s-ha',
+          hint: 'use a standalone MariaDB for the datastore, or let k8s-ha run the Galera cluster (datastore.galera: single writer behind the load balancer)',
         });
       }
       if (v('INNODB_SNAPSHOT_ISOLATION') === 'ON') {

@@ -21,7 +21,7 @@ import {
   type K3sServerConfigInput,
 } from '../render/k3s.js';
 import { datastoreEndpoint } from '../render/mariadb.js';
-import { datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
+import { datastoreEndpointAddress, datastoreEndpointHost, hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import { isIp } from '../render/common.js';
@@ -90,7 +90,8 @@ export function nodeIps(h: ClusterHost): string[] | undefined {
 
 export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfigInput {
   const c = d.spec;
-  const ds = datastoreEndpointHost(c);
+  // With Galera: the load balancer (or its virtual IP), which routes to the one writer.
+  const ds = datastoreEndpointAddress(c);
   if (!ds) throw new Error('the cluster file has no datastore host: give one host the datastore role');
   const lbAddresses = hostsWithRole(c, 'loadbalancer').map((x) => x.address);
   return {
@@ -102,7 +103,7 @@ export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfi
     extraArgs: c.k3s.serverArgs,
     token: d.secrets.k3sToken,
     ...(d.secrets.agentToken ? { agentToken: d.secrets.agentToken } : {}),
-    datastoreEndpoint: datastoreEndpoint({ user: c.datastore.user, password: d.secrets.datastorePassword, host: ds.address, port: c.datastore.port, database: c.datastore.database }),
+    datastoreEndpoint: datastoreEndpoint({ user: c.datastore.user, password: d.secrets.datastorePassword, host: ds.host, port: ds.port, database: c.datastore.database }),
     ...(c.datastore.tls.enabled ? { datastoreCaFile: DATASTORE_CA_PATH } : {}),
     // FACTS: tls-san must hold the LB / VIP address and names before the
     // first start. The load-balancer hosts' own addresses too, so the API

@@ -2,8 +2,8 @@ import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../engine/run.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
-import { hostsWithRole, type Cluster } from '../spec/cluster.js';
-import { HAPROXY_CFG_PATH, renderHaproxyCfg } from '../render/haproxy.js';
+import { galeraNodes, hostByName, hostsWithRole, type Cluster } from '../spec/cluster.js';
+import { HAPROXY_CFG_PATH, renderHaproxyCfg, type HaproxyDatastoreInput } from '../render/haproxy.js';
 import { NGINX_CONF_PATH, renderNginxConf } from '../render/nginx.js';
 import {
   LBCHECK_SCRIPT_PATH,
@@ -36,11 +36,36 @@ export function nginxActiveCheck(c: Cluster): boolean {
   return c.loadBalancer.nginx.activeCheck;
 }
 
+/** Socket activation of MariaDB off: it holds *:3306 and would start a Galera node behind k8s-ha's back. */
+export const MARIADB_SOCKET_OFF = { unit: 'mariadb.socket', enabled: false, running: false };
+
 /** The checker stopped and disabled wherever it is not wanted (kind or deploy changed, or turned off). */
 const CHECKER_OFF = { unit: LBCHECK_UNIT, enabled: false, running: false };
 
+/**
+ * The datastore listener with Galera: every data node behind one address,
+ * the preferred writer first. `self` is this load balancer's host name.
+ */
+export function galeraRoute(c: Cluster, self: string): HaproxyDatastoreInput | undefined {
+  const g = c.datastore.galera;
+  if (!g) return undefined;
+  const nodes = galeraNodes(c);
+  const ordered = [...nodes.filter((n) => n.name === g.writer), ...nodes.filter((n) => n.name !== g.writer)];
+  const hc = c.loadBalancer.healthCheck;
+  return {
+    listenPort: c.datastore.port,
+    nodes: ordered.map((n) => ({ name: n.name, address: n.address, port: g.nodePort })),
+    checkPort: g.checkPort,
+    intervalMs: hc.intervalMs,
+    fall: hc.fall,
+    rise: hc.rise,
+    proxyProtocol: true,
+    peers: { self, all: hostsWithRole(c, 'loadbalancer').map((h) => ({ name: h.name, address: h.address })) },
+  };
+}
+
 /** The packages, files and service of the load balancer; throws RenderInputError on inputs it cannot render. */
-export function lbDesired(c: Cluster): Desired {
+export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalancer')[0]?.name ?? ''): Desired {
   const lb = c.loadBalancer;
   const servers = apiUpstreams(c);
   const common = {
@@ -65,14 +90,22 @@ export function lbDesired(c: Cluster): Desired {
     };
   }
   if (lb.kind === 'haproxy') {
-    const cfg = renderHaproxyCfg({ ...common, healthCheck: { path: lb.healthCheck.path, intervalMs: lb.healthCheck.intervalMs, fall: lb.healthCheck.fall, rise: lb.healthCheck.rise } });
+    const datastore = galeraRoute(c, self);
+    const cfg = renderHaproxyCfg({
+      ...common,
+      healthCheck: { path: lb.healthCheck.path, intervalMs: lb.healthCheck.intervalMs, fall: lb.healthCheck.fall, rise: lb.healthCheck.rise },
+      ...(datastore ? { datastore } : {}),
+    });
+    // Debian's mariadb.socket (socket activation) listens on *:3306, the
+    // datastore listener's port; on a data node MariaDB uses galera.nodePort.
+    const dataNode = datastore !== undefined && hostByName(c, self)?.roles.includes('datastore') === true;
     return {
       // socat: `k8s-ha status` reads the servers' states from HAProxy's admin socket.
       packages: ['haproxy', 'socat'],
       files: [{ path: HAPROXY_CFG_PATH, content: cfg, check: (tmp) => sh`haproxy -c -f ${tmp}` }],
       // Debian's unit reloads through the master process: old workers finish
       // their sessions, new connections get the new server list.
-      services: [{ unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }, CHECKER_OFF],
+      services: [...(dataNode ? [MARIADB_SOCKET_OFF] : []), { unit: 'haproxy', reloadOn: [HAPROXY_CFG_PATH] }, CHECKER_OFF],
     };
   }
   const passive = { maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs };
@@ -143,9 +176,9 @@ const LB_FLAVOURS: { unit: string; file: string }[] = [
   { unit: 'k8s-ha-lb', file: LB_DOCKER_UNIT_PATH },
 ];
 
-function safeDesired(c: Cluster): Desired | null {
+function safeDesired(c: Cluster, self: string): Desired | null {
   try {
-    return lbDesired(c);
+    return lbDesired(c, self);
   } catch {
     return null;
   }
@@ -163,7 +196,7 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
 
   async observe(ctx: RunContext<Deployment>, host: Host): Promise<LbObserved> {
     const c = ctx.cluster.spec;
-    const d = safeDesired(c) ?? {};
+    const d = safeDesired(c, host.name) ?? {};
     const state = await observeDesired(host, d);
     let docker = false;
     if (c.loadBalancer.deploy === 'docker') {
@@ -184,8 +217,8 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
     return { state, docker, previous };
   },
 
-  diff(ctx, _host, o): Change[] {
-    const d = safeDesired(ctx.cluster.spec);
+  diff(ctx, hostName, o): Change[] {
+    const d = safeDesired(ctx.cluster.spec, hostName);
     // preflight reports why; an unrenderable config never goes anywhere.
     if (!d) return [];
     const changes = diffDesired(tolerateCheckerMarks(d, o.state), o.state, ctx.secrets);

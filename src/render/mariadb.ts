@@ -43,6 +43,56 @@ export interface MariadbCnfInput {
    */
   hasSnapshotIsolationSetting: boolean;
   tls?: MariadbTls;
+  /**
+   * Addresses of the proxies (the load balancers) that send a PROXY protocol
+   * header before the client's handshake (`proxy_protocol_networks`), so
+   * MariaDB sees, logs and checks grants against the k3s server's address
+   * and not the proxy's. Clients from these addresses that do not speak the
+   * PROXY protocol are refused; local admin access uses the socket.
+   * Default: none.
+   */
+  proxyProtocolNetworks?: string[];
+  /** This server is a Galera data node. Default: a standalone server. */
+  galera?: GaleraCnf;
+}
+
+export interface GaleraCnf {
+  /** wsrep_cluster_name: the same on every node (and garbd's group). */
+  clusterName: string;
+  /** This node's name (wsrep_node_name). */
+  nodeName: string;
+  /** This node's address (wsrep_node_address): replication, IST and SST use it. */
+  nodeAddress: string;
+  /** Every member's address (the data nodes and the arbitrator), for wsrep_cluster_address. */
+  members: string[];
+  /** evs.suspect_timeout; inactive_timeout is twice it. */
+  suspectTimeoutMs: number;
+}
+
+/** Galera's shared library on Debian 12 (galera-4). */
+export const GALERA_PROVIDER = '/usr/lib/galera/libgalera_smm.so';
+/** Galera's group communication port (also garbd's). */
+export const GALERA_PORT = 4567;
+
+/** ISO 8601 duration as Galera reads it: 2000 -> PT2S, 500 -> PT0.5S. */
+export function galeraDuration(ms: number): string {
+  return `PT${ms / 1000}S`;
+}
+
+/**
+ * wsrep_provider_options for fast, bounded failure detection. Galera's
+ * defaults (suspect 5 s, inactive 15 s, keepalive 1 s) leave the survivors'
+ * writes waiting at least 5 s for a frozen or cut-off node to be evicted.
+ */
+export function galeraProviderOptions(suspectTimeoutMs: number): string {
+  const keepalive = Math.min(1000, Math.max(200, Math.round(suspectTimeoutMs / 4)));
+  return [
+    `evs.keepalive_period=${galeraDuration(keepalive)}`,
+    `evs.inactive_check_period=${galeraDuration(Math.min(keepalive, 500))}`,
+    `evs.suspect_timeout=${galeraDuration(suspectTimeoutMs)}`,
+    `evs.inactive_timeout=${galeraDuration(suspectTimeoutMs * 2)}`,
+    `evs.install_timeout=${galeraDuration(suspectTimeoutMs * 2)}`,
+  ].join('; ');
 }
 
 function validateCnf(input: MariadbCnfInput): void {
@@ -50,6 +100,17 @@ function validateCnf(input: MariadbCnfInput): void {
   assertPort('port', input.port);
   assertInt('maxConnections', input.maxConnections, 10, 100_000);
   if (typeof input.hasSnapshotIsolationSetting !== 'boolean') throw new RenderInputError('hasSnapshotIsolationSetting', 'must be true or false');
+  (input.proxyProtocolNetworks ?? []).forEach((a, i) => assertIp(`proxyProtocolNetworks[${i}]`, a));
+  if (input.galera !== undefined) {
+    const g = input.galera;
+    if (typeof g.clusterName !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(g.clusterName)) throw new RenderInputError('galera.clusterName', `must be 1-64 letters, digits, '_' or '-', got ${JSON.stringify(g.clusterName)}`);
+    if (typeof g.nodeName !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(g.nodeName)) throw new RenderInputError('galera.nodeName', `must be 1-64 letters, digits, '_' or '-', got ${JSON.stringify(g.nodeName)}`);
+    assertIp('galera.nodeAddress', g.nodeAddress);
+    if (!Array.isArray(g.members) || g.members.length < 2) throw new RenderInputError('galera.members', 'a Galera cluster needs at least two members');
+    g.members.forEach((a, i) => assertIp(`galera.members[${i}]`, a));
+    if (!g.members.includes(g.nodeAddress)) throw new RenderInputError('galera.members', `must include this node's address ${g.nodeAddress}`);
+    assertInt('galera.suspectTimeoutMs', g.suspectTimeoutMs, 500, 60_000);
+  }
   if (input.tls !== undefined) {
     assertPath('tls.caFile', input.tls.caFile);
     assertPath('tls.certFile', input.tls.certFile);
@@ -85,6 +146,14 @@ export function renderMariadbCnf(input: MariadbCnfInput): string {
     l.push('# "Record has changed since last read".');
     l.push('innodb_snapshot_isolation = OFF');
   }
+  const proxies = sortedUnique(input.proxyProtocolNetworks ?? []);
+  if (proxies.length) {
+    l.push('# The load balancers send a PROXY protocol header: grants limited to the k3s');
+    l.push("# servers' addresses keep their meaning behind them. Other clients from these");
+    l.push('# addresses are refused (local admin access uses the socket).');
+    l.push(`proxy_protocol_networks = ${proxies.join(',')}`);
+  }
+  if (input.galera !== undefined) l.push(...galeraLines(input.galera));
   if (input.tls !== undefined) {
     l.push('# TLS for the k3s servers (they use datastore-cafile; the DSN carries no tls=).');
     l.push(`ssl_ca = ${input.tls.caFile}`);
@@ -96,6 +165,30 @@ export function renderMariadbCnf(input: MariadbCnfInput): string {
     }
   }
   return l.join('\n') + '\n';
+}
+
+function galeraLines(g: GaleraCnf): string[] {
+  const members = sortedUnique(g.members).map((a) => hostPort(a, GALERA_PORT));
+  return [
+    '# Galera, single writer (FACTS "Datastore HA with kine"): the load balancer sends',
+    '# every connection to one node; kine needs ROW events, interleaved auto-increment',
+    '# locks, and Galera must not change auto_increment_increment/offset (its default',
+    '# ON sets the increment to the cluster size, which leaves gaps in the revisions).',
+    'binlog_format = ROW',
+    'default_storage_engine = InnoDB',
+    'innodb_autoinc_lock_mode = 2',
+    'wsrep_on = ON',
+    `wsrep_provider = ${GALERA_PROVIDER}`,
+    `wsrep_cluster_name = ${g.clusterName}`,
+    `wsrep_cluster_address = gcomm://${members.join(',')}`,
+    `wsrep_node_name = ${g.nodeName}`,
+    `wsrep_node_address = ${g.nodeAddress}`,
+    'wsrep_auto_increment_control = OFF',
+    '# A joiner gets a full copy from a donor that keeps serving (rsync would lock it).',
+    'wsrep_sst_method = mariabackup',
+    '# Detect a frozen or cut-off node in about suspect_timeout, not 5-15 s.',
+    `wsrep_provider_options = "${galeraProviderOptions(g.suspectTimeoutMs)}"`,
+  ];
 }
 
 /**

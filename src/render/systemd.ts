@@ -9,6 +9,8 @@ export interface UnitFile {
   comment?: string[];
   Unit: UnitEntry[];
   Service?: UnitEntry[];
+  /** For a .socket unit. */
+  Socket?: UnitEntry[];
   /** For a .timer unit. */
   Timer?: UnitEntry[];
   Install?: UnitEntry[];
@@ -18,7 +20,7 @@ export interface UnitFile {
 // ExecStartPre lines in order and later EnvironmentFile lines override
 // earlier ones, so the caller's order is the meaning and stays as given
 // (which is as deterministic as the caller's code).
-const SECTIONS = ['Unit', 'Service', 'Timer', 'Install'] as const;
+const SECTIONS = ['Unit', 'Service', 'Socket', 'Timer', 'Install'] as const;
 
 /** Render a unit file from its sections. Values may not span lines. */
 export function renderUnit(unit: UnitFile): string {

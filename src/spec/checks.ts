@@ -107,6 +107,15 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
       }
     });
   }
+  if (f.datastore.galera?.enabled && (f.loadBalancer.kind !== 'haproxy' || f.loadBalancer.deploy !== 'package')) {
+    out.push(
+      error(
+        'loadBalancer.kind',
+        `a Galera datastore is routed by the load balancer to one writer, and k8s-ha does that with HAProxy (package) only so far; this file has ${f.loadBalancer.kind} (${f.loadBalancer.deploy})`,
+        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, with a stick table, and closes connections to a node marked down)',
+      ),
+    );
+  }
   for (const { host, i } of lbs) {
     const k3sNode = host.roles.includes('server') || host.roles.includes('agent');
     const clash = K3S_NODE_PORTS[port];
@@ -136,16 +145,50 @@ function checkDatastore(f: ClusterFile): Diagnostic[] {
   if (g && g.mode === 'multi-writer') {
     out.push(error('datastore.galera.mode', 'multi-writer Galera is not supported by k3s: Galera changes auto_increment_increment, and kine needs revisions that grow by one', 'use mode: single-writer (every server writes to one node, the others stand by)'));
   }
-  if (galeraOn && ds.length > 0 && ds.length < 3) {
-    out.push(warning('datastore.galera', `Galera with ${ds.length} datastore host${ds.length > 1 ? 's' : ''} loses quorum when one fails`, 'use three datastore hosts (or two and a garbd arbitrator)'));
-  }
-  if (g?.writer !== undefined && !ds.some(({ host }) => host.name === g.writer)) {
-    out.push(error('datastore.galera.writer', `"${g.writer}" is not a datastore host`, `name one of: ${ds.map(({ host }) => host.name).join(', ') || '(no datastore hosts)'}`));
-  }
+  if (galeraOn) out.push(...checkGalera(f, ds));
   const servers = withRole(f, 'server').length;
   const mc = f.datastore.maxConnections;
   if (mc !== undefined && mc < servers * 20 + 10) {
     out.push(warning('datastore.maxConnections', `${mc} connections is tight for ${servers} servers: kine keeps up to 20 idle connections each`, `raise it to at least ${servers * 20 + 10}, or remove it to use the computed default`));
+  }
+  return out;
+}
+
+/** Galera's own rules (FACTS: "Datastore HA with kine"). */
+function checkGalera(f: ClusterFile, ds: Indexed[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const g = f.datastore.galera!;
+  if (ds.length === 1) {
+    out.push(error('datastore.galera', 'Galera with one datastore host replicates to nobody', 'give a second host the datastore role (and an arbitrator), or turn Galera off'));
+  }
+  if (g.writer !== undefined && !ds.some(({ host }) => host.name === g.writer)) {
+    out.push(error('datastore.galera.writer', `"${g.writer}" is not a datastore host`, `name one of: ${ds.map(({ host }) => host.name).join(', ') || '(no datastore hosts)'}`));
+  }
+  if (g.arbitrator !== undefined) {
+    const a = f.hosts.find((h) => h.name === g.arbitrator);
+    if (!a) out.push(error('datastore.galera.arbitrator', `"${g.arbitrator}" is not a host of the cluster file`, 'name a host that is not a datastore host (an agent or a small third machine)'));
+    else if (a.roles.includes('datastore')) out.push(error('datastore.galera.arbitrator', `"${g.arbitrator}" is a datastore host: an arbitrator there adds a vote that dies with the node`, 'run garbd on a machine that holds no data node (an agent or a small third machine)'));
+  }
+  const voters = ds.length + (g.arbitrator !== undefined ? 1 : 0);
+  if (ds.length > 1 && voters % 2 === 0) {
+    out.push(
+      warning(
+        'datastore.galera',
+        `${voters} Galera voters: when half of them are lost (or cut off from the other half) neither side has a quorum and every write stops`,
+        g.arbitrator === undefined ? 'add datastore.galera.arbitrator (garbd on an agent or a third machine), or a third datastore host' : 'remove the arbitrator or add a datastore host, so the number of voters is odd',
+      ),
+    );
+  }
+  for (const { host, i } of ds) {
+    if (host.roles.includes('loadbalancer') && g.nodePort === f.datastore.port) {
+      out.push(error('datastore.galera.nodePort', `host "${host.name}" runs the load balancer's datastore listener and a data node, and both would bind port ${g.nodePort}`, `leave nodePort at 3307 (or any port but datastore.port ${f.datastore.port}) (hosts[${i}])`));
+    }
+  }
+  if (g.checkPort === g.nodePort || g.checkPort === f.datastore.port) {
+    out.push(error('datastore.galera.checkPort', `port ${g.checkPort} is already the datastore's`, 'use 9200 (the usual Galera check port) or another free port'));
+  }
+  if (f.datastore.tls.enabled) {
+    out.push(error('datastore.tls.enabled', 'TLS from k3s to a Galera datastore is not provided yet: each node would issue its own CA, and k3s trusts one', 'turn datastore.tls off with Galera (keep the datastore network private), or use a single MariaDB with TLS'));
   }
   return out;
 }

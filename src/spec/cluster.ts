@@ -79,9 +79,25 @@ export interface Datastore {
   tls: { enabled: boolean };
   maxConnections: number;
   /** Present only when Galera is enabled; always single-writer. */
-  galera?: { mode: 'single-writer'; writer: string };
+  galera?: Galera;
   /** Scheduled backups on the datastore host (the writer); absent when not asked for. */
   backup?: DatastoreBackup;
+}
+
+export interface Galera {
+  mode: 'single-writer';
+  /** The data node the load balancer prefers; the others are its backups. */
+  writer: string;
+  /** The garbd host, when there is one. */
+  arbitrator?: string;
+  /** Each data node's own MariaDB port; the load balancer listens on datastore.port. */
+  nodePort: number;
+  /** The HTTP health check on each data node (200 = Synced and Primary). */
+  checkPort: number;
+  /** evs.suspect_timeout. */
+  suspectTimeoutMs: number;
+  /** The user accepted that k8s-ha has not proven every fault safe. */
+  experimental: boolean;
 }
 
 export interface DatastoreBackup {
@@ -154,6 +170,25 @@ export interface ResolveContext {
 
 const envRefRe = new RegExp(ENV_REF_PATTERN);
 
+/** `${ENV:X}`, `${env:DB-PASS}`, `$env:X`, `{env:X}`: meant as a reference, but not one. */
+const nearRefRe = /\$\{|\$env:|^\{\s*env\s*:/i;
+
+/**
+ * A value that was meant as `${env:NAME}` but is mistyped would otherwise
+ * become the password itself, silently. Returns true (and reports it) then.
+ */
+function mistypedRef(value: string, path: string, out: Diagnostic[]): boolean {
+  if (envRefRe.test(value) || !nearRefRe.test(value)) return false;
+  out.push(
+    error(
+      path,
+      `${JSON.stringify(value)} looks like a secret reference but is not one`,
+      'write ${env:NAME}: "env" in lower case, NAME of letters, digits and _ not starting with a digit (e.g. ${env:DB_PASS}); or use {file: PATH}',
+    ),
+  );
+  return true;
+}
+
 function envName(ref: string): string {
   return ref.slice('${env:'.length, -1);
 }
@@ -171,6 +206,7 @@ export function resolveSecretRef(
 ): SecretRef {
   if (typeof value === 'object') return { source: 'file', path: absolute(value.file, ctx) };
   if (value === 'generate') return { source: 'generate' };
+  if (mistypedRef(value, path, out)) return { source: 'literal', value: new Secret('') };
   if (envRefRe.test(value)) {
     const name = envName(value);
     const v = ctx.env[name];
@@ -266,7 +302,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
               ? (() => {
                   const path = 'loadBalancer.virtualIP.authPass';
                   // Any text but an env reference is the password itself ("generate" included).
-                  const ref: SecretRef = envRefRe.test(vip.authPass)
+                  const ref: SecretRef = envRefRe.test(vip.authPass) || nearRefRe.test(vip.authPass)
                     ? resolveSecretRef(vip.authPass, path, ctx, out, 'allowed')
                     : { source: 'literal', value: new Secret(vip.authPass) };
                   if (ref.source !== 'env' && ref.source !== 'literal') return {};
@@ -282,8 +318,17 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
   };
 
   const ds = file.datastore;
-  const galera = ds.galera?.enabled
-    ? { mode: 'single-writer' as const, writer: ds.galera.writer ?? dsHosts[0]?.name ?? '' }
+  const g = ds.galera;
+  const galera: Galera | undefined = g?.enabled
+    ? {
+        mode: 'single-writer',
+        writer: g.writer ?? dsHosts[0]?.name ?? '',
+        ...(g.arbitrator !== undefined ? { arbitrator: g.arbitrator } : {}),
+        nodePort: g.nodePort,
+        checkPort: g.checkPort,
+        suspectTimeoutMs: ms(g.suspectTimeout),
+        experimental: g.experimental,
+      }
     : undefined;
   const datastore: Datastore = {
     kind: ds.kind,
@@ -380,10 +425,27 @@ export function hostByName(c: Cluster, name: string): ClusterHost | undefined {
   return c.hosts.find((h) => h.name === name);
 }
 
-/** The datastore host the servers connect to: the Galera writer, or the only datastore host. */
+/** The datastore host the servers connect to: the only datastore host, or with Galera the preferred writer. */
 export function datastoreEndpointHost(c: Cluster): ClusterHost | undefined {
   const name = c.datastore.galera?.writer;
   return name !== undefined ? hostByName(c, name) : hostsWithRole(c, 'datastore')[0];
+}
+
+/**
+ * The address and port in k3s's datastore-endpoint. With Galera it is the
+ * load balancer (its virtual IP when there is one) on datastore.port, which
+ * sends every connection to the one writer: never a data node itself, or a
+ * server would keep writing to a node the others have left.
+ */
+export function datastoreEndpointAddress(c: Cluster): { host: string; port: number } | undefined {
+  if (c.datastore.galera) return c.apiAddress ? { host: c.apiAddress, port: c.datastore.port } : undefined;
+  const h = hostsWithRole(c, 'datastore')[0];
+  return h ? { host: h.address, port: c.datastore.port } : undefined;
+}
+
+/** The Galera data nodes: every datastore host, in file order (empty without Galera). */
+export function galeraNodes(c: Cluster): ClusterHost[] {
+  return c.datastore.galera ? hostsWithRole(c, 'datastore') : [];
 }
 
 /** Every resolved secret of the cluster, for masking output. */

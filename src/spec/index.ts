@@ -3,6 +3,8 @@ export { loadClusterFile, parseCluster, type Env, type LoadResult } from './load
 export {
   clusterSecrets,
   datastoreEndpointHost,
+  datastoreEndpointAddress,
+  galeraNodes,
   hasRole,
   hostByName,
   hostsWithRole,

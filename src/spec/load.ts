@@ -3,7 +3,7 @@
  * checks -> resolved Cluster. Every stage adds to one list of diagnostics;
  * a Cluster is returned only when none of them is an error.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument } from 'yaml';
@@ -14,6 +14,11 @@ import { ClusterFileSchema, type ClusterFile } from './schema.js';
 import { schemaDiagnostics } from './schema-errors.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
+
+/** A cluster file is a few kilobytes; anything past this is a mistake or an attack. */
+export const MAX_FILE_BYTES = 1024 * 1024;
+/** Aliases expanded at most this many times (the yaml library's own default is 100 per document). */
+const MAX_ALIAS_COUNT = 100;
 
 export interface LoadResult {
   /** Present when there is no error (warnings allowed). */
@@ -51,8 +56,31 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) =
     }
     return { diagnostics };
   }
+  // The YAML library's warnings are the user's problems too. An unknown tag
+  // (`!secret`, `!env`) would quietly become the plain text after it.
+  for (const w of doc.warnings) {
+    const pos = lineCounter.linePos(w.pos[0]);
+    const tag = w.code === 'TAG_RESOLVE_FAILED';
+    diagnostics.push({
+      severity: tag ? 'error' : 'warning',
+      path: '',
+      message: `YAML: ${w.message.split('\n')[0]}`,
+      hint: tag
+        ? 'k8s-ha knows no YAML tags: write a secret as "generate", "${env:NAME}" or {file: PATH}, and drop the tag'
+        : 'fix the YAML at this position',
+      line: pos.line,
+      column: pos.col,
+    });
+  }
 
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // Aliases are expanded here: a "billion laughs" file is refused, not expanded.
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (e) {
+    diagnostics.push({ ...error('', `YAML: ${(e as Error).message}`, 'write the values out instead of nesting aliases (*name) of aliases'), line: 1, column: 1 });
+    return { diagnostics: sortDiagnostics(diagnostics) };
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     diagnostics.push({ ...error('', 'the file is not a mapping of cluster settings', 'start from `k8s-ha init` or examples/seed.yaml'), line: 1, column: 1 });
     return { diagnostics };
@@ -86,6 +114,10 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster) =
 export function loadClusterFile(path: string, env: Env): LoadResult {
   let text: string;
   try {
+    const size = statSync(path).size;
+    if (size > MAX_FILE_BYTES) {
+      return { diagnostics: [error('', `${path} is ${size} bytes, more than a cluster file can be (${MAX_FILE_BYTES})`, 'give the path of the cluster file itself')] };
+    }
     text = readFileSync(path, 'utf8');
   } catch (e) {
     const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;

@@ -304,9 +304,22 @@ export const DatastoreSchema = Type.Object(
     galera: Type.Optional(
       Type.Object(
         {
-          enabled: Type.Boolean({ description: 'Replicate the datastore with Galera across the datastore hosts.', default: false }),
-          mode: literals(['single-writer', 'multi-writer'] as const, 'single-writer: every server uses one node, the others stand by. multi-writer is refused: k3s does not support it.', 'single-writer'),
-          writer: Type.Optional(dnsLabel('Name of the datastore host that takes the writes. Default: the first datastore host.')),
+          enabled: Type.Boolean({ description: 'Replicate the datastore with Galera across the datastore hosts (two or more), with exactly one of them written at a time.', default: false }),
+          mode: literals(['single-writer', 'multi-writer'] as const, 'single-writer: the load balancer sends every connection to one node, the others stand by. multi-writer is refused: k3s does not support it.', 'single-writer'),
+          writer: Type.Optional(dnsLabel('The datastore host the load balancer prefers as the writer (the others are its backups). Default: the first datastore host.')),
+          arbitrator: Type.Optional(
+            dnsLabel('A host (not a datastore host) that runs garbd, the Galera arbitrator: a vote without data, so two data nodes keep a quorum when one of them dies.'),
+          ),
+          nodePort: port('Port each data node\'s MariaDB listens on. The k3s servers never use it: they connect to the load balancer (or its virtual IP) on datastore.port, which forwards to the writer.', 3307),
+          checkPort: port('Port of the Galera health check on each data node (HTTP 200 when the node is Synced in the primary component, else 503); the load balancer reads it.', 9200),
+          suspectTimeout: duration(
+            'How long a silent node goes before the others suspect it and evict it (evs.suspect_timeout; Galera default 5s). Writes on the survivors wait this long when a node freezes or is cut off; too low and a loaded node is evicted by mistake.',
+            '2s',
+          ),
+          experimental: Type.Boolean({
+            description: 'Galera under kine is not yet proven safe by k8s-ha in every fault (see the README, "Galera datastore"); preflight refuses it unless this is true.',
+            default: false,
+          }),
         },
         { additionalProperties: false, description: 'Galera replication (single writer only).' },
       ),

@@ -3,6 +3,8 @@ import { hostKubectl, type KubeItem, type KubeList } from '../kube/kubectl-host.
 import { MARIADB_BATCH } from '../phases/infra-mariadb.js';
 import { apiUpstreams, K3S_API_PORT } from '../phases/infra-common.js';
 import { lbUnit } from '../phases/loadbalancer.js';
+import { READ_NODE, parseNodeRead } from '../phases/galera-state.js';
+import { writersByLoadBalancer } from '../phases/galera-writer.js';
 import { HAPROXY_ADMIN_SOCKET, HAPROXY_BACKEND } from '../render/haproxy.js';
 import { sqlString } from '../render/mariadb.js';
 import { datastoreEndpointHost, type Cluster } from '../spec/cluster.js';
@@ -16,6 +18,7 @@ import {
   poolSize,
   type BackupStatus,
   type DatastoreStatus,
+  type GaleraStatus,
   type HostStatus,
   type KubeStatus,
   type LoadBalancerStatus,
@@ -180,7 +183,13 @@ export async function collectDatastore(c: Cluster, name: string, h: Host | null,
       if (q.code === 0) kineRows = Number(q.stdout.trim());
     }
     const backup = c.datastore.backup && datastoreEndpointHost(c)?.name === name ? await collectBackup(c, h) : undefined;
-    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(backup ? { backup } : {}) };
+    let galera: DatastoreStatus['galera'];
+    if (c.datastore.galera) {
+      const v = parseNodeRead(name, (await h.exec(READ_NODE, { allowFailure: true, timeoutMs: 20_000 })).stdout);
+      const st = v.status;
+      if (st) galera = { size: Number(st.get('wsrep_cluster_size') ?? 0), state: st.get('wsrep_local_state_comment') ?? '?', clusterStatus: st.get('wsrep_cluster_status') ?? '?', ready: st.get('wsrep_ready') === 'ON' };
+    }
+    return { ...base, active, reachable: true, version: kv.get('version') ?? null, sizeBytes: kv.has('size') ? Number(kv.get('size')) : null, kineRows, ...(galera ? { galera } : {}), ...(backup ? { backup } : {}) };
   } catch (e) {
     return { ...base, error: errText(e) };
   }
@@ -275,7 +284,17 @@ export async function collectStatus(o: StatusOptions): Promise<StatusSnapshot> {
     })),
     collectKube(c, withRole(c, 'server').map((h) => ({ name: h.name, host: reach(h.name).then((r) => r.host) }))),
   ]);
-  return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, kube: k.kube, metallb: k.metallb };
+  let galera: GaleraStatus | null = null;
+  const g = c.datastore.galera;
+  if (g) {
+    const writers = await writersByLoadBalancer(c, async (n) => {
+      const x = await reach(n);
+      if (!x.host) throw new Error(x.error ?? 'not reachable');
+      return x.host;
+    });
+    galera = { expectedSize: withRole(c, 'datastore').length + (g.arbitrator !== undefined ? 1 : 0), writers };
+  }
+  return { cluster: c.name, apiServerUrl: c.apiServerUrl, at, ms: Date.now() - t0, hosts, loadBalancers, vip, datastores, ...(galera ? { galera } : {}), kube: k.kube, metallb: k.metallb };
 }
 
 /** The scheduled backups' folder: the newest archive by its UTC stamp, against the host's clock. */

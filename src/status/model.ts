@@ -58,10 +58,31 @@ export interface DatastoreStatus {
   sizeBytes: number | null;
   /** SELECT COUNT(*) FROM kine; null before k3s created the table. */
   kineRows: number | null;
+  /** This node's Galera state, when the datastore is Galera and the node answered. */
+  galera?: GaleraNodeStatus;
   /** Scheduled backups (datastore.backup), on the host that runs them; absent otherwise. */
   backup?: BackupStatus;
   error?: string;
 }
+
+export interface GaleraNodeStatus {
+  /** wsrep_cluster_size as this node sees it. */
+  size: number;
+  /** wsrep_local_state_comment: Synced, Donor/Desynced, Joining, ... */
+  state: string;
+  /** wsrep_cluster_status: Primary or non-Primary. */
+  clusterStatus: string;
+  ready: boolean;
+}
+
+/** The Galera cluster as a whole (null without Galera). */
+export interface GaleraStatus {
+  /** Members when all are up: the data nodes and the arbitrator. */
+  expectedSize: number;
+  /** The node each load balancer sends datastore connections to (its stick table); null: none yet or not asked. */
+  writers: { lb: string; writer: string | null; error?: string }[];
+}
+
 
 export interface BackupStatus {
   dir: string;
@@ -110,8 +131,31 @@ export interface StatusSnapshot {
   loadBalancers: LoadBalancerStatus[];
   vip: VipStatus | null;
   datastores: DatastoreStatus[];
+  /** Present when the datastore is Galera. */
+  galera?: GaleraStatus | null;
   kube: KubeStatus;
   metallb: MetallbStatus | null;
+}
+
+/** A lost node, a node not Synced, a lost quorum, or load balancers that disagree on the writer. */
+function galeraDegradations(s: StatusSnapshot, g: GaleraStatus): string[] {
+  const out: string[] = [];
+  // A snapshot from another version may carry a differently shaped section: judge only what is there.
+  const writers = Array.isArray(g.writers) ? g.writers : [];
+  const answered = s.datastores.filter((d) => d.galera);
+  if (answered.length && !answered.some((d) => d.galera!.clusterStatus === 'Primary')) {
+    out.push(`Galera has no primary component (quorum lost): writes stop; if every data node is down, \`k8s-ha apply\` bootstraps from the most advanced one`);
+  }
+  for (const d of answered) {
+    const n = d.galera!;
+    if (n.clusterStatus !== 'Primary') out.push(`Galera node ${d.host} is outside the primary component (${n.clusterStatus})`);
+    else if (n.state !== 'Synced') out.push(`Galera node ${d.host} is ${n.state}, not Synced: it takes no writes`);
+  }
+  const sizes = answered.filter((d) => d.galera!.clusterStatus === 'Primary').map((d) => d.galera!.size);
+  if (sizes.length && typeof g.expectedSize === 'number' && Math.max(...sizes) < g.expectedSize) out.push(`Galera cluster has ${Math.max(...sizes)} of ${g.expectedSize} members: \`k8s-ha apply\` rejoins a stopped node`);
+  const named = [...new Set(writers.map((w) => w.writer).filter((w): w is string => w !== null))];
+  if (named.length > 1) out.push(`the load balancers send datastore connections to different nodes (${writers.map((w) => `${w.lb}: ${w.writer ?? 'none'}`).join(', ')}): two writers`);
+  return out;
 }
 
 /**
@@ -140,6 +184,7 @@ export function degradations(s: StatusSnapshot): string[] {
     if (d.active === false) out.push(`datastore on ${d.host}: mariadb is not running`);
     else if (!d.reachable) out.push(`datastore on ${d.host}: not answering${d.error ? ` (${firstLine(d.error)})` : ''}`);
   }
+  if (s.galera) out.push(...galeraDegradations(s, s.galera));
   if (!s.kube.via) out.push(`Kubernetes API answers on no server${s.kube.error ? ` (${firstLine(s.kube.error)})` : ''}`);
   else {
     const byName = new Map(s.kube.nodes.map((n) => [n.name, n]));
@@ -205,12 +250,18 @@ export function formatStatus(s: StatusSnapshot, o: { color?: boolean } = {}): st
       continue;
     }
     const rows = d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`;
-    L.push(`  ${d.host}: ${good('answering')}, MariaDB ${d.version ?? '?'}, ${d.sizeBytes === null ? '?' : formatBytes(d.sizeBytes)}, ${rows}`);
+    const gn = d.galera;
+    const galera = gn ? `, Galera ${gn.state === 'Synced' && gn.clusterStatus === 'Primary' ? good(`${gn.state} ${gn.clusterStatus}`) : bad(`${gn.state} ${gn.clusterStatus}`)} (size ${gn.size})` : '';
+    const writer = Array.isArray(s.galera?.writers) && s.galera.writers.some((w) => w.writer === d.host) ? ', the writer' : '';
+    L.push(`  ${d.host}: ${good('answering')}, MariaDB ${d.version ?? '?'}, ${d.sizeBytes === null ? '?' : formatBytes(d.sizeBytes)}, ${rows}${galera}${writer}`);
     if (d.backup) {
       const b = d.backup;
       const what = b.newest ? `newest ${formatAge(b.ageS ?? 0)} old, ${b.count} kept in ${b.dir}` : `none yet in ${b.dir}`;
       L.push(`    scheduled backups: ${b.stale ? bad(what) : good(what)}`);
     }
+  }
+  if (s.galera && Array.isArray(s.galera.writers)) {
+    L.push(`  Galera: ${s.galera.expectedSize} members expected; writer by load balancer: ${s.galera.writers.map((w) => `${w.lb} -> ${w.writer ?? 'none yet'}`).join(', ')}`);
   }
 
   L.push('', 'Nodes');

@@ -12,7 +12,7 @@ export interface CliResult {
 }
 
 /** Runs the CLI in-process on a temp directory, capturing its output. */
-export async function runCli(argv: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; hooks?: RunHooks; tty?: boolean; answers?: string[] }): Promise<CliResult> {
+export async function runCli(argv: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; hooks?: RunHooks; tty?: boolean; answers?: string[]; stdinTTY?: boolean }): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
   const answers = [...(opts.answers ?? [])];
@@ -22,7 +22,8 @@ export async function runCli(argv: string[], opts: { cwd: string; env?: NodeJS.P
     env: { HOME: opts.cwd, ...(opts.env ?? {}) },
     cwd: opts.cwd,
     isTTY: opts.tty ?? false,
-    ...(opts.tty ? { prompt: async () => answers.shift() ?? '' } : {}),
+    // stdinTTY alone: a terminal at the keyboard with output piped (`| tee log`).
+    ...(opts.tty || opts.stdinTTY ? { prompt: async () => answers.shift() ?? '' } : {}),
   };
   const code = await main(argv, io, opts.hooks ?? {});
   return { code, stdout, stderr };

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
@@ -113,4 +113,21 @@ test('kubeconfig before k3s ran says to apply first; -o with --merge is a usage 
   const u = await runCli(['kubeconfig', '-f', 'home.yaml', '-o', 'x', '--merge'], { cwd: dir, hooks: setup(dir) });
   assert.equal(u.code, 2);
   assert.match(u.stderr, /-o and --merge exclude each other/);
+});
+
+test('kubeconfig -o DIR writes NAME.kubeconfig inside it, and a failed write leaves no temporary file with credentials', async (t) => {
+  const dir = tempDir(t);
+  const hooks = setup(dir);
+  const out = join(dir, 'out');
+  mkdirSync(out);
+  const r = await runCli(['kubeconfig', '-f', 'home.yaml', '-o', 'out'], { cwd: dir, hooks });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(readdirSync(out), ['home.kubeconfig']);
+  assert.equal(statSync(join(out, 'home.kubeconfig')).mode & 0o777, 0o600);
+  // The file to replace is a directory: the rename fails after the credentials were written beside it.
+  const sub = join(out, 'sub');
+  mkdirSync(join(sub, 'home.kubeconfig', 'inside'), { recursive: true });
+  const failed = await runCli(['kubeconfig', '-f', 'home.yaml', '-o', sub], { cwd: dir, hooks });
+  assert.equal(failed.code, 1, failed.stdout);
+  assert.deepEqual(readdirSync(sub), ['home.kubeconfig'], 'a temporary file with credentials was left behind');
 });

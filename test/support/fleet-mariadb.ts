@@ -106,6 +106,7 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
     }
     return '';
   }
+  database ??= /^USE `([^`]+)`;/m.exec(sql)?.[1];
   if (!database) return null;
   if (!db.databases.has(database)) throw new SqlError(`ERROR 1049 (42000): Unknown database '${database}'`);
   if (/CREATE TABLE `kine`/.test(sql)) {

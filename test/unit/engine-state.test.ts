@@ -15,10 +15,14 @@ test('the state file sits beside the cluster file', () => {
   assert.equal(StateFile.pathFor('/a/b/seed.yaml'), '/a/b/seed.state.yaml');
 });
 
-test('a generated secret is kept: the same value comes back after saving and loading again', async (t) => {
+test('a generated secret is kept once an apply is about to use it: the same value comes back after saving and loading again', async (t) => {
   const p = join(dir(t), 'c.state.yaml');
   const s1 = await StateFile.load(p, 'c');
   const tok = s1.secret('k3sToken');
+  assert.ok(s1.secret('k3sToken').equals(tok), 'the same value for the whole run');
+  await s1.save();
+  assert.ok(!(await StateFile.load(p, 'c')).has('k3sToken'), 'saved before keepGenerated');
+  s1.keepGenerated();
   await s1.save();
   assert.equal(statSync(p).mode & 0o777, 0o600);
   const s2 = await StateFile.load(p, 'c');

@@ -238,6 +238,7 @@ const CASES: Case[] = [
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { add: ['hosts'], item: host('db3', '192.168.0.160', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
       { set: ['datastore', 'galera'], to: { enabled: true, mode: 'multi-writer' } },
     ],
     expect: [['error', 'datastore.galera.mode', /multi-writer Galera is not supported by k3s/]],
@@ -247,14 +248,51 @@ const CASES: Case[] = [
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { add: ['hosts'], item: host('db3', '192.168.0.160', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
       { set: ['datastore', 'galera'], to: { enabled: true, writer: 'server1' } },
     ],
     expect: [['error', 'datastore.galera.writer', /"server1" is not a datastore host/]],
   },
   {
-    name: 'Galera on two datastore hosts is a warning: it loses quorum with one',
-    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['datastore', 'galera'], to: { enabled: true } }],
-    expect: [['warning', 'datastore.galera', /Galera with 2 datastore hosts loses quorum/]],
+    name: 'Galera on two datastore hosts without an arbitrator is a warning: an even number of voters loses quorum with half of them',
+    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['loadBalancer', 'kind'], to: 'haproxy' }, { set: ['datastore', 'galera'], to: { enabled: true } }],
+    expect: [['warning', 'datastore.galera', /2 Galera voters: when half of them are lost/]],
+  },
+  {
+    name: 'a Galera arbitrator on a datastore host is refused: its vote dies with the node',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'db2' } },
+    ],
+    expect: [['error', 'datastore.galera.arbitrator', /"db2" is a datastore host/]],
+  },
+  {
+    name: 'a Galera arbitrator that is not a host is refused',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'nowhere' } },
+    ],
+    expect: [['error', 'datastore.galera.arbitrator', /"nowhere" is not a host of the cluster file/]],
+  },
+  {
+    name: 'Galera behind nginx is refused: one writer is routed by HAProxy so far',
+    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1' } }],
+    expect: [['error', 'loadBalancer.kind', /routed by the load balancer to one writer, and k8s-ha does that with HAProxy/]],
+  },
+  {
+    name: 'Galera with TLS to k3s is refused (one CA per node so far), and a node port equal to datastore.port on a load-balancer host too',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
+      { set: ['datastore', 'tls'], to: { enabled: true } },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', nodePort: 3306 } },
+    ],
+    expect: [
+      ['error', 'datastore.galera.nodePort', /both would bind port 3306/],
+      ['error', 'datastore.tls.enabled', /TLS from k3s to a Galera datastore is not provided yet/],
+    ],
   },
 
   // --- k3s

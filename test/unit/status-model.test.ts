@@ -118,3 +118,39 @@ test('pool sizes and byte counts are computed for the screen', () => {
   assert.equal(formatBytes(512), '512 B');
   assert.equal(formatBytes(5_400_000), '5.1 MiB');
 });
+
+/** The healthy cluster with Galera: lb1 and lb2 are data nodes, agent1 the arbitrator, lb1 the writer. */
+function galera(): StatusSnapshot {
+  const s = healthy();
+  const node = (host: string) => ({ host, active: true, reachable: true, version: '10.11.6-MariaDB', sizeBytes: 5_400_000, kineRows: 1834, galera: { size: 3, state: 'Synced', clusterStatus: 'Primary', ready: true } });
+  return { ...s, datastores: [node('lb1'), node('lb2')], galera: { expectedSize: 3, writers: [{ lb: 'lb1', writer: 'lb1' }, { lb: 'lb2', writer: 'lb1' }] } };
+}
+
+test('a healthy Galera datastore shows each node\'s state, the size and the writer, and is not degraded', () => {
+  const s = galera();
+  assert.deepEqual(degradations(s), []);
+  const out = formatStatus(s);
+  assert.match(out, /lb1: answering, .*Galera Synced Primary \(size 3\), the writer/);
+  assert.match(out, /lb2: answering, .*Galera Synced Primary \(size 3\)\n/);
+  assert.match(out, /Galera: 3 members expected; writer by load balancer: lb1 -> lb1, lb2 -> lb1/);
+});
+
+test('a lost Galera node degrades the cluster: the size is short and the node is named', () => {
+  const s = galera();
+  s.datastores = [{ ...s.datastores[0]!, galera: { size: 2, state: 'Synced', clusterStatus: 'Primary', ready: true } }, { host: 'lb2', active: false, reachable: false, version: null, sizeBytes: null, kineRows: null }];
+  const d = degradations(s);
+  assert.ok(d.includes('datastore on lb2: mariadb is not running'), d.join('\n'));
+  assert.ok(d.some((x) => /Galera cluster has 2 of 3 members/.test(x)), d.join('\n'));
+});
+
+test('a lost quorum, a Donor node and two writers are each named', () => {
+  const s = galera();
+  s.datastores = s.datastores.map((d) => ({ ...d, galera: { size: 1, state: 'Initialized', clusterStatus: 'non-Primary', ready: false } }));
+  assert.ok(degradations(s).some((x) => /no primary component \(quorum lost\)/.test(x)));
+  const t = galera();
+  t.datastores[1] = { ...t.datastores[1]!, galera: { size: 3, state: 'Donor/Desynced', clusterStatus: 'Primary', ready: true } };
+  t.galera!.writers[1] = { lb: 'lb2', writer: 'lb2' };
+  const d = degradations(t);
+  assert.ok(d.includes('Galera node lb2 is Donor/Desynced, not Synced: it takes no writes'), d.join('\n'));
+  assert.ok(d.some((x) => /different nodes \(lb1: lb1, lb2: lb2\): two writers/.test(x)), d.join('\n'));
+});

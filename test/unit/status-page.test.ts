@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { degradations } from '../../src/status/model.js';
+import { degradations, type StatusSnapshot } from '../../src/status/model.js';
 import { pageModel, type Health, type PageModel } from '../../src/status/page/model.js';
 import { liveParts, renderDocument, type PageView } from '../../src/status/page/render.js';
 import { changes, Timeline } from '../../src/status/page/timeline.js';
@@ -96,7 +96,8 @@ test('a stale scheduled backup degrades the datastore (not down), with the age o
 });
 
 test('a section the page does not know (added to the status model later) is rendered as data, with no page change', () => {
-  const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } };
+  // The model now has a typed `galera` section; this one has another shape on purpose (a section the page knows nothing of).
+  const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } } as unknown as StatusSnapshot;
   s.datastores[0] = { ...s.datastores[0]!, ...({ clusterSize: 3 } as object) };
   const m = pageModel(s);
   assert.deepEqual(m.extra.map((x) => x.title), ['Backup', 'Galera']);

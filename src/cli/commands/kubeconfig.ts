@@ -1,4 +1,5 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { writePrivateFile } from '../../util/private-file.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { UserError } from '../../engine/errors.js';
 import { ClusterRun } from '../../engine/run.js';
@@ -6,6 +7,7 @@ import { fetchKubeconfigFromAny } from '../../kube/fetch.js';
 import { mergeKubeconfig, parseKubeconfig, renderKubeconfig } from '../../kube/kubeconfig.js';
 import { clusterFileArg, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
+import { warningEvents } from '../output/progress.js';
 import { EXIT, type CliIO } from '../io.js';
 import type { RunHooks } from './plan.js';
 
@@ -17,25 +19,24 @@ export function mergeTarget(env: NodeJS.ProcessEnv, cwd: string): string {
   return join(env.HOME, '.kube', 'config');
 }
 
-/** Written beside and renamed, mode 0600 from the start: it holds cluster-admin credentials. */
-async function writePrivate(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.k8s-ha-${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
+/** The file `-o` names; a directory gets NAME.kubeconfig inside it (as `cp FILE DIR` would). */
+async function outputPath(given: string, cwd: string, name: string): Promise<string> {
+  const p = resolve(cwd, given);
+  const st = await stat(p).catch(() => null);
+  return st?.isDirectory() ? join(p, `${name}.kubeconfig`) : p;
 }
 
 export async function kubeconfigCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
-  const { values } = parse('kubeconfig', argv, {
+  const { values, positionals } = parse('kubeconfig', argv, {
     file: { type: 'string', short: 'f' },
     output: { type: 'string', short: 'o' },
     merge: { type: 'boolean' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.kubeconfig!), EXIT.ok;
   if (values.output !== undefined && values.merge) throw new UserError('kubeconfig: -o and --merge exclude each other: write a file, or merge into your kubeconfig');
-  const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, { env: io.env, secrets: io.secrets, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), signal: hooks.signal, ...hooks.open });
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'kubeconfig');
+  const run = await ClusterRun.open(file, { env: io.env, secrets: io.secrets, events: warningEvents(io.stderr), acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), signal: hooks.signal, ...hooks.open });
   let fetched;
   try {
     fetched = await fetchKubeconfigFromAny(run.deployment, (n) => run.engine.host(n));
@@ -53,13 +54,13 @@ export async function kubeconfigCommand(argv: string[], io: CliIO, hooks: RunHoo
     });
     const existing = parseKubeconfig(existingText, target);
     const merged = mergeKubeconfig(existing, fetched.kubeconfig);
-    await writePrivate(target, renderKubeconfig(merged));
+    await writePrivateFile(target, renderKubeconfig(merged));
     const others = existing.contexts.filter((c) => c.name !== name).length;
     io.stdout(`Merged cluster, user and context "${name}" (API ${run.deployment.spec.apiServerUrl}, read from ${fetched.from}) into ${shown(target)}; current context is now "${name}"${others ? `; ${others} other context${others === 1 ? '' : 's'} left as they were` : ''}.\n`);
     return EXIT.ok;
   }
-  const out = values.output !== undefined ? resolve(io.cwd, values.output) : join(dirname(file), `${name}.kubeconfig`);
-  await writePrivate(out, renderKubeconfig(fetched.kubeconfig));
+  const out = values.output !== undefined ? await outputPath(values.output, io.cwd, name) : join(dirname(file), `${name}.kubeconfig`);
+  await writePrivateFile(out, renderKubeconfig(fetched.kubeconfig));
   io.stdout(`Wrote the kubeconfig of "${name}" (API ${run.deployment.spec.apiServerUrl}, read from ${fetched.from}) to ${shown(out)} (mode 0600: it holds cluster-admin credentials).\nTry: kubectl --kubeconfig ${shown(out)} get nodes\n`);
   return EXIT.ok;
 }

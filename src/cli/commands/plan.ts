@@ -4,7 +4,7 @@ import { clusterFileArg, intFlag, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
 import { countChanges, formatPlan, formatProblems, planToJSON } from '../output/plan.js';
-import { jsonEvents, plainEvents, terminalEvents } from '../output/progress.js';
+import { jsonEvents, plainEvents, terminalEvents, warningEvents } from '../output/progress.js';
 import { reportToJSON } from '../../verify/report.js';
 import { verifyOpened, type VerifyHooks } from './verify.js';
 
@@ -40,10 +40,10 @@ function eventSink(io: CliIO, json: boolean | undefined, verbose: boolean | unde
 }
 
 export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
-  const { values } = parse('plan', argv, { ...common, 'detailed-exitcode': { type: 'boolean' } });
+  const { values, positionals } = parse('plan', argv, { ...common, 'detailed-exitcode': { type: 'boolean' } }, true);
   if (values.help) return void io.stdout(HELP.plan!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
-  const run = await ClusterRun.open(file, openOptions('plan', values, io, values.json ? jsonEvents(io.stderr) : () => {}, hooks));
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'plan');
+  const run = await ClusterRun.open(file, openOptions('plan', values, io, values.json ? jsonEvents(io.stderr) : warningEvents(io.stderr), hooks));
   try {
     const plan = await run.plan();
     if (values.json) io.stdout(JSON.stringify(planToJSON(plan), null, 2) + '\n');
@@ -56,9 +56,9 @@ export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {
 }
 
 export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
-  const { values } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' }, 'no-verify': { type: 'boolean' } });
+  const { values, positionals } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' }, 'no-verify': { type: 'boolean' } }, true);
   if (values.help) return void io.stdout(HELP.apply!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'apply');
   const run = await ClusterRun.open(file, openOptions('apply', values, io, eventSink(io, values.json, values.verbose), hooks));
   try {
     const plan = await run.plan();
@@ -75,7 +75,7 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
       return v?.code ?? EXIT.ok;
     }
     if (!values.json) io.stdout(formatPlan(plan, { color: io.isTTY }));
-    if (!values.yes && io.isTTY && io.prompt) {
+    if (!values.yes && io.prompt) {
       const answer = (await io.prompt(`Apply ${countChanges(plan.steps)} changes? [y/N] `)).trim().toLowerCase();
       if (answer !== 'y' && answer !== 'yes') {
         io.stdout('Nothing changed.\n');

@@ -6,6 +6,7 @@ import { checkListen, isLoopback, parseListen, StatusServer, type ServeOptions }
 import { UserError } from '../../engine/errors.js';
 import { clusterFileArg, intFlag, parse } from '../args.js';
 import { HELP } from '../help.js';
+import { warningEvents } from '../output/progress.js';
 import { EXIT, type CliIO } from '../io.js';
 import type { RunHooks } from './plan.js';
 
@@ -28,7 +29,7 @@ function serveDefault(argv: string[]): string[] {
 const CLEAR = '\x1b[H\x1b[2J';
 
 export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHooks = {}): Promise<number> {
-  const { values } = parse('status', serveDefault(argv), {
+  const { values, positionals } = parse('status', serveDefault(argv), {
     file: { type: 'string', short: 'f' },
     json: { type: 'boolean' },
     watch: { type: 'string', short: 'w' },
@@ -36,7 +37,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
     'allow-remote': { type: 'boolean' },
     timeout: { type: 'string' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.status!), EXIT.ok;
   const every = intFlag('status', 'watch', values.watch, 1, 3600);
   const timeout = intFlag('status', 'timeout', values.timeout, 1, 600);
@@ -44,9 +45,10 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   if (!listen && (values['allow-remote'] || timeout !== undefined)) throw new UserError(`status: --${values['allow-remote'] ? 'allow-remote' : 'timeout'} only goes with --serve`);
   if (listen && values.json) throw new UserError('status: --serve and --json do not go together; the page serves the same JSON at /status.json');
   if (listen) checkListen(listen.host, listen.port, values['allow-remote'] === true);
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'status');
   const run = await ClusterRun.open(file, {
     secrets: io.secrets,
+    events: warningEvents(io.stderr),
     env: io.env,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     ...(hooks.signal ? { signal: hooks.signal } : {}),

@@ -6,9 +6,9 @@ import { EXIT, type CliIO } from '../io.js';
 import { formatProblems } from '../output/plan.js';
 
 export async function validateCommand(argv: string[], io: CliIO): Promise<number> {
-  const { values } = parse('validate', argv, { file: { type: 'string', short: 'f' }, json: { type: 'boolean' } });
+  const { values, positionals } = parse('validate', argv, { file: { type: 'string', short: 'f' }, json: { type: 'boolean' } }, true);
   if (values.help) return void io.stdout(HELP.validate!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'validate');
   const r = loadClusterFile(file, io.env);
   const errors = r.diagnostics.filter((d) => d.severity === 'error').length;
   const warnings = r.diagnostics.length - errors;

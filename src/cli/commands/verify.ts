@@ -3,6 +3,7 @@ import { formatCheck, formatReport, reportToJSON, type VerifyReport } from '../.
 import { runVerify, type VerifyOptions } from '../../verify/run.js';
 import { clusterFileArg, parse } from '../args.js';
 import { HELP } from '../help.js';
+import { warningEvents } from '../output/progress.js';
 import { EXIT, type CliIO } from '../io.js';
 import type { RunHooks } from './plan.js';
 
@@ -40,17 +41,18 @@ export async function verifyOpened(run: ClusterRun, flags: VerifyFlags, io: CliI
 }
 
 export async function verifyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
-  const { values } = parse('verify', argv, {
+  const { values, positionals } = parse('verify', argv, {
     file: { type: 'string', short: 'f' },
     json: { type: 'boolean' },
     drill: { type: 'boolean' },
     image: { type: 'string' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.verify!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'verify');
   const run = await ClusterRun.open(file, {
     secrets: io.secrets,
+    events: warningEvents(io.stderr),
     env: io.env,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     ...(hooks.signal ? { signal: hooks.signal } : {}),

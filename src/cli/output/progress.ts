@@ -17,6 +17,17 @@ export function plainEvents(write: (s: string) => void, verbose = false): EventS
 }
 
 /**
+ * For commands that show no progress (plan, verify, status, kubeconfig):
+ * only the warnings, which must never be lost in plain output (the token
+ * adopted from a server, a literal secret in the cluster file).
+ */
+export function warningEvents(write: (s: string) => void): EventSink {
+  return (e) => {
+    if (e.type === 'warning') write(describe(e, false) + '\n');
+  };
+}
+
+/**
  * On a terminal: a live tree. The running phase is redrawn in place, one line
  * per host with what it is doing now (or its last change, its failure, or
  * done); when the phase ends its final lines stay in the scrollback and the

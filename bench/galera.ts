@@ -1,0 +1,136 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse, stringify } from 'yaml';
+import type { AnyPhase } from '../src/engine/phase.js';
+import { pipeline } from '../src/engine/pipeline.js';
+import { ClusterRun, type Deployment } from '../src/engine/run.js';
+import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
+import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
+import { labSkipReason, testLabLock, waitFor } from '../lab/testing.js';
+import { galeraState, runFault, writerOf, type Fault } from '../lab/galera-drill.js';
+import type { BenchResult } from './result.js';
+
+const NAME = 'benchgal';
+const LAB_K3S = resolve(import.meta.dirname, '../labk3s/bin/k3s');
+const NODES = ['infra1', 'infra2'];
+const SERVERS = ['server1', 'server2'];
+const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
+
+async function fullSize(lab: Lab): Promise<void> {
+  await waitFor('both data nodes Synced in a 3-member primary component', 180_000, async () => {
+    const st = await Promise.all(NODES.map((n) => galeraState(lab, n)));
+    return st.every((s) => s?.size === 3 && s.state === 'Synced' && s.status === 'Primary') ? true : null;
+  });
+}
+
+/**
+ * One SQL target's write cost, measured from server1 with the mariadb
+ * client: `n` single-row autocommit INSERTs in a kine-like table one after
+ * another (latency: the mean per insert), then 8 clients doing the same at
+ * once (throughput). The client's start-up is measured separately and taken off.
+ */
+async function sqlWrites(lab: Lab, target: { host: string; port: number }, table: string, n: number): Promise<{ latencyMs: number; perSecond: number }> {
+  const client = `mariadb -h ${target.host} -P ${target.port} -u bench -pbench --batch --skip-column-names bench`;
+  await lab.exec('server1', ['sh', '-c', `${client} -e 'DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(630), value MEDIUMBLOB) ENGINE=InnoDB'`]);
+  const script = (tag: string) => Array.from({ length: n }, (_, i) => `INSERT INTO ${table} (name, value) VALUES ('/registry/bench/${tag}-${i}', REPEAT('x', 512));`).join('\n') + '\n';
+  const time = async (cmd: string, input?: string): Promise<number> => {
+    const r = await lab.exec('server1', ['sh', '-c', `s=$(date +%s%N); ${cmd}; e=$(date +%s%N); echo $(( (e - s) / 1000 ))`], { ...(input !== undefined ? { input } : {}), timeoutMs: 600_000 });
+    return Number(r.stdout.trim().split('\n').at(-1)) / 1000;
+  };
+  const startup = await time(`${client} -e 'SELECT 1' >/dev/null`);
+  const seq = (await time(`${client}`, script('seq'))) - startup;
+  await lab.exec('server1', ['sh', '-c', `for c in 1 2 3 4 5 6 7 8; do printf '%s' "$(cat)" > /tmp/bench-$c.sql; done`], { input: script('par') });
+  const par = (await time(`for c in 1 2 3 4 5 6 7 8; do ${client} < /tmp/bench-$c.sql & done; wait`)) - startup;
+  return { latencyMs: seq / n, perSecond: (8 * n) / (par / 1000) };
+}
+
+/**
+ * The Galera topology on the lab (two infrastructure machines, each HAProxy
+ * + Galera node, the VIP between them, garbd on agent1) with the lab's k3s:
+ * the write gap of each fault under continuous API writes (goal ≤ 5 s), the
+ * API outage when a whole infrastructure machine dies (goal ≤ 3 s), what
+ * each fault did to acknowledged writes, and write latency/throughput of a
+ * single MariaDB beside Galera (directly and through HAProxy) in one run.
+ */
+export async function benchGalera(): Promise<BenchResult[]> {
+  const why = await labSkipReason();
+  if (why) throw new Error(`the lab cannot run here: ${why}`);
+  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
+  const out: BenchResult[] = [];
+  const lock = await testLabLock();
+  try {
+    if (await openLab(NAME)) await labDown(NAME);
+    const lab = await labUp({ name: NAME, galera: true, servers: 2, agents: 1 });
+    try {
+      const file = join(lab.dir, 'bench-galera.yaml');
+      const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
+      delete doc.metallb;
+      doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+      writeFileSync(file, stringify(doc));
+      const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+      const open = () => ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases });
+      const apply = async () => {
+        const run = await open();
+        try {
+          return await run.apply();
+        } finally {
+          await run.close();
+        }
+      };
+      const t0 = Date.now();
+      await apply();
+      out.push({ name: 'bare machines to k3s on Galera (2 HAProxy + Galera machines, VIP, garbd, 2 servers, 1 agent)', value: round((Date.now() - t0) / 1000, 1), unit: 's' });
+      await fullSize(lab);
+      const run = await open();
+      const kc = (await fetchKubeconfigFromAny(run.deployment, (n) => run.engine.host(n))).kubeconfig;
+      await run.engine.close();
+      const client = clientFor(kc, { timeoutMs: 5000 });
+      await client.waitForReadyNodes(3, { timeoutMs: 120_000 });
+
+      const faults: [Fault, string, number][] = [
+        ['kill-writer', 'write gap, writer mariadbd killed', 5000],
+        ['freeze-writer', 'write gap, writer mariadbd frozen', 5000],
+        ['cut-writer', 'write gap, writer machine cut off', 5000],
+        ['kill-machine', 'API outage, whole infrastructure machine (LB + VIP holder + writer) powered off', 3000],
+      ];
+      for (const [fault, label, goal] of faults) {
+        const w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2')) ?? 'infra1';
+        const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}` });
+        const v = r.verdict;
+        out.push({
+          name: label,
+          value: r.writeGapMs,
+          unit: 'ms',
+          target: goal,
+          note: `${v.acked} writes acknowledged, ${r.failedWrites} refused, ${v.lost.length} acknowledged but lost, ${v.unseen.length} not seen by the watch, ${v.outOfOrder.length} out of order, GAP lines ${r.gapLines.length}, new gap rows ${r.newGapRows}`,
+        });
+        await apply();
+        await fullSize(lab);
+      }
+
+      // Write cost: a single MariaDB on agent1 (no replication) beside Galera.
+      const agent = lab.machine('agent1').address;
+      const s1 = lab.machine('server1').address;
+      await lab.exec('agent1', ['sh', '-c', "printf '[mysqld]\\nbind-address = 0.0.0.0\\nport = 3306\\nskip-name-resolve\\ninnodb_autoinc_lock_mode = 2\\n' > /etc/mysql/mariadb.conf.d/90-bench.cnf && systemctl restart mariadb"]);
+      const grant = `CREATE DATABASE IF NOT EXISTS bench; CREATE USER IF NOT EXISTS 'bench'@'${s1}' IDENTIFIED BY 'bench'; GRANT ALL ON bench.* TO 'bench'@'${s1}';`;
+      await lab.exec('agent1', ['mariadb', '-e', grant]);
+      await lab.exec('infra1', ['mariadb', '-e', grant]);
+      const n = 300;
+      const single = await sqlWrites(lab, { host: agent, port: 3306 }, 'w_single', n);
+      const direct = await sqlWrites(lab, { host: lab.machine((await writerOf(lab, 'infra1')) ?? 'infra1').address, port: 3307 }, 'w_direct', n);
+      const viaLb = await sqlWrites(lab, { host: lab.virtualIP!, port: 3306 }, 'w_lb', n);
+      const note = `${n} single-row autocommit INSERTs of 512 B from server1; throughput with 8 clients at once`;
+      out.push({ name: 'write latency, single MariaDB', value: round(single.latencyMs), unit: 'ms', note });
+      out.push({ name: 'write latency, Galera writer directly', value: round(direct.latencyMs), unit: 'ms', note });
+      out.push({ name: 'write latency, Galera through HAProxy on the VIP (what kine sees)', value: round(viaLb.latencyMs), unit: 'ms', note });
+      out.push({ name: 'write throughput, single MariaDB', value: Math.round(single.perSecond), unit: 'rows/s', better: 'higher', note });
+      out.push({ name: 'write throughput, Galera writer directly', value: Math.round(direct.perSecond), unit: 'rows/s', better: 'higher', note });
+      out.push({ name: 'write throughput, Galera through HAProxy on the VIP', value: Math.round(viaLb.perSecond), unit: 'rows/s', better: 'higher', note });
+    } finally {
+      await lab.down();
+    }
+  } finally {
+    await lock.release();
+  }
+  return out;
+}

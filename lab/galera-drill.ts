@@ -1,0 +1,325 @@
+import { request as httpsRequest } from 'node:https';
+import { KubeApiError, type KubeClient } from '../src/kube/client.js';
+import type { Lab } from './index.js';
+
+/**
+ * The proof under write load (issue 14): a writer creates objects through the
+ * API one after another, a watch opened before the fault records every
+ * event, and afterwards every acknowledged write must exist, the watch must
+ * have seen every ADDED event in order with resourceVersion never going
+ * down, kine must have written no gap row and logged no GAP line. Used by
+ * test/lab/galera.test.ts and bench/galera.ts.
+ */
+
+export const DRILL_NAMESPACE = 'galera-drill';
+
+export interface WriteRecord {
+  name: string;
+  index: number;
+  /** performance.now() when the request was sent and when it was answered. */
+  sentMs: number;
+  doneMs: number;
+  ok: boolean;
+  resourceVersion?: string;
+  error?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function ensureNamespace(client: KubeClient): Promise<void> {
+  try {
+    await client.request('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DRILL_NAMESPACE } });
+  } catch (e) {
+    if (!(e instanceof KubeApiError && e.status === 409)) throw e;
+  }
+}
+
+/** Creates ConfigMaps `PREFIX-N` one after another until stopped. */
+export class Writer {
+  readonly records: WriteRecord[] = [];
+  #stop = false;
+  #done: Promise<void> | null = null;
+  constructor(
+    private readonly client: KubeClient,
+    readonly prefix: string,
+  ) {}
+
+  start(): void {
+    this.#done = (async () => {
+      for (let i = 0; !this.#stop; i++) {
+        const name = `${this.prefix}-${i}`;
+        const sentMs = performance.now();
+        try {
+          const obj = await this.client.request<{ metadata: { resourceVersion: string } }>('POST', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps`, {
+            apiVersion: 'v1',
+            kind: 'ConfigMap',
+            metadata: { name, labels: { drill: this.prefix } },
+            data: { i: String(i) },
+          });
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: true, resourceVersion: obj.metadata.resourceVersion });
+        } catch (e) {
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: false, error: e instanceof Error ? e.message : String(e) });
+          await sleep(50); // a refused connection answers at once: do not spin
+        }
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.#done;
+  }
+
+  get acked(): WriteRecord[] {
+    return this.records.filter((r) => r.ok);
+  }
+
+  /** The longest time without an acknowledged write between `fromMs` and the last record (ms). */
+  longestGapMs(fromMs: number): number {
+    let last = fromMs;
+    let worst = 0;
+    for (const r of this.acked) {
+      if (r.doneMs < fromMs) continue;
+      worst = Math.max(worst, r.doneMs - last);
+      last = r.doneMs;
+    }
+    return worst;
+  }
+}
+
+export interface WatchEvent {
+  type: string;
+  name: string;
+  resourceVersion: string;
+}
+
+/** A watch of the drill namespace's ConfigMaps that re-watches from the last resourceVersion when its connection drops (as client-go does). */
+export class Watcher {
+  readonly events: WatchEvent[] = [];
+  /** Times the stream ended and was reopened; and what the API answered when a re-watch was refused. */
+  reconnects = 0;
+  readonly refusals: string[] = [];
+  #stop = false;
+  #req: ReturnType<typeof httpsRequest> | null = null;
+  #loop: Promise<void> | null = null;
+  #rv: string;
+  constructor(
+    private readonly client: KubeClient,
+    fromResourceVersion: string,
+    private readonly labelSelector: string,
+  ) {
+    this.#rv = fromResourceVersion;
+  }
+
+  start(): void {
+    this.#loop = (async () => {
+      while (!this.#stop) {
+        await this.#once().catch(() => undefined);
+        if (this.#stop) break;
+        this.reconnects++;
+        await sleep(200);
+      }
+    })();
+  }
+
+  #once(): Promise<void> {
+    const url = new URL(this.client.creds.server);
+    const path = `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?watch=true&resourceVersion=${encodeURIComponent(this.#rv)}&labelSelector=${encodeURIComponent(this.labelSelector)}`;
+    return new Promise<void>((resolve, reject) => {
+      const req = httpsRequest(
+        { method: 'GET', host: url.hostname, port: url.port || 443, path, ca: this.client.creds.ca, cert: this.client.creds.cert, key: this.client.creds.key, agent: false },
+        (res) => {
+          if (res.statusCode !== 200) {
+            this.refusals.push(`HTTP ${res.statusCode}`);
+            res.resume();
+            res.on('end', resolve);
+            return;
+          }
+          let buf = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buf += chunk;
+            let nl: number;
+            while ((nl = buf.indexOf('\n')) >= 0) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 1);
+              if (!line.trim()) continue;
+              const ev = JSON.parse(line) as { type: string; object: { kind?: string; code?: number; message?: string; metadata?: { name: string; resourceVersion: string } } };
+              if (ev.type === 'ERROR') {
+                // 410 Gone: the resourceVersion was compacted away; the watch cannot go on without a gap.
+                this.refusals.push(`${ev.object.code ?? '?'} ${ev.object.message ?? ''}`);
+                continue;
+              }
+              const m = ev.object.metadata;
+              if (!m) continue;
+              this.events.push({ type: ev.type, name: m.name, resourceVersion: m.resourceVersion });
+              this.#rv = m.resourceVersion;
+            }
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        },
+      );
+      this.#req = req;
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true;
+    this.#req?.destroy();
+    await this.#loop;
+  }
+}
+
+export interface DrillVerdict {
+  acked: number;
+  /** Acknowledged writes that do not exist afterwards. */
+  lost: string[];
+  /** Acknowledged writes whose ADDED event the watch never delivered. */
+  unseen: string[];
+  /** ADDED events out of creation order, and resourceVersion going down (watch or writer). */
+  outOfOrder: string[];
+  rvWentDown: string[];
+  refusals: string[];
+  reconnects: number;
+}
+
+/** Compare what the writer was told with what exists and what the watch saw. */
+export async function verdict(client: KubeClient, writer: Writer, watch: Watcher): Promise<DrillVerdict> {
+  const list = await client.request<{ items: { metadata: { name: string } }[] }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?labelSelector=${encodeURIComponent(`drill=${writer.prefix}`)}`);
+  const exists = new Set(list.items.map((i) => i.metadata.name));
+  const acked = writer.acked;
+  const lost = acked.filter((r) => !exists.has(r.name)).map((r) => r.name);
+  const added = watch.events.filter((e) => e.type === 'ADDED');
+  const seen = new Set(added.map((e) => e.name));
+  const unseen = acked.filter((r) => !seen.has(r.name)).map((r) => r.name);
+  const outOfOrder: string[] = [];
+  const index = (n: string) => Number(n.slice(writer.prefix.length + 1));
+  for (let i = 1; i < added.length; i++) if (index(added[i]!.name) <= index(added[i - 1]!.name)) outOfOrder.push(`${added[i - 1]!.name} then ${added[i]!.name}`);
+  const rvWentDown: string[] = [];
+  for (let i = 1; i < watch.events.length; i++) {
+    if (BigInt(watch.events[i]!.resourceVersion) <= BigInt(watch.events[i - 1]!.resourceVersion)) rvWentDown.push(`watch: ${watch.events[i - 1]!.resourceVersion} then ${watch.events[i]!.resourceVersion}`);
+  }
+  for (let i = 1; i < acked.length; i++) {
+    if (BigInt(acked[i]!.resourceVersion!) <= BigInt(acked[i - 1]!.resourceVersion!)) rvWentDown.push(`writes: ${acked[i - 1]!.name} rv ${acked[i - 1]!.resourceVersion}, ${acked[i]!.name} rv ${acked[i]!.resourceVersion}`);
+  }
+  return { acked: acked.length, lost, unseen, outOfOrder, rvWentDown, refusals: watch.refusals, reconnects: watch.reconnects };
+}
+
+/** kine's GAP lines in every server's journal since `since` (a `journalctl --since` value). */
+export async function gapLines(lab: Lab, servers: readonly string[], since: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of servers) {
+    const r = await lab.exec(s, ['sh', '-c', `journalctl -u k3s --since '${since}' --no-pager -o cat | grep 'GAP ' || true`]);
+    out.push(...r.stdout.split('\n').filter((l) => l.trim()).map((l) => `${s}: ${l}`));
+  }
+  return out;
+}
+
+/** kine's gap fill rows, counted on a data node over its socket. */
+export async function gapRows(lab: Lab, node: string): Promise<number> {
+  const r = await lab.exec(node, ['mariadb', '--batch', '--skip-column-names', '-e', "SELECT COUNT(*) FROM k3s.kine WHERE name LIKE 'gap-%'"]);
+  return Number(r.stdout.trim());
+}
+
+/** The Galera view of one node: size, state, status (null when it does not answer). */
+export async function galeraState(lab: Lab, node: string): Promise<{ size: number; state: string; status: string } | null> {
+  const r = await lab.exec(node, ['sh', '-c', "timeout 5 mariadb --batch --skip-column-names -e \"SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size','wsrep_local_state_comment','wsrep_cluster_status')\""], { allowFailure: true });
+  if (r.code !== 0) return null;
+  const kv = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('\t') as [string, string]));
+  return { size: Number(kv.wsrep_cluster_size), state: kv.wsrep_local_state_comment ?? '', status: kv.wsrep_cluster_status ?? '' };
+}
+
+/** The node HAProxy on `lb` sends datastore connections to (its stick table), or null. */
+export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
+  const r = await lab.exec(lb, ['sh', '-c', "echo 'show table k3s_datastore' | socat - UNIX:/run/haproxy/admin.sock"], { allowFailure: true });
+  return /server_key=(\S+)/.exec(r.stdout)?.[1] ?? null;
+}
+
+export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';
+
+/** What a fault does to the writer data node `w` (on the lab machine of that name). */
+export const FAULTS: Record<Fault, { what: string; inject: (lab: Lab, w: string) => Promise<void>; recover: (lab: Lab, w: string) => Promise<void> }> = {
+  'kill-writer': {
+    what: "the writer's mariadbd killed (SIGKILL; systemd restarts it and it rejoins by IST)",
+    inject: async (lab, w) => void (await lab.exec(w, ['systemctl', 'kill', '-s', 'KILL', 'mariadb'])),
+    recover: async () => undefined,
+  },
+  'freeze-writer': {
+    what: "the writer's mariadbd frozen (SIGSTOP) for 8 s: connections stay open, nothing answers",
+    inject: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -STOP $(pidof mariadbd)'])),
+    recover: async (lab, w) => void (await lab.exec(w, ['sh', '-c', 'kill -CONT $(pidof mariadbd)'])),
+  },
+  'cut-writer': {
+    what: "the writer's machine cut off the network (its load balancer and data node) for 8 s",
+    inject: (lab, w) => lab.cut(w),
+    recover: (lab, w) => lab.heal(w),
+  },
+  'kill-machine': {
+    what: 'the whole infrastructure machine of the writer powered off hard (its load balancer, the virtual IP holder, and its data node)',
+    inject: (lab, w) => lab.stop(w, { hard: true }),
+    recover: (lab, w) => lab.start(w),
+  },
+};
+
+export interface FaultResult {
+  fault: Fault;
+  writer: string;
+  /** Longest time without an acknowledged write from the fault on (ms). */
+  writeGapMs: number;
+  failedWrites: number;
+  verdict: DrillVerdict;
+  gapLines: string[];
+  newGapRows: number;
+}
+
+/** journalctl's --since for "a second ago" on this host (the machines share its clock). */
+export function journalSince(): string {
+  return new Date(Date.now() - 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+}
+
+/**
+ * One fault under write load: a watch from now, the writer for `beforeMs`,
+ * the fault for `holdMs`, recovery, writes for `afterMs` more, then the
+ * verdict. `writerNode` names the current writer (read from HAProxy).
+ */
+export async function runFault(
+  lab: Lab,
+  client: KubeClient,
+  fault: Fault,
+  o: { writerNode: string; servers: string[]; prefix: string; beforeMs?: number; holdMs?: number; afterMs?: number },
+): Promise<FaultResult> {
+  const other = ['infra1', 'infra2'].find((n) => n !== o.writerNode)!;
+  const since = journalSince();
+  const rows0 = await gapRows(lab, other);
+  await ensureNamespace(client);
+  const list = await client.request<{ metadata: { resourceVersion: string } }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?limit=1`);
+  const watch = new Watcher(client, list.metadata.resourceVersion, `drill=${o.prefix}`);
+  watch.start();
+  const writer = new Writer(client, o.prefix);
+  writer.start();
+  await sleep(o.beforeMs ?? 2000);
+  const t0 = performance.now();
+  await FAULTS[fault].inject(lab, o.writerNode);
+  await sleep(o.holdMs ?? 8000);
+  await FAULTS[fault].recover(lab, o.writerNode);
+  await sleep(o.afterMs ?? 4000);
+  await writer.stop();
+  // The watch may lag a reconnect behind: give it the time to catch up with the last write.
+  const lastAcked = writer.acked.at(-1)?.name;
+  const until = Date.now() + 20_000;
+  while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
+  await watch.stop();
+  const v = await verdict(client, writer, watch);
+  return {
+    fault,
+    writer: o.writerNode,
+    writeGapMs: Math.round(writer.longestGapMs(t0)),
+    failedWrites: writer.records.filter((r) => !r.ok).length,
+    verdict: v,
+    gapLines: await gapLines(lab, o.servers, since),
+    newGapRows: (await gapRows(lab, other)) - rows0,
+  };
+}

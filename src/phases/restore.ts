@@ -1,0 +1,153 @@
+import type { ObservedState } from '../engine/desired.js';
+import type { AnyPhase, Change, Phase } from '../engine/phase.js';
+import type { Deployment } from '../engine/run.js';
+import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
+import type { Host } from '../transport/host.js';
+import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
+import { dumpSqlStream } from '../backup/archive.js';
+import type { RestoreSource } from '../backup/restore-prep.js';
+import { bumpSql, countSql, loadCommand, parseCount, parseRevision, revisionSql, tableExistsSql, type Revision } from '../backup/sql.js';
+import { MARIADB_BATCH } from './infra-mariadb.js';
+import { AGENT_UNIT } from './k3s-agents.js';
+import { SERVER_UNIT } from './k3s-servers.js';
+
+/**
+ * The phases only `restore` has: stop k3s everywhere (agents, then
+ * servers), then replace the kine database with the backup's dump and move
+ * the revision above every one the cluster ever served. The rest of the
+ * restore pipeline is apply's own phases (pipeline in backup/restore.ts).
+ */
+
+/** What one restore run knows and has done; made per run. */
+export interface RestoreJob {
+  source: RestoreSource;
+  /** The dump was loaded in this run: k3s may start again, nothing is stopped any more. */
+  loaded: boolean;
+  /** The revision the table was moved to. */
+  revision?: number;
+  loadMs?: number;
+}
+
+/**
+ * The highest revision a restore on this datastore host ever set, kept on
+ * the host before any data is replaced: a restore cut off after the load
+ * (the old table gone) still knows on the re-run how high the old cluster's
+ * revisions went.
+ */
+export const REVISION_FLOOR_PATH = '/var/lib/k8s-ha/kine-revision-floor';
+
+function stopPhase(job: RestoreJob, role: 'agent' | 'server'): Phase<Deployment, { active: boolean }> {
+  const unit = role === 'agent' ? AGENT_UNIT : SERVER_UNIT;
+  return {
+    id: `restore-stop-${role}s`,
+    title: role === 'agent' ? 'Stop k3s on every agent' : 'Stop k3s on every server',
+    targets: (ctx) => hostsWithRole(ctx.cluster.spec, role).map((h) => h.name),
+    async observe(_ctx, host) {
+      const r = await host.exec(serviceState([unit]), { allowFailure: true });
+      return { active: parseServiceState(r.stdout, [unit]).get(unit)?.active ?? false };
+    },
+    diff(_ctx, _host, o): Change[] {
+      if (job.loaded || !o.active) return [];
+      return [{ kind: 'service', summary: `stop ${unit} (until the datastore is restored)`, apply: async (h) => void (await h.exec(systemctl('stop', unit), { timeoutMs: 300_000 })) }];
+    },
+  };
+}
+
+interface LoadObserved {
+  mariadbUp: boolean;
+  /** null when the kine table does not exist (a fresh datastore). */
+  current: { rows: number; revision: Revision } | null;
+  floor: number;
+}
+
+async function readCurrent(host: Host, database: string): Promise<LoadObserved['current']> {
+  const t = await host.exec(MARIADB_BATCH, { stdin: tableExistsSql(database) });
+  if (!/^table\t1$/m.test(t.stdout)) return null;
+  const rev = parseRevision((await host.exec(MARIADB_BATCH, { stdin: revisionSql(database) })).stdout);
+  const count = parseCount((await host.exec(MARIADB_BATCH, { stdin: countSql(database) })).stdout);
+  return rev && count ? { rows: count.rows, revision: rev } : null;
+}
+
+async function readFloor(host: Host): Promise<number> {
+  const n = Number((await host.readFile(REVISION_FLOOR_PATH))?.toString('utf8').trim() ?? 0);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/** The revision the restored table must stand at: above every one the old cluster, the backup and earlier restores served. */
+export function targetRevision(manifestRevision: number, dumpMaxId: number, o: Pick<LoadObserved, 'current' | 'floor'>): number {
+  return Math.max(manifestRevision, dumpMaxId, o.current?.revision.highest ?? 0, o.floor);
+}
+
+function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
+  const src = job.source;
+  return {
+    id: 'restore-datastore',
+    title: 'Restore the kine database from the backup',
+    targets: (ctx) => {
+      const ds = datastoreEndpointHost(ctx.cluster.spec);
+      return ds ? [ds.name] : [];
+    },
+    async observe(ctx, host) {
+      const v = await host.exec(MARIADB_BATCH, { stdin: "SELECT 'version', VERSION();\n", allowFailure: true });
+      if (v.code !== 0) return { mariadbUp: false, current: null, floor: 0 };
+      return { mariadbUp: true, current: await readCurrent(host, ctx.cluster.spec.datastore.database), floor: await readFloor(host) };
+    },
+    diff(ctx, _host, o): Change[] {
+      if (job.loaded) return [];
+      const db = ctx.cluster.spec.datastore.database;
+      const planned = targetRevision(src.manifest.kineRevision, src.facts.maxId, o);
+      // Not running yet on a fresh machine: the datastore phase before this one installs it.
+      const now = o.current ? `its ${o.current.rows} rows (revision ${o.current.revision.highest})` : o.mariadbUp ? 'an empty database' : 'the database the datastore phase makes';
+      return [
+        {
+          kind: 'sql',
+          summary: `replace ${now} in ${db} with the backup's ${src.facts.rows} rows from ${src.manifest.createdAt}, then set the next revision above ${planned}`,
+          apply: async (h) => {
+            const t0 = Date.now();
+            // Read again: the servers are stopped now, so this is the last revision they served.
+            const fresh: Pick<LoadObserved, 'current' | 'floor'> = { current: await readCurrent(h, db), floor: await readFloor(h) };
+            const revision = targetRevision(src.manifest.kineRevision, src.facts.maxId, fresh);
+            await h.writeFile(REVISION_FLOOR_PATH, `${revision}\n`, { mode: 0o600 });
+            await h.exec(loadCommand(db), { stdin: await dumpSqlStream(src.archive, src.key), timeoutMs: 3_600_000 });
+            await h.exec(MARIADB_BATCH, { stdin: `USE \`${db.replace(/`/g, '``')}\`;\n${bumpSql(revision, src.facts.maxId)}` });
+            const after = parseCount((await h.exec(MARIADB_BATCH, { stdin: countSql(db) })).stdout);
+            const want = src.facts.rows + (revision > src.facts.maxId ? 1 : 0);
+            if (!after || after.rows !== want) throw new Error(`after loading the dump ${db} holds ${after?.rows ?? 'no'} rows, the backup has ${src.facts.rows}: the load did not complete; run restore again`);
+            job.loaded = true;
+            job.revision = revision;
+            job.loadMs = Date.now() - t0;
+          },
+        },
+      ];
+    },
+  };
+}
+
+/**
+ * Apply's servers or agents phase, seen as it will be once the restore has
+ * stopped k3s: before the load its unit counts as stopped, so the plan shows
+ * the start that follows the load; afterwards it is the phase as it is.
+ */
+function afterStop<O extends { state: ObservedState }>(job: RestoreJob, phase: Phase<Deployment, O>, unit: string): Phase<Deployment, O> {
+  return {
+    ...phase,
+    async observe(ctx, host) {
+      const o = await phase.observe(ctx, host);
+      if (job.loaded) return o;
+      const services = new Map(o.state.services);
+      const cur = services.get(unit);
+      if (cur) services.set(unit, { ...cur, active: false });
+      return { ...o, state: { ...o.state, services } };
+    },
+  };
+}
+
+export function stopPhases(job: RestoreJob): AnyPhase<Deployment>[] {
+  return [stopPhase(job, 'agent'), stopPhase(job, 'server')];
+}
+
+export function restoreLoadPhase(job: RestoreJob): AnyPhase<Deployment> {
+  return loadPhase(job);
+}
+
+export { afterStop };

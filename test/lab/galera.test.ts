@@ -1,0 +1,176 @@
+// The Galera datastore on real machines (issue 14): two infrastructure
+// machines, each an HAProxy load balancer and a Galera data node, the virtual
+// IP between them, garbd on agent1, and the lab's k3s (kine) writing through
+// the VIP to one writer. Applied from bare machines; then, under continuous
+// writes through the API with a watch open, the writer is killed, frozen,
+// cut off, and its whole machine powered off; finally every data node is
+// powered off and `apply` alone recovers the cluster from the most advanced
+// node. Each drill asserts what holds and records the figures; the
+// acknowledged writes a failover loses (a kine bug, see README "Galera
+// datastore") are a todo test that fails until kine is fixed.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { ClusterRun, type Deployment } from '../../src/engine/run.js';
+import type { AnyPhase } from '../../src/engine/phase.js';
+import { pipeline } from '../../src/engine/pipeline.js';
+import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
+import type { KubeClient } from '../../src/kube/client.js';
+import type { Lab } from '../../lab/index.js';
+import { waitFor, withLab } from '../../lab/testing.js';
+import { FAULTS, galeraState, gapRows, runFault, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+
+const NODES = ['infra1', 'infra2'];
+const SERVERS = ['server1', 'server2'];
+// Without MetalLB: its own phase and tests.
+const PHASES: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+
+const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
+
+/** The lab's cluster file with the lab's k3s (labk3s/) from a local file. */
+function clusterFile(lab: Lab, dir: string): string {
+  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
+  delete doc.metallb;
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(file, stringify(doc));
+  return file;
+}
+
+async function open(lab: Lab, file: string): Promise<ClusterRun> {
+  return ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases: PHASES });
+}
+
+async function apply(lab: Lab, file: string): Promise<{ changed: number; summaries: string[] }> {
+  const run = await open(lab, file);
+  try {
+    const plan = await run.plan();
+    const summaries = plan.steps.flatMap((s) => s.changes.map((c) => `${s.host}: ${c.summary}`));
+    const r = await run.apply();
+    return { changed: r.changed, summaries };
+  } finally {
+    await run.close();
+  }
+}
+
+async function kube(lab: Lab, file: string): Promise<KubeClient> {
+  const run = await open(lab, file);
+  try {
+    return clientFor((await fetchKubeconfigFromAny(run.deployment, (n) => run.engine.host(n))).kubeconfig, { timeoutMs: 5000 });
+  } finally {
+    await run.engine.close();
+  }
+}
+
+/** Both data nodes Synced in a primary component of three members (two nodes + garbd). */
+async function fullSize(lab: Lab, timeoutMs = 120_000): Promise<void> {
+  await waitFor('both data nodes Synced in a 3-member primary component', timeoutMs, async () => {
+    const st = await Promise.all(NODES.map((n) => galeraState(lab, n)));
+    return st.every((s) => s?.size === 3 && s.state === 'Synced' && s.status === 'Primary') ? true : null;
+  });
+}
+
+function describe(r: FaultResult): string {
+  const v = r.verdict;
+  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
+}
+
+test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
+  if (!existsSync(LAB_K3S)) return t.skip(`the lab's k3s is not built (${LAB_K3S}): run scripts/build-labk3s.sh`);
+  await withLab({ galera: true, servers: 2, agents: 1, skip: (r) => t.skip(r) }, async (lab) => {
+    const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-lab-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = clusterFile(lab, dir);
+    const results: FaultResult[] = [];
+
+    await t.test('applied to bare machines: three members, one writer, kine connected only to it from the servers\' own addresses; a second plan is empty', async () => {
+      const t0 = Date.now();
+      const r = await apply(lab, file);
+      t.diagnostic(`bare machines to a running cluster on Galera: ${((Date.now() - t0) / 1000).toFixed(1)} s, ${r.changed} changes`);
+      assert.ok(r.summaries.includes('infra1: bootstrap a new Galera cluster from infra1 (no data node holds data)'), r.summaries.join('\n'));
+      assert.equal(r.summaries.filter((s) => s.includes('bootstrap')).length, 1, 'one bootstrap');
+      await fullSize(lab);
+      const c = await kube(lab, file);
+      await c.waitForReadyNodes(3, { timeoutMs: 120_000 });
+      assert.equal(await writerOf(lab, 'infra1'), 'infra1');
+      // PROXY protocol: MariaDB sees the servers, not the load balancer; and only the writer has clients.
+      const clients = async (n: string) => (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT DISTINCT SUBSTRING_INDEX(host, ':', 1) FROM information_schema.processlist WHERE user = 'k3s'"])).stdout.trim().split('\n').filter(Boolean).sort();
+      assert.deepEqual(await clients('infra1'), SERVERS.map((s) => lab.machine(s).address).sort());
+      assert.deepEqual(await clients('infra2'), []);
+      for (const n of NODES) {
+        const v = (await lab.exec(n, ['mariadb', '-N', '-B', '-e', 'SELECT @@auto_increment_increment, @@auto_increment_offset, @@wsrep_auto_increment_control, @@binlog_format, @@innodb_autoinc_lock_mode'])).stdout.trim();
+        assert.equal(v, '1\t1\t0\tROW\t2', `${n}: kine's settings`);
+      }
+      const run = await open(lab, file);
+      const plan = await run.plan();
+      await run.close();
+      assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => [s.host, s.changes.map((x) => x.summary)])));
+    });
+
+    const faults: Fault[] = ['kill-writer', 'freeze-writer', 'cut-writer', 'kill-machine'];
+    for (const fault of faults) {
+      await t.test(`${FAULTS[fault].what}: writes resume on the other node, no GAP line, the watch sees every ADDED event in order, resourceVersion never goes down, and the node rejoins on apply`, async () => {
+        const c = await kube(lab, file);
+        const w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2'));
+        assert.ok(w && NODES.includes(w), `a writer: ${w}`);
+        const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
+        results.push(r);
+        t.diagnostic(describe(r));
+        assert.deepEqual(r.gapLines, []);
+        assert.ok(r.verdict.acked > 50, `writes went on: ${r.verdict.acked} acknowledged`);
+        assert.ok(r.writeGapMs < 30_000, `writes resumed within 30 s (took ${r.writeGapMs} ms)`);
+        assert.deepEqual(r.verdict.outOfOrder, []);
+        assert.deepEqual(r.verdict.rvWentDown.filter((x) => x.startsWith('watch')), []);
+        assert.deepEqual(r.verdict.refusals, [], 'no re-watch refused (410 Gone would mean a broken watch)');
+        // Whatever the watch missed is exactly what was lost (the kine bug): nothing else.
+        assert.deepEqual(r.verdict.unseen, r.verdict.lost);
+        const other = NODES.find((n) => n !== w)!;
+        assert.equal(await writerOf(lab, other), other, 'the other node is the writer now');
+        const again = await apply(lab, file);
+        t.diagnostic(`apply after ${fault}: ${again.summaries.join('; ') || 'nothing to do'}`);
+        assert.ok(!again.summaries.some((s) => s.includes('bootstrap')), 'no bootstrap while a primary component runs');
+        await fullSize(lab);
+      });
+    }
+
+    await t.test('every acknowledged write survives a failover (todo: kine reports a create whose insert failed as done, see README)', { todo: 'kine Create returns success when its INSERT fails and the follow-up read on the new writer finds no row' }, () => {
+      const lost = results.flatMap((r) => r.verdict.lost.map((n) => `${r.fault}: ${n}`));
+      assert.deepEqual(lost, []);
+    });
+
+    await t.test('every data node powered off: apply alone bootstraps from the most advanced node (not the preferred one) and the others rejoin with every write', async () => {
+      const c = await kube(lab, file);
+      // Make infra2 the most advanced: infra1 goes first, writes go on through infra2, then infra2 goes.
+      await lab.stop('infra1', { hard: true });
+      await waitFor('infra2 to be the writer', 30_000, async () => ((await writerOf(lab, 'infra2')) === 'infra2' ? true : null));
+      const names: string[] = [];
+      for (let i = 0; names.length < 20 && i < 200; i++) {
+        const name = `outage-${i}`;
+        try {
+          await c.request('POST', '/api/v1/namespaces/galera-drill/configmaps', { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, labels: { drill: 'outage' } } });
+          names.push(name);
+        } catch {
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+      assert.equal(names.length, 20, 'writes through infra2 alone');
+      await lab.stop('infra2', { hard: true });
+      await lab.start('infra1');
+      await lab.start('infra2');
+      const r = await apply(lab, file);
+      t.diagnostic(`recovery: ${r.summaries.filter((s) => /bootstrap|rejoin|join/.test(s)).join('; ')}`);
+      const boots = r.summaries.filter((s) => s.includes('bootstrap'));
+      assert.equal(boots.length, 1, boots.join('\n'));
+      assert.match(boots[0]!, /^infra2: recover after a full outage: bootstrap from infra2, the most advanced node/);
+      await fullSize(lab);
+      const c2 = await kube(lab, file);
+      const list = await waitFor('the API back', 120_000, () => c2.request<{ items: { metadata: { name: string } }[] }>('GET', '/api/v1/namespaces/galera-drill/configmaps?labelSelector=drill%3Doutage'));
+      const have = new Set(list.items.map((i) => i.metadata.name));
+      assert.deepEqual(names.filter((n) => !have.has(n)), [], 'every write made through infra2 alone survived');
+      assert.equal(await gapRows(lab, 'infra1'), await gapRows(lab, 'infra2'), 'both nodes hold the same kine table');
+    });
+  });
+});

@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { RenderInputError, renderHaproxyCfg, type HaproxyLbInput } from '../../src/render/index.js';
+import { galeraProviderOptions, renderMariadbCnf } from '../../src/render/mariadb.js';
+import { renderGaleraCheckScript, renderGaleraCheckSocket, renderGarbDefaults } from '../../src/render/galera.js';
+import { run, which, withTempFile } from '../fixtures/render/helpers.js';
+
+const galeraCnf = () =>
+  renderMariadbCnf({
+    bindAddress: '10.0.0.10',
+    port: 3307,
+    maxConnections: 250,
+    hasSnapshotIsolationSetting: true,
+    proxyProtocolNetworks: ['10.0.0.11', '10.0.0.10', '10.0.0.5'],
+    galera: { clusterName: 'lab', nodeName: 'infra1', nodeAddress: '10.0.0.10', members: ['10.0.0.51', '10.0.0.11', '10.0.0.10'], suspectTimeoutMs: 2000 },
+  });
+
+test('a Galera node\'s drop-in states every setting kine needs and the wsrep ones', () => {
+  const cnf = galeraCnf();
+  for (const line of [
+    'auto_increment_increment = 1',
+    'auto_increment_offset = 1',
+    'innodb_snapshot_isolation = OFF',
+    'binlog_format = ROW',
+    'innodb_autoinc_lock_mode = 2',
+    'wsrep_on = ON',
+    'wsrep_auto_increment_control = OFF',
+    'wsrep_sst_method = mariabackup',
+    'wsrep_cluster_name = lab',
+    'wsrep_node_address = 10.0.0.10',
+    'wsrep_cluster_address = gcomm://10.0.0.10:4567,10.0.0.11:4567,10.0.0.51:4567',
+    'proxy_protocol_networks = 10.0.0.10,10.0.0.11,10.0.0.5',
+    'port = 3307',
+  ]) {
+    assert.ok(cnf.split('\n').includes(line), `missing: ${line}\n${cnf}`);
+  }
+  assert.match(cnf, /^wsrep_provider_options = "evs\.keepalive_period=PT0\.5S; evs\.inactive_check_period=PT0\.5S; evs\.suspect_timeout=PT2S; evs\.inactive_timeout=PT4S; evs\.install_timeout=PT4S"$/m);
+});
+
+test('mariadbd\'s own option parser accepts the Galera drop-in', (t) => {
+  const mariadbd = which('mariadbd');
+  if (mariadbd === undefined) return t.skip('mariadbd not installed');
+  withTempFile('60-k8s-ha.cnf', galeraCnf(), (path) => {
+    const r = run(mariadbd, [`--defaults-file=${path}`, '--user=mysql', '--help', '--verbose']);
+    assert.equal(r.status, 0, r.stderr);
+  });
+});
+
+test('a Galera drop-in without this node among the members, or with one member, is refused', () => {
+  const base = { bindAddress: '10.0.0.10', port: 3307, maxConnections: 250, hasSnapshotIsolationSetting: false };
+  assert.throws(() => renderMariadbCnf({ ...base, galera: { clusterName: 'lab', nodeName: 'a', nodeAddress: '10.0.0.10', members: ['10.0.0.11', '10.0.0.12'], suspectTimeoutMs: 2000 } }), RenderInputError);
+  assert.throws(() => renderMariadbCnf({ ...base, galera: { clusterName: 'lab', nodeName: 'a', nodeAddress: '10.0.0.10', members: ['10.0.0.10'], suspectTimeoutMs: 2000 } }), RenderInputError);
+});
+
+test('failure detection scales with the suspect timeout and never goes below Galera\'s ordering of timeouts', () => {
+  assert.equal(galeraProviderOptions(5000), 'evs.keepalive_period=PT1S; evs.inactive_check_period=PT0.5S; evs.suspect_timeout=PT5S; evs.inactive_timeout=PT10S; evs.install_timeout=PT10S');
+});
+
+const lbBase: HaproxyLbInput = {
+  listenPort: 6443,
+  servers: [{ name: 'server1', address: '10.0.0.21', port: 6443 }],
+  connectTimeoutMs: 1000,
+  idleTimeoutMs: 3_600_000,
+  healthCheck: { path: '/ping', intervalMs: 500, fall: 2, rise: 2 },
+  datastore: {
+    listenPort: 3306,
+    nodes: [
+      { name: 'infra2', address: '10.0.0.11', port: 3307 },
+      { name: 'infra1', address: '10.0.0.10', port: 3307 },
+    ],
+    checkPort: 9200,
+    intervalMs: 500,
+    fall: 2,
+    rise: 2,
+    proxyProtocol: true,
+    peers: { self: 'infra1', all: [{ name: 'infra2', address: '10.0.0.11' }, { name: 'infra1', address: '10.0.0.10' }] },
+  },
+};
+
+test('HAProxy sends every datastore connection to one node: the first listed, the others backups, kept in a one-entry stick table shared by the peers', () => {
+  const cfg = renderHaproxyCfg(lbBase);
+  assert.match(cfg, /^\s+server infra2 10\.0\.0\.11:3307$/m, 'the preferred writer is the only non-backup server, in the given order');
+  assert.match(cfg, /^\s+server infra1 10\.0\.0\.10:3307 backup$/m);
+  assert.match(cfg, /^\s+stick-table type integer size 1 peers k8s_ha_lbs$/m);
+  assert.doesNotMatch(cfg, /^\s+stick-table.*nopurge/m, 'with nopurge a full table refuses the new writer and writes fail back');
+  assert.match(cfg, /^\s+stick on int\(1\)$/m);
+  assert.match(cfg, /default-server check port 9200 inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions send-proxy-v2$/m);
+  assert.match(cfg, /^\s+localpeer infra1$/m);
+  assert.match(cfg, /^\s+peer infra1 10\.0\.0\.10:10000\n\s+peer infra2 10\.0\.0\.11:10000$/m);
+  const backend = cfg.slice(cfg.indexOf('backend k3s_datastore'));
+  assert.doesNotMatch(backend, /^\s+balance /m, 'no balancing among data nodes');
+});
+
+test('haproxy -c accepts the config with the datastore listener', (t) => {
+  const haproxy = which('haproxy');
+  if (haproxy === undefined) return t.skip('haproxy not installed');
+  withTempFile('haproxy.cfg', renderHaproxyCfg(lbBase), (path) => {
+    const r = run(haproxy, ['-c', '-f', path]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr, /\[(WARNING|ALERT)\]/, r.stdout + r.stderr);
+  });
+});
+
+test('a datastore listener on the API port, one node, or a self that is not a peer is refused', () => {
+  assert.throws(() => renderHaproxyCfg({ ...lbBase, datastore: { ...lbBase.datastore!, listenPort: 6443 } }), RenderInputError);
+  assert.throws(() => renderHaproxyCfg({ ...lbBase, datastore: { ...lbBase.datastore!, nodes: lbBase.datastore!.nodes.slice(0, 1) } }), RenderInputError);
+  assert.throws(() => renderHaproxyCfg({ ...lbBase, datastore: { ...lbBase.datastore!, peers: { ...lbBase.datastore!.peers, self: 'lb9' } } }), RenderInputError);
+});
+
+/** Runs the check script with a stand-in `mariadb` that prints the given status. */
+function check(status: Record<string, string>, drain = false): string {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-check-'));
+  try {
+    const rows = Object.entries(status).map(([k, v]) => `${k}\\t${v}`).join('\\n');
+    writeFileSync(join(dir, 'mariadb'), `#!/bin/sh\nprintf '${rows}\\n'\n`);
+    chmodSync(join(dir, 'mariadb'), 0o755);
+    const script = renderGaleraCheckScript().replace('/var/lib/k8s-ha/galera-drain', drain ? join(dir, 'mariadb') : join(dir, 'absent'));
+    writeFileSync(join(dir, 'check'), script);
+    const r = run('sh', [join(dir, 'check')], 'GET / HTTP/1.0\r\nHost: x\r\n\r\n', { PATH: `${dir}:${process.env.PATH}` });
+    return r.stdout;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('the health check answers 200 only for a Synced node in the primary component; a Donor, a non-primary node, a stopped server or a drained node get 503', () => {
+  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON' };
+  assert.match(check(ok), /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(check({ ...ok, wsrep_local_state_comment: 'Donor/Desynced' }), /^HTTP\/1\.1 503 /);
+  assert.match(check({ ...ok, wsrep_cluster_status: 'non-Primary', wsrep_ready: 'OFF' }), /^HTTP\/1\.1 503 /);
+  assert.match(check({}), /^HTTP\/1\.1 503 /);
+  assert.match(check(ok, true), /^HTTP\/1\.1 503 /);
+  const body = check(ok).split('\r\n\r\n')[1]!;
+  assert.equal(Number(/Content-Length: (\d+)/.exec(check(ok))![1]), Buffer.byteLength(body));
+});
+
+test('the check socket binds the node address even before it exists (FreeBind), and garbd gets the data nodes and the same failure detection', () => {
+  const sock = renderGaleraCheckSocket('10.0.0.10', 9200);
+  assert.match(sock, /^ListenStream=10\.0\.0\.10:9200$/m);
+  assert.match(sock, /^Accept=yes$/m);
+  assert.match(sock, /^FreeBind=yes$/m);
+  const garb = renderGarbDefaults({ clusterName: 'lab', nodes: ['10.0.0.11', '10.0.0.10'], suspectTimeoutMs: 2000 });
+  assert.match(garb, /^GALERA_NODES="10\.0\.0\.10:4567,10\.0\.0\.11:4567"$/m);
+  assert.match(garb, /^GALERA_GROUP="lab"$/m);
+  assert.match(garb, /^GALERA_OPTIONS="evs\.keepalive_period=PT0\.5S;.*evs\.suspect_timeout=PT2S;/m);
+});
