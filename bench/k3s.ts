@@ -5,8 +5,8 @@ import { parse, stringify } from 'yaml';
 import type { CliIO } from '../src/cli/io.js';
 import { main } from '../src/cli/main.js';
 import type { AnyPhase } from '../src/engine/phase.js';
-import { pipeline } from '../src/engine/pipeline.js';
-import { ClusterRun, type Deployment } from '../src/engine/run.js';
+import { applyPipeline } from '../src/cluster/pipelines.js';
+import { ClusterRun, type Deployment } from '../src/cluster/open.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labDown, labUp, openLab } from '../lab/index.js';
 import { labSkipReason, testLabLock } from '../lab/testing.js';
@@ -39,7 +39,7 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
     delete doc.metallb;
     doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
     writeFileSync(file, stringify(doc));
-    const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+    const phases: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
     const connect = { connect: (h: { name: string }) => lab.connect(h.name), phases };
 
     const t0 = Date.now();

@@ -5,7 +5,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { StatusHooks } from '../src/cli/commands/status.js';
 import { main } from '../src/cli/main.js';
 import type { CliIO } from '../src/cli/io.js';
-import { ClusterRun } from '../src/engine/run.js';
+import { ClusterRun } from '../src/cluster/open.js';
 import type { StatusServer } from '../src/status/serve.js';
 import type { Lab } from '../lab/index.js';
 

@@ -25,10 +25,16 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
 export const LAB_METALLB_VERSION = 'v0.14.9';
 export const labMetallbController = (version = LAB_METALLB_VERSION): string => join(REPO, `labk3s/metallb/bin/controller-${version}`);
+/** The lab's image archives (labk3s/images/build.sh): a folder of `ctr import`-able tarballs, and their names. */
+export const LAB_IMAGES_DIR = join(REPO, 'labk3s/images/bin');
 
 export interface LabComponents {
   /** The lab's k3s binary, when built (scripts/build-labk3s.sh). */
   k3sBinary?: string;
+  /** The folder of image archives for k3s.install.airgapImages, when built (labk3s/images/build.sh). */
+  airgapImages?: string;
+  /** The test web server among those images, for verify.image. */
+  verifyImage?: string;
   /** MetalLB's manifest for the lab, with its sha256. */
   metallbManifest?: { file: string; sha256: string };
 }
@@ -51,6 +57,13 @@ export async function labMetallbManifest(dir: string, version = LAB_METALLB_VERS
   return { file, sha256: createHash('sha256').update(await readFile(file)).digest('hex') };
 }
 
+/** The built image folder and the verify web server's name (from images.txt), or null when not built. */
+export async function labImages(dir = LAB_IMAGES_DIR): Promise<{ airgapImages: string; verifyImage: string } | null> {
+  const names = await readFile(join(dir, 'images.txt'), 'utf8').catch(() => null);
+  const httpd = names?.split('\n').find((n) => n.startsWith('localhost/k8s-ha-lab/httpd:'));
+  return httpd ? { airgapImages: dir, verifyImage: httpd } : null;
+}
+
 /**
  * What the lab can offer this host: the lab's k3s when it is built, and the
  * MetalLB manifest when the Go module proxy answers. Missing parts are
@@ -60,6 +73,9 @@ export async function labComponents(cacheDir: string, log: (line: string) => voi
   const out: LabComponents = {};
   if (existsSync(LAB_K3S)) out.k3sBinary = LAB_K3S;
   else log(`W: the lab's k3s is not built (${LAB_K3S}); run scripts/build-labk3s.sh, or the cluster file will try to download k3s`);
+  const images = await labImages();
+  if (images) Object.assign(out, images);
+  else log(`W: the lab's images are not built (${LAB_IMAGES_DIR}); run labk3s/images/build.sh, or no pod can start in the lab (no registry is reachable)`);
   try {
     out.metallbManifest = await labMetallbManifest(cacheDir);
   } catch (e) {

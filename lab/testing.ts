@@ -15,10 +15,26 @@ import { labBlocker } from './requirements.js';
 import { DEFAULT_TEST_LAB_WAIT_MS, labDown, labUp, openLab, type Lab, type LabOptions } from './index.js';
 import { acquireLock, stateRoot, type Lock } from './state.js';
 
-/** Why lab tests cannot run on this host (shown as the skip reason), or null. */
-export function labSkipReason(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
-  if (env.K8S_HA_NO_LAB === '1') return Promise.resolve('K8S_HA_NO_LAB=1');
-  return labBlocker(env);
+/**
+ * CI (`CI=true`, as root) is where the lab must be proven: there a lab test
+ * that cannot run is a failure, not a skip, or a broken lab would still give
+ * a green run. Only the real-k3s scenario may skip (real k3s not supplied).
+ */
+export function labTestsMustRun(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.CI === 'true' && process.getuid?.() === 0;
+}
+
+/** In CI: throws (the test file fails, naming why); elsewhere: the reason, as a test's `skip`. */
+export function skipOrFail(reason: string | null | undefined, env: NodeJS.ProcessEnv = process.env): string | false {
+  if (!reason) return false;
+  if (labTestsMustRun(env)) throw new Error(`CI=true as root: this lab test must run, but ${reason}`);
+  return reason;
+}
+
+/** Why lab tests cannot run on this host (shown as the skip reason), or null; in CI a reason throws instead (skipOrFail). */
+export async function labSkipReason(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+  const why = env.K8S_HA_NO_LAB === '1' ? 'K8S_HA_NO_LAB=1' : await labBlocker(env);
+  return skipOrFail(why, env) || null;
 }
 
 /** The lab name tests use unless they say otherwise. */

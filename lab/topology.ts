@@ -4,6 +4,9 @@ import { LabUsageError } from './errors.js';
 import { nth, ipToNumber, type Cidr } from './network.js';
 import type { Role } from './state.js';
 
+/** The k3s release the lab's cluster file pins: the one the lab's k3s is built from (its `--version`). */
+export const LAB_K3S_VERSION = 'v1.37.2+k3s1';
+
 /** What to build. Defaults give the seed topology (examples/seed.yaml). */
 export interface TopologyOptions {
   /** k3s servers. Default: 2. */
@@ -104,10 +107,12 @@ export function renderClusterFile(c: ClusterFileInput): string {
       ...(t.galera ? { galera: { enabled: true, writer: 'infra1', arbitrator: 'agent1', experimental: true } } : {}),
     },
     k3s: {
-      version: 'v1.31.4+k3s1',
+      version: LAB_K3S_VERSION,
       token: 'generate',
       disable: ['servicelb', 'traefik'],
-      ...(c.components?.k3sBinary ? { install: { source: 'local', path: c.components.k3sBinary } } : {}),
+      ...(c.components?.k3sBinary
+        ? { install: { source: 'local', path: c.components.k3sBinary, ...(c.components.airgapImages ? { airgapImages: c.components.airgapImages } : {}) } }
+        : {}),
     },
     metallb: {
       version: 'v0.14.9',
@@ -115,11 +120,13 @@ export function renderClusterFile(c: ClusterFileInput): string {
       l2Advertisement: true,
       ...(c.components?.metallbManifest ? { manifest: c.components.metallbManifest } : {}),
     },
+    ...(c.components?.verifyImage ? { verify: { image: c.components.verifyImage } } : {}),
   };
   const header = [
     `# Written by \`k8s-ha lab up\` for the lab "${c.name}": machines booted on this host`,
     `# (systemd-nspawn) on the lab bridge, gateway ${t.gateway}. \`k8s-ha lab down\` removes them.`,
     ...(c.components?.k3sBinary ? ["# k3s.install points at the lab's k3s (labk3s/): a stand-in built from upstream Kubernetes parts, not k3s."] : []),
+    ...(c.components?.airgapImages ? ['# k3s.install.airgapImages: the lab\'s images (labk3s/images/), uploaded to every node as k3s\'s air-gap install does.'] : []),
     ...(c.components?.metallbManifest ? ["# metallb.manifest is the release manifest without its webhook (lab/components.ts says why)."] : []),
   ].join('\n');
   return `${header}\n${stringify(doc, { flowCollectionPadding: false })}`;

@@ -53,7 +53,7 @@ wait_for() { # seconds description command...
 }
 
 log "version: $("$K3S" --version | head -1)"
-"$K3S" --version | head -1 | grep -q "lab's k3s" || fail "--version"
+"$K3S" --version | head -1 | grep -Eq '^k3s version v1\.[0-9]+\.[0-9]+\+k3s1 \(labk3s\)$' || fail "--version"
 
 # ---- MariaDB
 log "starting MariaDB on 127.0.0.1:$DBPORT"
@@ -241,6 +241,8 @@ kc1 get --raw /version | grep -q labk3s || fail "/version"
 
 # ---- restart server 1 (systemctl restart): graceful stop, same data dir and datastore
 log "restarting server 1"
+cp "$work/s1-k3s.yaml" "$work/s1-k3s.before"
+s1tls=$(cd "$work/s1/server/tls" && sha256sum serving-kube-apiserver.crt client-admin.crt)
 s1pid=${pids[0]}
 kill "$s1pid"
 for _ in $(seq 1 300); do kill -0 "$s1pid" 2>/dev/null || break; sleep 0.1; done
@@ -262,8 +264,11 @@ pids+=($!)
 wait_for 120 "server 1 ready again" grep -q "server is up" "$work/s1-restart.log"
 grep -q 'Read existing bootstrap data' "$work/s1-restart.log" || fail "restart did not reuse bootstrap data"
 [ "$(cat "$work/s1/server/token")" = "$TOKEN" ] || fail "token changed after restart"
+# Like k3s: certificates stay until near expiry, so the kubeconfig does not change.
+cmp -s "$work/s1-k3s.before" "$work/s1-k3s.yaml" || fail "the admin kubeconfig changed across a restart"
+[ "$(cd "$work/s1/server/tls" && sha256sum serving-kube-apiserver.crt client-admin.crt)" = "$s1tls" ] || fail "leaf certificates were re-issued at restart"
 wait_for 60 "all nodes Ready after restart" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 node/a1 --timeout=5s"
-log "server 1 restarted: same token, nodes Ready"
+log "server 1 restarted: same token, same certificates and kubeconfig, nodes Ready"
 if [ -n "${SOAK:-}" ]; then
   log "soak: waiting ${SOAK}s, then re-checking that nodes stay Ready (lease renewal)"
   sleep "$SOAK"

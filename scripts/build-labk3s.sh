@@ -23,7 +23,9 @@ fi
 cd "$mod"
 k8s_version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' go.mod)
 if [ -z "$k8s_version" ]; then echo "build-labk3s: cannot find k8s.io/kubernetes version in go.mod" >&2; exit 1; fi
-lab_version="${k8s_version}+labk3s"
+# k3s-style: the Kubernetes release and "+k3s1", so a cluster file's k3s.version can
+# name it; `--version` marks the double in its commit slot ("labk3s").
+lab_version="${k8s_version}+k3s1"
 
 hash=$( { "$GO" version; cat go.mod go.sum "$self"; find ./cmd ./internal -name '*.go' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 stamp="$bin/.build-stamp"

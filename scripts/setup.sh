@@ -29,3 +29,6 @@ npm ci --no-audit --no-fund
 # cached, so a second run takes seconds. Cold: several minutes on 2 cores.
 bash scripts/build-labk3s.sh
 bash labk3s/metallb/build.sh
+# The lab's container images (pause, the verify web server, MetalLB's
+# controller and speaker) as air-gap archives: no registry is reachable here.
+bash labk3s/images/build.sh

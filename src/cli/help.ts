@@ -68,8 +68,11 @@ Example:
   plan: `Usage: k8s-ha plan [FILE | -f FILE] [--json] [--detailed-exitcode] [--concurrency N] [--accept-new-host-key HOST]
 
 Connects to every host, reads its state and shows, per phase and host, every
-change apply would make: packages, files (as diffs, secrets masked), services.
-Changes nothing on any host.
+change apply would make: + create, ~ update/restart/reload, - delete, > run
+(packages, files as diffs with secrets masked, services, objects), and the
+order hosts are changed in when it is not all at once. --json carries each
+change's action, target (host and file, unit, packages or object), before and
+after. Changes nothing on any host.
 
 Options:
   --detailed-exitcode   exit 3 when changes are pending (0 when none)
@@ -80,11 +83,16 @@ Examples:
   k8s-ha plan -f cluster.yaml
   k8s-ha plan -f cluster.yaml --json > plan.json
 `,
-  apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--concurrency N] [--accept-new-host-key HOST]
+  apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--break-lock] [--concurrency N] [--accept-new-host-key HOST]
 
 Shows the plan, asks for confirmation when standard input is a terminal,
 also with the output piped (--yes skips it; with no terminal no question is
-asked), then converges every host phase by phase.
+asked), then runs exactly that plan, phase by phase. A phase that finds more
+to do than the plan showed (a host changed meanwhile) stops before changing
+anything and lists the difference.
+It holds the cluster lock (/var/lib/k8s-ha/lock on the datastore host) while
+it changes hosts, so two applies, or an apply and a restore, never run at
+once; --break-lock removes a lock left by a run that is gone.
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
 Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed

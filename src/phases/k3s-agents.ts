@@ -1,8 +1,9 @@
-import { clearPending, diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
@@ -10,8 +11,8 @@ import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { K3S_API_PORT, renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, kubectlArgs, seconds, waitUntil } from './k3s-health.js';
-import { installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
-import { SERVER_UNIT, defaultArtifacts, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
+import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
 
 /**
@@ -71,7 +72,7 @@ export function agentConfigInput(d: Deployment, h: ClusterHost, secureToken: Sec
   };
 }
 
-function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Desired {
+function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null, restartFor: string[] = []): Desired {
   const config = K3S_CONFIG_PATH;
   const unit = k3sUnitPath('agent');
   const env = k3sEnvFilePath('agent');
@@ -84,7 +85,7 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Des
       { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
       { path: uninstallPath('agent'), content: renderUninstall('agent'), mode: 0o755 },
     ],
-    services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env] }],
+    services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env], restartFor }],
   };
 }
 
@@ -138,7 +139,7 @@ async function secureTokenFrom(ctx: RunContext<Deployment>, servers: ClusterHost
 }
 
 export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, AgentObserved> {
-  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const artifacts = opts.artifacts ?? new K3sArtifacts();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
@@ -170,27 +171,14 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
 
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
-      let want: Desired;
       try {
-        want = desired(d, agentHost(d, name), o.secureToken);
+        desired(d, agentHost(d, name), o.secureToken);
       } catch {
         return [];
       }
-      const { changes, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
-      const base = diffDesired(want, o.state, ctx.secrets);
-      const restarting = base.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary));
-      const out = [...changes, ...base];
-      if (binaryChanged && !restarting) {
-        out.push({
-          kind: 'service',
-          summary: `restart ${AGENT_UNIT} (binary changed)`,
-          apply: async (h) => {
-            await h.exec(systemctl('restart', AGENT_UNIT));
-            await clearPending(h, AGENT_UNIT);
-          },
-        });
-      }
-      return out;
+      const { changes, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
+      // FACTS: the install script restarts k3s when the binary changed; so do we.
+      return [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
     },
 
     preflight(ctx, observed): Problem[] {
@@ -221,7 +209,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
     },
 
     async settle(ctx, host, applied): Promise<void> {
-      if (!applied.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary))) return;
+      if (!applied.some((c) => restartsUnit(c, AGENT_UNIT))) return;
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
       const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
         const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false });
@@ -250,5 +238,3 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
     },
   };
 }
-
-export const k3sAgents = k3sAgentsPhase();

@@ -3,8 +3,9 @@ import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
-import { StateFile } from '../engine/state.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
+import { StateFile } from '../cluster/state.js';
 import {
   k3sConfigSecrets,
   k3sEnvSecrets,
@@ -52,15 +53,13 @@ export const DATASTORE_CA_PATH = '/etc/rancher/k3s/datastore-ca.pem';
 const FIXED_AFTER_START = new Set(['cluster-cidr', 'service-cidr', 'cluster-dns', 'cluster-domain', 'flannel-backend', 'secrets-encryption', 'egress-selector-mode', 'agent-token']);
 
 export interface K3sPhaseOptions {
-  /** Shared with the agents phase so each file is hashed once. Default: one per process. */
+  /** Shared with the agents phase so each file is hashed once. Default: one per phase made. */
   artifacts?: K3sArtifacts;
   /** How long a server may take to answer /ping and /readyz after a (re)start. Default 300 s. */
   readyTimeoutMs?: number;
   /** Default 2 s. */
   pollIntervalMs?: number;
 }
-
-export const defaultArtifacts = new K3sArtifacts();
 
 export interface ServerObserved {
   state: ObservedState;
@@ -120,7 +119,13 @@ export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfi
   };
 }
 
-function desired(d: Deployment, h: ClusterHost): Desired {
+/** How the server unit restarts, and why besides its files (FACTS: the binary; the datastore CA is read only at start). */
+interface RestartHow {
+  restartFor?: string[];
+  restart?: (h: Host) => Promise<void>;
+}
+
+function desired(d: Deployment, h: ClusterHost, how: RestartHow = {}): Desired {
   const config = K3S_CONFIG_PATH;
   const unit = k3sUnitPath('server');
   const env = k3sEnvFilePath('server');
@@ -135,7 +140,7 @@ function desired(d: Deployment, h: ClusterHost): Desired {
       { path: uninstallPath('server'), content: renderUninstall('server'), mode: 0o755 },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
-    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env] }],
+    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env], ...how }],
   };
 }
 
@@ -149,8 +154,6 @@ function parseConfig(text: string | null | undefined): Record<string, unknown> |
   }
 }
 
-const isRestart = (c: Change) => c.kind === 'service' && /^(re)?start /.test(c.summary);
-
 /** The critical value for a message: secrets never shown. */
 function shown(v: CriticalValue | undefined): string {
   if (v === undefined) return '(k3s default)';
@@ -163,7 +166,7 @@ function hostPath(d: Deployment, name: string): string {
 }
 
 export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, ServerObserved> {
-  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const artifacts = opts.artifacts ?? new K3sArtifacts();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
@@ -190,22 +193,19 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
    * with systemd's "Job failed" instead of the reason. So the restart is
    * queued (--no-block) and `settle` does the bounded wait and explains.
    */
-  const restartChange = (c: Change): Change => ({
-    ...c,
-    apply: async (host) => {
-      const r = await host.exec(
-        sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
-      );
-      const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
-      enteredBefore.set(host.name, Number(entered) || 0);
-      cursorBefore.set(host.name, cursor || null);
-      // Queued to systemd: it runs even if this apply is cut off now.
-      await clearPending(host, SERVER_UNIT);
-    },
-  });
+  const queuedRestart = async (host: Host): Promise<void> => {
+    const r = await host.exec(
+      sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
+    );
+    const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
+    enteredBefore.set(host.name, Number(entered) || 0);
+    cursorBefore.set(host.name, cursor || null);
+    // Queued to systemd: it runs even if this apply is cut off now.
+    await clearPending(host, SERVER_UNIT);
+  };
 
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
-    if (!applied.some(isRestart)) return;
+    if (!applied.some((c) => restartsUnit(c, SERVER_UNIT))) return;
     const before = enteredBefore.get(host.name) ?? 0;
     const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
@@ -239,7 +239,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   return {
     id: 'k3s-servers',
     title: 'k3s servers',
-    serial: true,
+    batch: 1, // the first server ready before the next; restarts one at a time
     targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'server').map((h) => h.name),
 
     async observe(ctx, host): Promise<ServerObserved> {
@@ -262,13 +262,12 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
       const h = serverHost(d, name);
-      let want: Desired;
       try {
-        want = desired(d, h);
+        desired(d, h);
       } catch {
         return []; // preflight reports the renderer's refusal
       }
-      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
+      const { changes: install, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
       const changes: Change[] = [...install];
       let caChanged = false;
       if (d.spec.datastore.tls.enabled) {
@@ -278,7 +277,10 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           // Before the datastore phase has made it (a plan on bare hosts) the
           // CA is read from the datastore host when this change runs.
           changes.push({
-            kind: 'file',
+            action: have ? 'update' : 'create',
+            target: { host: name, file: DATASTORE_CA_PATH },
+            before: have,
+            after: o.datastoreCa,
             summary: `${have ? 'update' : 'create'} ${DATASTORE_CA_PATH} (the datastore's CA)`,
             apply: async (host) => {
               const ca = o.datastoreCa ?? (await readDatastoreCa(ctx));
@@ -289,18 +291,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           });
         }
       }
-      const base = diffDesired(want, o.state, ctx.secrets);
-      changes.push(...base);
       // FACTS: the install script restarts k3s when the binary changed; so
       // do we. The datastore CA, too, is read only at start.
-      if ((binaryChanged || caChanged) && !base.some(isRestart)) {
-        changes.push({
-          kind: 'service',
-          summary: `restart ${SERVER_UNIT} (${binaryChanged ? 'binary' : DATASTORE_CA_PATH} changed)`,
-          apply: async () => undefined,
-        });
-      }
-      return changes.map((c) => (isRestart(c) ? restartChange(c) : c));
+      const restartFor = [...(binaryChanged ? ['binary'] : []), ...(caChanged ? [DATASTORE_CA_PATH] : [])];
+      changes.push(...diffDesired(desired(d, h, { restartFor, restart: queuedRestart }), o.state, ctx.secrets));
+      return changes;
     },
 
     preflight(ctx, observed): Problem[] {
@@ -370,5 +365,3 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     settle,
   };
 }
-
-export const k3sServers = k3sServersPhase();

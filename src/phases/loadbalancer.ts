@@ -1,6 +1,6 @@
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { galeraNodes, hostByName, hostsWithRole, type Cluster } from '../spec/cluster.js';
 import { HAPROXY_CFG_PATH, renderHaproxyCfg, type HaproxyDatastoreInput } from '../render/haproxy.js';
@@ -223,12 +223,15 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
     if (!d) return [];
     const changes = diffDesired(tolerateCheckerMarks(d, o.state), o.state, ctx.secrets);
     const stops: Change[] = o.previous.map((p) => ({
-      kind: 'service',
+      action: 'update',
+      target: { host: hostName, unit: p.unit },
+      before: p.active ? 'active' : 'enabled',
+      after: 'disabled, inactive',
       summary: `stop and disable ${p.unit} (the load balancer is now ${lbUnit(ctx.cluster.spec)})`,
       apply: async (h) => void (await h.exec(sh`systemctl disable --now ${p.unit}`)),
     }));
     // Before the new daemon starts: both cannot hold the API port.
-    const i = changes.findIndex((ch) => ch.kind === 'service');
+    const i = changes.findIndex((ch) => 'unit' in ch.target);
     return i < 0 ? [...changes, ...stops] : [...changes.slice(0, i), ...stops, ...changes.slice(i)];
   },
 

@@ -199,7 +199,7 @@ function checkK3s(f: ClusterFile): Diagnostic[] {
   if (k.version !== undefined && k.channel !== undefined) {
     out.push(error('k3s.channel', 'both k3s.version and k3s.channel are set', 'keep version (pinned releases make upgrades deliberate) and remove channel'));
   } else if (k.version === undefined) {
-    out.push(warning('k3s.version', `k3s is not pinned: hosts installed at different times may get different releases from the ${k.channel ?? 'stable'} channel`, 'set k3s.version, for example v1.31.4+k3s1'));
+    out.push(warning('k3s.version', `k3s is not pinned: hosts installed at different times may get different releases from the ${k.channel ?? 'stable'} channel`, 'set k3s.version, for example v1.37.2+k3s1'));
   }
 
   const clusterNet = parseCidr(k.clusterCidr);

@@ -160,6 +160,8 @@ export interface Cluster {
   k3s: K3s;
   /** Absent when the section is missing or disabled. */
   metallb?: MetalLB;
+  /** The cluster file's `verify` section (empty when absent). */
+  verify: { image?: string };
 }
 
 export interface ResolveContext {
@@ -407,6 +409,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     datastore,
     k3s,
     ...(metallb ? { metallb } : {}),
+    verify: file.verify?.image !== undefined ? { image: file.verify.image } : {},
   };
 }
 

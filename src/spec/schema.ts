@@ -338,10 +338,10 @@ export const K3sSchema = Type.Object(
   {
     version: Type.Optional(
       Type.String({
-        description: 'Pinned k3s release, for example v1.31.4+k3s1. Recommended: upgrades then happen only when you change it.',
+        description: 'Pinned k3s release, for example v1.37.2+k3s1. Recommended: upgrades then happen only when you change it.',
         pattern: K3S_VERSION_PATTERN,
         errorMessage: 'is not a k3s version',
-        errorHint: 'write the full release name, for example v1.31.4+k3s1',
+        errorHint: 'write the full release name, for example v1.37.2+k3s1',
       }),
     ),
     channel: Type.Optional(
@@ -448,6 +448,21 @@ export const MetallbSchema = Type.Object(
   { additionalProperties: false, description: 'MetalLB, for Services of type LoadBalancer. Omit the section to go without.' },
 );
 
+export const VerifySchema = Type.Object(
+  {
+    image: Type.Optional(
+      Type.String({
+        description: 'Image of the test web server `verify` runs behind a LoadBalancer Service: it must serve HTTP on port 80 and be pullable by the nodes (or imported from the air-gap images). Default docker.io/library/nginx:1.27-alpine; `verify --image` overrides it.',
+        minLength: 1,
+        pattern: '^[^\\s]+$',
+        errorMessage: 'is not an image reference',
+        errorHint: 'write an image such as docker.io/library/nginx:1.27-alpine',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'How `k8s-ha verify` (and the end of `apply`) tests the cluster.' },
+);
+
 export const ClusterFileSchema = Type.Object(
   {
     apiVersion: Type.Literal(API_VERSION, { description: 'Version of the cluster file format.' }),
@@ -458,6 +473,7 @@ export const ClusterFileSchema = Type.Object(
     datastore: DatastoreSchema,
     k3s: K3sSchema,
     metallb: Type.Optional(MetallbSchema),
+    verify: Type.Optional(VerifySchema),
   },
   {
     additionalProperties: false,

@@ -22,7 +22,7 @@ export interface StarterAnswers {
   sshUser?: string;
   /** Default: the SSH agent. */
   keyFile?: string;
-  /** Default v1.31.4+k3s1. */
+  /** Default v1.37.2+k3s1. */
   k3sVersion?: string;
   /** Default v0.14.9. */
   metallbVersion?: string;
@@ -30,7 +30,7 @@ export interface StarterAnswers {
   schemaRef?: string;
 }
 
-export const STARTER_K3S_VERSION = 'v1.31.4+k3s1';
+export const STARTER_K3S_VERSION = 'v1.37.2+k3s1';
 export const STARTER_METALLB_VERSION = 'v0.14.9';
 
 /** A YAML plain scalar when safe, a double-quoted one otherwise. */

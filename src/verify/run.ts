@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { stringify } from 'yaml';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { hostKubectl, type KubeItem, type KubeList, type Kubectl } from '../kube/kubectl-host.js';
 import { SERVER_UNIT } from '../phases/k3s-servers.js';
 import type { Host } from '../transport/host.js';
@@ -30,7 +30,7 @@ export interface VerifyOptions {
   host(name: string): Promise<Host>;
   /** Stop each server in turn (opt-in: it stops servers). Default false. */
   drill?: boolean;
-  /** The test Deployment's image. Default DEFAULT_VERIFY_IMAGE. */
+  /** The test Deployment's image. Default: the cluster file's verify.image, else DEFAULT_VERIFY_IMAGE. */
   image?: string;
   /** An HTTP GET from this machine: the status code, or a thrown error. Default node:http. */
   httpGet?: (url: string, timeoutMs: number) => Promise<number>;
@@ -151,7 +151,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
     try {
       let address: string | null = null;
       await check('lb-address', 'a LoadBalancer Service gets an address from the pool', async () => {
-        const yaml = verifyObjects(o.image ?? DEFAULT_VERIFY_IMAGE).map((x) => `---\n${stringify(x)}`).join('');
+        const yaml = verifyObjects(o.image ?? spec.verify.image ?? DEFAULT_VERIFY_IMAGE).map((x) => `---\n${stringify(x)}`).join('');
         await kube.run(['apply', '-f', '-'], { stdin: yaml });
         let svc: KubeItem | undefined;
         const why = await until(t.addressMs, async () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EngineEvent } from '../../src/engine/events.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { datastorePhase } from '../../src/phases/datastore.js';
 import { loadBalancerPhase } from '../../src/phases/loadbalancer.js';
 import { vipPhase } from '../../src/phases/vip.js';

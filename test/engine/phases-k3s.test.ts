@@ -3,13 +3,13 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { PreflightError } from '../../src/engine/engine.js';
 import { MultiHostError } from '../../src/engine/errors.js';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EngineEvent } from '../../src/engine/events.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
 import { K3sArtifacts } from '../../src/phases/k3s-install.js';
 import { k3sServersPhase } from '../../src/phases/k3s-servers.js';
@@ -290,6 +290,56 @@ test('a new binary is uploaded and restarts the servers one at a time; the agent
     assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s binary v2\n');
     assert.equal(fc.hosts.get(a)!.services.get('k3s-agent')!.restarts, agentRestarts[i]! + 1);
   });
+});
+
+test('air-gap images: every archive of the folder goes to every node\'s images folder before k3s starts; a re-apply uploads nothing; a changed archive is replaced without a restart', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 10 });
+  t.after(fc.cleanup);
+  const images = join(fc.dir, 'images');
+  mkdirSync(images);
+  writeFileSync(join(images, 'pause.tar'), 'pause image v1');
+  writeFileSync(join(images, 'httpd.tar.zst'), 'httpd image v1');
+  writeFileSync(join(images, 'images.txt'), 'not an archive: stays here\n');
+  writeFileSync(fc.file, clusterYaml(fc.binary).replace(`install: {source: local, path: ${fc.binary}}`, `install: {source: local, path: ${fc.binary}, airgapImages: ${images}}`));
+  const run = await fc.open();
+  const plan = await run.plan();
+  const s1 = plan.steps.find((s) => s.host === 'server1')!.changes.map((c) => c.summary);
+  assert.deepEqual(s1.slice(0, 2), [
+    `upload air-gap images /var/lib/rancher/k3s/agent/images/httpd.tar.zst (from ${join(images, 'httpd.tar.zst')})`,
+    `upload air-gap images /var/lib/rancher/k3s/agent/images/pause.tar (from ${join(images, 'pause.tar')})`,
+  ]);
+  await run.apply();
+  await run.close();
+  for (const name of [...SERVERS, ...AGENTS]) {
+    const h = fc.hosts.get(name)!;
+    assert.equal(h.text('/var/lib/rancher/k3s/agent/images/pause.tar'), 'pause image v1', name);
+    assert.equal(h.text('/var/lib/rancher/k3s/agent/images/httpd.tar.zst'), 'httpd image v1', name);
+    assert.equal(h.files.has('/var/lib/rancher/k3s/agent/images/images.txt'), false, `${name}: only archives are uploaded`);
+    // k3s imports the images at start: they are on the host before the unit first starts.
+    const w = h.writes;
+    assert.ok(w.indexOf('/var/lib/rancher/k3s/agent/images/pause.tar') < w.indexOf('/usr/local/bin/k3s'), `${name}: the images were written after the binary`);
+  }
+
+  const again = await fc.open();
+  const noop = await again.plan();
+  assert.equal(noop.empty, true, JSON.stringify(noop.steps.map((s) => [s.host, s.changes.map((c) => c.summary)])));
+  await again.close();
+
+  writeFileSync(join(images, 'httpd.tar.zst'), 'httpd image v2');
+  const restartsBefore = fc.restarts.length;
+  const agentRestarts = AGENTS.map((a) => fc.hosts.get(a)!.services.get('k3s-agent')!.restarts);
+  const third = await fc.open();
+  const p3 = await third.plan();
+  assert.deepEqual(
+    p3.steps.map((s) => `${s.host}: ${s.changes.map((c) => c.summary).join('; ')}`),
+    [...SERVERS, ...AGENTS].map((n) => `${n}: replace air-gap images /var/lib/rancher/k3s/agent/images/httpd.tar.zst (from ${join(images, 'httpd.tar.zst')})`),
+  );
+  await third.apply();
+  await third.close();
+  for (const name of [...SERVERS, ...AGENTS]) assert.equal(fc.hosts.get(name)!.text('/var/lib/rancher/k3s/agent/images/httpd.tar.zst'), 'httpd image v2');
+  // k3s (v1.29.13+, v1.30.9+, v1.31.5+, v1.32+) imports a changed archive while running: no restart for it.
+  assert.equal(fc.restarts.length, restartsBefore);
+  AGENTS.forEach((a, i) => assert.equal(fc.hosts.get(a)!.services.get('k3s-agent')!.restarts, agentRestarts[i]));
 });
 
 test('a cluster-critical setting that differs from what a server already runs is refused before any change', async (t) => {

@@ -15,14 +15,14 @@ import { parse, stringify } from 'yaml';
 import { PreflightError } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { AnyPhase } from '../../src/engine/phase.js';
-import { pipeline } from '../../src/engine/pipeline.js';
-import { ClusterRun, type Deployment } from '../../src/engine/run.js';
+import { applyPipeline } from '../../src/cluster/pipelines.js';
+import { ClusterRun, type Deployment } from '../../src/cluster/open.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
 import { k3sServersPhase, type K3sPhaseOptions } from '../../src/phases/k3s-servers.js';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
+import { labSkipReason, waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
@@ -44,7 +44,7 @@ function clusterFile(lab: Lab, dir: string, f: Flavour, k3sExtra: Record<string,
   return file;
 }
 
-const infraPhases = (): AnyPhase<Deployment>[] => pipeline.filter((p) => ['loadbalancer', 'vip', 'datastore'].includes(p.id));
+const infraPhases = (): AnyPhase<Deployment>[] => applyPipeline().filter((p) => ['loadbalancer', 'vip', 'datastore'].includes(p.id));
 const k3sPhases = (o: K3sPhaseOptions = {}): AnyPhase<Deployment>[] => [k3sServersPhase(o), k3sAgentsPhase(o)];
 
 async function open(lab: Lab, file: string, phases: AnyPhase<Deployment>[], env: NodeJS.ProcessEnv = {}, events: EngineEvent[] = []): Promise<ClusterRun> {
@@ -220,7 +220,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
   });
 }
 
-test("k3s on the lab with the lab's k3s", { skip: labSkip ? `no lab: ${labSkip}` : existsSync(LAB_K3S) ? false : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh` }, async (t) => {
+test("k3s on the lab with the lab's k3s", { skip: labSkip ? `no lab: ${labSkip}` : skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, async (t) => {
   await scenario(t, { what: "the lab's k3s", binary: LAB_K3S });
 });
 

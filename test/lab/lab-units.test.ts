@@ -3,7 +3,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { chooseSubnet, collision, ipToNumber, overlaps, parseCidr, type HostNet } from '../../lab/network.js';
-import { planTopology, renderClusterFile, checkLabName } from '../../lab/topology.js';
+import { planTopology, renderClusterFile, checkLabName, LAB_K3S_VERSION } from '../../lab/topology.js';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { LAB_K3S } from '../../lab/components.js';
+import { skipOrFail } from '../../lab/testing.js';
 import { requirementProblem } from '../../lab/requirements.js';
 import { imageKey, IMAGE_PACKAGES } from '../../lab/image.js';
 import { LabUsageError } from '../../lab/errors.js';
@@ -75,6 +79,23 @@ test('the cluster file written for a lab with two load balancers is a valid k8s-
   const r = parseCluster(text, '/tmp/demo.yaml', {});
   assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
   assert.ok(r.cluster);
+});
+
+test('with the lab\'s parts built, the cluster file installs the lab\'s k3s air-gapped with the lab\'s images, pins the release it reports, and verifies with the busybox httpd', () => {
+  const topology = planTopology(parseCidr('10.213.0.0/24'));
+  const components = { k3sBinary: '/repo/labk3s/bin/k3s', airgapImages: '/repo/labk3s/images/bin', verifyImage: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' };
+  const text = renderClusterFile({ name: 'demo', keyFile: '/k', topology, components });
+  const r = parseCluster(text, '/tmp/demo.yaml', {});
+  assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.deepEqual(r.cluster!.k3s.install, { source: 'local', path: '/repo/labk3s/bin/k3s', airgapImages: '/repo/labk3s/images/bin' });
+  assert.equal(r.cluster!.k3s.version, 'v1.37.2+k3s1');
+  assert.deepEqual(r.cluster!.verify, { image: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' });
+  assert.match(text, /^# k3s.install.airgapImages: the lab's images/m);
+});
+
+test('the lab\'s k3s reports, k3s-style, the release the lab\'s cluster file pins', { skip: skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, () => {
+  const out = execFileSync(LAB_K3S, ['--version'], { encoding: 'utf8' });
+  assert.match(out, new RegExp(`^k3s version ${LAB_K3S_VERSION.replace(/[.+]/g, '\\$&')} \\(labk3s\\)\ngo version go`));
 });
 
 test('lab names that cannot become link and cgroup names are refused', () => {

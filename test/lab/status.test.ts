@@ -11,11 +11,11 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import type { StatusHooks } from '../../src/cli/commands/status.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { collectStatus } from '../../src/status/collect.js';
 import { degradations, formatStatus, type StatusSnapshot } from '../../src/status/model.js';
 import type { Lab } from '../../lab/index.js';
-import { labSkipReason, withLab } from '../../lab/testing.js';
+import { labSkipReason, withLab, skipOrFail } from '../../lab/testing.js';
 import { runCli } from '../cli/helpers.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -127,6 +127,6 @@ async function scenario(t: TestContext): Promise<void> {
   });
 }
 
-test('status on the lab: healthy and degraded', { skip: labSkip ? `no lab: ${labSkip}` : existsSync(LAB_K3S) ? false : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh` }, async (t) => {
+test('status on the lab: healthy and degraded', { skip: labSkip ? `no lab: ${labSkip}` : skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, async (t) => {
   await scenario(t);
 });

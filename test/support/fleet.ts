@@ -10,7 +10,7 @@ import { attachMariadb, fakeMariadb, type FakeMariadb } from './fleet-mariadb.js
 /**
  * One simulated fleet for a cluster file: every host a bare Debian 12
  * machine in memory that answers every command the full pipeline sends
- * (engine/pipeline.ts), the way the real programs would. Hosts differ only
+ * (cluster/pipelines.ts), the way the real programs would. Hosts differ only
  * in what was installed, written and started on them, never by their role,
  * so a phase that forgets a step fails here as it would on a real machine.
  * Deterministic (no clock, no randomness) and fast.

@@ -67,7 +67,7 @@ test('the seed normalizes to one infrastructure host, two servers, three agents 
     tls: { enabled: false },
     maxConnections: 250,
   });
-  assert.equal(c.k3s.version, 'v1.31.4+k3s1');
+  assert.equal(c.k3s.version, 'v1.37.2+k3s1');
   assert.equal(c.k3s.channel, undefined);
   assert.deepEqual(c.k3s.token, { source: 'generate' });
   assert.deepEqual(c.k3s.disable, ['servicelb', 'traefik']);
@@ -216,4 +216,14 @@ test('a VRRP password with a sub-second advert interval is warned about: VRRP v3
   const w = r.diagnostics.find((d) => d.path === 'loadBalancer.virtualIP.authPass');
   assert.equal(w?.severity, 'warning');
   assert.match(w.message, /VRRP v3, which has no password/);
+});
+
+test('verify.image names the test web server; absent, verify uses its default; a reference with spaces is refused at its path', () => {
+  const seed = readFileSync(SEED, 'utf8');
+  assert.deepEqual(parseCluster(seed, SEED, {}).cluster!.verify, {});
+  const c = parseCluster(`${seed}\nverify: {image: localhost/k8s-ha-lab/httpd:busybox-1.35.0}\n`, SEED, {}).cluster!;
+  assert.deepEqual(c.verify, { image: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' });
+  const bad = parseCluster(`${seed}\nverify: {image: 'nginx latest'}\n`, SEED, {});
+  assert.equal(bad.cluster, undefined);
+  assert.ok(bad.diagnostics.some((d) => d.path === 'verify.image' && /not an image reference/.test(d.message)), JSON.stringify(bad.diagnostics));
 });

@@ -23,7 +23,7 @@ test('the starter file for the seed\'s answers loads without a problem and match
     'agent2:agent',
     'agent3:agent',
   ]);
-  assert.equal(c.k3s.version, 'v1.31.4+k3s1');
+  assert.equal(c.k3s.version, 'v1.37.2+k3s1');
   assert.deepEqual(c.metallb?.pools[0]?.addresses, ['192.168.0.170-192.168.0.175']);
   assert.deepEqual(c.k3s.disable, ['servicelb', 'traefik']);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { loadCluster, type Deployment } from '../../src/engine/run.js';
+import { loadCluster, type Deployment } from '../../src/cluster/open.js';
 import type { KubeItem } from '../../src/kube/kubectl-host.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { Secret } from '../../src/util/secret.js';
@@ -14,6 +14,8 @@ import { runVerify, type VerifyOptions } from '../../src/verify/run.js';
 class FakeKube {
   readonly hosts = new Map<string, MemoryHost>();
   readonly log: string[] = [];
+  /** The test Deployment's image, as applied. */
+  images: string[] = [];
   simulated = false;
   address: string | null = '192.168.0.170';
   notReady = new Set<string>();
@@ -53,6 +55,7 @@ class FakeKube {
       if (node) return ok(JSON.stringify(this.node(node[1]!)));
       if (t.includes('apply -f -')) {
         assert.match(stdin, /kind: Service[\s\S]*type: LoadBalancer/);
+        this.images.push(...[...stdin.matchAll(/image: (\S+)/g)].map((m) => m[1]!));
         this.nsExists = true;
         return ok();
       }
@@ -201,4 +204,12 @@ test('without a metallb section the Service checks are skipped with the reason',
   assert.equal(statuses(r)['lb-address'], 'skip');
   assert.match(r.checks.find((c) => c.id === 'lb-address')!.detail, /no metallb section/);
   assert.equal(r.ok, true);
+});
+
+test('the test web server is the cluster file\'s verify.image, else nginx; --image overrides both', async () => {
+  const k = new FakeKube();
+  await verify(k);
+  await verify(k, { deployment: deployment((d) => (d.spec = { ...d.spec, verify: { image: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' } })) });
+  await verify(k, { deployment: deployment((d) => (d.spec = { ...d.spec, verify: { image: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' } })), image: 'registry.example/web:1' });
+  assert.deepEqual(k.images, ['docker.io/library/nginx:1.27-alpine', 'localhost/k8s-ha-lab/httpd:busybox-1.35.0', 'registry.example/web:1']);
 });

@@ -29,14 +29,17 @@ import (
 )
 
 // labVersion is overridden by the build script (-X main.labVersion=...).
-var labVersion = "v1.37.2+labk3s"
+// It is k3s-style (the Kubernetes release it is built from, "+k3s1"), so that
+// a cluster file's k3s.version can name it; the commit slot of --version says
+// "labk3s", the mark of the double.
+var labVersion = "v1.37.2+k3s1"
 
 func versionString() string {
 	v := labVersion
 	if gv := version.Get().GitVersion; strings.HasPrefix(gv, "v1.") {
 		v = gv
 	}
-	return fmt.Sprintf("k3s version %s (lab's k3s)\ngo version %s\n", v, runtime.Version())
+	return fmt.Sprintf("k3s version %s (labk3s)\ngo version %s\n", v, runtime.Version())
 }
 
 const usage = `NAME:
@@ -49,6 +52,7 @@ COMMANDS:
    server   Run management server (kine on MariaDB + kube-apiserver + kube-controller-manager + kube-scheduler)
    agent    Run node agent (registers a Node simulated by kwok)
    kubectl  Run kubectl
+   completion  Print (or with -i install) a bash completion script
 
 GLOBAL OPTIONS:
    --version, -v  print the version
@@ -74,10 +78,12 @@ func main() {
 		return
 	case "kubectl":
 		os.Exit(runKubectl(args))
+	case "completion":
+		os.Exit(runCompletion(args))
 	case "server", "agent":
 		os.Exit(runDaemon(cmd, args))
 	default:
-		fmt.Fprintf(os.Stderr, "k3s: unknown command %q (the lab's k3s supports: server, agent, kubectl, --version)\n", cmd)
+		fmt.Fprintf(os.Stderr, "k3s: unknown command %q (the lab's k3s supports: server, agent, kubectl, completion, --version)\n", cmd)
 		os.Exit(1)
 	}
 }

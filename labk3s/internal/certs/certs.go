@@ -154,3 +154,55 @@ func Hash(caPEM []byte) string {
 	h := sha256.Sum256(caPEM)
 	return hex.EncodeToString(h[:])
 }
+
+// RenewWithin is how close to its expiry a leaf certificate is re-issued at
+// start, as k3s does ("expired, or within 120 days of expiring"); until then
+// a restart keeps the certificates, and with them the kubeconfigs.
+const RenewWithin = 120 * 24 * time.Hour
+
+// Keeps reports whether have, an earlier leaf, can stay in place of a new one
+// for l: signed by this CA, for the same names and addresses and identity,
+// and not within RenewWithin of its expiry at now.
+func (ca *KeyPair) Keeps(have *KeyPair, l Leaf, now time.Time) bool {
+	if have == nil || len(have.CertPEM) == 0 || len(have.KeyPEM) == 0 {
+		return false
+	}
+	cert, key, err := have.Parse()
+	if err != nil || key == nil {
+		return false
+	}
+	caCert, _, err := ca.Parse()
+	if err != nil || cert.CheckSignatureFrom(caCert) != nil {
+		return false
+	}
+	if now.Add(RenewWithin).After(cert.NotAfter) || now.Before(cert.NotBefore) {
+		return false
+	}
+	if cert.Subject.CommonName != l.CommonName || !sameStrings(cert.Subject.Organization, l.Organization) || !sameStrings(cert.DNSNames, l.DNSNames) {
+		return false
+	}
+	var got, want []string
+	for _, ip := range cert.IPAddresses {
+		got = append(got, ip.String())
+	}
+	for _, ip := range l.IPs {
+		want = append(want, ip.String())
+	}
+	return sameStrings(got, want)
+}
+
+func sameStrings(a, b []string) bool {
+	seen := map[string]int{}
+	for _, s := range a {
+		seen[s]++
+	}
+	for _, s := range b {
+		seen[s]--
+	}
+	for _, n := range seen {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}

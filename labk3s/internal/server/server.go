@@ -377,6 +377,22 @@ func (c *serverConfig) sans() ([]string, []net.IP) {
 	return dl, il
 }
 
+// leaf is the certificate `name` in the tls folder when the CA `ca` still
+// vouches for it (certs.Keeps: same identity and addresses, not near expiry),
+// else a new one: a restart keeps certificates and kubeconfigs, as k3s does.
+func (c *serverConfig) leaf(name, ca string, l certs.Leaf) (*certs.KeyPair, error) {
+	crt, errC := os.ReadFile(c.tls(name + ".crt"))
+	key, errK := os.ReadFile(c.tls(name + ".key"))
+	if errC == nil && errK == nil {
+		have := &certs.KeyPair{CertPEM: crt, KeyPEM: key}
+		if c.ca(ca).Keeps(have, l, time.Now()) {
+			return have, nil
+		}
+	}
+	logrus.Infof("Issuing certificate %s (none, or not valid for %s any more)", name, l.CommonName)
+	return c.ca(ca).Sign(l)
+}
+
 func (c *serverConfig) writeCerts() error {
 	for name, content := range c.boot {
 		if name == "encryption-key" {
@@ -391,7 +407,7 @@ func (c *serverConfig) writeCerts() error {
 		}
 	}
 	dns, ips := c.sans()
-	serving, err := c.ca("server-ca").Sign(certs.Leaf{CommonName: "kube-apiserver", DNSNames: dns, IPs: ips, Server: true})
+	serving, err := c.leaf("serving-kube-apiserver", "server-ca", certs.Leaf{CommonName: "kube-apiserver", DNSNames: dns, IPs: ips, Server: true})
 	if err != nil {
 		return err
 	}
@@ -404,13 +420,13 @@ func (c *serverConfig) writeCerts() error {
 		"client-kubelet-" + c.nodeName: {CommonName: "system:node:" + c.nodeName, Organization: []string{"system:nodes"}, Client: true},
 	}
 	for name, l := range clients {
-		kp, err := c.ca("client-ca").Sign(l)
+		kp, err := c.leaf(name, "client-ca", l)
 		if err != nil {
 			return err
 		}
 		leaves[name] = kp
 	}
-	proxy, err := c.ca("request-header-ca").Sign(certs.Leaf{CommonName: "system:auth-proxy", Client: true})
+	proxy, err := c.leaf("client-auth-proxy", "request-header-ca", certs.Leaf{CommonName: "system:auth-proxy", Client: true})
 	if err != nil {
 		return err
 	}

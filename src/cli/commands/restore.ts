@@ -59,7 +59,8 @@ export async function restoreCommand(argv: string[], io: CliIO, hooks: VerifyHoo
       }
     }
     applied = true;
-    const result = await run.apply();
+    // The plan shown, under the cluster lock: never at once with an apply.
+    const result = await run.apply(plan, { command: 'restore' });
     if (!values.json) io.stdout(`Restored ${m.cluster} from ${shownPath(io.cwd, archive)} in ${(result.ms / 1000).toFixed(1)} s; the next kine revision is above ${job.revision ?? '?'}.\n`);
     const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify({ restored: archive, revision: job.revision, loadMs: job.loadMs, ms: result.ms, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
