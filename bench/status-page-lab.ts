@@ -74,6 +74,22 @@ export async function serve(lab: Lab, file: string, dir: string, extra: StatusHo
   };
 }
 
+/**
+ * `systemctl stop nginx` on an LB machine; k8s-ha-lbcheck may be reloading
+ * nginx just then (a server it had marked down came back), and systemd
+ * cancels the stop ("Job for nginx.service canceled"): tried three times.
+ * Returns when the stop was issued.
+ */
+export async function stopNginx(lab: Lab, machine: string): Promise<number> {
+  for (let i = 0; ; i++) {
+    const t = Date.now();
+    const r = await lab.exec(machine, ['systemctl', 'stop', 'nginx'], { allowFailure: true });
+    if (r.code === 0) return t;
+    if (i === 2) throw new Error(`systemctl stop nginx on ${machine}: ${r.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
 export async function launchChromium(): Promise<Browser> {
   const { chromium } = await import('playwright-core');
   // Root (the lab tests run as root) cannot use Chromium's sandbox.

@@ -7,7 +7,7 @@ import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
 import { labSkipReason, testLabLock } from '../lab/testing.js';
 import { LBCHECK_STATE_PATH } from '../src/render/lbcheck.js';
 import type { BenchResult } from './result.js';
-import { applyCluster, browserSkipReason, clusterFile, launchChromium, REPO, serve, until } from './status-page-lab.js';
+import { applyCluster, browserSkipReason, clusterFile, launchChromium, REPO, serve, stopNginx, until } from './status-page-lab.js';
 
 const NAME = 'bench';
 const FAULTS = 3;
@@ -104,16 +104,7 @@ export async function benchStatusPage(): Promise<BenchResult[]> {
 
       // The primary LB stopped: VIP on lb2 (as the host has it) and on the page.
       const vip = lab.virtualIP!;
-      // k8s-ha-lbcheck may still be reloading nginx after the thaw: a stop then gets "Job canceled".
-      await sleep(3000);
-      let t0 = Date.now();
-      for (let i = 0; ; i++) {
-        t0 = Date.now();
-        const r = await lab.exec('infra', ['systemctl', 'stop', 'nginx'], { allowFailure: true });
-        if (r.code === 0) break;
-        if (i === 2) throw new Error(`systemctl stop nginx on infra: ${r.stderr.trim()}`);
-        await sleep(1000);
-      }
+      const t0 = await stopNginx(lab, 'infra');
       try {
         const [tHost, tPage] = await Promise.all([
           when('the VIP on lb2', 30_000, async () => (await lab!.exec('lb2', ['ip', '-o', 'addr', 'show'])).stdout.includes(` ${vip}/`)),
