@@ -18,6 +18,7 @@ Commands:
   status      one screen: hosts, load balancer, VIP, datastore, nodes, MetalLB (--serve: a live page)
   backup      the datastore and the token in one archive (--list, --check)
   restore     a backup onto the same or fresh machines, then verify
+  reset       uninstall k3s (and on request the LB and the datastore)
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 

@@ -11,7 +11,7 @@ import {
   type Host,
   type WriteOptions,
 } from './host.js';
-import { formatFacts, OsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
+import { formatFacts, isOsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
 import type { Command } from './quote.js';
 import { isSecret, maskSecrets, type Secret } from '../util/secret.js';
 
@@ -218,7 +218,7 @@ export class MemoryHost implements Host {
     if (fail >= 0) return this.#failures.splice(fail, 1)[0]!.result;
     const handler = this.#handlers.find((h) => matches(h.match));
     if (handler) return handler.handle(cmd, stdin);
-    if (cmd instanceof OsCommand) return this.#os(cmd.op, stdin);
+    if (isOsCommand(cmd)) return this.#os(cmd.op, stdin);
     return {
       code: 127,
       stdout: '',

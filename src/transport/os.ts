@@ -30,6 +30,15 @@ export type OsOp =
   | { kind: 'touch'; path: string };
 
 /** A command built here: its text for real hosts, its meaning for the in-memory host. */
+/**
+ * An OS command of any copy of k8s-ha loaded in the process (the in-memory
+ * host answers by `op`, also when the package under test built the command).
+ */
+export function isOsCommand(cmd: Command): cmd is OsCommand {
+  const op = (cmd as { op?: unknown }).op;
+  return typeof op === 'object' && op !== null && typeof (op as { kind?: unknown }).kind === 'string';
+}
+
 export class OsCommand extends Command {
   constructor(
     text: string,

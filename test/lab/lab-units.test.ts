@@ -81,6 +81,24 @@ test('the cluster file written for a lab with two load balancers is a valid k8s-
   assert.ok(r.cluster);
 });
 
+test('--galera plans two infrastructure machines (LB + data node each), the VIP and garbd on agent1, and writes a valid cluster file with one HAProxy writer route', () => {
+  const topology = planTopology(parseCidr('10.213.0.0/24'), { galera: true, agents: 1 });
+  assert.deepEqual(topology.machines.slice(0, 2), [
+    { name: 'infra1', address: '10.213.0.10', roles: ['loadbalancer', 'datastore'] },
+    { name: 'infra2', address: '10.213.0.11', roles: ['loadbalancer', 'datastore'] },
+  ]);
+  assert.equal(topology.virtualIP, '10.213.0.5');
+  const text = renderClusterFile({ name: 'demo', keyFile: '/k', topology });
+  const doc = parse(text) as { loadBalancer: { kind: string }; datastore: { galera: Record<string, unknown> } };
+  assert.equal(doc.loadBalancer.kind, 'haproxy');
+  assert.deepEqual(doc.datastore.galera, { enabled: true, writer: 'infra1', arbitrator: 'agent1', experimental: true });
+  const r = parseCluster(text, '/tmp/demo.yaml', {});
+  assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.equal(r.cluster?.apiAddress, '10.213.0.5');
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { galera: true, agents: 0 }), /arbitrator on agent1/);
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { galera: true, lb2: true }), /leave out --lb2/);
+});
+
 test('with the lab\'s parts built, the cluster file installs the lab\'s k3s air-gapped with the lab\'s images, pins the release it reports, and verifies with the busybox httpd', () => {
   const topology = planTopology(parseCidr('10.213.0.0/24'));
   const components = { k3sBinary: '/repo/labk3s/bin/k3s', airgapImages: '/repo/labk3s/images/bin', verifyImage: 'localhost/k8s-ha-lab/httpd:busybox-1.35.0' };
