@@ -31,6 +31,20 @@ test('a --subnet that overlaps a host route is refused with the route named', ()
   );
 });
 
+test("the hint of a refused --subnet suggests a subnet that is free on this host, never the one that collides", () => {
+  for (const wanted of ['10.213.0.0/24', '10.213.0.0/16', '192.0.2.0/24']) {
+    assert.throws(
+      () => chooseSubnet(wanted, HOST),
+      (e: unknown) => {
+        const hint = /e\.g\. (\S+),/.exec((e as Error).message)?.[1];
+        // 10.213.0.0/16 covers every default: then no subnet is named at all.
+        if (hint === undefined) return wanted.endsWith('/16') && /one none of the host's routes covers/.test((e as Error).message);
+        return !overlaps(parseCidr(hint), parseCidr(wanted)) && collision(parseCidr(hint), HOST) === null;
+      },
+    );
+  }
+});
+
 test('a --subnet smaller than a /24 is refused', () => {
   assert.throws(() => chooseSubnet('10.250.0.0/25', HOST), LabUsageError);
 });
