@@ -2,8 +2,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { AnyPhase } from '../src/engine/phase.js';
-import { pipeline } from '../src/engine/pipeline.js';
-import { ClusterRun, type Deployment } from '../src/engine/run.js';
+import { applyPipeline } from '../src/cluster/pipelines.js';
+import { ClusterRun, type Deployment } from '../src/cluster/open.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
 import { labSkipReason, testLabLock, waitFor } from '../lab/testing.js';
@@ -67,7 +67,7 @@ export async function benchGalera(): Promise<BenchResult[]> {
       delete doc.metallb;
       doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
       writeFileSync(file, stringify(doc));
-      const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+      const phases: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
       const open = () => ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases });
       const apply = async () => {
         const run = await open();

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import type { Lab } from '../lab/index.js';
 import { withLab } from '../lab/testing.js';
-import { ClusterRun } from '../src/engine/run.js';
+import { ClusterRun } from '../src/cluster/open.js';
 import { datastorePhase } from '../src/phases/datastore.js';
 import { loadBalancerPhase } from '../src/phases/loadbalancer.js';
 import { vipPhase } from '../src/phases/vip.js';

@@ -5,13 +5,14 @@ import { parse, stringify } from 'yaml';
 import type { CliIO } from '../src/cli/io.js';
 import { main } from '../src/cli/main.js';
 import type { AnyPhase } from '../src/engine/phase.js';
-import { pipeline } from '../src/engine/pipeline.js';
-import { ClusterRun, type Deployment } from '../src/engine/run.js';
+import { applyPipeline } from '../src/cluster/pipelines.js';
+import { ClusterRun, type Deployment } from '../src/cluster/open.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labDown, labUp, openLab } from '../lab/index.js';
 import { machineCgroup } from '../lab/machine.js';
 import { labSkipReason, testLabLock } from '../lab/testing.js';
 import type { BenchResult } from './result.js';
+import { ensureBuilt, shell } from './startup.js';
 
 const NAME = 'benchk3s';
 const RUNS = 3;
@@ -41,6 +42,7 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
   if (why) throw new Error(`the lab cannot run here: ${why}`);
   if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
   const out: BenchResult[] = [];
+  ensureBuilt();
   const lock = await testLabLock();
   try {
     if (await openLab(NAME)) await labDown(NAME);
@@ -51,7 +53,7 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
     // The lab's images (pause, ...) through k8s-ha's air-gap path, as the lab's cluster file has them.
     doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S, ...(existsSync(IMAGES) ? { airgapImages: IMAGES } : {}) } };
     writeFileSync(file, stringify(doc));
-    const phases: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+    const phases: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
     const connect = { connect: (h: { name: string }) => lab.connect(h.name), phases };
 
     const t0 = Date.now();
@@ -87,6 +89,25 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
       if (code !== 0) throw new Error(`the no-op apply exited ${code}`);
     }
     out.push({ name: 'no-op `k8s-ha apply` of the seed topology (LB, datastore, servers, agents)', value: round(median(noops)), unit: 's', target: 2, note: `median of ${RUNS}: ${noops.map((n) => n.toFixed(2)).join(', ')}` });
+
+    // The same no-op, as `plan`: in-process, then a whole process from the
+    // shell as a user runs it (built dist/, real SSH with the lab's keys).
+    const plansIn: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const t = Date.now();
+      const code = await main(['plan', '-f', file, '--detailed-exitcode'], quietIO(), { open: connect });
+      plansIn.push((Date.now() - t) / 1000);
+      if (code !== 0) throw new Error(`the no-op plan exited ${code} (3: changes pending)`);
+    }
+    const plansShell: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = shell(`${JSON.stringify(process.execPath)} ${resolve(import.meta.dirname, '../bin/k8s-ha.js')} plan -f ${file} --detailed-exitcode`);
+      plansShell.push(r.wall / 1000);
+      cpu.push(r.cpu);
+    }
+    out.push({ name: 'no-op `k8s-ha plan` of the seed topology, in-process', value: round(median(plansIn)), unit: 's', note: `median of ${RUNS}: ${plansIn.map((n) => n.toFixed(2)).join(', ')}` });
+    out.push({ name: 'no-op `k8s-ha plan` of the seed topology, whole process from the shell (built dist/)', value: round(median(plansShell)), unit: 's', note: `median of ${RUNS}: ${plansShell.map((n) => n.toFixed(2)).join(', ')}; CPU time median ${Math.round(median(cpu))} ms` });
     await lab.down();
     return out;
   } finally {

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterRun } from '../src/engine/run.js';
+import { ClusterRun } from '../src/cluster/open.js';
 import { simulatedFleet } from '../test/support/fleet.js';
 import { offlineCluster } from '../test/support/offline-example.js';
 import type { BenchResult } from './result.js';

@@ -1,5 +1,6 @@
 import type { BenchResult } from './result.js';
 import { benchPlanMemory } from './plan-memory.js';
+import { benchStartup } from './startup.js';
 
 /**
  * `npm run bench`: every benchmark, one after another, then a table. Lab
@@ -8,7 +9,10 @@ import { benchPlanMemory } from './plan-memory.js';
  */
 type Bench = { name: string; run: () => Promise<BenchResult[]>; needsRoot?: boolean };
 
-const benches: Bench[] = [{ name: 'plan-memory', run: benchPlanMemory }];
+const benches: Bench[] = [
+  { name: 'startup', run: benchStartup },
+  { name: 'plan-memory', run: benchPlanMemory },
+];
 
 async function loadOptional(): Promise<void> {
   const optional: [string, string, string][] = [

@@ -16,13 +16,18 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The clone (or installed package) this module belongs to: the nearest directory up with a package.json (lab/ from the sources, dist/lab/ once built). */
+export const REPO = ((): string => {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
+  return d;
+})();
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
 export const LAB_METALLB_VERSION = 'v0.14.9';
 /** The lab's image archives (labk3s/images/build.sh): a folder of `ctr import`-able tarballs, and their names. */

@@ -3,15 +3,17 @@
  *
  *   const run = await ClusterRun.open('cluster.yaml', { events: (e) => console.log(e) });
  *   const plan = await run.plan();   // changes nothing
- *   await run.apply();               // converges
+ *   await run.apply(plan);           // runs that plan, under the cluster lock
  *   await run.close();
  */
-export { ClusterRun, loadCluster, type ClusterSecrets, type Deployment, type OpenOptions } from './engine/run.js';
-export { Engine, PreflightError, type ApplyResult, type Plan, type PlanStep } from './engine/engine.js';
+export { ClusterRun, loadCluster, type ClusterSecrets, type Deployment, type OpenOptions } from './cluster/open.js';
+export { Engine, PlanChangedError, PreflightError, type ApplyResult, type Plan, type PlanStep } from './engine/engine.js';
+export { ClusterLock, LockedError } from './engine/lock.js';
 export type { EngineEvent, EventSink } from './engine/events.js';
 export { HostError, InterruptedError, MultiHostError, UserError, type Problem } from './engine/errors.js';
-export type { Change, Phase, RunContext } from './engine/phase.js';
-export { pipeline } from './engine/pipeline.js';
+export type { Change, ChangeAction, ChangeTarget } from './engine/change.js';
+export type { Phase, Rollout, RunContext } from './engine/phase.js';
+export { applyPipeline } from './cluster/pipelines.js';
 export { loadClusterFile, parseCluster } from './spec/load.js';
 export type { Cluster, ClusterHost } from './spec/cluster.js';
 export { clusterJsonSchema } from './spec/schema.js';

@@ -113,9 +113,16 @@ export interface DumpFacts {
 export async function scanDump(sql: Readable): Promise<DumpFacts> {
   const facts: DumpFacts = { bootstrap: new Map(), maxId: 0, rows: 0 };
   const lines = createInterface({ input: sql, crlfDelay: Infinity });
+  // MariaDB 10.11's mariadb-dump writes `INSERT INTO \`kine\` VALUES` and then
+  // one row per line, the statement's last ending in `;`; older dumps put
+  // all rows on the INSERT line. Escapes keep every row on one line.
+  let inKine = false;
   for await (const line of lines) {
-    if (!line.startsWith('INSERT INTO `kine`')) continue;
-    let i = line.indexOf('(');
+    if (line.startsWith('INSERT INTO `kine`')) inKine = true;
+    else if (line.startsWith('INSERT INTO ')) inKine = false;
+    if (!inKine) continue;
+    if (line.endsWith(';')) inKine = false;
+    let i = line.startsWith('INSERT INTO `kine`') ? line.indexOf('(') : line.startsWith('(') ? 0 : -1;
     while (i >= 0) {
       const t = parseTuple(line, i);
       if (!t) break;

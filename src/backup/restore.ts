@@ -1,7 +1,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import type { AnyPhase } from '../engine/phase.js';
-import { ClusterRun, loadCluster, type Deployment, type OpenOptions } from '../engine/run.js';
-import { StateFile } from '../engine/state.js';
+import { ClusterRun, loadCluster, type Deployment, type OpenOptions } from '../cluster/open.js';
+import { StateFile } from '../cluster/state.js';
 import { loadBalancerPhase } from '../phases/loadbalancer.js';
 import { vipPhase } from '../phases/vip.js';
 import { datastorePhase } from '../phases/datastore.js';

@@ -1,7 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { dirname, join } from 'node:path';
-import { ClusterRun, type OpenOptions } from '../engine/run.js';
+import { ClusterRun, type OpenOptions } from '../cluster/open.js';
 import { backupPipeline, type BackupJob } from '../phases/backup.js';
 import { tokenPassphrase } from '../phases/k3s-token.js';
 import { spoolPart, openArchive, writeArchive, checkArchive, type OpenedArchive, type CheckResult } from './archive.js';
@@ -50,7 +50,8 @@ export async function runBackup(clusterFile: string, opts: BackupOptions = {}): 
   if (!job.out) job.out = defaultArchivePath(clusterFile, spec.name, started);
   let secretsSpool: Awaited<ReturnType<typeof spoolPart>> | undefined;
   try {
-    await run.apply();
+    // A dump only reads the cluster: no cluster lock (cluster/open.ts).
+    await run.apply(undefined, { lock: false });
     if (!job.dump || !job.revision) throw new Error('the dump did not run: nothing was written');
     const stateToken = run.deployment.secrets.k3sToken;
     const serverToken = job.serverToken?.token ?? stateToken;

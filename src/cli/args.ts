@@ -8,9 +8,12 @@ type Options = NonNullable<ParseArgsConfig['options']>;
  * node:util parseArgs, with its errors turned into user errors (exit 2) that
  * name the command and point at its --help.
  */
-export function parse<O extends Options>(command: string, argv: string[], options: O, allowPositionals = false) {
+type WithHelp<O extends Options> = O & { help: { type: 'boolean'; short: 'h' } };
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: WithHelp<O>; allowPositionals: boolean; strict: true }>>;
+
+export function parse<O extends Options>(command: string, argv: string[], options: O, allowPositionals = false): Parsed<O> {
   try {
-    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
+    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } } as WithHelp<O>, allowPositionals, strict: true });
   } catch (e) {
     const msg = (e as Error).message.replace(/^Unknown option/, 'unknown option').replace(/\. To specify a positional argument.*$/s, '');
     throw new UserError(`${command}: ${msg}; see \`k8s-ha ${command} --help\``);

@@ -74,4 +74,33 @@ Examples:
   k8s-ha restore seed-20261201T091500Z.k8s-ha-backup.tar -f cluster.yaml
   k8s-ha restore backup.tar -f cluster.yaml --identity ~/.config/age/key.txt --yes
 `,
+  reset: `Usage: k8s-ha reset [-f FILE] [--datastore] [--loadbalancer] [--forget] [--yes | --dry-run]
+
+Uninstalls k3s from every node of the cluster file: the agents first, their
+Node objects deleted through the API while it still answers, then the
+servers - each through the k3s-agent-uninstall.sh / k3s-uninstall.sh that
+apply leaves on every node (reset and those scripts do the same thing: k3s's
+units, config, data, binary, pod mounts, CNI interfaces and namespaces and
+k3s's iptables rules go). The datastore is kept, so \`k8s-ha apply\` builds
+the cluster again on it.
+
+Options:
+  --datastore      also drop the k3s database and its accounts, k8s-ha's
+                   MariaDB drop-in and certificates, the scheduled-backup timer
+                   (archives already written stay), and /etc/rancher/node on
+                   the nodes. On a terminal it asks for the cluster's name
+  --loadbalancer   also stop and disable the load balancer, its checker and
+                   keepalived, and remove the files k8s-ha wrote for them
+  --forget         remove the state file afterwards (the token is then gone:
+                   take a backup first if the datastore is kept)
+  --yes, -y        do not ask (needed off a terminal)
+  --dry-run        show what it would do, change nothing
+
+Packages stay installed: k8s-ha does not record which it installed, and
+removes none it did not install.
+
+Examples:
+  k8s-ha reset -f cluster.yaml --dry-run
+  k8s-ha reset -f cluster.yaml --datastore --loadbalancer --yes --forget
+`,
 };

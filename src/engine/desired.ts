@@ -3,7 +3,7 @@ import type { Command } from '../transport/quote.js';
 import { unifiedDiff } from '../util/diff.js';
 import { SecretSet, type Secret } from '../util/secret.js';
 import { aptInstall, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
-import type { Change } from './phase.js';
+import type { Change } from './change.js';
 
 /**
  * Most of a phase is "these packages, these files, these services": this
@@ -38,6 +38,17 @@ export interface DesiredService {
   restartOn?: string[];
   /** Reload (not restart) when one of these files changes. */
   reloadOn?: string[];
+  /**
+   * Other reasons the unit must restart, known to the phase (a new binary,
+   * a new CA file): one restart covers them and the changed files.
+   */
+  restartFor?: string[];
+  /**
+   * How the restart (or start) is done. Default: `systemctl restart`, then
+   * the owed-restart marker cleared. k3s servers queue it instead and wait
+   * in settle.
+   */
+  restart?: (h: Host) => Promise<void>;
 }
 
 export interface Desired {
@@ -56,6 +67,8 @@ export interface ObservedFile {
 }
 
 export interface ObservedState {
+  /** The host observed: every change diffDesired makes targets it. */
+  host: string;
   packages: Map<string, string | null>;
   files: Map<string, ObservedFile>;
   services: Map<string, { active: boolean; enabled: boolean; exists: boolean }>;
@@ -122,7 +135,7 @@ export async function observeDesired(host: Host, d: Desired): Promise<ObservedSt
       if (m === 'restart' || m === 'reload') pending.set(u, m);
     }),
   );
-  return { packages, files, services, pending };
+  return { host: host.name, packages, files, services, pending };
 }
 
 const octal = (m: number) => '0' + (m & 0o7777).toString(8);
@@ -133,12 +146,16 @@ const octal = (m: number) => '0' + (m & 0o7777).toString(8);
  * run's SecretSet), so every later output of the run masks them too.
  */
 export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secret> = []): Change[] {
+  const host = o.host;
   const changes: Change[] = [];
   const missing = (d.packages ?? []).filter((p) => !o.packages.get(p));
   if (missing.length) {
     changes.push({
-      kind: 'package',
+      action: 'create',
+      target: { host, packages: missing },
       summary: `install ${missing.join(' ')}`,
+      before: null,
+      after: 'installed',
       apply: async (h) => void (await h.exec(aptInstall(missing), { timeoutMs: 900_000 })),
     });
   }
@@ -167,10 +184,16 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secr
     const before = cur?.content ?? null;
     const what = before === null ? 'create' : contentDiffers ? 'update' : 'fix mode/owner of';
     const metaNote = metaDiffers ? ` (${cur?.mode != null ? octal(cur.mode) : '?'} ${cur?.owner}:${cur?.group} -> ${octal(mode)} ${owner}:${group})` : '';
+    const mask = maskerFor(f, before, secrets);
+    const shownBefore = before === null ? null : mask.mask(before);
+    const shownAfter = mask.mask(f.content);
     changes.push({
-      kind: 'file',
+      action: before === null ? 'create' : 'update',
+      target: { host, file: f.path },
       summary: `${what} ${f.path}${metaNote}`,
-      detail: contentDiffers ? maskedDiff(f, before, secrets) : undefined,
+      before: metaDiffers ? `${cur?.mode != null ? octal(cur.mode) : '?'} ${cur?.owner}:${cur?.group}` : shownBefore,
+      after: metaDiffers ? `${octal(mode)} ${owner}:${group}` : shownAfter,
+      detail: contentDiffers ? mask.mask(unifiedDiff(f.path, before, f.content)) : undefined,
       apply: async (h) => {
         await owe(h, f.path);
         await h.writeFile(f.path, f.content, { mode, owner, group, check: f.check });
@@ -178,11 +201,15 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secr
     });
   }
   for (const path of d.absent ?? []) {
-    if (o.files.get(path)?.content == null) continue;
+    const cur = o.files.get(path)?.content;
+    if (cur == null) continue;
     changedFiles.add(path);
     changes.push({
-      kind: 'remove',
+      action: 'delete',
+      target: { host, file: path },
       summary: `remove ${path}`,
+      before: (secrets instanceof SecretSet ? secrets : new SecretSet(secrets)).mask(cur),
+      after: null,
       apply: async (h) => {
         await owe(h, path);
         await h.removeFile(path);
@@ -191,51 +218,68 @@ export function diffDesired(d: Desired, o: ObservedState, secrets: Iterable<Secr
   }
   const unitFileChanged = [...changedFiles].some((p) => p.startsWith('/etc/systemd/') || p.startsWith('/lib/systemd/'));
   if (unitFileChanged) {
-    changes.push({ kind: 'service', summary: 'systemctl daemon-reload', apply: async (h) => void (await h.exec(systemctl('daemon-reload'))) });
+    changes.push({
+      action: 'reload',
+      target: { host, unit: 'systemd' },
+      summary: 'systemctl daemon-reload',
+      apply: async (h) => void (await h.exec(systemctl('daemon-reload'))),
+    });
   }
   for (const s of d.services ?? []) {
     const cur = o.services.get(s.unit) ?? { active: false, enabled: false, exists: false };
     const wantEnabled = s.enabled ?? true;
     const wantRunning = s.running ?? true;
+    const unit = { host, unit: s.unit };
     if (wantEnabled !== cur.enabled) {
       const act = wantEnabled ? 'enable' : 'disable';
-      changes.push({ kind: 'service', summary: `${act} ${s.unit}`, apply: async (h) => void (await h.exec(systemctl(act, s.unit))) });
+      changes.push({
+        action: 'update',
+        target: unit,
+        summary: `${act} ${s.unit}`,
+        before: cur.enabled ? 'enabled' : 'disabled',
+        after: wantEnabled ? 'enabled' : 'disabled',
+        apply: async (h) => void (await h.exec(systemctl(act, s.unit))),
+      });
     }
     if (!wantRunning) {
-      if (cur.active) changes.push({ kind: 'service', summary: `stop ${s.unit}`, apply: async (h) => void (await h.exec(systemctl('stop', s.unit))) });
+      if (cur.active) {
+        changes.push({ action: 'update', target: unit, summary: `stop ${s.unit}`, before: 'active', after: 'inactive', apply: async (h) => void (await h.exec(systemctl('stop', s.unit))) });
+      }
       continue;
     }
-    const restartFor = (s.restartOn ?? []).filter((p) => changedFiles.has(p));
+    const restartFor = [...(s.restartOn ?? []).filter((p) => changedFiles.has(p)), ...(s.restartFor ?? [])];
     const reloadFor = (s.reloadOn ?? []).filter((p) => changedFiles.has(p));
     const owed = o.pending?.get(s.unit);
+    const restart = s.restart ?? (async (h: Host) => (await h.exec(systemctl('restart', s.unit)), await clearPending(h, s.unit)));
     // A package install may start a daemon with its default config, so a
     // service inactive now may be active when this runs: restart covers both.
     if (!cur.active || restartFor.length || owed === 'restart') {
       const summary = !cur.active ? `start ${s.unit}` : restartFor.length ? `restart ${s.unit} (${restartFor.join(', ')} changed)` : `restart ${s.unit} (owed since an interrupted apply)`;
-      changes.push({ kind: 'service', summary, apply: async (h) => (await h.exec(systemctl('restart', s.unit)), await clearPending(h, s.unit)) });
+      changes.push({ action: 'restart', target: unit, summary, before: cur.active ? 'active' : 'inactive', after: 'active', apply: restart });
     } else if (reloadFor.length || owed === 'reload') {
       const summary = reloadFor.length ? `reload ${s.unit} (${reloadFor.join(', ')} changed)` : `reload ${s.unit} (owed since an interrupted apply)`;
-      changes.push({ kind: 'service', summary, apply: async (h) => (await h.exec(systemctl('reload', s.unit)), await clearPending(h, s.unit)) });
+      changes.push({ action: 'reload', target: unit, summary, apply: async (h) => (await h.exec(systemctl('reload', s.unit)), await clearPending(h, s.unit)) });
     }
   }
   return changes;
 }
 
 /**
- * The diff of the real contents, masked afterwards with every secret known,
- * including those the file holds on the host: a line whose secret changed
+ * The masker for one file's diff: every secret known, plus those the file
+ * holds on the host and in its new content. A line whose secret changed
  * still shows as changed (`-token: ********` / `+token: ********`), and
- * neither side shows a value.
+ * neither side shows a value — in the diff, nor in `before`/`after`.
  */
-function maskedDiff(f: DesiredFile, before: string | null, secrets: Iterable<Secret>): string {
+function maskerFor(f: DesiredFile, before: string | null, secrets: Iterable<Secret>): SecretSet {
   const found = [...(before !== null && f.secretsIn ? f.secretsIn(before) : []), ...(f.secretsIn ? f.secretsIn(f.content) : [])];
-  if (secrets instanceof SecretSet) secrets.add(...found);
-  const set = secrets instanceof SecretSet ? secrets : new SecretSet([...secrets, ...found]);
-  return set.mask(unifiedDiff(f.path, before, f.content));
+  if (secrets instanceof SecretSet) {
+    secrets.add(...found);
+    return secrets;
+  }
+  return new SecretSet([...secrets, ...found]);
 }
 
-/** A one-off command as a change (SQL, a kubectl apply): shown in the plan by its summary. */
-export function commandChange(kind: Change['kind'], summary: string, cmd: Command, stdin?: string | Secret): Change {
-  return { kind, summary, apply: async (h) => void (await h.exec(cmd, stdin === undefined ? {} : { stdin })) };
+/** A one-off command on `host` as a change (SQL, a kubectl apply), shown in the plan by its summary. */
+export function commandChange(target: Change['target'], summary: string, cmd: Command, stdin?: string | Secret): Change {
+  return { action: 'run', target, summary, apply: async (h) => void (await h.exec(cmd, stdin === undefined ? {} : { stdin })) };
 }
-

@@ -1,4 +1,4 @@
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { hostsWithRole } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { KubeClient, type KubeClientOptions } from './client.js';

@@ -2,7 +2,7 @@ import { createGzip } from 'node:zlib';
 import { PassThrough } from 'node:stream';
 import { join, dirname } from 'node:path';
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
 import { sh } from '../transport/quote.js';
 import type { Host } from '../transport/host.js';
@@ -102,7 +102,8 @@ function dumpPhase(job: BackupJob): Phase<Deployment, DumpRead> {
       const db = ctx.cluster.spec.datastore.database;
       return [
         {
-          kind: 'command',
+          action: 'run',
+          target: { host: hostName, object: `mariadb/${db} dump` },
           summary: `dump database ${db} (kine revision ${o.revision?.maxId ?? '?'}) over SSH into ${job.out}${job.to ? ', encrypted' : ''}`,
           apply: async (h) => {
             const t0 = Date.now();

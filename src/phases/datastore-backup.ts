@@ -1,6 +1,6 @@
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Phase } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, type Cluster } from '../spec/cluster.js';
 import {
   BACKUP_SCRIPT_PATH,
@@ -88,7 +88,7 @@ export const datastoreBackupPhase: Phase<Deployment, ObservedState | null> = {
     if (ctx.cluster.spec.datastore.backup) return changes;
     // Removing: stop and disable the timer while its unit file still exists
     // (systemd refuses to disable a unit whose file is gone), then the files.
-    const rank = (c: (typeof changes)[number]) => (c.kind === 'service' && !c.summary.includes('daemon-reload') ? 0 : c.kind === 'remove' ? 1 : 2);
+    const rank = (c: (typeof changes)[number]) => ('unit' in c.target && c.target.unit !== 'systemd' ? 0 : c.action === 'delete' ? 1 : 2);
     return [...changes].sort((a, b) => rank(a) - rank(b));
   },
   preflight(ctx) {

@@ -1,6 +1,7 @@
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
 import { MARIADB_CNF_PATH, renderDatastoreSql, renderMariadbCnf } from '../render/mariadb.js';
@@ -93,7 +94,7 @@ export function accountWork(c: Cluster, s: MariadbObserved | null): string[] {
   return out;
 }
 
-function accountsChange(ctx: RunContext<Deployment>, s: MariadbObserved | null, work: string[]): Change {
+function accountsChange(ctx: RunContext<Deployment>, hostName: string, s: MariadbObserved | null, work: string[]): Change {
   const c = ctx.cluster.spec;
   const input = {
     database: c.datastore.database,
@@ -103,9 +104,14 @@ function accountsChange(ctx: RunContext<Deployment>, s: MariadbObserved | null, 
     requireTls: c.datastore.tls.enabled,
     existingUserHosts: s?.accounts.map((a) => a.host) ?? [],
   };
+  const have = s?.accounts.map((a) => `${c.datastore.user}@${a.host}`).sort() ?? [];
   return {
-    kind: 'sql',
+    // Nothing there yet: created; otherwise the accounts are brought in line.
+    action: s?.databaseExists || have.length ? 'update' : 'create',
+    target: { host: hostName, object: `mariadb/${c.datastore.database} accounts` },
     summary: work.join('; '),
+    before: s ? `${s.databaseExists ? `database ${c.datastore.database}` : 'no database'}; accounts: ${have.join(', ') || 'none'}` : null,
+    after: `database ${c.datastore.database}; accounts: ${input.serverAddresses.map((a) => `${c.datastore.user}@${a}`).join(', ')}`,
     detail: renderDatastoreSql(input, { maskSecrets: true }),
     apply: async (h) => {
       // Rendered only here, at apply, and only ever sent as stdin: the
@@ -119,10 +125,21 @@ function accountsChange(ctx: RunContext<Deployment>, s: MariadbObserved | null, 
 function tlsChanges(ctx: RunContext<Deployment>, host: ClusterHost, o: DatastoreObserved, restarting: boolean): Change[] {
   if (!ctx.cluster.spec.datastore.tls.enabled || o.tls?.cert === 'ok') return [];
   const what = o.tls?.ca ? `issue a server certificate for ${host.address} (${o.tls.cert})` : `create the datastore CA and a server certificate for ${host.address}`;
-  const out: Change[] = [{ kind: 'command', summary: what, apply: async (h) => void (await h.exec(issueTlsCommand(host.address, ctx.cluster.spec.name))) }];
+  const out: Change[] = [
+    {
+      action: o.tls?.ca ? 'update' : 'create',
+      target: { host: host.name, object: `tls/datastore server certificate ${host.address}` },
+      summary: what,
+      before: o.tls?.cert ?? null,
+      after: 'ok',
+      apply: async (h) => void (await h.exec(issueTlsCommand(host.address, ctx.cluster.spec.name))),
+    },
+  ];
   // A running server with an unchanged config reloads its certificate in
   // place (MariaDB >= 10.4), without dropping the servers' connections.
-  if (!restarting) out.push({ kind: 'sql', summary: 'FLUSH SSL (load the new certificate)', apply: async (h) => void (await h.exec(MARIADB_BATCH, { stdin: 'FLUSH SSL;\n' })) });
+  if (!restarting) {
+    out.push({ action: 'reload', target: { host: host.name, unit: UNIT }, summary: 'FLUSH SSL (load the new certificate)', apply: async (h) => void (await h.exec(MARIADB_BATCH, { stdin: 'FLUSH SSL;\n' })) });
+  }
   return out;
 }
 
@@ -166,12 +183,12 @@ export const datastorePhase: Phase<Deployment, DatastoreObserved> = {
     const self = dsHost(c, hostName);
     if (!self || c.datastore.galera) return [];
     const base = diffDesired(desired(c, self, o.packageVersion), o.state, ctx.secrets);
-    const restarting = base.some((ch) => ch.kind === 'service' && /^(re)?start /.test(ch.summary));
+    const restarting = base.some((ch) => restartsUnit(ch, UNIT));
     let changes = afterPackages(base, tlsChanges(ctx, self, o, restarting));
     // New certificate but no restart planned and MariaDB not running yet: the
     // start in `base` picks it up. Running and restarting: same.
     const work = accountWork(c, o.server);
-    if (work.length) changes = [...changes, accountsChange(ctx, o.server, work)];
+    if (work.length) changes = [...changes, accountsChange(ctx, hostName, o.server, work)];
     return changes;
   },
 

@@ -1,6 +1,6 @@
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { galeraNodes, hostByName, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
 import { MARIADB_CNF_PATH, renderDatastoreSql, renderMariadbCnf } from '../render/mariadb.js';
@@ -165,7 +165,7 @@ async function confirmBootstrap(ctx: RunContext<Deployment>, want: GaleraDecisio
   }
 }
 
-function bootstrapChange(ctx: RunContext<Deployment>, d: GaleraDecision & { bootstrap: string }): Change {
+function bootstrapChange(ctx: RunContext<Deployment>, host: string, d: GaleraDecision & { bootstrap: string }): Change {
   const summary =
     d.kind === 'new'
       ? `bootstrap a new Galera cluster from ${d.bootstrap} (no data node holds data)`
@@ -173,7 +173,9 @@ function bootstrapChange(ctx: RunContext<Deployment>, d: GaleraDecision & { boot
         ? `recover after a full outage: bootstrap from ${d.bootstrap}, the most advanced node (seqno ${d.seqno}; ${d.positions.map((p) => `${p.name} ${p.seqno}`).join(', ')})`
         : `bootstrap from ${d.bootstrap}`;
   return {
-    kind: 'service',
+    action: 'restart',
+    target: { host, unit: UNIT },
+    after: 'active, bootstrapped',
     summary,
     apply: async (h) => {
       await confirmBootstrap(ctx, d);
@@ -189,9 +191,11 @@ function bootstrapChange(ctx: RunContext<Deployment>, d: GaleraDecision & { boot
   };
 }
 
-function joinChange(ctx: RunContext<Deployment>, summary: string): Change {
+function joinChange(ctx: RunContext<Deployment>, host: string, summary: string): Change {
   return {
-    kind: 'service',
+    action: 'restart',
+    target: { host, unit: UNIT },
+    after: 'active, joined',
     summary,
     apply: async (h) => {
       await waitPrimary(ctx);
@@ -204,9 +208,10 @@ function joinChange(ctx: RunContext<Deployment>, summary: string): Change {
   };
 }
 
-function rollingRestart(ctx: RunContext<Deployment>, why: string): Change {
+function rollingRestart(ctx: RunContext<Deployment>, host: string, why: string): Change {
   return {
-    kind: 'service',
+    action: 'restart',
+    target: { host, unit: UNIT },
     summary: `restart ${UNIT} (${why}; one data node at a time, after the others are Synced)`,
     apply: async (h) => {
       await oneAtATime(ctx, async () => {
@@ -227,7 +232,7 @@ export function accountsNode(c: Cluster, d: GaleraDecision, views: readonly Gale
   return preferenceOrder(c).find((n) => views.some((v) => v.name === n && isSyncedPrimary(v))) ?? null;
 }
 
-function accountsChange(ctx: RunContext<Deployment>, server: MariadbObserved | null, work: string[]): Change {
+function accountsChange(ctx: RunContext<Deployment>, host: string, server: MariadbObserved | null, work: string[]): Change {
   const c = ctx.cluster.spec;
   const input = {
     database: c.datastore.database,
@@ -238,7 +243,8 @@ function accountsChange(ctx: RunContext<Deployment>, server: MariadbObserved | n
     existingUserHosts: server?.accounts.map((a) => a.host) ?? [],
   };
   return {
-    kind: 'sql',
+    action: server?.databaseExists || server?.accounts.length ? 'update' : 'create',
+    target: { host, object: `mariadb/${c.datastore.database} accounts` },
     summary: `${work.join('; ')} (replicated to every data node)`,
     detail: renderDatastoreSql(input, { maskSecrets: true }),
     apply: async (h) => {
@@ -252,42 +258,45 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
   const d = nodeDesired(c, self, o.packageVersion);
   const changes = diffDesired(d, o.state, ctx.secrets).map((ch): Change => {
     // The cnf is read only at start: record the restart it owes before it is written.
-    if (ch.kind !== 'file' || !ch.summary.endsWith(MARIADB_CNF_PATH)) return ch;
+    if (!('file' in ch.target) || ch.target.file !== MARIADB_CNF_PATH) return ch;
     return { ...ch, apply: async (h) => (await markPending(h, UNIT, 'restart'), await ch.apply(h)) };
   });
   const svc = o.state.services.get(UNIT);
   // Not started at boot: after a power loss every node would wait for a
   // primary component that nobody bootstraps. `apply` brings a node back,
   // with the bootstrap decided from every node's position.
-  if (svc?.enabled) changes.push({ kind: 'service', summary: `disable ${UNIT} at boot (apply rejoins a rebooted node; after a full outage it bootstraps from the most advanced one)`, apply: async (h) => void (await h.exec(sh`systemctl disable ${UNIT}`)) });
-  const cnfChanged = changes.some((ch) => ch.kind === 'file' && ch.summary.endsWith(MARIADB_CNF_PATH));
+  if (svc?.enabled) changes.push({ action: 'update', target: { host: self.name, unit: UNIT }, before: 'enabled', after: 'disabled', summary: `disable ${UNIT} at boot (apply rejoins a rebooted node; after a full outage it bootstraps from the most advanced one)`, apply: async (h) => void (await h.exec(sh`systemctl disable ${UNIT}`)) });
+  const cnfChanged = changes.some((ch) => 'file' in ch.target && ch.target.file === MARIADB_CNF_PATH);
   const owed = o.state.pending.get(UNIT) === 'restart';
   const decision = decideGalera(o.views, preferenceOrder(c));
   const me = o.views.find((v) => v.name === self.name);
   if (decision.kind === 'new' || decision.kind === 'recover') {
-    if (decision.bootstrap === self.name) changes.push(bootstrapChange(ctx, decision));
-    else changes.push(joinChange(ctx, `${decision.kind === 'new' ? 'join the new cluster' : 'rejoin after the full outage'} once ${decision.bootstrap} is up (full copy or IST from a synced node)`));
+    if (decision.bootstrap === self.name) changes.push(bootstrapChange(ctx, self.name, decision));
+    else changes.push(joinChange(ctx, self.name, `${decision.kind === 'new' ? 'join the new cluster' : 'rejoin after the full outage'} once ${decision.bootstrap} is up (full copy or IST from a synced node)`));
   } else if (decision.kind === 'running' && me) {
-    if (!isGaleraRunning(me)) changes.push(joinChange(ctx, `start ${UNIT}: rejoin the primary component of ${decision.primary.join(', ')} (IST or full copy)`));
-    else if (!isPrimary(me)) changes.push(joinChange(ctx, `restart ${UNIT}: ${self.name} is outside the primary component of ${decision.primary.join(', ')}`));
-    else if (cnfChanged || owed) changes.push(rollingRestart(ctx, cnfChanged ? `${MARIADB_CNF_PATH} changed` : 'owed since an interrupted apply'));
+    if (!isGaleraRunning(me)) changes.push(joinChange(ctx, self.name, `start ${UNIT}: rejoin the primary component of ${decision.primary.join(', ')} (IST or full copy)`));
+    else if (!isPrimary(me)) changes.push(joinChange(ctx, self.name, `restart ${UNIT}: ${self.name} is outside the primary component of ${decision.primary.join(', ')}`));
+    else if (cnfChanged || owed) changes.push(rollingRestart(ctx, self.name, cnfChanged ? `${MARIADB_CNF_PATH} changed` : 'owed since an interrupted apply'));
   }
   if (accountsNode(c, decision, o.views) === self.name) {
     const server = me && isSyncedPrimary(me) ? o.server : null;
     const work = accountWork(c, server);
-    if (work.length) changes.push(accountsChange(ctx, server, work));
+    if (work.length) changes.push(accountsChange(ctx, self.name, server, work));
   }
   return changes;
 }
 
-function arbitratorDiff(ctx: RunContext<Deployment>, o: Extract<GaleraObserved, { role: 'arbitrator' }>): Change[] {
+function arbitratorDiff(ctx: RunContext<Deployment>, host: string, o: Extract<GaleraObserved, { role: 'arbitrator' }>): Change[] {
   const changes = diffDesired(arbitratorDesired(ctx.cluster.spec), o.state, ctx.secrets);
   const svc = o.state.services.get(GARB_UNIT);
-  const changed = changes.some((ch) => ch.kind === 'file');
-  if (!svc?.enabled) changes.push({ kind: 'service', summary: `enable ${GARB_UNIT}`, apply: async (h) => void (await h.exec(sh`systemctl enable ${GARB_UNIT}`)) });
+  const changed = changes.some((ch) => 'file' in ch.target);
+  if (!svc?.enabled) changes.push({ action: 'update', target: { host, unit: GARB_UNIT }, before: 'disabled', after: 'enabled', summary: `enable ${GARB_UNIT}`, apply: async (h) => void (await h.exec(sh`systemctl enable ${GARB_UNIT}`)) });
   if (!svc?.active || changed) {
     changes.push({
-      kind: 'service',
+      action: 'restart',
+      target: { host, unit: GARB_UNIT },
+      before: svc?.active ? 'active' : 'inactive',
+      after: 'active',
       summary: `${svc?.active ? 'restart' : 'start'} ${GARB_UNIT} (the arbitrator) once a data node is Synced`,
       apply: async (h) => {
         await waitPrimary(ctx);
@@ -336,7 +345,7 @@ export const galeraPhase: Phase<Deployment, GaleraObserved> = {
   diff(ctx, hostName, o): Change[] {
     const self = hostByName(ctx.cluster.spec, hostName);
     if (!self || !ctx.cluster.spec.datastore.galera) return [];
-    return o.role === 'arbitrator' ? arbitratorDiff(ctx, o) : nodeDiff(ctx, self, o);
+    return o.role === 'arbitrator' ? arbitratorDiff(ctx, self.name, o) : nodeDiff(ctx, self, o);
   },
 
   preflight(ctx, observed): Problem[] {

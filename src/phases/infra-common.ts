@@ -37,7 +37,7 @@ export function renderProblem(err: unknown, fieldMap: (field: string) => string,
  * (openssl, a checker) run after them and before the files go live.
  */
 export function afterPackages(changes: Change[], extra: Change[]): Change[] {
-  const i = changes.findIndex((c) => c.kind !== 'package');
+  const i = changes.findIndex((c) => !('packages' in c.target));
   const at = i < 0 ? changes.length : i;
   return [...changes.slice(0, at), ...extra, ...changes.slice(at)];
 }

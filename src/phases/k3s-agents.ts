@@ -1,8 +1,10 @@
-import { clearPending, diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
+import type { Host } from '../transport/host.js';
 import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
@@ -10,9 +12,11 @@ import { sh } from '../transport/quote.js';
 import { Secret } from '../util/secret.js';
 import { K3S_API_PORT, renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, kubectlArgs, seconds, waitUntil } from './k3s-health.js';
-import { installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
-import { SERVER_UNIT, defaultArtifacts, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
+import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
+import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import type { RunOptions } from '../cluster/deployment.js';
 
 /**
  * k3s agents, joined through the load balancer (or VIP) with the token.
@@ -47,6 +51,12 @@ export interface AgentObserved {
    * before trusting it (FACTS). Null before any server started.
    */
   secureToken: Secret | null;
+  /** The installed binary's version (null: not installed). */
+  version: K3sVersion | null;
+  /** This agent's Node as a running server lists it (null: not registered, or no API answers). */
+  node: NodeState | null;
+  /** The first server whose k3s runs: where cordon, drain and uncordon go. */
+  via: string | null;
 }
 
 function agentHost(d: Deployment, name: string): ClusterHost {
@@ -71,7 +81,7 @@ export function agentConfigInput(d: Deployment, h: ClusterHost, secureToken: Sec
   };
 }
 
-function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Desired {
+function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null, restartFor: string[] = []): Desired {
   const config = K3S_CONFIG_PATH;
   const unit = k3sUnitPath('agent');
   const env = k3sEnvFilePath('agent');
@@ -84,7 +94,7 @@ function desired(d: Deployment, h: ClusterHost, secureToken: Secret | null): Des
       { path: KILLALL_PATH, content: renderKillall(), mode: 0o755 },
       { path: uninstallPath('agent'), content: renderUninstall('agent'), mode: 0o755 },
     ],
-    services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env] }],
+    services: [{ unit: AGENT_UNIT, restartOn: [config, unit, env], restartFor }],
   };
 }
 
@@ -138,7 +148,7 @@ async function secureTokenFrom(ctx: RunContext<Deployment>, servers: ClusterHost
 }
 
 export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, AgentObserved> {
-  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const artifacts = opts.artifacts ?? new K3sArtifacts();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
@@ -165,37 +175,51 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
         const r = parsed.get(s.address) ?? { result: 'unreachable' as const, detail: (probe?.stderr ?? '').trim() || 'the probe printed nothing' };
         return { server: s.name, address: s.address, ...r, serverUp: up.get(s.name) ?? false };
       });
-      return { state, want, installed, reach, secureToken };
+      const via = servers.find((x) => up.get(x.name))?.name ?? null;
+      const version = installed.binary ? await installedVersion(host) : null;
+      const nodes = via ? await readNodes([await ctx.host(via)]) : null;
+      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via };
     },
 
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
-      let want: Desired;
       try {
-        want = desired(d, agentHost(d, name), o.secureToken);
+        desired(d, agentHost(d, name), o.secureToken);
       } catch {
         return [];
       }
-      const { changes, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
-      const base = diffDesired(want, o.state, ctx.secrets);
-      const restarting = base.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary));
-      const out = [...changes, ...base];
-      if (binaryChanged && !restarting) {
-        out.push({
-          kind: 'service',
-          summary: `restart ${AGENT_UNIT} (binary changed)`,
-          apply: async (h) => {
-            await h.exec(systemctl('restart', AGENT_UNIT));
-            await clearPending(h, AGENT_UNIT);
-          },
-        });
+      const { changes, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
+      // FACTS: the install script restarts k3s when the binary changed; so do we.
+      const base = [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
+      // An upgrade of a registered node: its pods move away first, and it
+      // takes new ones only once it is Ready on the new version.
+      if (binaryChanged && o.installed.binary && o.node && o.via) {
+        const drain = drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs);
+        return [...(o.node.unschedulable && o.node.cordonedByUs ? [] : [drain.cordon]), drain.drain, ...base, drain.uncordon];
       }
-      return out;
+      // Left cordoned by an upgrade cut off after its restart: put it back in service.
+      if (o.node?.cordonedByUs && o.via) return [...base, drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs).uncordon];
+      return base;
+    },
+
+    /** Upgrades go in batches of `upgrade.agentBatch`, the rest keep serving; a first install goes all at once. */
+    rollout(ctx, changed, observed) {
+      const upgrading = changed.filter((n) => {
+        const o = observed.get(n) as AgentObserved | undefined;
+        return o?.installed.binary && o.node && o.want.ok && o.installed.binary !== o.want.binary.sha256;
+      });
+      if (!upgrading.length) return { batches: [changed] };
+      const size = agentBatchSize(ctx.cluster.spec.upgrade.agentBatch, hostsWithRole(ctx.cluster.spec, 'agent').length);
+      const rest = changed.filter((n) => !upgrading.includes(n));
+      const batches: string[][] = rest.length ? [rest] : [];
+      for (let i = 0; i < upgrading.length; i += size) batches.push(upgrading.slice(i, i + size));
+      return { batches, describe: `upgrade ${size === 1 ? 'one agent at a time' : `${size} agents at a time`}: cordon, drain, new binary, restart, Ready, uncordon` };
     },
 
     preflight(ctx, observed): Problem[] {
       const d = ctx.cluster;
       const problems: Problem[] = [];
+      problems.push(...upgradeProblems(d.spec.k3s.version, [...observed].map(([name, o]) => ({ name, role: 'agent' as const, version: o.version, path: `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]` }))));
       for (const [name, o] of observed) {
         const path = `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]`;
         if (!o.want.ok) problems.push({ severity: 'error', path: 'k3s.install', message: o.want.error, hint: 'fix k3s.install / k3s.version, or use install.source: local with a downloaded binary' });
@@ -221,7 +245,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
     },
 
     async settle(ctx, host, applied): Promise<void> {
-      if (!applied.some((c) => c.kind === 'service' && /^(re)?start /.test(c.summary))) return;
+      if (!applied.some((c) => restartsUnit(c, AGENT_UNIT))) return;
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
       const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
         const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false });
@@ -251,4 +275,64 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
   };
 }
 
-export const k3sAgents = k3sAgentsPhase();
+/**
+ * Cordon, drain and uncordon of one agent, run through a server's kubectl.
+ * `kubectl drain` evicts through the eviction API, so PodDisruptionBudgets
+ * hold (it retries an eviction a budget refuses until its timeout); DaemonSet
+ * pods stay (they would come back at once). `--force` and
+ * `--delete-emptydir-data` are passed only when asked, as with kubectl.
+ */
+export function drainChanges(ctx: RunContext<Deployment>, name: string, via: string, opts: RunOptions, readyTimeoutMs: number, pollIntervalMs: number): { cordon: Change; drain: Change; uncordon: Change } {
+  const node = { host: via, object: `Node/${name}` };
+  const timeoutS = opts.drainTimeoutS ?? 300;
+  const kubectl = async (h: Host, args: string[], timeoutMs = 60_000) => h.exec(sh`${kubectlArgs(...args)}`, { timeoutMs });
+  const extra = [...(opts.force ? ['--force'] : []), ...(opts.deleteEmptyDirData ? ['--delete-emptydir-data'] : [])];
+  return {
+    cordon: {
+      action: 'update',
+      target: node,
+      before: 'schedulable',
+      after: 'cordoned',
+      summary: `cordon node ${name} (through ${via})`,
+      apply: async (h) => {
+        await kubectl(h, ['annotate', '--overwrite', 'node', name, `${CORDON_ANNOTATION}=upgrade`]);
+        await kubectl(h, ['cordon', name]);
+      },
+    },
+    drain: {
+      action: 'run',
+      target: node,
+      summary: `drain node ${name}: evict its pods, honouring PodDisruptionBudgets, up to ${timeoutS} s${extra.length ? ` (${extra.join(' ')})` : ''}`,
+      apply: async (h) => {
+        const r = await h.exec(sh`${kubectlArgs('drain', name, '--ignore-daemonsets', `--timeout=${timeoutS}s`, ...extra)}`, { timeoutMs: (timeoutS + 60) * 1000, allowFailure: true });
+        if (r.code !== 0) {
+          const why = r.stderr.trim().split('\n').slice(-4).join('; ');
+          const hint = /emptyDir|local storage/i.test(why)
+            ? 'pods with emptyDir volumes block it: run apply again with --delete-emptydir-data (their emptyDir data is lost)'
+            : /not managed|ReplicationController|unmanaged|bare pod/i.test(why)
+              ? 'pods no controller manages block it: run apply again with --force (they are deleted, not moved)'
+              : /disruption budget|Cannot evict/i.test(why)
+                ? 'a PodDisruptionBudget allows no eviction now: scale the workload up (or wait for its pods to be Ready elsewhere), then run apply again'
+                : `look at \`k3s kubectl get pods -A -o wide --field-selector spec.nodeName=${name}\``;
+          throw new Error(`draining ${name} did not finish: ${why || `exit ${r.code}`}; ${name} stays cordoned and keeps its old version, the other nodes serve. Fix: ${hint}`);
+        }
+      },
+    },
+    uncordon: {
+      action: 'update',
+      target: node,
+      before: 'cordoned',
+      after: 'schedulable',
+      summary: `uncordon node ${name} once it is Ready`,
+      apply: async (h) => {
+        const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
+          const n = (await readNodes([h]))?.find((x) => x.name === name);
+          return n?.ready ? null : `node ${name} is ${n ? 'not Ready' : 'not listed'}`;
+        });
+        if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${last}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
+        await kubectl(h, ['uncordon', name]);
+        await kubectl(h, ['annotate', 'node', name, `${CORDON_ANNOTATION}-`]);
+      },
+    },
+  };
+}

@@ -286,16 +286,20 @@ async function upload(h: Host, path: string, a: Artifact, mode: number): Promise
  * caller to restart `unit`; the restart is also recorded as owed on the host
  * before the upload, so an apply cut off in between restarts it on the re-run.
  */
-export function installChanges(version: string | undefined, want: WantedArtifacts, have: InstalledArtifacts, unit: string): { changes: Change[]; binaryChanged: boolean } {
+export function installChanges(host: string, version: string | undefined, want: WantedArtifacts, have: InstalledArtifacts, unit: string): { changes: Change[]; binaryChanged: boolean } {
   if (!want.ok) return { changes: [], binaryChanged: false };
   const changes: Change[] = [];
   // Images first: k3s imports them at start, and the start follows the binary.
   for (const img of want.images) {
     if (have.images.get(img.name) === img.sha256) continue;
     const path = `${K3S_IMAGES_DIR}/${img.name}`;
+    const before = have.images.get(img.name) ?? null;
     changes.push({
-      kind: 'file',
-      summary: `${have.images.get(img.name) ? 'replace' : 'upload'} air-gap images ${path} (from ${img.origin})`,
+      action: before ? 'update' : 'create',
+      target: { host, file: path },
+      before: before && `sha256 ${before}`,
+      after: `sha256 ${img.sha256}`,
+      summary: `${before ? 'replace' : 'upload'} air-gap images ${path} (from ${img.origin})`,
       apply: (h) => upload(h, path, img, 0o644),
     });
   }
@@ -303,7 +307,10 @@ export function installChanges(version: string | undefined, want: WantedArtifact
   if (binaryChanged) {
     const v = version ? ` ${version}` : '';
     changes.push({
-      kind: 'file',
+      action: have.binary ? 'update' : 'create',
+      target: { host, file: K3S_BINARY_PATH },
+      before: have.binary && `sha256 ${have.binary}`,
+      after: `sha256 ${want.binary.sha256}${v}`,
       summary: `${have.binary ? 'replace' : 'install'} k3s${v} at ${K3S_BINARY_PATH} (sha256 ${want.binary.sha256.slice(0, 12)}…, from ${want.binary.origin})`,
       // Written beside and renamed: a running k3s keeps its old inode.
       apply: async (h) => {

@@ -3,8 +3,9 @@ import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../
 import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
-import { StateFile } from '../engine/state.js';
+import { restartsUnit } from '../engine/change.js';
+import type { Deployment } from '../cluster/deployment.js';
+import { StateFile } from '../cluster/state.js';
 import {
   k3sConfigSecrets,
   k3sEnvSecrets,
@@ -30,6 +31,8 @@ import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { K3S_BINARY_PATH } from '../render/k3s.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
 /**
@@ -52,15 +55,13 @@ export const DATASTORE_CA_PATH = '/etc/rancher/k3s/datastore-ca.pem';
 const FIXED_AFTER_START = new Set(['cluster-cidr', 'service-cidr', 'cluster-dns', 'cluster-domain', 'flannel-backend', 'secrets-encryption', 'egress-selector-mode', 'agent-token']);
 
 export interface K3sPhaseOptions {
-  /** Shared with the agents phase so each file is hashed once. Default: one per process. */
+  /** Shared with the agents phase so each file is hashed once. Default: one per phase made. */
   artifacts?: K3sArtifacts;
   /** How long a server may take to answer /ping and /readyz after a (re)start. Default 300 s. */
   readyTimeoutMs?: number;
   /** Default 2 s. */
   pollIntervalMs?: number;
 }
-
-export const defaultArtifacts = new K3sArtifacts();
 
 export interface ServerObserved {
   state: ObservedState;
@@ -74,6 +75,10 @@ export interface ServerObserved {
   datastoreCa: string | null;
   /** The CA as on this server (TLS only). */
   caOnHost: string | null;
+  /** The installed binary's version (null: not installed, or it does not say). */
+  version: K3sVersion | null;
+  /** The Nodes as this server's API lists them (null: its API does not answer); read only when k3s runs here. */
+  nodes: NodeState[] | null;
 }
 
 function serverHost(d: Deployment, name: string): ClusterHost {
@@ -120,7 +125,13 @@ export function serverConfigInput(d: Deployment, h: ClusterHost): K3sServerConfi
   };
 }
 
-function desired(d: Deployment, h: ClusterHost): Desired {
+/** How the server unit restarts, and why besides its files (FACTS: the binary; the datastore CA is read only at start). */
+interface RestartHow {
+  restartFor?: string[];
+  restart?: (h: Host) => Promise<void>;
+}
+
+function desired(d: Deployment, h: ClusterHost, how: RestartHow = {}): Desired {
   const config = K3S_CONFIG_PATH;
   const unit = k3sUnitPath('server');
   const env = k3sEnvFilePath('server');
@@ -135,7 +146,7 @@ function desired(d: Deployment, h: ClusterHost): Desired {
       { path: uninstallPath('server'), content: renderUninstall('server'), mode: 0o755 },
     ],
     // FACTS: a change to config.yaml alone needs an explicit restart.
-    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env] }],
+    services: [{ unit: SERVER_UNIT, restartOn: [config, unit, env], ...how }],
   };
 }
 
@@ -149,8 +160,6 @@ function parseConfig(text: string | null | undefined): Record<string, unknown> |
   }
 }
 
-const isRestart = (c: Change) => c.kind === 'service' && /^(re)?start /.test(c.summary);
-
 /** The critical value for a message: secrets never shown. */
 function shown(v: CriticalValue | undefined): string {
   if (v === undefined) return '(k3s default)';
@@ -163,7 +172,7 @@ function hostPath(d: Deployment, name: string): string {
 }
 
 export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, ServerObserved> {
-  const artifacts = opts.artifacts ?? defaultArtifacts;
+  const artifacts = opts.artifacts ?? new K3sArtifacts();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 300_000;
   const pollIntervalMs = opts.pollIntervalMs ?? 2000;
 
@@ -190,22 +199,19 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
    * with systemd's "Job failed" instead of the reason. So the restart is
    * queued (--no-block) and `settle` does the bounded wait and explains.
    */
-  const restartChange = (c: Change): Change => ({
-    ...c,
-    apply: async (host) => {
-      const r = await host.exec(
-        sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
-      );
-      const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
-      enteredBefore.set(host.name, Number(entered) || 0);
-      cursorBefore.set(host.name, cursor || null);
-      // Queued to systemd: it runs even if this apply is cut off now.
-      await clearPending(host, SERVER_UNIT);
-    },
-  });
+  const queuedRestart = async (host: Host): Promise<void> => {
+    const r = await host.exec(
+      sh`systemctl show -p ActiveEnterTimestampMonotonic --value ${SERVER_UNIT}; journalctl -u ${SERVER_UNIT} -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; systemctl --no-block restart ${SERVER_UNIT}`,
+    );
+    const [entered = '', cursor = ''] = r.stdout.split('\n').map((l) => l.trim());
+    enteredBefore.set(host.name, Number(entered) || 0);
+    cursorBefore.set(host.name, cursor || null);
+    // Queued to systemd: it runs even if this apply is cut off now.
+    await clearPending(host, SERVER_UNIT);
+  };
 
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
-    if (!applied.some(isRestart)) return;
+    if (!applied.some((c) => restartsUnit(c, SERVER_UNIT))) return;
     const before = enteredBefore.get(host.name) ?? 0;
     const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
@@ -221,7 +227,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       },
       () => (differentToken ? 'token' : null),
     );
-    if (last === null) return;
+    if (last === null) {
+      // An upgraded server counts once its own Node is Ready again too (the next server waits for it).
+      if (applied.some((c) => c.action === 'update' && 'file' in c.target && c.target.file === K3S_BINARY_PATH)) await waitNodeReady(ctx, host);
+      return;
+    }
     const journal = await journalTail(host, SERVER_UNIT);
     if (differentToken) {
       const m = differentTokenMessage(`the datastore ${datastoreEndpointHost(ctx.cluster.spec)?.name ?? ''}`.trim(), StateFile.pathFor(ctx.cluster.file));
@@ -236,10 +246,21 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     );
   }
 
+  async function waitNodeReady(ctx: RunContext<Deployment>, host: Host): Promise<void> {
+    const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
+      const nodes = await readNodes([host]);
+      const me = nodes?.find((n) => n.name === host.name);
+      const why = !nodes ? 'its API does not list the nodes yet' : !me ? `node ${host.name} is not registered` : me.ready ? null : `node ${host.name} is not Ready`;
+      if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
+      return why;
+    });
+    if (last !== null) throw new NotReadyError(host.name, `the upgraded server's node did not become Ready within ${seconds(readyTimeoutMs)}`, last, await journalTail(host, SERVER_UNIT), `look at \`k3s kubectl describe node ${host.name}\` and \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; the servers not yet upgraded keep serving`);
+  }
+
   return {
     id: 'k3s-servers',
     title: 'k3s servers',
-    serial: true,
+    batch: 1, // the first server ready before the next; restarts one at a time
     targets: (ctx) => hostsWithRole(ctx.cluster.spec, 'server').map((h) => h.name),
 
     async observe(ctx, host): Promise<ServerObserved> {
@@ -254,21 +275,22 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         d.spec.datastore.tls.enabled ? readDatastoreCa(ctx) : Promise.resolve(null),
       ]);
       const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
+      const version = installed.binary ? await installedVersion(host) : null;
+      const nodes = state.services.get(SERVER_UNIT)?.active ? await readNodes([host]) : null;
       // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
       if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
-      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost };
+      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes };
     },
 
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
       const h = serverHost(d, name);
-      let want: Desired;
       try {
-        want = desired(d, h);
+        desired(d, h);
       } catch {
         return []; // preflight reports the renderer's refusal
       }
-      const { changes: install, binaryChanged } = installChanges(d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
+      const { changes: install, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
       const changes: Change[] = [...install];
       let caChanged = false;
       if (d.spec.datastore.tls.enabled) {
@@ -278,7 +300,10 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           // Before the datastore phase has made it (a plan on bare hosts) the
           // CA is read from the datastore host when this change runs.
           changes.push({
-            kind: 'file',
+            action: have ? 'update' : 'create',
+            target: { host: name, file: DATASTORE_CA_PATH },
+            before: have,
+            after: o.datastoreCa,
             summary: `${have ? 'update' : 'create'} ${DATASTORE_CA_PATH} (the datastore's CA)`,
             apply: async (host) => {
               const ca = o.datastoreCa ?? (await readDatastoreCa(ctx));
@@ -289,18 +314,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           });
         }
       }
-      const base = diffDesired(want, o.state, ctx.secrets);
-      changes.push(...base);
       // FACTS: the install script restarts k3s when the binary changed; so
       // do we. The datastore CA, too, is read only at start.
-      if ((binaryChanged || caChanged) && !base.some(isRestart)) {
-        changes.push({
-          kind: 'service',
-          summary: `restart ${SERVER_UNIT} (${binaryChanged ? 'binary' : DATASTORE_CA_PATH} changed)`,
-          apply: async () => undefined,
-        });
-      }
-      return changes.map((c) => (isRestart(c) ? restartChange(c) : c));
+      const restartFor = [...(binaryChanged ? ['binary'] : []), ...(caChanged ? [DATASTORE_CA_PATH] : [])];
+      changes.push(...diffDesired(desired(d, h, { restartFor, restart: queuedRestart }), o.state, ctx.secrets));
+      return changes;
     },
 
     preflight(ctx, observed): Problem[] {
@@ -357,6 +375,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           });
         }
       }
+      problems.push(...upgradeProblems(d.spec.k3s.version, [...observed].map(([name, o]) => ({ name, role: 'server' as const, version: o.version, path: hostPath(d, name) }))));
+      problems.push(...unhealthyStart(d, observed));
       // A server that already ran k3s with another token (FACTS: bootstrap data).
       for (const [name, o] of observed) {
         if (o.token && !sameClusterToken(o.token, d.secrets.k3sToken)) {
@@ -371,4 +391,33 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   };
 }
 
-export const k3sServers = k3sServersPhase();
+/**
+ * An upgrade starts only on a healthy cluster (every server's k3s running,
+ * every Node Ready): rolling a new version through a degraded cluster can
+ * take the last working server down. `--force` overrides it.
+ */
+function unhealthyStart(d: Deployment, observed: ReadonlyMap<string, ServerObserved>): Problem[] {
+  const target = d.spec.k3s.version;
+  // In the cluster file's order (the map is filled as observations finish).
+  const upgrading = hostsWithRole(d.spec, 'server')
+    .map((h) => h.name)
+    .filter((n) => {
+      const o = observed.get(n);
+      return o?.version && target && o.version.text !== target;
+    });
+  if (!upgrading.length || d.options?.force) return [];
+  const why: string[] = [];
+  for (const [name, o] of observed) if (o.installed.binary && !o.state.services.get(SERVER_UNIT)?.active) why.push(`k3s is not running on ${name}`);
+  const lists = [...observed.values()].map((o) => o.nodes).filter((n): n is NodeState[] => n !== null);
+  if (!lists.length) why.push("no server's API lists the nodes");
+  else for (const n of lists[0]!) if (!n.ready) why.push(`node ${n.name} is NotReady`);
+  if (!why.length) return [];
+  return [
+    {
+      severity: 'error',
+      path: 'k3s.version',
+      message: `the upgrade to ${target} (${upgrading.join(', ')} first) would start on an unhealthy cluster: ${why.join('; ')}`,
+      hint: 'bring the cluster back first (`k8s-ha status` shows what is degraded, `k8s-ha apply` with the running version repairs it), or upgrade anyway with --force',
+    },
+  ];
+}

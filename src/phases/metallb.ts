@@ -4,7 +4,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { parse as parseYaml, stringify } from 'yaml';
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { apiUnavailable, hostKubectl, type KubeItem, type KubeList, type Kubectl } from '../kube/kubectl-host.js';
 import { K3S_CONFIG_PATH } from '../render/k3s.js';
 import { MANAGED_BY_LABEL, METALLB_NAMESPACE, metallbObjects, type KubeObject, type MetallbInput } from '../render/metallb.js';
@@ -30,6 +30,9 @@ export const metallbManifestUrl = (version: string): string =>
 /** Where k8s-ha records which manifest it applied, so a re-apply can tell it is already there. */
 export const METALLB_RECORD = 'k8s-ha-metallb';
 const FIELD_MANAGER = 'k8s-ha';
+/** The changes' targets: stable names, so a plan and a later look compare (engine: changeKey). */
+const MANIFEST_OBJECT = `${METALLB_NAMESPACE}/metallb-native.yaml`;
+const OBJECTS_OBJECT = `${METALLB_NAMESPACE}/k8s-ha IPAddressPools and L2Advertisements`;
 
 export interface MetallbPhaseOptions {
   /** Download the release manifest. Default: fetch() with a 60 s timeout. */
@@ -260,7 +263,10 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       if (manifestDue) {
         const why = !o.applied ? '' : o.applied.version !== m.version ? ` (upgrade from ${o.applied.version})` : !imageOk ? ` (controller runs ${o.controllerImage})` : ' (manifest changed)';
         changes.push({
-          kind: 'command',
+          action: o.applied ? 'update' : 'create',
+          target: { host: hostName, object: MANIFEST_OBJECT },
+          before: o.applied ? `${o.applied.version} sha256 ${o.applied.sha256}` : null,
+          after: `${m.version} sha256 ${o.wantSha256 ?? '?'}`,
           summary: `apply MetalLB ${m.version} manifest${why}, sha256 ${o.wantSha256?.slice(0, 12) ?? '?'}…${note}`,
           detail: m.manifest?.file ? `from ${m.manifest.file}` : `from ${metallbManifestUrl(m.version)}`,
           apply: async (h) => {
@@ -282,7 +288,8 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       }
       if (manifestDue || objectsDue) {
         changes.push({
-          kind: 'command',
+          action: 'run',
+          target: { host: hostName, object: `Deployment/${METALLB_NAMESPACE}/controller` },
           summary: `wait for MetalLB's controller and webhook (up to ${Math.round(waitMs / 1000)} s)`,
           apply: (h) => waitReady(hostKubectl(h), objectsYaml),
         });
@@ -290,7 +297,10 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       if (objectsDue) {
         const names = want.filter((w) => objectDiffers(w, o.objects.get(key(w)))).map(key);
         changes.push({
-          kind: 'command',
+          action: o.objects.size ? 'update' : 'create',
+          target: { host: hostName, object: OBJECTS_OBJECT },
+          before: o.apiDown ? null : [...o.objects.keys()].sort().join(', ') || null,
+          after: want.map(key).join(', '),
           summary: `apply ${(o.apiDown ? want.map(key) : names).join(', ')}`,
           detail: objectsYaml,
           apply: async (h) => {
@@ -300,7 +310,10 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
       }
       if (stale.length) {
         changes.push({
-          kind: 'remove',
+          action: 'delete',
+          target: { host: hostName, object: OBJECTS_OBJECT },
+          before: stale.map(key).join(', '),
+          after: null,
           summary: `delete ${stale.map(key).join(', ')} (no longer in the cluster file)`,
           apply: async (h) => {
             const k = hostKubectl(h);

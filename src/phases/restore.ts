@@ -1,6 +1,6 @@
 import type { ObservedState } from '../engine/desired.js';
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
@@ -46,9 +46,9 @@ function stopPhase(job: RestoreJob, role: 'agent' | 'server'): Phase<Deployment,
       const r = await host.exec(serviceState([unit]), { allowFailure: true });
       return { active: parseServiceState(r.stdout, [unit]).get(unit)?.active ?? false };
     },
-    diff(_ctx, _host, o): Change[] {
+    diff(_ctx, hostName, o): Change[] {
       if (job.loaded || !o.active) return [];
-      return [{ kind: 'service', summary: `stop ${unit} (until the datastore is restored)`, apply: async (h) => void (await h.exec(systemctl('stop', unit), { timeoutMs: 300_000 })) }];
+      return [{ action: 'update', target: { host: hostName, unit }, before: 'active', after: 'inactive', summary: `stop ${unit} (until the datastore is restored)`, apply: async (h) => void (await h.exec(systemctl('stop', unit), { timeoutMs: 300_000 })) }];
     },
   };
 }
@@ -92,7 +92,7 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
       if (v.code !== 0) return { mariadbUp: false, current: null, floor: 0 };
       return { mariadbUp: true, current: await readCurrent(host, ctx.cluster.spec.datastore.database), floor: await readFloor(host) };
     },
-    diff(ctx, _host, o): Change[] {
+    diff(ctx, hostName, o): Change[] {
       if (job.loaded) return [];
       const db = ctx.cluster.spec.datastore.database;
       const planned = targetRevision(src.manifest.kineRevision, src.facts.maxId, o);
@@ -100,7 +100,10 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
       const now = o.current ? `its ${o.current.rows} rows (revision ${o.current.revision.highest})` : o.mariadbUp ? 'an empty database' : 'the database the datastore phase makes';
       return [
         {
-          kind: 'sql',
+          action: 'update',
+          target: { host: hostName, object: `mariadb/${db} kine table` },
+          before: o.current ? `${o.current.rows} rows, revision ${o.current.revision.highest}` : null,
+          after: `${src.facts.rows} rows from the backup of ${src.manifest.createdAt}, next revision above ${planned}`,
           summary: `replace ${now} in ${db} with the backup's ${src.facts.rows} rows from ${src.manifest.createdAt}, then set the next revision above ${planned}`,
           apply: async (h) => {
             const t0 = Date.now();

@@ -1,6 +1,6 @@
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import { hostsWithRole, type Cluster } from '../spec/cluster.js';
 import { KEEPALIVED_CONF_PATH, keepalivedSecrets, renderKeepalivedConf } from '../render/keepalived.js';

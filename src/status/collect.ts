@@ -1,4 +1,4 @@
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { hostKubectl, type KubeItem, type KubeList } from '../kube/kubectl-host.js';
 import { MARIADB_BATCH } from '../phases/infra-mariadb.js';
 import { apiUpstreams, K3S_API_PORT } from '../phases/infra-common.js';

@@ -11,7 +11,7 @@ import {
   type Host,
   type WriteOptions,
 } from './host.js';
-import { formatFacts, OsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
+import { formatFacts, isOsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
 import type { Command } from './quote.js';
 import { isSecret, maskSecrets, type Secret } from '../util/secret.js';
 
@@ -20,6 +20,8 @@ export interface MemoryFile {
   mode: number;
   owner: string;
   group: string;
+  /** When it was last written or touched (Date.now()). */
+  mtimeMs?: number;
 }
 
 export interface MemoryService {
@@ -99,7 +101,7 @@ export class MemoryHost implements Host {
 
   /** Put a file in place (test setup; not logged as a write). */
   setFile(path: string, content: string | Buffer, meta: Partial<Omit<MemoryFile, 'content'>> = {}): void {
-    this.files.set(path, { content: Buffer.from(content), mode: 0o644, owner: 'root', group: 'root', ...meta });
+    this.files.set(path, { content: Buffer.from(content), mode: 0o644, owner: 'root', group: 'root', mtimeMs: Date.now(), ...meta });
   }
 
   /** The file's content as text, or undefined. */
@@ -216,7 +218,7 @@ export class MemoryHost implements Host {
     if (fail >= 0) return this.#failures.splice(fail, 1)[0]!.result;
     const handler = this.#handlers.find((h) => matches(h.match));
     if (handler) return handler.handle(cmd, stdin);
-    if (cmd instanceof OsCommand) return this.#os(cmd.op);
+    if (isOsCommand(cmd)) return this.#os(cmd.op, stdin);
     return {
       code: 127,
       stdout: '',
@@ -224,8 +226,23 @@ export class MemoryHost implements Host {
     };
   }
 
-  #os(op: OsOp): ExecResult {
+  #os(op: OsOp, stdin: string): ExecResult {
     switch (op.kind) {
+      case 'createExclusive':
+        if (this.files.has(op.path)) return { code: 1, stdout: '', stderr: 'exists\n' };
+        this.setFile(op.path, stdin, { mode: 0o600 });
+        this.writes.push(op.path);
+        return ok();
+      case 'fileAge': {
+        const f = this.files.get(op.path);
+        return f ? ok(`${Math.floor((Date.now() - (f.mtimeMs ?? Date.now())) / 1000)}\n`) : { code: 1, stdout: '', stderr: '' };
+      }
+      case 'touch': {
+        const f = this.files.get(op.path);
+        if (!f) return { code: 1, stdout: '', stderr: '' };
+        f.mtimeMs = Date.now();
+        return ok();
+      }
       case 'gatherFacts':
         return ok(formatFacts(this.facts));
       case 'pkgQuery':

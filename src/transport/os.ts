@@ -24,9 +24,21 @@ export type OsOp =
   | { kind: 'aptInstall'; names: readonly string[] }
   | { kind: 'systemctl'; action: SystemctlAction; unit?: string }
   | { kind: 'serviceState'; units: readonly string[] }
-  | { kind: 'gatherFacts' };
+  | { kind: 'gatherFacts' }
+  | { kind: 'createExclusive'; path: string }
+  | { kind: 'fileAge'; path: string }
+  | { kind: 'touch'; path: string };
 
 /** A command built here: its text for real hosts, its meaning for the in-memory host. */
+/**
+ * An OS command of any copy of k8s-ha loaded in the process (the in-memory
+ * host answers by `op`, also when the package under test built the command).
+ */
+export function isOsCommand(cmd: Command): cmd is OsCommand {
+  const op = (cmd as { op?: unknown }).op;
+  return typeof op === 'object' && op !== null && typeof (op as { kind?: unknown }).kind === 'string';
+}
+
 export class OsCommand extends Command {
   constructor(
     text: string,
@@ -180,4 +192,29 @@ export function parseFacts(stdout: string): HostFacts {
 export function formatFacts(f: HostFacts): string {
   const machine = Object.entries(DEBIAN_ARCH).find(([, deb]) => deb === f.arch)?.[0] ?? f.arch;
   return `os=${f.os}\nosVersion=${f.osVersion}\narch=${machine}\ninit=${f.init}\nhostname=${f.hostname}\n`;
+}
+
+// ---- files that must be made atomically (the cluster lock) ----------------
+
+/**
+ * Create `path` (mode 0600) from stdin, failing (exit 1, "exists") when it
+ * is already there: the shell's noclobber makes the open O_EXCL, so of two
+ * runs at once exactly one gets it.
+ */
+export function createExclusive(path: string): OsCommand {
+  const dir = path.replace(/\/[^/]*$/, '') || '/';
+  const text = `mkdir -p ${quote(dir)} && (umask 077; set -C; cat > ${quote(path)}) 2>/dev/null || { echo exists >&2; exit 1; }`;
+  return new OsCommand(text, { kind: 'createExclusive', path });
+}
+
+/** Seconds since `path` was last modified, by the host's own clock; exit 1 when absent. */
+export function fileAge(path: string): OsCommand {
+  const text = `t=$(stat -c %Y ${quote(path)} 2>/dev/null) || exit 1; echo $(( $(date +%s) - t ))`;
+  return new OsCommand(text, { kind: 'fileAge', path });
+}
+
+/** Set `path`'s modification time to now (a heartbeat); exit 1 when absent. */
+export function touchFile(path: string): OsCommand {
+  const text = `[ -e ${quote(path)} ] && touch -c ${quote(path)}`;
+  return new OsCommand(text, { kind: 'touch', path });
 }

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { stringify } from 'yaml';
-import type { Deployment } from '../engine/run.js';
+import type { Deployment } from '../cluster/deployment.js';
 import { hostKubectl, type KubeItem, type KubeList, type Kubectl } from '../kube/kubectl-host.js';
 import { SERVER_UNIT } from '../phases/k3s-servers.js';
 import type { Host } from '../transport/host.js';

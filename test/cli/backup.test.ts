@@ -7,7 +7,7 @@ import { parse } from 'yaml';
 import { openArchive, readSecretsPart } from '../../src/backup/archive.js';
 import { scanDump, tokenProblem } from '../../src/backup/bootstrap.js';
 import { dumpSqlStream } from '../../src/backup/archive.js';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { Secret } from '../../src/util/secret.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
 import { insertRow } from '../support/fleet-kine.js';

@@ -3,13 +3,13 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
 import { offlineCluster } from '../support/offline-example.js';
 import { runCli, tempDir, type CliResult } from './helpers.js';
 
 /**
- * The whole pipeline (engine/pipeline.ts, with its real options) through the
+ * The whole pipeline (cluster/pipelines.ts, with its real options) through the
  * CLI in-process, on simulated bare Debian 12 machines (test/support/fleet.ts):
  * what a newcomer does with `plan` and `apply` on the examples.
  */

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { openArchive, spoolPart, writeArchive } from '../../src/backup/archive.js';
 import { entryBuffer } from '../../src/backup/tar.js';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
 import { insertRow, type FakeKineTable } from '../support/fleet-kine.js';
 import { kineTable } from '../support/fleet-mariadb.js';

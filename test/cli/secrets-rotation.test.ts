@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, parseDocument } from 'yaml';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
 import { offlineCluster } from '../support/offline-example.js';
 import { runCli, tempDir, type CliResult } from './helpers.js';

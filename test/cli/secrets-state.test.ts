@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { StateFile } from '../../src/engine/state.js';
+import { StateFile } from '../../src/cluster/state.js';
 import type { ClusterHost } from '../../src/spec/cluster.js';
 import { ConnectionError, type Host } from '../../src/transport/host.js';
 import { simulatedFleet } from '../support/fleet.js';

@@ -30,7 +30,7 @@ function webPhase(opts: { serial?: boolean; onSettle?: (h: string) => Promise<vo
   return {
     id: 'web',
     title: 'Web daemon',
-    serial: opts.serial,
+    batch: opts.serial ? 1 : undefined,
     targets: (ctx) => ctx.cluster.hosts,
     observe: (ctx, host) => observeDesired(host, desiredFor(ctx.cluster, host.name)),
     diff: (ctx, name, o) => diffDesired(desiredFor(ctx.cluster, name), o, ctx.secrets),
@@ -186,7 +186,7 @@ test('an interrupted apply stops between changes and a re-run converges', async 
   assert.equal((await engineFor(c, hosts).plan()).empty, true);
 });
 
-test('a serial phase works on one host at a time and stops at the first failure', async () => {
+test('a phase with batch 1 works on one host at a time and stops at the first failure', async () => {
   const hosts = memHosts(['a', 'b', 'c']);
   const order: string[] = [];
   let active = 0;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EngineEvent } from '../../src/engine/events.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { datastorePhase } from '../../src/phases/datastore.js';
 import { loadBalancerPhase } from '../../src/phases/loadbalancer.js';
 import { vipPhase } from '../../src/phases/vip.js';
@@ -517,9 +517,9 @@ test('switching the load balancer from nginx to HAProxy stops the nginx k8s-ha s
   assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), [
     'install haproxy socat',
     'create /etc/haproxy/haproxy.cfg',
-    'stop and disable nginx (the load balancer is now haproxy)',
     'enable haproxy',
-    'start haproxy',
+    // In the change that starts HAProxy, right before it (no interrupt between the two).
+    'stop and disable nginx, then at once start haproxy (the load balancer is now haproxy)',
     'disable k8s-ha-lbcheck',
     'stop k8s-ha-lbcheck',
   ]);

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadCluster } from '../../src/engine/run.js';
+import { loadCluster } from '../../src/cluster/open.js';
 import { K3sArtifacts, parseChecksums, releaseAssetNames } from '../../src/phases/k3s-install.js';
 
 /**

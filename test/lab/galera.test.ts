@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { ClusterRun, type Deployment } from '../../src/engine/run.js';
+import { ClusterRun, type Deployment } from '../../src/cluster/open.js';
 import type { AnyPhase } from '../../src/engine/phase.js';
-import { pipeline } from '../../src/engine/pipeline.js';
+import { applyPipeline } from '../../src/cluster/pipelines.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
@@ -26,7 +26,7 @@ import { FAULTS, galeraState, gapRows, runFault, writerOf, type Fault, type Faul
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
 // Without MetalLB: its own phase and tests.
-const PHASES: AnyPhase<Deployment>[] = pipeline.filter((p) => p.id !== 'metallb');
+const PHASES: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
 
 const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
 

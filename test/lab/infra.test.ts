@@ -8,7 +8,7 @@ import { ensureImage } from '../../lab/image.js';
 import { labUp, openLab, type Lab } from '../../lab/index.js';
 import { labSkipReason, testLabLock, TEST_LAB } from '../../lab/testing.js';
 import type { Lock } from '../../lab/state.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { datastorePhase } from '../../src/phases/datastore.js';
 import { loadBalancerPhase } from '../../src/phases/loadbalancer.js';
 import { vipPhase } from '../../src/phases/vip.js';

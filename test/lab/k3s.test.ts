@@ -15,8 +15,8 @@ import { parse, stringify } from 'yaml';
 import { PreflightError } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { AnyPhase } from '../../src/engine/phase.js';
-import { pipeline } from '../../src/engine/pipeline.js';
-import { ClusterRun, type Deployment } from '../../src/engine/run.js';
+import { applyPipeline } from '../../src/cluster/pipelines.js';
+import { ClusterRun, type Deployment } from '../../src/cluster/open.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
@@ -44,7 +44,7 @@ function clusterFile(lab: Lab, dir: string, f: Flavour, k3sExtra: Record<string,
   return file;
 }
 
-const infraPhases = (): AnyPhase<Deployment>[] => pipeline.filter((p) => ['loadbalancer', 'vip', 'datastore'].includes(p.id));
+const infraPhases = (): AnyPhase<Deployment>[] => applyPipeline().filter((p) => ['loadbalancer', 'vip', 'datastore'].includes(p.id));
 const k3sPhases = (o: K3sPhaseOptions = {}): AnyPhase<Deployment>[] => [k3sServersPhase(o), k3sAgentsPhase(o)];
 
 async function open(lab: Lab, file: string, phases: AnyPhase<Deployment>[], env: NodeJS.ProcessEnv = {}, events: EngineEvent[] = []): Promise<ClusterRun> {

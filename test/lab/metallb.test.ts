@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { hostKubectl, type KubeItem, type KubeList } from '../../src/kube/kubectl-host.js';
 import { METALLB_MANIFEST_SHA256, METALLB_RECORD } from '../../src/phases/metallb.js';
 import { poolOf } from '../../src/verify/checks.js';

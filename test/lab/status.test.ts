@@ -11,7 +11,7 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import type { StatusHooks } from '../../src/cli/commands/status.js';
-import { ClusterRun } from '../../src/engine/run.js';
+import { ClusterRun } from '../../src/cluster/open.js';
 import { collectStatus } from '../../src/status/collect.js';
 import { degradations, formatStatus, type StatusSnapshot } from '../../src/status/model.js';
 import type { Lab } from '../../lab/index.js';

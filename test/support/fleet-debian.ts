@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ExecResult } from '../../src/transport/host.js';
 import { MemoryHost, ok, type MemoryHostOptions } from '../../src/transport/memory.js';
-import { OsCommand } from '../../src/transport/os.js';
+import { isOsCommand } from '../../src/transport/os.js';
 import type { Command } from '../../src/transport/quote.js';
 
 /**
@@ -289,7 +289,7 @@ function knowsSnapshotIsolation(pkgVersion: string): boolean {
 export function debianMachine(opts: MemoryHostOptions, iface: string, prefixLength: number, catalog: Readonly<Record<string, DebianPackage>>): Machine {
   const host = new MemoryHost(opts);
   const m = new Machine(host, iface, prefixLength);
-  host.handle((t) => t.includes('apt-get install'), (cmd) => (cmd instanceof OsCommand && cmd.op.kind === 'aptInstall' ? m.aptInstall(cmd.op.names, catalog) : { code: 100, stdout: '', stderr: 'E: simulated apt: unexpected command' }));
+  host.handle((t) => t.includes('apt-get install'), (cmd) => (isOsCommand(cmd) && cmd.op.kind === 'aptInstall' ? m.aptInstall(cmd.op.names, catalog) : { code: 100, stdout: '', stderr: 'E: simulated apt: unexpected command' }));
   host.handle(/^systemctl (start|stop|restart|reload|enable|disable|daemon-reload)\b/, (cmd) => {
     const [, action = '', unit = ''] = words(cmd.text);
     return m.systemctl(action, unit);

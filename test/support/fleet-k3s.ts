@@ -237,6 +237,21 @@ export function attachK3s(m: Machine, k3s: K3sModel, kubectl: (text: string, std
     return ok();
   });
   h.handle((t) => t.includes('systemctl --no-block restart k3s'), () => k3s.queuedRestart(m));
+  // k3s-uninstall.sh / k3s-agent-uninstall.sh (render/k3s-scripts.ts) as they act on the host; the lab runs the real ones.
+  h.handle(/^\/usr\/local\/bin\/k3s(-agent)?-uninstall\.sh$/, (cmd) => {
+    if (!m.has(cmd.text)) return { code: 127, stdout: '', stderr: `sh: 1: ${cmd.text}: not found` };
+    for (const unit of ['k3s', 'k3s-agent']) {
+      if (h.services.get(unit)?.active) m.systemctl('stop', unit);
+      h.services.delete(unit);
+    }
+    for (const p of [...h.files.keys()]) {
+      if (/^\/(etc\/rancher\/k3s|var\/lib\/rancher\/k3s|var\/lib\/kubelet|run\/k3s)(\/|$)/.test(p)) h.files.delete(p);
+      if (/^\/etc\/systemd\/system\/k3s(-agent)?\.service(\.env)?$/.test(p)) h.files.delete(p);
+      if (/^\/usr\/local\/bin\/(k3s|k3s-killall\.sh|k3s-uninstall\.sh|k3s-agent-uninstall\.sh)$/.test(p)) h.files.delete(p);
+      if (/^\/var\/lib\/k8s-ha\/(sha256\/usr_local_bin_k3s|pending\/k3s(-agent)?)$/.test(p)) h.files.delete(p);
+    }
+    return ok();
+  });
   h.handle(/^if command -v curl/, (cmd) => k3s.probe(m, cmd.text));
   h.handle(/\/dev\/tcp\//, (cmd) => k3s.reach(m, cmd.text));
   h.handle(/^\/usr\/local\/bin\/k3s kubectl /, (cmd, stdin) => {

@@ -53,10 +53,10 @@ export function renderDump(t: FakeKineTable): string {
       '`create_revision` bigint(20) unsigned DEFAULT NULL, `prev_revision` bigint(20) unsigned DEFAULT NULL, `lease` int(11) DEFAULT NULL, `value` mediumblob DEFAULT NULL, ' +
       `\`old_value\` mediumblob DEFAULT NULL, PRIMARY KEY (\`id\`)) ENGINE=InnoDB AUTO_INCREMENT=${t.autoIncrement} DEFAULT CHARSET=utf8mb4;`,
   ];
-  // Extended inserts of up to 100 rows, as mariadb-dump splits them by size.
+  // As MariaDB 10.11's mariadb-dump writes them: INSERT ... VALUES, then one row per line.
   for (let i = 0; i < t.rows.length; i += 100) {
-    const chunk = t.rows.slice(i, i + 100).map((r) => `(${r.id},${sqlStr(r.name)},0,${r.deleted},${r.id},0,0,${r.value.length ? `0x${r.value.toString('hex')}` : "''"},NULL)`);
-    lines.push(`INSERT INTO \`kine\` VALUES ${chunk.join(',')};`);
+    const chunk = t.rows.slice(i, i + 100).map((r) => `(${r.id},${sqlStr(r.name)},0,${r.deleted},${r.id},0,0,${r.value.length ? `0x${r.value.toString('hex').toUpperCase()}` : "''"},NULL)`);
+    lines.push('INSERT INTO `kine` VALUES', `${chunk.join(',\n')};`);
   }
   return lines.join('\n') + '\n';
 }
@@ -66,8 +66,11 @@ export function loadDump(sql: string): FakeKineTable | null {
   const ai = /AUTO_INCREMENT=(\d+)/.exec(sql);
   if (!/CREATE TABLE `kine`/.test(sql)) return null;
   const t: FakeKineTable = { rows: [], autoIncrement: ai ? Number(ai[1]) : 1 };
+  let inKine = false;
   for (const line of sql.split('\n')) {
-    if (!line.startsWith('INSERT INTO `kine`')) continue;
+    if (line.startsWith('INSERT INTO `kine`')) inKine = true;
+    if (!inKine) continue;
+    if (line.endsWith(';')) inKine = false;
     let i = line.indexOf('(');
     while (i >= 0) {
       const tup = parseTuple(line, i);

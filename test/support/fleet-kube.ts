@@ -47,8 +47,22 @@ export class FakeKube {
     return this.manifest !== null && this.dryRunsSinceManifest > this.opts.webhookAfter;
   }
 
+  /** Names of the registered Node objects (set by the fleet from its k3s model). */
+  listNodes: () => string[] = () => [];
+  /** Node objects deleted (`kubectl delete node`), in order. */
+  readonly deletedNodes: string[] = [];
+
   /** Answer one `k3s kubectl ...` command (the API is up). */
   kubectl(text: string, stdin: string): ExecResult {
+    if (/ kubectl get nodes -o name$/.test(text)) return ok(this.listNodes().filter((n) => !this.deletedNodes.includes(n)).map((n) => `node/${n}\n`).join(''));
+    const delNodes = / kubectl delete node (?:--\S+ )*(.+)$/.exec(text);
+    if (delNodes) {
+      for (const n of delNodes[1]!.split(' ')) {
+        this.deletedNodes.push(n);
+        this.timeline.push(`delete node ${n}`);
+      }
+      return ok();
+    }
     const node = /get node (\S+) /.exec(text);
     if (node) {
       const ready = this.nodeReady(node[1]!);

@@ -95,6 +95,9 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
     if (!t) throw new SqlError(`ERROR 1146 (42S02) at line 1: Table '${r[1]}.kine' doesn't exist`);
     return `rows\t${t.rows.length}\t${Math.max(0, ...t.rows.map((x) => x.id))}\n`;
   }
+  // reset's look at the database and the accounts (phases/reset.ts).
+  r = /^SELECT 'db', SCHEMA_NAME FROM information_schema\.SCHEMATA WHERE SCHEMA_NAME = '([^']+)';\nSELECT 'user', Host FROM mysql\.user/.exec(sql);
+  if (r && !sql.includes("SELECT 'version'")) return [...(db.databases.has(r[1]!) ? [`db\t${r[1]}`] : []), ...[...db.users.keys()].map((h) => `user\t${h}`)].map((l) => `${l}\n`).join('');
   r = /^DROP DATABASE IF EXISTS `([^`]+)`;/m.exec(sql);
   if (r) {
     db.databases.delete(r[1]!);

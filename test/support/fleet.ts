@@ -10,7 +10,7 @@ import { attachMariadb, fakeMariadb, type FakeMariadb } from './fleet-mariadb.js
 /**
  * One simulated fleet for a cluster file: every host a bare Debian 12
  * machine in memory that answers every command the full pipeline sends
- * (engine/pipeline.ts), the way the real programs would. Hosts differ only
+ * (cluster/pipelines.ts), the way the real programs would. Hosts differ only
  * in what was installed, written and started on them, never by their role,
  * so a phase that forgets a step fails here as it would on a real machine.
  * Deterministic (no clock, no randomness) and fast.
@@ -87,6 +87,7 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   };
   const k3s = new K3sModel({ machines: () => machines.values(), byAddress, mariadb: mariadbOf, vipHolder }, opts.k3s);
   const kube = new FakeKube(opts.kube, k3s.nodeReady);
+  kube.listNodes = () => [...machines.keys()].filter((n) => k3s.nodeReady(n) !== undefined);
   const mariadbVersionPkg = opts.mariadbVersion ? `1:${opts.mariadbVersion.replace(/-MariaDB/, '')}` : undefined;
   if (mariadbVersionPkg) catalog['mariadb-server'] = { ...catalog['mariadb-server']!, version: mariadbVersionPkg };
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { generateSecret, StateFile } from '../../src/engine/state.js';
+import { generateSecret, StateFile } from '../../src/cluster/state.js';
 
 function dir(t: { after: (f: () => void) => void }): string {
   const d = mkdtempSync(join(tmpdir(), 'k8s-ha-state-'));

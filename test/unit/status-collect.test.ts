@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { loadCluster, type Deployment } from '../../src/engine/run.js';
+import { loadCluster, type Deployment } from '../../src/cluster/open.js';
 import { collectStatus, haproxyState, parseHaproxyStat, parseUpstreamProbe, upstreamProbe } from '../../src/status/collect.js';
 import { degradations } from '../../src/status/model.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';

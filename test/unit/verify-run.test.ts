@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { loadCluster, type Deployment } from '../../src/engine/run.js';
+import { loadCluster, type Deployment } from '../../src/cluster/open.js';
 import type { KubeItem } from '../../src/kube/kubectl-host.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { Secret } from '../../src/util/secret.js';

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UserError } from '../../engine/errors.js';
-import { loadCluster } from '../../engine/run.js';
+import { loadCluster } from '../../cluster/open.js';
 import { checkArchiveFile, describeArchive, listArchives, runBackup, type ListedArchive } from '../../backup/run.js';
 import { DecryptError } from '../../backup/crypt.js';
 import { ManifestError } from '../../backup/manifest.js';

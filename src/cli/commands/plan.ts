@@ -1,5 +1,5 @@
 import type { EventSink } from '../../engine/events.js';
-import { ClusterRun, type OpenOptions } from '../../engine/run.js';
+import { openCluster, type RunHooks } from '../open.js';
 import { clusterFileArg, intFlag, parse, shownPath } from '../args.js';
 import { HELP } from '../help.js';
 import { EXIT, type CliIO } from '../io.js';
@@ -14,24 +14,24 @@ const common = {
   concurrency: { type: 'string' },
   'accept-new-host-key': { type: 'string', multiple: true },
   verbose: { type: 'boolean', short: 'v' },
+  // Upgrades (k3s.version changed): the same flags for plan and apply, so the plan shows what apply does.
+  force: { type: 'boolean' },
+  'delete-emptydir-data': { type: 'boolean' },
+  'drain-timeout': { type: 'string' },
 } as const;
 
-/** For tests and library callers: how hosts are reached (default SSH). */
-export interface RunHooks {
-  open?: Pick<OpenOptions, 'connect' | 'phases'>;
-  signal?: AbortSignal;
-}
+export type { RunHooks };
 
-function openOptions(cmd: string, values: { concurrency?: string; 'accept-new-host-key'?: string[] }, io: CliIO, events: EventSink, hooks: RunHooks): OpenOptions {
-  return {
-    env: io.env,
-    secrets: io.secrets,
-    concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100),
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
+type CommonValues = { concurrency?: string; 'accept-new-host-key'?: string[]; force?: boolean; 'delete-emptydir-data'?: boolean; 'drain-timeout'?: string };
+
+function openFor(cmd: string, file: string, values: CommonValues, io: CliIO, events: EventSink, hooks: RunHooks) {
+  const drainTimeoutS = intFlag(cmd, 'drain-timeout', values['drain-timeout'], 10, 86_400);
+  return openCluster(file, io, hooks, {
     events,
-    signal: hooks.signal,
-    ...hooks.open,
-  };
+    concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100),
+    acceptNewHostKey: values['accept-new-host-key'] ?? [],
+    run: { force: values.force ?? false, deleteEmptyDirData: values['delete-emptydir-data'] ?? false, ...(drainTimeoutS !== undefined ? { drainTimeoutS } : {}) },
+  });
 }
 
 function eventSink(io: CliIO, json: boolean | undefined, verbose: boolean | undefined): EventSink {
@@ -43,7 +43,8 @@ export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {
   const { values, positionals } = parse('plan', argv, { ...common, 'detailed-exitcode': { type: 'boolean' } }, true);
   if (values.help) return void io.stdout(HELP.plan!), EXIT.ok;
   const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'plan');
-  const run = await ClusterRun.open(file, openOptions('plan', values, io, values.json ? jsonEvents(io.stderr) : warningEvents(io.stderr), hooks));
+  // Progress of a plan is not shown, but its warnings are (load, token adoption).
+  const run = await openFor('plan', file, values, io, values.json ? jsonEvents(io.stderr) : warningEvents(io.stderr), hooks);
   try {
     const plan = await run.plan();
     if (values.json) io.stdout(JSON.stringify(planToJSON(plan), null, 2) + '\n');
@@ -56,10 +57,10 @@ export async function planCommand(argv: string[], io: CliIO, hooks: RunHooks = {
 }
 
 export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks = {}): Promise<number> {
-  const { values, positionals } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' }, 'no-verify': { type: 'boolean' } }, true);
+  const { values, positionals } = parse('apply', argv, { ...common, yes: { type: 'boolean', short: 'y' }, 'no-verify': { type: 'boolean' }, 'break-lock': { type: 'boolean' } }, true);
   if (values.help) return void io.stdout(HELP.apply!), EXIT.ok;
   const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'apply');
-  const run = await ClusterRun.open(file, openOptions('apply', values, io, eventSink(io, values.json, values.verbose), hooks));
+  const run = await openFor('apply', file, values, io, eventSink(io, values.json, values.verbose), hooks);
   try {
     const plan = await run.plan();
     const pre = plan.problems.filter((p) => p.severity === 'error');
@@ -82,7 +83,8 @@ export async function applyCommand(argv: string[], io: CliIO, hooks: VerifyHooks
         return EXIT.ok;
       }
     }
-    const result = await run.apply();
+    // The plan just shown, not a new one: work it did not list stops the apply (PlanChangedError).
+    const result = await run.apply(plan, { breakLock: values['break-lock'] ?? false });
     if (!values.json) io.stdout(`Applied ${result.changed} change${result.changed === 1 ? '' : 's'} in ${(result.ms / 1000).toFixed(1)} s. Secrets and host keys: ${shownPath(io.cwd, run.state.path)} (mode 0600).\n`);
     const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify({ changed: result.changed, ms: result.ms, state: run.state.path, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');

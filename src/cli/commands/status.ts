@@ -1,14 +1,13 @@
 import { setTimeout as wait } from 'node:timers/promises';
-import { ClusterRun } from '../../engine/run.js';
 import { collectStatus, type StatusOptions } from '../../status/collect.js';
 import { degradations, formatStatus, statusToJSON } from '../../status/model.js';
 import { checkListen, isLoopback, parseListen, StatusServer, type ServeOptions } from '../../status/serve.js';
 import { UserError } from '../../engine/errors.js';
 import { clusterFileArg, intFlag, parse } from '../args.js';
 import { HELP } from '../help.js';
-import { warningEvents } from '../output/progress.js';
 import { EXIT, type CliIO } from '../io.js';
-import type { RunHooks } from './plan.js';
+import type { ClusterRun } from '../../cluster/open.js';
+import { openCluster, type RunHooks } from '../open.js';
 
 /** Tests stop --watch after some rounds and fix the clock. */
 export interface StatusHooks extends RunHooks {
@@ -46,14 +45,7 @@ export async function statusCommand(argv: string[], io: CliIO, hooks: StatusHook
   if (listen && values.json) throw new UserError('status: --serve and --json do not go together; the page serves the same JSON at /status.json');
   if (listen) checkListen(listen.host, listen.port, values['allow-remote'] === true);
   const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'status');
-  const run = await ClusterRun.open(file, {
-    secrets: io.secrets,
-    events: warningEvents(io.stderr),
-    env: io.env,
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    ...hooks.open,
-  });
+  const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   if (listen) {
     try {
       return await serve(run, listen, { every, timeout, allowRemote: values['allow-remote'] === true }, io, hooks);

@@ -1,11 +1,10 @@
-import { ClusterRun } from '../../engine/run.js';
+import type { ClusterRun } from '../../cluster/open.js';
 import { formatCheck, formatReport, reportToJSON, type VerifyReport } from '../../verify/report.js';
 import { runVerify, type VerifyOptions } from '../../verify/run.js';
 import { clusterFileArg, parse } from '../args.js';
 import { HELP } from '../help.js';
-import { warningEvents } from '../output/progress.js';
 import { EXIT, type CliIO } from '../io.js';
-import type { RunHooks } from './plan.js';
+import { openCluster, type RunHooks } from '../open.js';
 
 /** Tests shorten the waits and answer the HTTP check; library users may too. */
 export interface VerifyHooks extends RunHooks {
@@ -50,14 +49,7 @@ export async function verifyCommand(argv: string[], io: CliIO, hooks: VerifyHook
   }, true);
   if (values.help) return void io.stdout(HELP.verify!), EXIT.ok;
   const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'verify');
-  const run = await ClusterRun.open(file, {
-    secrets: io.secrets,
-    events: warningEvents(io.stderr),
-    env: io.env,
-    acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    ...hooks.open,
-  });
+  const run = await openCluster(file, io, hooks, { readOnly: true, acceptNewHostKey: values['accept-new-host-key'] ?? [] });
   try {
     const { code, report } = await verifyOpened(run, { drill: values.drill, image: values.image, json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify(reportToJSON(report), null, 2) + '\n');

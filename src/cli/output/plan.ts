@@ -1,3 +1,4 @@
+import { actionSign, changeToJSON, type ChangeAction } from '../../engine/change.js';
 import type { Plan, PlanStep } from '../../engine/engine.js';
 import type { Problem } from '../../engine/errors.js';
 
@@ -22,17 +23,23 @@ export function formatPlan(plan: Plan, opts: { color?: boolean } = {}): string {
   for (const step of plan.steps) {
     if (step.phase !== lastPhase) {
       out.push(c.bold(`== ${step.title}`));
+      const r = plan.rollouts.find((x) => x.phase === step.phase);
+      // The order only matters when it is more than "all at once".
+      if (r && r.batches.length > 1) out.push(`  ${c.dim(`rollout${r.describe ? ` (${r.describe})` : ''}: ${r.batches.map((b) => b.join(' + ')).join(' -> ')}`)}`);
       lastPhase = step.phase;
     }
     out.push(`  ${c.cyan(step.host)}:`);
     for (const ch of step.changes) {
-      out.push(`    ${sign(ch.kind, c)} ${ch.summary}`);
+      const via = ch.target.host !== step.host ? c.dim(` (on ${ch.target.host})`) : '';
+      out.push(`    ${sign(ch.action, c)} ${ch.summary}${via}`);
       if (ch.detail) out.push(...ch.detail.split('\n').map((l) => `        ${colorDiffLine(l, c)}`));
     }
   }
   const n = countChanges(plan.steps);
   const hosts = new Set(plan.steps.map((s) => s.host)).size;
-  out.push('', c.bold(`Plan: ${n} change${n === 1 ? '' : 's'} on ${hosts} host${hosts === 1 ? '' : 's'}.`));
+  const by = (a: ChangeAction[]) => plan.steps.reduce((k, st) => k + st.changes.filter((ch) => a.includes(ch.action)).length, 0);
+  const counts = [`${by(['create'])} to create`, `${by(['update', 'restart', 'reload'])} to update, restart or reload`, `${by(['delete'])} to delete`, `${by(['run'])} to run`];
+  out.push('', c.bold(`Plan: ${n} change${n === 1 ? '' : 's'} on ${hosts} host${hosts === 1 ? '' : 's'} (${counts.join(', ')}).`));
   return out.join('\n') + '\n';
 }
 
@@ -46,10 +53,11 @@ export function planToJSON(plan: Plan): unknown {
     empty: plan.empty,
     changes: countChanges(plan.steps),
     problems: plan.problems,
+    rollouts: plan.rollouts.map((r) => ({ phase: r.phase, batches: r.batches, ...(r.describe ? { describe: r.describe } : {}) })),
     steps: plan.steps.map((s) => ({
       phase: s.phase,
       host: s.host,
-      changes: s.changes.map((ch) => ({ kind: ch.kind, summary: ch.summary, ...(ch.detail ? { diff: ch.detail } : {}) })),
+      changes: s.changes.map(changeToJSON),
     })),
   };
 }
@@ -69,10 +77,10 @@ export function colors(on: boolean) {
   return { bold: w('1'), red: w('31'), green: w('32'), yellow: w('33'), cyan: w('36'), dim: w('2') };
 }
 
-function sign(kind: string, c: Colors): string {
-  if (kind === 'remove') return c.red('-');
-  if (kind === 'service') return c.yellow('~');
-  return c.green('+');
+/** `+` create, `~` update/restart/reload, `-` delete, `>` run (engine/change.ts). */
+function sign(action: ChangeAction, c: Colors): string {
+  const s = actionSign(action);
+  return s === '+' ? c.green(s) : s === '-' ? c.red(s) : s === '~' ? c.yellow(s) : c.cyan(s);
 }
 
 function colorDiffLine(l: string, c: Colors): string {

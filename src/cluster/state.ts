@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
-import { UserError } from './errors.js';
+import { UserError } from '../engine/errors.js';
 import { writePrivateFile } from '../util/private-file.js';
 import { Secret } from '../util/secret.js';
 
@@ -30,6 +30,8 @@ export class StateFile {
     private data: StateData,
     /** True when the file existed when loaded. */
     readonly existed: boolean,
+    /** `status`, `verify`: never written (save() does nothing). */
+    readonly readOnly = false,
   ) {
     this.savedOnce = existed;
   }
@@ -41,13 +43,14 @@ export class StateFile {
     return join(dirname(clusterFile), `${basename(clusterFile, ext)}.state.yaml`);
   }
 
-  static async load(path: string, cluster: string): Promise<StateFile> {
+  static async load(path: string, cluster: string, opts: { readOnly?: boolean } = {}): Promise<StateFile> {
+    const readOnly = opts.readOnly ?? false;
     let text: string;
     try {
       text = await readFile(path, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        return new StateFile(path, { version: 1, cluster, secrets: {}, hostKeys: {} }, false);
+        return new StateFile(path, { version: 1, cluster, secrets: {}, hostKeys: {} }, false, readOnly);
       }
       throw e;
     }
@@ -58,7 +61,7 @@ export class StateFile {
     if (raw.cluster && raw.cluster !== cluster) {
       throw new UserError(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
     }
-    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true);
+    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true, readOnly);
   }
 
   /**
@@ -127,6 +130,7 @@ export class StateFile {
 
   /** Written to a temp file with mode 0600, then renamed: never half a file, never readable by others. */
   save(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
     const next = this.saving.then(() => this.saveNow());
     this.saving = next.catch(() => undefined);
     return next;

@@ -1,0 +1,34 @@
+import type { Cluster } from '../spec/cluster.js';
+import type { Secret } from '../util/secret.js';
+
+/**
+ * The cluster context every phase works from: the loaded cluster file and
+ * the secrets it runs on. Made by cluster/open.ts; phases only read it.
+ */
+export interface Deployment {
+  spec: Cluster;
+  secrets: ClusterSecrets;
+  /** The cluster file's path (relative local files are resolved from here). */
+  file: string;
+  /** What the command line asked of this run (default: all off). */
+  options?: RunOptions;
+}
+
+/** Flags of `apply` that phases act on. */
+export interface RunOptions {
+  /** Upgrade a cluster that is not healthy; drain pods no controller manages (kubectl drain --force). Default false. */
+  force?: boolean;
+  /** Drain pods with emptyDir volumes, losing that data (kubectl drain --delete-emptydir-data). Default false. */
+  deleteEmptyDirData?: boolean;
+  /** How long one node's drain may take. Default 300. */
+  drainTimeoutS?: number;
+}
+
+/** The secrets a cluster runs on, resolved from the cluster file and the state file. */
+export interface ClusterSecrets {
+  k3sToken: Secret;
+  agentToken?: Secret;
+  datastorePassword: Secret;
+  /** keepalived's VRRP password (only 8 characters are used by keepalived). */
+  vrrpPass: Secret;
+}
