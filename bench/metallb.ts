@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hostKubectl } from '../src/kube/kubectl-host.js';
-import { ClusterRun } from '../src/engine/run.js';
+import { ClusterRun } from '../src/cluster/open.js';
 import { runVerify } from '../src/verify/run.js';
 import { LAB_K3S, labComponents } from '../lab/components.js';
 import { labDown, labUp, openLab } from '../lab/index.js';
