@@ -17,7 +17,7 @@ import { LabUsageError } from './errors.js';
 import { ensureImage } from './image.js';
 import { raiseHostLimits } from './limits.js';
 import {
-  boot, cgroupRoots, execIn, killMachineProcesses, findLeader, findVeth, isMounted, machineCgroup, mountOverlay, processAlive, purgePackages,
+  boot, cgroupRoots, execIn, killMachineProcesses, waitMachinesGone, findLeader, findVeth, isMounted, machineCgroup, mountOverlay, processAlive, purgePackages,
   removeLabCgroups, removeMachineCgroups, setFrozen, stopMachine, unmount, waitLeader, writeMachineFiles,
 } from './machine.js';
 import {
@@ -442,6 +442,8 @@ async function teardown(name: string, env: NodeJS.ProcessEnv, lockHeld = false):
         await step(`${m.name}: kill`, () => killMachineProcesses(name, m.name));
       }),
     );
+    // Only once every nspawn of the lab has exited are its machines gone (bounded).
+    await step('machines', () => waitMachinesGone(st.machines.map((m) => m.unit)));
     // A dead machine's network namespace (and its veth) is freed by the kernel
     // a moment later; wait, so nothing of the lab is left on the host.
     await step('veths', () => waitVethsGone(st));

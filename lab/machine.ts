@@ -417,3 +417,47 @@ export function execIn(leader: number, argv: readonly string[], opts: RunOptions
     opts,
   );
 }
+
+// ---- gone -------------------------------------------------------------------
+
+/** The live (not zombie) systemd-nspawn processes running one of these machine units. */
+export async function nspawnProcesses(units: readonly string[]): Promise<{ pid: number; unit: string }[]> {
+  const wanted = new Set(units.map((u) => `--machine=${u}`));
+  const out: { pid: number; unit: string }[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const args = (await readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!args.some((a) => a === 'systemd-nspawn' || a.endsWith('/systemd-nspawn'))) continue;
+    const m = args.find((a) => wanted.has(a));
+    if (m && (await processAlive(Number(e)))) out.push({ pid: Number(e), unit: m.slice('--machine='.length) });
+  }
+  return out;
+}
+
+/**
+ * Returns once no systemd-nspawn of these machines runs any more: after its
+ * init is killed, nspawn still tears down (veth, mounts) for a second or two,
+ * and a `lab up` started then would meet the old lab. Those left are killed
+ * after half the bound; throws, naming them, when any survives `timeoutMs`.
+ */
+export async function waitMachinesGone(units: readonly string[], timeoutMs = 20_000): Promise<void> {
+  const start = Date.now();
+  let killed = false;
+  for (;;) {
+    const left = await nspawnProcesses(units);
+    if (!left.length) return;
+    const waited = Date.now() - start;
+    if (waited > timeoutMs) throw new Error(`systemd-nspawn still runs ${timeoutMs} ms after the machines were stopped: ${left.map((l) => `${l.unit} (pid ${l.pid})`).join(', ')}`);
+    if (!killed && waited > timeoutMs / 2) {
+      killed = true;
+      for (const l of left) {
+        try {
+          process.kill(l.pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
+    await sleep(50);
+  }
+}

@@ -107,7 +107,11 @@ export function chooseSubnet(wanted: string | undefined, host: readonly HostNet[
     const c = parseCidr(wanted);
     if (c.prefix > 24) throw new LabUsageError(`--subnet ${wanted}: the lab needs a /24 or larger (machines from .10, MetalLB pool at .200)`);
     const hit = collision(c, host);
-    if (hit) throw new LabUsageError(`--subnet ${formatCidr(c)} collides with the host's ${hit.what}; choose another with --subnet (e.g. ${DEFAULT_SUBNETS[0]})`);
+    if (hit) {
+      // Suggest only a subnet that is free here (the first default may be the one that collides).
+      const free = DEFAULT_SUBNETS.find((d) => !collision(parseCidr(d), host) && !overlaps(parseCidr(d), c));
+      throw new LabUsageError(`--subnet ${formatCidr(c)} collides with the host's ${hit.what}; choose another with --subnet${free ? ` (e.g. ${free}, free on this host)` : ', one none of the host\'s routes covers'}`);
+    }
     return c;
   }
   for (const s of DEFAULT_SUBNETS) {

@@ -66,7 +66,7 @@ yaml-language-server comment at the top of the file).
 Example:
   k8s-ha schema > cluster.schema.json
 `,
-  plan: `Usage: k8s-ha plan [FILE | -f FILE] [--json] [--detailed-exitcode] [--concurrency N] [--accept-new-host-key HOST]
+  plan: `Usage: k8s-ha plan [FILE | -f FILE] [--json] [--detailed-exitcode] [--force] [--concurrency N] [--accept-new-host-key HOST]
 
 Connects to every host, reads its state and shows, per phase and host, every
 change apply would make: + create, ~ update/restart/reload, - delete, > run
@@ -84,7 +84,7 @@ Examples:
   k8s-ha plan -f cluster.yaml
   k8s-ha plan -f cluster.yaml --json > plan.json
 `,
-  apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--break-lock] [--concurrency N] [--accept-new-host-key HOST]
+  apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--break-lock] [--force] [--delete-emptydir-data] [--drain-timeout S] [--concurrency N] [--accept-new-host-key HOST]
 
 Shows the plan, asks for confirmation when standard input is a terminal,
 also with the output piped (--yes skips it; with no terminal no question is
@@ -94,6 +94,17 @@ anything and lists the difference.
 It holds the cluster lock (/var/lib/k8s-ha/lock on the datastore host) while
 it changes hosts, so two applies, or an apply and a restore, never run at
 once; --break-lock removes a lock left by a run that is gone.
+
+Upgrades: change k3s.version and apply. The plan shows the rollout: servers
+one at a time (each ready: /readyz and its node Ready), then agents in
+batches of upgrade.agentBatch, each cordoned, drained (evictions honour
+PodDisruptionBudgets), upgraded, Ready, uncordoned. Refused with the way
+out: a downgrade, a skipped minor version, an agent newer than the servers,
+and (unless --force) a cluster that is not healthy before the start. A
+failure stops where it is; running apply again resumes.
+  --force                  upgrade an unhealthy cluster; drain pods no controller manages
+  --delete-emptydir-data   drain pods with emptyDir volumes (their data is lost)
+  --drain-timeout S        how long one node's drain may take (default 300)
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
 Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed

@@ -1,5 +1,6 @@
 import type { EventSink } from '../engine/events.js';
 import { ClusterRun, type OpenOptions } from '../cluster/open.js';
+import type { RunOptions } from '../cluster/deployment.js';
 import type { CliIO } from './io.js';
 import { warningEvents } from './output/progress.js';
 
@@ -20,7 +21,7 @@ export function openCluster(
   file: string,
   io: CliIO,
   hooks: RunHooks,
-  o: { readOnly?: boolean; events?: EventSink; concurrency?: number; acceptNewHostKey?: string[] } = {},
+  o: { readOnly?: boolean; events?: EventSink; concurrency?: number; acceptNewHostKey?: string[]; run?: RunOptions } = {},
 ): Promise<ClusterRun> {
   return ClusterRun.open(file, {
     env: io.env,
@@ -29,6 +30,7 @@ export function openCluster(
     acceptHostKeyFor: new Set(o.acceptNewHostKey ?? []),
     events: o.events ?? warningEvents(io.stderr),
     readOnly: o.readOnly ?? false,
+    ...(o.run ? { run: o.run } : {}),
     ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     ...hooks.open,

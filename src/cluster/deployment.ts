@@ -10,6 +10,18 @@ export interface Deployment {
   secrets: ClusterSecrets;
   /** The cluster file's path (relative local files are resolved from here). */
   file: string;
+  /** What the command line asked of this run (default: all off). */
+  options?: RunOptions;
+}
+
+/** Flags of `apply` that phases act on. */
+export interface RunOptions {
+  /** Upgrade a cluster that is not healthy; drain pods no controller manages (kubectl drain --force). Default false. */
+  force?: boolean;
+  /** Drain pods with emptyDir volumes, losing that data (kubectl drain --delete-emptydir-data). Default false. */
+  deleteEmptyDirData?: boolean;
+  /** How long one node's drain may take. Default 300. */
+  drainTimeoutS?: number;
 }
 
 /** The secrets a cluster runs on, resolved from the cluster file and the state file. */

@@ -10,7 +10,7 @@ import { UserError } from '../engine/errors.js';
 import { noEvents, type EventSink } from '../engine/events.js';
 import { ClusterLock } from '../engine/lock.js';
 import type { AnyPhase } from '../engine/phase.js';
-import type { ClusterSecrets, Deployment } from './deployment.js';
+import type { ClusterSecrets, Deployment, RunOptions } from './deployment.js';
 import { applyPipeline } from './pipelines.js';
 import { StateFile, type SecretKind } from './state.js';
 import { SERVER_TOKEN_PATH, findServerToken } from '../phases/k3s-token.js';
@@ -40,6 +40,8 @@ export interface OpenOptions {
    * generated and kept, no host key pinned) and refuse `apply`. Default false.
    */
   readOnly?: boolean;
+  /** Flags phases act on (apply --force, drain options). Default: none. */
+  run?: RunOptions;
   /**
    * Filled with every secret of the run (the CLI masks all it prints with
    * it). Default: a set of the run's own, `run.secrets`.
@@ -108,7 +110,7 @@ export class ClusterRun {
       vrrpPass: cluster.loadBalancer.virtualIP?.authPass ?? new Secret(state.secret('vrrpPass', 'password').reveal().slice(0, 8)),
       ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
     };
-    const deployment: Deployment = { spec: cluster, secrets, file };
+    const deployment: Deployment = { spec: cluster, secrets, file, ...(opts.run ? { options: opts.run } : {}) };
     known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken);
     const engine = new Engine<Deployment>({
       cluster: deployment,

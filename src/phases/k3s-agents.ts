@@ -4,6 +4,7 @@ import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import { restartsUnit } from '../engine/change.js';
 import type { Deployment } from '../cluster/deployment.js';
+import type { Host } from '../transport/host.js';
 import { K3S_CONFIG_PATH, k3sConfigSecrets, k3sEnvFilePath, k3sEnvSecrets, k3sUnitPath, renderK3sConfig, renderK3sEnvFile, renderK3sUnit, type K3sAgentConfigInput } from '../render/k3s.js';
 import { hostsWithRole, type ClusterHost } from '../spec/cluster.js';
 import { systemctl } from '../transport/os.js';
@@ -14,6 +15,8 @@ import { NotReadyError, journalTail, kubectlArgs, seconds, waitUntil } from './k
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { readServerToken, sameClusterToken } from './k3s-token.js';
+import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import type { RunOptions } from '../cluster/deployment.js';
 
 /**
  * k3s agents, joined through the load balancer (or VIP) with the token.
@@ -48,6 +51,12 @@ export interface AgentObserved {
    * before trusting it (FACTS). Null before any server started.
    */
   secureToken: Secret | null;
+  /** The installed binary's version (null: not installed). */
+  version: K3sVersion | null;
+  /** This agent's Node as a running server lists it (null: not registered, or no API answers). */
+  node: NodeState | null;
+  /** The first server whose k3s runs: where cordon, drain and uncordon go. */
+  via: string | null;
 }
 
 function agentHost(d: Deployment, name: string): ClusterHost {
@@ -166,7 +175,10 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
         const r = parsed.get(s.address) ?? { result: 'unreachable' as const, detail: (probe?.stderr ?? '').trim() || 'the probe printed nothing' };
         return { server: s.name, address: s.address, ...r, serverUp: up.get(s.name) ?? false };
       });
-      return { state, want, installed, reach, secureToken };
+      const via = servers.find((x) => up.get(x.name))?.name ?? null;
+      const version = installed.binary ? await installedVersion(host) : null;
+      const nodes = via ? await readNodes([await ctx.host(via)]) : null;
+      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via };
     },
 
     diff(ctx, name, o): Change[] {
@@ -178,12 +190,36 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       }
       const { changes, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
       // FACTS: the install script restarts k3s when the binary changed; so do we.
-      return [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
+      const base = [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
+      // An upgrade of a registered node: its pods move away first, and it
+      // takes new ones only once it is Ready on the new version.
+      if (binaryChanged && o.installed.binary && o.node && o.via) {
+        const drain = drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs);
+        return [...(o.node.unschedulable && o.node.cordonedByUs ? [] : [drain.cordon]), drain.drain, ...base, drain.uncordon];
+      }
+      // Left cordoned by an upgrade cut off after its restart: put it back in service.
+      if (o.node?.cordonedByUs && o.via) return [...base, drainChanges(ctx, name, o.via, d.options ?? {}, readyTimeoutMs, pollIntervalMs).uncordon];
+      return base;
+    },
+
+    /** Upgrades go in batches of `upgrade.agentBatch`, the rest keep serving; a first install goes all at once. */
+    rollout(ctx, changed, observed) {
+      const upgrading = changed.filter((n) => {
+        const o = observed.get(n) as AgentObserved | undefined;
+        return o?.installed.binary && o.node && o.want.ok && o.installed.binary !== o.want.binary.sha256;
+      });
+      if (!upgrading.length) return { batches: [changed] };
+      const size = agentBatchSize(ctx.cluster.spec.upgrade.agentBatch, hostsWithRole(ctx.cluster.spec, 'agent').length);
+      const rest = changed.filter((n) => !upgrading.includes(n));
+      const batches: string[][] = rest.length ? [rest] : [];
+      for (let i = 0; i < upgrading.length; i += size) batches.push(upgrading.slice(i, i + size));
+      return { batches, describe: `upgrade ${size === 1 ? 'one agent at a time' : `${size} agents at a time`}: cordon, drain, new binary, restart, Ready, uncordon` };
     },
 
     preflight(ctx, observed): Problem[] {
       const d = ctx.cluster;
       const problems: Problem[] = [];
+      problems.push(...upgradeProblems(d.spec.k3s.version, [...observed].map(([name, o]) => ({ name, role: 'agent' as const, version: o.version, path: `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]` }))));
       for (const [name, o] of observed) {
         const path = `hosts[${d.spec.hosts.findIndex((h) => h.name === name)}]`;
         if (!o.want.ok) problems.push({ severity: 'error', path: 'k3s.install', message: o.want.error, hint: 'fix k3s.install / k3s.version, or use install.source: local with a downloaded binary' });
@@ -235,6 +271,68 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
         journal,
         `check that ${host.name} reaches the API at ${ctx.cluster.spec.apiServerUrl} and every server's ${K3S_API_PORT}, and look at \`journalctl -u ${AGENT_UNIT}\` there`,
       );
+    },
+  };
+}
+
+/**
+ * Cordon, drain and uncordon of one agent, run through a server's kubectl.
+ * `kubectl drain` evicts through the eviction API, so PodDisruptionBudgets
+ * hold (it retries an eviction a budget refuses until its timeout); DaemonSet
+ * pods stay (they would come back at once). `--force` and
+ * `--delete-emptydir-data` are passed only when asked, as with kubectl.
+ */
+export function drainChanges(ctx: RunContext<Deployment>, name: string, via: string, opts: RunOptions, readyTimeoutMs: number, pollIntervalMs: number): { cordon: Change; drain: Change; uncordon: Change } {
+  const node = { host: via, object: `Node/${name}` };
+  const timeoutS = opts.drainTimeoutS ?? 300;
+  const kubectl = async (h: Host, args: string[], timeoutMs = 60_000) => h.exec(sh`${kubectlArgs(...args)}`, { timeoutMs });
+  const extra = [...(opts.force ? ['--force'] : []), ...(opts.deleteEmptyDirData ? ['--delete-emptydir-data'] : [])];
+  return {
+    cordon: {
+      action: 'update',
+      target: node,
+      before: 'schedulable',
+      after: 'cordoned',
+      summary: `cordon node ${name} (through ${via})`,
+      apply: async (h) => {
+        await kubectl(h, ['annotate', '--overwrite', 'node', name, `${CORDON_ANNOTATION}=upgrade`]);
+        await kubectl(h, ['cordon', name]);
+      },
+    },
+    drain: {
+      action: 'run',
+      target: node,
+      summary: `drain node ${name}: evict its pods, honouring PodDisruptionBudgets, up to ${timeoutS} s${extra.length ? ` (${extra.join(' ')})` : ''}`,
+      apply: async (h) => {
+        const r = await h.exec(sh`${kubectlArgs('drain', name, '--ignore-daemonsets', `--timeout=${timeoutS}s`, ...extra)}`, { timeoutMs: (timeoutS + 60) * 1000, allowFailure: true });
+        if (r.code !== 0) {
+          const why = r.stderr.trim().split('\n').slice(-4).join('; ');
+          const hint = /emptyDir|local storage/i.test(why)
+            ? 'pods with emptyDir volumes block it: run apply again with --delete-emptydir-data (their emptyDir data is lost)'
+            : /not managed|ReplicationController|unmanaged|bare pod/i.test(why)
+              ? 'pods no controller manages block it: run apply again with --force (they are deleted, not moved)'
+              : /disruption budget|Cannot evict/i.test(why)
+                ? 'a PodDisruptionBudget allows no eviction now: scale the workload up (or wait for its pods to be Ready elsewhere), then run apply again'
+                : `look at \`k3s kubectl get pods -A -o wide --field-selector spec.nodeName=${name}\``;
+          throw new Error(`draining ${name} did not finish: ${why || `exit ${r.code}`}; ${name} stays cordoned and keeps its old version, the other nodes serve. Fix: ${hint}`);
+        }
+      },
+    },
+    uncordon: {
+      action: 'update',
+      target: node,
+      before: 'cordoned',
+      after: 'schedulable',
+      summary: `uncordon node ${name} once it is Ready`,
+      apply: async (h) => {
+        const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
+          const n = (await readNodes([h]))?.find((x) => x.name === name);
+          return n?.ready ? null : `node ${name} is ${n ? 'not Ready' : 'not listed'}`;
+        });
+        if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${last}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
+        await kubectl(h, ['uncordon', name]);
+        await kubectl(h, ['annotate', 'node', name, `${CORDON_ANNOTATION}-`]);
+      },
     },
   };
 }

@@ -31,6 +31,8 @@ import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
+import { installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { K3S_BINARY_PATH } from '../render/k3s.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
 /**
@@ -73,6 +75,10 @@ export interface ServerObserved {
   datastoreCa: string | null;
   /** The CA as on this server (TLS only). */
   caOnHost: string | null;
+  /** The installed binary's version (null: not installed, or it does not say). */
+  version: K3sVersion | null;
+  /** The Nodes as this server's API lists them (null: its API does not answer); read only when k3s runs here. */
+  nodes: NodeState[] | null;
 }
 
 function serverHost(d: Deployment, name: string): ClusterHost {
@@ -221,7 +227,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       },
       () => (differentToken ? 'token' : null),
     );
-    if (last === null) return;
+    if (last === null) {
+      // An upgraded server counts once its own Node is Ready again too (the next server waits for it).
+      if (applied.some((c) => c.action === 'update' && 'file' in c.target && c.target.file === K3S_BINARY_PATH)) await waitNodeReady(ctx, host);
+      return;
+    }
     const journal = await journalTail(host, SERVER_UNIT);
     if (differentToken) {
       const m = differentTokenMessage(`the datastore ${datastoreEndpointHost(ctx.cluster.spec)?.name ?? ''}`.trim(), StateFile.pathFor(ctx.cluster.file));
@@ -234,6 +244,17 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       journal,
       `look at \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; a server that cannot reach the datastore (${datastoreEndpointHost(ctx.cluster.spec)?.address ?? '?'}:${ctx.cluster.spec.datastore.port}) or cannot log in keeps retrying`,
     );
+  }
+
+  async function waitNodeReady(ctx: RunContext<Deployment>, host: Host): Promise<void> {
+    const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
+      const nodes = await readNodes([host]);
+      const me = nodes?.find((n) => n.name === host.name);
+      const why = !nodes ? 'its API does not list the nodes yet' : !me ? `node ${host.name} is not registered` : me.ready ? null : `node ${host.name} is not Ready`;
+      if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
+      return why;
+    });
+    if (last !== null) throw new NotReadyError(host.name, `the upgraded server's node did not become Ready within ${seconds(readyTimeoutMs)}`, last, await journalTail(host, SERVER_UNIT), `look at \`k3s kubectl describe node ${host.name}\` and \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; the servers not yet upgraded keep serving`);
   }
 
   return {
@@ -254,9 +275,11 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         d.spec.datastore.tls.enabled ? readDatastoreCa(ctx) : Promise.resolve(null),
       ]);
       const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
+      const version = installed.binary ? await installedVersion(host) : null;
+      const nodes = state.services.get(SERVER_UNIT)?.active ? await readNodes([host]) : null;
       // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
       if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
-      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost };
+      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes };
     },
 
     diff(ctx, name, o): Change[] {
@@ -352,6 +375,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
           });
         }
       }
+      problems.push(...upgradeProblems(d.spec.k3s.version, [...observed].map(([name, o]) => ({ name, role: 'server' as const, version: o.version, path: hostPath(d, name) }))));
+      problems.push(...unhealthyStart(d, observed));
       // A server that already ran k3s with another token (FACTS: bootstrap data).
       for (const [name, o] of observed) {
         if (o.token && !sameClusterToken(o.token, d.secrets.k3sToken)) {
@@ -364,4 +389,35 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
 
     settle,
   };
+}
+
+/**
+ * An upgrade starts only on a healthy cluster (every server's k3s running,
+ * every Node Ready): rolling a new version through a degraded cluster can
+ * take the last working server down. `--force` overrides it.
+ */
+function unhealthyStart(d: Deployment, observed: ReadonlyMap<string, ServerObserved>): Problem[] {
+  const target = d.spec.k3s.version;
+  // In the cluster file's order (the map is filled as observations finish).
+  const upgrading = hostsWithRole(d.spec, 'server')
+    .map((h) => h.name)
+    .filter((n) => {
+      const o = observed.get(n);
+      return o?.version && target && o.version.text !== target;
+    });
+  if (!upgrading.length || d.options?.force) return [];
+  const why: string[] = [];
+  for (const [name, o] of observed) if (o.installed.binary && !o.state.services.get(SERVER_UNIT)?.active) why.push(`k3s is not running on ${name}`);
+  const lists = [...observed.values()].map((o) => o.nodes).filter((n): n is NodeState[] => n !== null);
+  if (!lists.length) why.push("no server's API lists the nodes");
+  else for (const n of lists[0]!) if (!n.ready) why.push(`node ${n.name} is NotReady`);
+  if (!why.length) return [];
+  return [
+    {
+      severity: 'error',
+      path: 'k3s.version',
+      message: `the upgrade to ${target} (${upgrading.join(', ')} first) would start on an unhealthy cluster: ${why.join('; ')}`,
+      hint: 'bring the cluster back first (`k8s-ha status` shows what is degraded, `k8s-ha apply` with the running version repairs it), or upgrade anyway with --force',
+    },
+  ];
 }

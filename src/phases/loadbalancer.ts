@@ -230,14 +230,46 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
       summary: `stop and disable ${p.unit} (the load balancer is now ${lbUnit(ctx.cluster.spec)})`,
       apply: async (h) => void (await h.exec(sh`systemctl disable --now ${p.unit}`)),
     }));
-    // Before the new daemon starts: both cannot hold the API port.
-    const i = changes.findIndex((ch) => 'unit' in ch.target);
-    return i < 0 ? [...changes, ...stops] : [...changes.slice(0, i), ...stops, ...changes.slice(i)];
+    if (!stops.length) return changes;
+    // Both cannot hold the API port. The old daemon is stopped in the same
+    // change that starts the new one, right before it: everything else (the
+    // package, the checked config, enable) is done first, so the gap is one
+    // daemon start long, and an interrupt (checked between changes) can never
+    // fall between the stop and the start (the plan's preflight says so).
+    const unit = lbUnit(ctx.cluster.spec);
+    const j = changes.findIndex((ch) => 'unit' in ch.target && ch.target.unit === unit && ch.action === 'restart');
+    if (j < 0) {
+      const i = changes.findIndex((ch) => 'unit' in ch.target);
+      return i < 0 ? [...changes, ...stops] : [...changes.slice(0, i), ...stops, ...changes.slice(i)];
+    }
+    const start = changes[j]!;
+    const switched: Change = {
+      ...start,
+      summary: `${stops.map((x) => `stop and disable ${'unit' in x.target ? x.target.unit : ''}`).join(', ')}, then at once ${start.summary} (the load balancer is now ${unit})`,
+      apply: async (h) => {
+        for (const x of stops) await x.apply(h);
+        await start.apply(h);
+      },
+    };
+    return [...changes.slice(0, j), switched, ...changes.slice(j + 1)];
   },
 
   preflight(ctx, observed): Problem[] {
     const c = ctx.cluster.spec;
     const problems: Problem[] = [];
+    for (const [name, o] of observed) {
+      if (!o.previous.length) continue;
+      const old = o.previous.map((p) => p.unit).join(' and ');
+      problems.push({
+        severity: 'warning',
+        path: 'loadBalancer.kind',
+        message:
+          `${name} switches from ${old} to ${lbUnit(c)}: both cannot hold port ${c.loadBalancer.port}, so the API through ${name} refuses connections ` +
+          `from the stop of ${old} until ${lbUnit(c)} has started — one step of the apply, as long as ${lbUnit(c)} takes to start (about a second); ` +
+          'everything else is in place before it',
+        hint: 'nothing to change in the file: apply it at a quiet moment (clients see refused connections, which kubectl and the agents retry)',
+      });
+    }
     if (c.loadBalancer.deploy === 'docker' && c.loadBalancer.kind !== 'nginx') {
       problems.push({
         severity: 'error',

@@ -162,6 +162,8 @@ export interface Cluster {
   metallb?: MetalLB;
   /** The cluster file's `verify` section (empty when absent). */
   verify: { image?: string };
+  /** The `upgrade` section: agents upgraded at once, a count or a percentage (default 1). */
+  upgrade: { agentBatch: number | `${number}%` };
 }
 
 export interface ResolveContext {
@@ -410,6 +412,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     k3s,
     ...(metallb ? { metallb } : {}),
     verify: file.verify?.image !== undefined ? { image: file.verify.image } : {},
+    upgrade: { agentBatch: (file.upgrade?.agentBatch ?? 1) as number | `${number}%` },
   };
 }
 

@@ -463,6 +463,19 @@ export const VerifySchema = Type.Object(
   { additionalProperties: false, description: 'How `k8s-ha verify` (and the end of `apply`) tests the cluster.' },
 );
 
+export const UpgradeSchema = Type.Object(
+  {
+    agentBatch: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1 }), Type.String({ pattern: '^([1-9][0-9]?|100)%$' })], {
+        description: 'How many agents are upgraded at once, each cordoned and drained first: a count (2) or a percentage of the agents ("25%", at least one). Default 1: one at a time, so the rest keep serving.',
+        errorMessage: 'is not a count or a percentage',
+        errorHint: 'write a whole number from 1 up, or a percentage such as "25%"',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'How `apply` rolls a new k3s version through the nodes: servers one at a time, then agents in batches.' },
+);
+
 export const ClusterFileSchema = Type.Object(
   {
     apiVersion: Type.Literal(API_VERSION, { description: 'Version of the cluster file format.' }),
@@ -474,6 +487,7 @@ export const ClusterFileSchema = Type.Object(
     k3s: K3sSchema,
     metallb: Type.Optional(MetallbSchema),
     verify: Type.Optional(VerifySchema),
+    upgrade: Type.Optional(UpgradeSchema),
   },
   {
     additionalProperties: false,

@@ -517,9 +517,9 @@ test('switching the load balancer from nginx to HAProxy stops the nginx k8s-ha s
   assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'infra'), [
     'install haproxy socat',
     'create /etc/haproxy/haproxy.cfg',
-    'stop and disable nginx (the load balancer is now haproxy)',
     'enable haproxy',
-    'start haproxy',
+    // In the change that starts HAProxy, right before it (no interrupt between the two).
+    'stop and disable nginx, then at once start haproxy (the load balancer is now haproxy)',
     'disable k8s-ha-lbcheck',
     'stop k8s-ha-lbcheck',
   ]);

@@ -43,7 +43,11 @@ interface FakeCluster {
   /** Servers that never become ready. */
   stuck: Set<string>;
   readyDelayMs: number;
-  open(opts?: { phases?: 'both' | 'servers' }): Promise<ClusterRun>;
+  /** `kubectl cordon|drain|uncordon NODE` as run on a server, in order: `server: verb node`. */
+  drains: string[];
+  /** Nodes the API reports NotReady. */
+  notReady: Set<string>;
+  open(opts?: { phases?: 'both' | 'servers'; force?: boolean }): Promise<ClusterRun>;
   cleanup(): void;
 }
 
@@ -91,6 +95,8 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     binary,
     hosts,
     restarts,
+    drains: [],
+    notReady: new Set(),
     events,
     datastore,
     blocked,
@@ -100,7 +106,7 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
       const artifacts = new K3sArtifacts({ cacheDir: join(dir, 'cache') });
       const po = { artifacts, pollIntervalMs: opts.pollIntervalMs ?? 5, readyTimeoutMs: opts.readyTimeoutMs ?? 5000 };
       const phases = o.phases === 'servers' ? [k3sServersPhase(po)] : [k3sServersPhase(po), k3sAgentsPhase(po)];
-      return ClusterRun.open(file, { env: {}, connect: async (h) => hosts.get(h.name)!, phases, events: (e) => void events.push(e) });
+      return ClusterRun.open(file, { env: {}, connect: async (h) => hosts.get(h.name)!, phases, events: (e) => void events.push(e), ...(o.force ? { run: { force: true } } : {}) });
     },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
@@ -115,6 +121,8 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
       return ok(files.filter((f) => h.files.has(f)).map((f) => `${f}\t${sha256(h.files.get(f)!.content)}\n`).join(''));
     });
     h.handle(/^mkdir -p \/var\/lib\/k8s-ha\/sha256 /, () => ok());
+    // `k3s --version`: the version the fake binary names.
+    h.handle(/k3s --version/, () => ok(`k3s version ${/v\d+\.\d+\.\d+\+k3s\d+/.exec(h.text('/usr/local/bin/k3s') ?? '')?.[0] ?? 'unknown'} (fake)\n`));
     if (SERVERS.includes(name)) serverModel(fc, h);
     if (AGENTS.includes(name)) agentModel(fc, h);
   }
@@ -158,6 +166,17 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
     if (ready) entered = readyAt * 1000;
     if (badToken) return ok(`ping=curl: (7) Failed to connect to 127.0.0.1 port 6443\nreadyz=\nactive=activating\nentered=${entered}\ntokenlog=yes\n`);
     return ok(ready ? `ping=pong\nreadyz=ok\nactive=active\nentered=${entered}\n` : `ping=curl: (7) Failed to connect\nreadyz=\nactive=active\nentered=${entered}\n`);
+  });
+  h.handle(/kubectl .* get nodes -o json/, () => {
+    const items = [...fc.hosts.values()]
+      .filter((x) => x.services.get('k3s')?.active || x.services.get('k3s-agent')?.active)
+      .map((x) => ({ metadata: { name: x.name }, status: { conditions: [{ type: 'Ready', status: fc.notReady.has(x.name) ? 'False' : 'True' }] } }));
+    return ok(JSON.stringify({ items }));
+  });
+  h.handle(/kubectl .* (cordon|uncordon|drain|annotate) /, (cmd) => {
+    const m = /(cordon|uncordon|drain|annotate) (?:--overwrite )?(?:node )?(\S+)/.exec(cmd.text)!;
+    if (m[1] !== 'annotate') fc.drains.push(`${h.name}: ${m[1]} ${m[2]}`);
+    return ok();
   });
   h.handle(/kubectl .* get node /, (cmd) => {
     const node = /get node (\S+)/.exec(cmd.text)![1]!;
@@ -290,6 +309,8 @@ test('a new binary is uploaded and restarts the servers one at a time; the agent
     assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s binary v2\n');
     assert.equal(fc.hosts.get(a)!.services.get('k3s-agent')!.restarts, agentRestarts[i]! + 1);
   });
+  // Each agent in turn (upgrade.agentBatch defaults to 1): cordoned and drained through a server, then uncordoned.
+  assert.deepEqual(fc.drains, AGENTS.flatMap((a) => [`server1: cordon ${a}`, `server1: drain ${a}`, `server1: uncordon ${a}`]));
 });
 
 test('air-gap images: every archive of the folder goes to every node\'s images folder before k3s starts; a re-apply uploads nothing; a changed archive is replaced without a restart', async (t) => {
@@ -477,4 +498,66 @@ test('with the state file lost, the token of a running server is adopted (and th
   assert.deepEqual(plan.problems.filter((p) => p.path === 'k3s.token'), []);
   assert.equal((parse(readFileSync(statePath, 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken, original);
   assert.equal(sha256(original).length, 64);
+});
+
+test('upgrade rules: a skipped minor, a downgrade and an unhealthy start are refused with the way out; --force lets an unhealthy one go', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 5 });
+  t.after(fc.cleanup);
+  writeFileSync(fc.binary, 'fake k3s v1.31.4+k3s1\n');
+  await (await fc.open()).apply();
+  const planWith = async (version: string, o: { force?: boolean } = {}) => {
+    writeFileSync(fc.file, clusterYaml(fc.binary).replace('version: v1.31.4+k3s1', `version: ${version}`));
+    writeFileSync(fc.binary, `fake k3s ${version}\n`);
+    const run = await fc.open(o);
+    try {
+      return await run.plan();
+    } finally {
+      await run.close();
+    }
+  };
+  const errors = (p: Awaited<ReturnType<typeof planWith>>) => p.problems.filter((x) => x.severity === 'error');
+  const skip = errors(await planWith('v1.33.0+k3s1'));
+  assert.ok(skip.some((p) => /server1 runs k3s v1\.31\.4\+k3s1, and the cluster file says v1\.33\.0\+k3s1: that skips 1 minor version/.test(p.message) && /set k3s\.version to the latest v1\.32\.x\+k3sN/.test(p.hint ?? '')), JSON.stringify(skip));
+  assert.ok(skip.some((p) => p.message.startsWith('agent1 runs k3s v1.31.4+k3s1')));
+  const down = errors(await planWith('v1.30.2+k3s1'));
+  assert.ok(down.some((p) => /server1 runs k3s v1\.31\.4\+k3s1.*k3s does not support downgrades/.test(p.message) && /k8s-ha restore/.test(p.hint ?? '')));
+  assert.ok(down.some((p) => /agent1 runs k3s v1\.31\.4\+k3s1, newer than the v1\.30\.2\+k3s1 the servers would run/.test(p.message)));
+  // One minor up is fine; with a node NotReady it is refused unless --force.
+  assert.deepEqual(errors(await planWith('v1.32.1+k3s1')), []);
+  fc.notReady.add('agent2');
+  const sick = errors(await planWith('v1.32.1+k3s1'));
+  assert.match(sick[0]?.message ?? '', /the upgrade to v1\.32\.1\+k3s1 \(server1, server2 first\) would start on an unhealthy cluster: node agent2 is NotReady/);
+  assert.match(sick[0]?.hint ?? '', /--force/);
+  const forced = await planWith('v1.32.1+k3s1', { force: true });
+  assert.deepEqual(errors(forced), []);
+  // The plan shows the rollout: servers one at a time, agents one at a time, each drained.
+  assert.deepEqual(forced.rollouts.map((r) => [r.phase, r.batches]), [['k3s-servers', [['server1'], ['server2']]], ['k3s-agents', [['agent1'], ['agent2'], ['agent3']]]]);
+  assert.match(forced.rollouts[1]!.describe ?? '', /one agent at a time: cordon, drain/);
+  const a1 = forced.steps.find((s) => s.host === 'agent1')!.changes;
+  assert.deepEqual(a1.filter((c) => c.target.host !== 'agent1').map((c) => `${c.action} ${c.target.host} ${'object' in c.target ? c.target.object : ''}`), ['update server1 Node/agent1', 'run server1 Node/agent1', 'update server1 Node/agent1']);
+  assert.equal(a1[0]!.summary, 'cordon node agent1 (through server1)');
+  assert.equal(a1.at(-1)!.summary, 'uncordon node agent1 once it is Ready');
+});
+
+test('a drain that fails stops the rollout at that agent with the reason and the fix; the others keep their version; apply again resumes', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 5 });
+  t.after(fc.cleanup);
+  writeFileSync(fc.binary, 'fake k3s v1.31.4+k3s1\n');
+  await (await fc.open()).apply();
+  writeFileSync(fc.file, clusterYaml(fc.binary).replace('version: v1.31.4+k3s1', 'version: v1.31.5+k3s1'));
+  writeFileSync(fc.binary, 'fake k3s v1.31.5+k3s1\n');
+  fc.hosts.get('server1')!.failNext(/kubectl .* drain agent2 /, { stderr: 'error when evicting pods/"web-1" -n "default" (will retry after 5s): Cannot evict pod as it would violate the pod\'s disruption budget.' });
+  const run = await fc.open();
+  await assert.rejects(run.apply(), (e: Error) => {
+    assert.match(e.message, /agent2: k3s agents: draining agent2 did not finish: .*disruption budget.*agent2 stays cordoned and keeps its old version.*Fix: a PodDisruptionBudget allows no eviction now/s);
+    return true;
+  });
+  await run.close();
+  assert.equal(fc.hosts.get('agent1')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.5+k3s1\n');
+  assert.equal(fc.hosts.get('agent2')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.4+k3s1\n');
+  assert.equal(fc.hosts.get('agent3')!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.4+k3s1\n');
+  fc.drains.length = 0;
+  await (await fc.open()).apply();
+  assert.deepEqual(fc.drains, ['server1: cordon agent2', 'server1: drain agent2', 'server1: uncordon agent2', 'server1: cordon agent3', 'server1: drain agent3', 'server1: uncordon agent3']);
+  for (const a of AGENTS) assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), 'fake k3s v1.31.5+k3s1\n');
 });

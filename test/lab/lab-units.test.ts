@@ -31,6 +31,20 @@ test('a --subnet that overlaps a host route is refused with the route named', ()
   );
 });
 
+test("the hint of a refused --subnet suggests a subnet that is free on this host, never the one that collides", () => {
+  for (const wanted of ['10.213.0.0/24', '10.213.0.0/16', '192.0.2.0/24']) {
+    assert.throws(
+      () => chooseSubnet(wanted, HOST),
+      (e: unknown) => {
+        const hint = /e\.g\. (\S+),/.exec((e as Error).message)?.[1];
+        // 10.213.0.0/16 covers every default: then no subnet is named at all.
+        if (hint === undefined) return wanted.endsWith('/16') && /one none of the host's routes covers/.test((e as Error).message);
+        return !overlaps(parseCidr(hint), parseCidr(wanted)) && collision(parseCidr(hint), HOST) === null;
+      },
+    );
+  }
+});
+
 test('a --subnet smaller than a /24 is refused', () => {
   assert.throws(() => chooseSubnet('10.250.0.0/25', HOST), LabUsageError);
 });
@@ -79,6 +93,24 @@ test('the cluster file written for a lab with two load balancers is a valid k8s-
   const r = parseCluster(text, '/tmp/demo.yaml', {});
   assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
   assert.ok(r.cluster);
+});
+
+test('--galera plans two infrastructure machines (LB + data node each), the VIP and garbd on agent1, and writes a valid cluster file with one HAProxy writer route', () => {
+  const topology = planTopology(parseCidr('10.213.0.0/24'), { galera: true, agents: 1 });
+  assert.deepEqual(topology.machines.slice(0, 2), [
+    { name: 'infra1', address: '10.213.0.10', roles: ['loadbalancer', 'datastore'] },
+    { name: 'infra2', address: '10.213.0.11', roles: ['loadbalancer', 'datastore'] },
+  ]);
+  assert.equal(topology.virtualIP, '10.213.0.5');
+  const text = renderClusterFile({ name: 'demo', keyFile: '/k', topology });
+  const doc = parse(text) as { loadBalancer: { kind: string }; datastore: { galera: Record<string, unknown> } };
+  assert.equal(doc.loadBalancer.kind, 'haproxy');
+  assert.deepEqual(doc.datastore.galera, { enabled: true, writer: 'infra1', arbitrator: 'agent1', experimental: true });
+  const r = parseCluster(text, '/tmp/demo.yaml', {});
+  assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.equal(r.cluster?.apiAddress, '10.213.0.5');
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { galera: true, agents: 0 }), /arbitrator on agent1/);
+  assert.throws(() => planTopology(parseCidr('10.213.0.0/24'), { galera: true, lb2: true }), /leave out --lb2/);
 });
 
 test('with the lab\'s parts built, the cluster file installs the lab\'s k3s air-gapped with the lab\'s images, pins the release it reports, and verifies with the busybox httpd', () => {

@@ -4,6 +4,7 @@
 // Needs root, systemd-container, debootstrap, iproute2, nftables; skipped
 // (with the reason) otherwise.
 import assert from 'node:assert/strict';
+import { nspawnProcesses } from '../../lab/machine.js';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -236,7 +237,11 @@ describe('k8s-ha lab on this host', { skip: skip ?? false }, () => {
 
   test('lab down removes every machine, mount, link, rule, process and file the lab made', async () => {
     const d = io();
+    const units = lab.machines.map((m) => `${TEST_LAB}-${m.name}`);
+    assert.ok((await nspawnProcesses(units)).length > 0, 'the machines were not running');
     assert.equal(await labCommand(['down', '--name', TEST_LAB], d), 0, d.err());
+    // At once, not after a settling wait: a `lab up` right now must not meet the old machines.
+    assert.deepEqual(await nspawnProcesses(units), [], 'lab down returned while systemd-nspawn still ran');
     // Still under the test lock, so no other test's lab muddles the comparison.
     assert.deepEqual(await settledDiff(clean), []);
   });

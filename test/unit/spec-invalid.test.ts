@@ -239,7 +239,7 @@ const CASES: Case[] = [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { add: ['hosts'], item: host('db3', '192.168.0.160', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
-      { set: ['datastore', 'galera'], to: { enabled: true, mode: 'multi-writer' } },
+      { set: ['datastore', 'galera'], to: { enabled: true, mode: 'multi-writer', experimental: true } },
     ],
     expect: [['error', 'datastore.galera.mode', /multi-writer Galera is not supported by k3s/]],
   },
@@ -249,13 +249,13 @@ const CASES: Case[] = [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { add: ['hosts'], item: host('db3', '192.168.0.160', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
-      { set: ['datastore', 'galera'], to: { enabled: true, writer: 'server1' } },
+      { set: ['datastore', 'galera'], to: { enabled: true, writer: 'server1', experimental: true } },
     ],
     expect: [['error', 'datastore.galera.writer', /"server1" is not a datastore host/]],
   },
   {
     name: 'Galera on two datastore hosts without an arbitrator is a warning: an even number of voters loses quorum with half of them',
-    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['loadBalancer', 'kind'], to: 'haproxy' }, { set: ['datastore', 'galera'], to: { enabled: true } }],
+    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['loadBalancer', 'kind'], to: 'haproxy' }, { set: ['datastore', 'galera'], to: { enabled: true, experimental: true } }],
     expect: [['warning', 'datastore.galera', /2 Galera voters: when half of them are lost/]],
   },
   {
@@ -263,7 +263,7 @@ const CASES: Case[] = [
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
-      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'db2' } },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'db2', experimental: true } },
     ],
     expect: [['error', 'datastore.galera.arbitrator', /"db2" is a datastore host/]],
   },
@@ -272,13 +272,13 @@ const CASES: Case[] = [
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
-      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'nowhere' } },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'nowhere', experimental: true } },
     ],
     expect: [['error', 'datastore.galera.arbitrator', /"nowhere" is not a host of the cluster file/]],
   },
   {
     name: 'Galera behind nginx is refused: one writer is routed by HAProxy so far',
-    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1' } }],
+    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', experimental: true } }],
     expect: [['error', 'loadBalancer.kind', /routed by the load balancer to one writer, and k8s-ha does that with HAProxy/]],
   },
   {
@@ -287,12 +287,22 @@ const CASES: Case[] = [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
       { set: ['datastore', 'tls'], to: { enabled: true } },
-      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', nodePort: 3306 } },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', nodePort: 3306, experimental: true } },
     ],
     expect: [
       ['error', 'datastore.galera.nodePort', /both would bind port 3306/],
       ['error', 'datastore.tls.enabled', /TLS from k3s to a Galera datastore is not provided yet/],
     ],
+  },
+
+  {
+    name: 'Galera without experimental: true is refused: a failover loses the acknowledged create in flight',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1' } },
+    ],
+    expect: [['error', 'datastore.galera.experimental', /the Galera datastore is experimental: a writer failover loses the acknowledged create in flight/]],
   },
 
   // --- k3s

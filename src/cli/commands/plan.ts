@@ -14,12 +14,24 @@ const common = {
   concurrency: { type: 'string' },
   'accept-new-host-key': { type: 'string', multiple: true },
   verbose: { type: 'boolean', short: 'v' },
+  // Upgrades (k3s.version changed): the same flags for plan and apply, so the plan shows what apply does.
+  force: { type: 'boolean' },
+  'delete-emptydir-data': { type: 'boolean' },
+  'drain-timeout': { type: 'string' },
 } as const;
 
 export type { RunHooks };
 
-function openFor(cmd: string, file: string, values: { concurrency?: string; 'accept-new-host-key'?: string[] }, io: CliIO, events: EventSink, hooks: RunHooks) {
-  return openCluster(file, io, hooks, { events, concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100), acceptNewHostKey: values['accept-new-host-key'] ?? [] });
+type CommonValues = { concurrency?: string; 'accept-new-host-key'?: string[]; force?: boolean; 'delete-emptydir-data'?: boolean; 'drain-timeout'?: string };
+
+function openFor(cmd: string, file: string, values: CommonValues, io: CliIO, events: EventSink, hooks: RunHooks) {
+  const drainTimeoutS = intFlag(cmd, 'drain-timeout', values['drain-timeout'], 10, 86_400);
+  return openCluster(file, io, hooks, {
+    events,
+    concurrency: intFlag(cmd, 'concurrency', values.concurrency, 1, 100),
+    acceptNewHostKey: values['accept-new-host-key'] ?? [],
+    run: { force: values.force ?? false, deleteEmptyDirData: values['delete-emptydir-data'] ?? false, ...(drainTimeoutS !== undefined ? { drainTimeoutS } : {}) },
+  });
 }
 
 function eventSink(io: CliIO, json: boolean | undefined, verbose: boolean | undefined): EventSink {
