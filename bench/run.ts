@@ -22,6 +22,7 @@ async function loadOptional(): Promise<void> {
     ['k3s', './k3s.js', 'benchK3s'],
     ['galera', './galera.js', 'benchGalera'],
     ['status-page', './status-page.js', 'benchStatusPage'],
+    ['backup', './backup.js', 'benchBackup'],
   ];
   for (const [name, path, fn] of optional) {
     try {
