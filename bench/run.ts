@@ -23,6 +23,7 @@ async function loadOptional(): Promise<void> {
     ['metallb', './metallb.js', 'benchMetallb'],
     ['galera', './galera.js', 'benchGalera'],
     ['status-page', './status-page.js', 'benchStatusPage'],
+    ['backup', './backup.js', 'benchBackup'],
   ];
   for (const [name, path, fn] of optional) {
     try {
