@@ -20,8 +20,10 @@ async function loadOptional(): Promise<void> {
     ['plan-ssh', './plan-ssh.js', 'benchPlanSsh'],
     ['infra', './infra.js', 'benchInfra'],
     ['k3s', './k3s.js', 'benchK3s'],
+    ['metallb', './metallb.js', 'benchMetallb'],
     ['galera', './galera.js', 'benchGalera'],
     ['status-page', './status-page.js', 'benchStatusPage'],
+    ['backup', './backup.js', 'benchBackup'],
   ];
   for (const [name, path, fn] of optional) {
     try {

@@ -14,7 +14,9 @@ import type { Lab } from '../lab/index.js';
  * cluster applied (nginx on two LBs with a virtual IP, MariaDB, the lab's
  * k3s), `k8s-ha status --serve` run in-process on a free loopback port, and
  * the system's Chromium (Debian's `chromium`) driven by playwright-core,
- * which never downloads a browser of its own.
+ * which never downloads a browser of its own. (playwright-core rather than
+ * puppeteer-core: current puppeteer-core needs Node.js 22.12, k8s-ha runs on
+ * 20; playwright-core supports 20 and has no dependencies.)
  */
 export const REPO = resolve(import.meta.dirname, '..');
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
@@ -27,7 +29,7 @@ export function browserSkipReason(): string | null {
   return null;
 }
 
-/** The lab's cluster file with the lab's k3s, without MetalLB (its controller needs `lab metallb`; test/lab/metallb.test.ts covers it). */
+/** The lab's cluster file with the lab's k3s, without MetalLB (test/lab/metallb.test.ts covers it). */
 export function clusterFile(lab: Lab, dir: string): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   delete doc.metallb;
@@ -70,6 +72,22 @@ export async function serve(lab: Lab, file: string, dir: string, extra: StatusHo
       return { code, stdout, stderr };
     },
   };
+}
+
+/**
+ * `systemctl stop nginx` on an LB machine; k8s-ha-lbcheck may be reloading
+ * nginx just then (a server it had marked down came back), and systemd
+ * cancels the stop ("Job for nginx.service canceled"): tried three times.
+ * Returns when the stop was issued.
+ */
+export async function stopNginx(lab: Lab, machine: string): Promise<number> {
+  for (let i = 0; ; i++) {
+    const t = Date.now();
+    const r = await lab.exec(machine, ['systemctl', 'stop', 'nginx'], { allowFailure: true });
+    if (r.code === 0) return t;
+    if (i === 2) throw new Error(`systemctl stop nginx on ${machine}: ${r.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 export async function launchChromium(): Promise<Browser> {

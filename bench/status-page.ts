@@ -7,7 +7,7 @@ import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
 import { labSkipReason, testLabLock } from '../lab/testing.js';
 import { LBCHECK_STATE_PATH } from '../src/render/lbcheck.js';
 import type { BenchResult } from './result.js';
-import { applyCluster, browserSkipReason, clusterFile, launchChromium, REPO, serve, until } from './status-page-lab.js';
+import { applyCluster, browserSkipReason, clusterFile, launchChromium, REPO, serve, stopNginx, until } from './status-page-lab.js';
 
 const NAME = 'bench';
 const FAULTS = 3;
@@ -40,6 +40,8 @@ export async function benchStatusPage(): Promise<BenchResult[]> {
   const why = (await labSkipReason()) ?? browserSkipReason();
   if (why) throw new Error(`cannot run here: ${why}`);
   const out: BenchResult[] = [];
+  // Each figure is printed as it is measured, so a later failure keeps it.
+  const push = (r: BenchResult) => (out.push(r), process.stderr.write(`  (measured) ${r.name}: ${r.value} ${r.unit}${r.note ? ` — ${r.note}` : ''}\n`));
   const lock = await testLabLock();
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-bench-status-page-'));
   let lab: Lab | undefined;
@@ -63,8 +65,8 @@ export async function benchStatusPage(): Promise<BenchResult[]> {
       await sleep(20_000);
       const cpu = process.cpuUsage(cpu0);
       const healthy = rounds.slice(n0).filter((r) => r.healthy).map((r) => r.ms);
-      out.push({ name: 'status page: one collection (refresh), healthy lab, wall time', value: median(healthy), unit: 'ms', note: `median of ${healthy.length} rounds; p90 ${pct(healthy, 0.9)} ms` });
-      out.push({ name: 'status page: k8s-ha CPU per refresh (collector, render, SSE, this process only)', value: Math.round((cpu.user + cpu.system) / 1000 / Math.max(1, rounds.length - n0)), unit: 'ms', note: `${rounds.length - n0} rounds in 20 s, includes the benchmark's own browser driving` });
+      push({ name: 'status page: one collection (refresh), healthy lab, wall time', value: median(healthy), unit: 'ms', note: `median of ${healthy.length} rounds; p90 ${pct(healthy, 0.9)} ms` });
+      push({ name: 'status page: k8s-ha CPU per refresh (collector, render, SSE, this process only)', value: Math.round((cpu.user + cpu.system) / 1000 / Math.max(1, rounds.length - n0)), unit: 'ms', note: `${rounds.length - n0} rounds in 20 s, includes the benchmark's own browser driving` });
 
       // A whole `status --json` from the shell: node start, SSH handshakes, one collection.
       const whole: number[] = [];
@@ -74,7 +76,7 @@ export async function benchStatusPage(): Promise<BenchResult[]> {
         whole.push(Date.now() - t);
         if (r.status !== 0) throw new Error(`status --json exited ${r.status}: ${r.stderr}${r.stdout.slice(0, 400)}`);
       }
-      out.push({ name: 'whole `k8s-ha status --json` from the shell (new process, new SSH connections)', value: median(whole), unit: 'ms', note: `median of 3: ${whole.join(', ')} ms` });
+      push({ name: 'whole `k8s-ha status --json` from the shell (new process, new SSH connections)', value: median(whole), unit: 'ms', note: `median of 3: ${whole.join(', ')} ms` });
 
       // A frozen server, FAULTS times: the page vs nginx's own checker.
       const page2: number[] = [];
@@ -96,21 +98,20 @@ export async function benchStatusPage(): Promise<BenchResult[]> {
         }
         await until(page, 120_000, { box: 'server:server2', is: 'ok' }, { health: 'ok' });
       }
-      out.push({ name: 'server frozen: nginx health check (k8s-ha-lbcheck) marks it down', value: s2(median(check)), unit: 's', note: `median of ${FAULTS}: ${check.map(s2).join(', ')} s` });
-      out.push({ name: 'server frozen: the page shows it down (from the freeze)', value: s2(median(page2)), unit: 's', note: `median of ${FAULTS}: ${page2.map(s2).join(', ')} s` });
-      out.push({ name: 'server frozen: the page beyond the health check', value: s2(median(beyond)), unit: 's', target: 2, note: `median of ${FAULTS}: ${beyond.map(s2).join(', ')} s (negative: the page's own probe saw it first)` });
+      push({ name: 'server frozen: nginx health check (k8s-ha-lbcheck) marks it down', value: s2(median(check)), unit: 's', note: `median of ${FAULTS}: ${check.map(s2).join(', ')} s` });
+      push({ name: 'server frozen: the page shows it down (from the freeze)', value: s2(median(page2)), unit: 's', note: `median of ${FAULTS}: ${page2.map(s2).join(', ')} s` });
+      push({ name: 'server frozen: the page beyond the health check', value: s2(median(beyond)), unit: 's', target: 2, note: `median of ${FAULTS}: ${beyond.map(s2).join(', ')} s (negative: the page's own probe saw it first)` });
 
       // The primary LB stopped: VIP on lb2 (as the host has it) and on the page.
       const vip = lab.virtualIP!;
-      const t0 = Date.now();
-      await lab.exec('infra', ['systemctl', 'stop', 'nginx']);
+      const t0 = await stopNginx(lab, 'infra');
       try {
         const [tHost, tPage] = await Promise.all([
           when('the VIP on lb2', 30_000, async () => (await lab!.exec('lb2', ['ip', '-o', 'addr', 'show'])).stdout.includes(` ${vip}/`)),
           until(page, 30_000, { text: 'on lb2', in: 'w-vip' }),
         ]);
-        out.push({ name: 'primary LB stopped: VIP on lb2 (keepalived)', value: s2(tHost - t0), unit: 's' });
-        out.push({ name: 'primary LB stopped: the page shows lb2 holding the VIP', value: s2(tPage - t0), unit: 's', note: `${s2(tPage - tHost)} s after the host had it` });
+        push({ name: 'primary LB stopped: VIP on lb2 (keepalived)', value: s2(tHost - t0), unit: 's' });
+        push({ name: 'primary LB stopped: the page shows lb2 holding the VIP', value: s2(tPage - t0), unit: 's', note: `${s2(tPage - tHost)} s after the host had it` });
       } finally {
         await lab.exec('infra', ['systemctl', 'start', 'nginx']);
       }

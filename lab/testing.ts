@@ -91,7 +91,8 @@ export async function withLab<T>(opts: WithLabOptions, fn: (lab: Lab) => Promise
     else process.stderr.write(`# SKIP lab: ${why}\n`);
     return undefined;
   }
-  const name = opts.name ?? TEST_LAB;
+  // K8S_HA_LAB_NAME (with K8S_HA_LAB_STATE for its own lock): run a lab test on one's own lab beside the shared one.
+  const name = opts.name ?? env.K8S_HA_LAB_NAME ?? TEST_LAB;
   const lock = await testLabLock(env);
   try {
     // Left by a test run that crashed: nothing else can hold it while we hold the lock.

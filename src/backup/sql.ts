@@ -13,11 +13,13 @@ const ident = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
  * A consistent dump of the kine database on stdout: one transaction's
  * snapshot (--single-transaction, no lock on kine's InnoDB table), rows
  * streamed rather than buffered (--quick), blobs as hex so the dump is plain
- * ASCII, no date line (the manifest carries the time). No CREATE DATABASE:
+ * ASCII, no LOCK TABLES around the inserts (Galera does not support explicit
+ * table locks; the load runs with k3s stopped anyway), no date line (the
+ * manifest carries the time). No CREATE DATABASE:
  * the restore loads it into the database the cluster file names.
  */
 export function dumpCommand(database: string): Command {
-  return sh`mariadb-dump --single-transaction --quick --hex-blob --skip-dump-date --default-character-set=utf8mb4 ${database}`;
+  return sh`mariadb-dump --single-transaction --quick --hex-blob --skip-add-locks --skip-dump-date --default-character-set=utf8mb4 ${database}`;
 }
 
 /** `mariadb` loading SQL from stdin into `database`. */

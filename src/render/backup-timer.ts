@@ -64,7 +64,7 @@ work=$(mktemp -d "$DIR/.k8s-ha-backup.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # One consistent snapshot (--single-transaction); the dump's own exit status, not gzip's.
-{ rc=0; mariadb-dump --single-transaction --quick --hex-blob --skip-dump-date --default-character-set=utf8mb4 "$DB" || rc=$?; echo "$rc" > "$work/rc"; } | gzip -6 -n > "$work/${PART.dump}"
+{ rc=0; mariadb-dump --single-transaction --quick --hex-blob --skip-add-locks --skip-dump-date --default-character-set=utf8mb4 "$DB" || rc=$?; echo "$rc" > "$work/rc"; } | gzip -6 -n > "$work/${PART.dump}"
 [ "$(cat "$work/rc")" = 0 ] || { echo "k8s-ha-backup: mariadb-dump of $DB failed (exit $(cat "$work/rc"))" >&2; exit 1; }
 
 # The highest revision once the dump is done: MAX(id), or AUTO_INCREMENT - 1 when higher.

@@ -141,3 +141,13 @@ test('a mistyped secret reference or an unknown YAML tag is an error naming the 
   const w = await runCli(['validate', 'c.yaml'], { cwd: dir });
   assert.match(w.stdout + w.stderr, /c\.yaml:1:\d+: warning : YAML: Unsupported YAML version 1\.3/);
 });
+
+test('reset, given its cluster file as the argument, asks when standard input is a terminal even if its output is piped', async (t) => {
+  const dir = tempDir(t);
+  const { text } = offlineCluster(SEED, dir, 'home.yaml');
+  const fleet = simulatedFleet(text, { env: { HOME: dir } });
+  const r = await runCli(['reset', 'home.yaml'], { cwd: dir, stdinTTY: true, answers: ['n'], hooks: { open: { connect: fleet.connect } } });
+  assert.doesNotMatch(r.stderr, /off a terminal it asks nothing/);
+  assert.equal(r.code, 0, r.stderr);
+  for (const h of fleet.hosts.values()) assert.deepEqual(h.writes, [], `${h.name} was changed after "n"`);
+});

@@ -189,3 +189,21 @@ test('on a terminal restore asks for the cluster\'s name and changes nothing (st
   assert.equal(table(s).rows.length, rows - 1 + 1, 'the restore did not run');
   rmSync(join(s.dir, 'b.tar'));
 });
+
+test('restore refuses while another apply holds the cluster lock, names it, and changes nothing', async (t) => {
+  const { s } = await appliedWithBackup(t);
+  const { LOCK_PATH } = await import('../../src/engine/lock.js');
+  const infra = s.fleet.hosts.get('infra')!;
+  infra.setFile(LOCK_PATH, JSON.stringify({ holder: 'bob@desk', pid: 777, command: 'apply', since: '2026-12-01T09:00:00Z', id: 'other' }) + '\n', { mode: 0o600 });
+  const tb = table(s);
+  insertRow(tb, '/registry/configmaps/default/during', 'x');
+  const rows = tb.rows.length;
+  const stops = () => [...s.fleet.hosts.values()].flatMap((h) => h.log.filter((c) => /^systemctl stop k3s/.test(c)));
+  const before = stops().length;
+  const r = await s.cli(['restore', 'b.tar', '--yes', '--no-verify']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /the cluster is locked by bob@desk \(pid 777, `k8s-ha apply` since 2026-12-01T09:00:00Z\).*another run is changing it now/s);
+  assert.equal(table(s).rows.length, rows, 'the data was replaced under the lock');
+  assert.equal(stops().length, before, 'k3s was stopped under the lock');
+  assert.ok(infra.files.has(LOCK_PATH), "the other run's lock was taken away");
+});

@@ -50,6 +50,44 @@ async function configMaps(k: KubeClient): Promise<{ rv: number; items: Map<strin
   return { rv: Number(l.metadata.resourceVersion), items: new Map(l.items.map((c) => [c.metadata.name, c.data?.v ?? ''])) };
 }
 
+/**
+ * What k3s could leave on a machine, read inside it: files (with modes;
+ * outside logs, caches, apt/dpkg and systemd's own state), every unit file
+ * and loaded unit, listening sockets, the top cgroups, network interfaces,
+ * and the iptables and nft rules.
+ */
+const MACHINE_SNAPSHOT = [
+  "echo '# files'",
+  'find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp -o -path /var/log -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/lib/systemd -o -path /var/lib/dhcp -o -path /var/lib/private -o -path /etc/ssh \\) -prune -o -printf "%p %m\\n" | sort',
+  "echo '# run'",
+  'ls -d /run/k3s /run/flannel /run/netns 2>/dev/null || true',
+  "echo '# unit files'",
+  'systemctl list-unit-files --no-legend --no-pager | sort',
+  "echo '# units'",
+  "systemctl list-units --all --no-legend --no-pager --plain | awk '{print $1, $2, $3}' | grep -v -e '^session-' -e '^user' -e '^run-' | sort",
+  "echo '# listening'",
+  "ss -ltnuH | awk '{print $1, $5}' | sort -u",
+  "echo '# cgroups'",
+  "find /sys/fs/cgroup -maxdepth 3 -type d | grep -v -e session- -e user.slice -e init.scope | sort",
+  "echo '# links'",
+  "ip -o link | awk -F': ' '{print $2}' | sort",
+  "echo '# iptables'",
+  "(iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) | grep -v -e '^#' -e '^:' | sort",
+  "echo '# nft'",
+  'nft list ruleset 2>/dev/null || true',
+].join('; ');
+
+async function machineSnapshot(lab: Lab, name: string): Promise<string[]> {
+  const r = await lab.exec(name, ['sh', '-c', MACHINE_SNAPSHOT], { timeoutMs: 120_000 });
+  return r.stdout.split('\n');
+}
+
+function snapshotDiff(before: string[], after: string[]): string[] {
+  const b = new Set(before);
+  const a = new Set(after);
+  return [...after.filter((l) => !b.has(l)).map((l) => `+ ${l}`), ...before.filter((l) => !a.has(l)).map((l) => `- ${l}`)];
+}
+
 const cm = (name: string, v: string): Cm => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: 'default', labels: { 'k8s-ha-test': 'backup' } }, data: { v } });
 
 test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? false }, async (t) => {
@@ -67,6 +105,9 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
     let before: KubeClient;
     let atBackup: Map<string, string>;
     let maxSeen = 0;
+    // The bare machines, before k8s-ha touched them: a reset must bring them back to this.
+    const bare = new Map<string, string[]>();
+    for (const n of ['server2', 'agent3']) bare.set(n, await machineSnapshot(lab, n));
 
     await t.test('the cluster is applied and holds objects; backup writes a 0600 archive that --check passes', async () => {
       const a = await cli('apply', '--yes', '--no-verify');
@@ -132,7 +173,8 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       const lines = ls.stdout.trim().split('\n');
       assert.equal(lines[0], '700 /var/backups/k8s-ha');
       assert.equal(lines.length, 3, `rotation should keep 2: ${ls.stdout}`);
-      for (const l of lines.slice(1)) assert.match(l, /^600 \/var\/backups\/k8s-ha\/test-\d{8}T\d{6}Z\.k8s-ha-backup\.tar$/);
+      const name = (parse(readFileSync(file, 'utf8')) as { name: string }).name;
+      for (const l of lines.slice(1)) assert.match(l, new RegExp(`^600 /var/backups/k8s-ha/${name}-\\d{8}T\\d{6}Z\\.k8s-ha-backup\\.tar$`));
       const newest = lines.slice(1).map((l) => l.split(' ')[1]!).sort().pop()!;
       const b64 = await lab.exec('infra', ['base64', '-w0', newest]);
       writeFileSync(join(dir, 'scheduled.tar'), Buffer.from(b64.stdout, 'base64'), { mode: 0o600 });
@@ -143,6 +185,25 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       assert.equal(s.serverToken, token);
       const journal = await lab.exec('infra', ['journalctl', '-u', 'k8s-ha-backup', '--no-pager', '-q']);
       assert.ok(!journal.stdout.includes(token), 'the token is in the journal');
+    });
+
+    await t.test('reset --datastore leaves servers and agents as the bare machines were (files, units, ports, cgroups, interfaces, rules); apply then builds the cluster again', async () => {
+      const r = await cli('reset', '--datastore', '--loadbalancer', '--yes');
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      for (const [n, snap] of bare) {
+        // Reached once (k3s's unit wants it), systemd keeps network-online.target and its
+        // wait-online service active until the next boot: a state of systemd, nothing k3s left.
+        const reached = /^(network-online\.target|systemd-networkd-wait-online\.service) loaded /;
+        const d = snapshotDiff(snap.filter((l) => !reached.test(l)), (await machineSnapshot(lab, n)).filter((l) => !reached.test(l)));
+        assert.deepEqual(d, [], `${n} differs from the bare machine after reset:\n${d.join('\n')}`);
+      }
+      const db = await lab.exec('infra', ['sh', '-c', "echo \"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'k3s'\" | mariadb --batch --skip-column-names"]);
+      assert.equal(db.stdout.trim(), '0');
+      const again = await cli('apply', '--yes', '--no-verify');
+      assert.equal(again.code, 0, again.stderr + again.stdout);
+      const k = await kube(lab, file);
+      await k.waitForReadyNodes(5, { timeoutMs: 120_000 });
+      assert.equal((await configMaps(k)).items.size, 0, 'the new cluster holds the old objects');
     });
 
     await t.test('no secret in any output, and the archives are readable by their owner only', async () => {

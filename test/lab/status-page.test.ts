@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { labSkipReason, withLab } from '../../lab/testing.js';
-import { applyCluster, boxHealth, browserSkipReason, clusterFile, launchChromium, REPO, serve, until, type Served } from '../../bench/status-page-lab.js';
+import { labSkipReason, withLab, skipOrFail } from '../../lab/testing.js';
+import { applyCluster, boxHealth, browserSkipReason, clusterFile, launchChromium, REPO, serve, stopNginx, until, type Served } from '../../bench/status-page-lab.js';
 
 const ARTIFACTS = join(REPO, 'test-artifacts/status-page');
 const labSkip = await labSkipReason();
-const skip = labSkip ? `no lab: ${labSkip}` : browserSkipReason();
+const skip = labSkip ? `no lab: ${labSkip}` : skipOrFail(browserSkipReason()) || null;
 
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
@@ -89,7 +89,7 @@ async function scenario(t: TestContext): Promise<void> {
       });
 
       await t.test('the primary load balancer stopped: the VIP holder changes on the page, in the picture and the timeline', async () => {
-        await lab.exec('infra', ['systemctl', 'stop', 'nginx']);
+        await stopNginx(lab, 'infra');
         try {
           await until(page, 30_000, { text: 'on lb2', in: 'w-vip' });
           await until(page, 10_000, { box: 'lb:infra', is: 'bad' });

@@ -84,16 +84,62 @@ test('the datastore stopped, an agent NotReady, the API down, a full pool: each 
   assert.deepEqual(pool.pending, ['web/wiki']);
 });
 
+test('a stale scheduled backup degrades the datastore (not down), with the age on the element and in the timeline', () => {
+  const s = healthySnapshot();
+  s.datastores[0]!.backup = { dir: '/var/backups/k8s-ha', newest: 'home-20261201T030000Z.tar', ageS: 3 * 86400, count: 7, staleAfterS: 2 * 86400, stale: true };
+  const m = pageModel(s);
+  assert.equal(health(m, 'datastore:lb1'), 'warn');
+  assert.equal(reason(m, 'datastore:lb1'), 'answering; 5.1 MiB, 1834 kine rows; newest backup 3d old, 7 kept (stale after 2d)');
+  assert.ok(m.elements.find((e) => e.id === 'datastore:lb1')?.facts.some(([k, v]) => k === 'scheduled backups' && v === 'newest backup 3d old, 7 kept in /var/backups/k8s-ha — STALE'));
+  assert.ok(m.degraded.some((d) => d.includes('the newest scheduled backup is 3d old')));
+  assert.deepEqual(changes(pageModel(healthySnapshot()), m).map((e) => e.text), ['datastore lb1 degraded: answering; 5.1 MiB, 1834 kine rows; newest backup 3d old, 7 kept (stale after 2d)']);
+});
+
 test('a section the page does not know (added to the status model later) is rendered as data, with no page change', () => {
   // The model now has a typed `galera` section; this one has another shape on purpose (a section the page knows nothing of).
-  const s = { ...healthySnapshot(), backup: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, galera: { size: 3, nodes: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } } as unknown as StatusSnapshot;
+  const s = { ...healthySnapshot(), certificates: { newest: '2026-12-01T03:00:00Z', ageHours: 9, stale: false }, upgrades: [{ host: 'db1', state: 'Synced', writer: true }, { host: 'db2', state: 'Donor/Desynced', writer: false }] } as unknown as StatusSnapshot;
   s.datastores[0] = { ...s.datastores[0]!, ...({ clusterSize: 3 } as object) };
   const m = pageModel(s);
-  assert.deepEqual(m.extra.map((x) => x.title), ['Backup', 'Galera']);
+  assert.deepEqual(m.extra.map((x) => x.title), ['Certificates', 'Upgrades']);
   assert.ok(m.elements.find((e) => e.id === 'datastore:lb1')?.facts.some(([k, v]) => k === 'Cluster size' && v === '3'));
   const html = liveParts(fresh(m)).main;
-  assert.match(html, /<h2 id="h-x-backup">Backup<\/h2><dl class="kv"><dt>Newest<\/dt><dd>2026-12-01T03:00:00Z<\/dd><dt>Age hours<\/dt><dd>9<\/dd>/);
+  assert.match(html, /<h2 id="h-x-certificates">Certificates<\/h2><dl class="kv"><dt>Newest<\/dt><dd>2026-12-01T03:00:00Z<\/dd><dt>Age hours<\/dt><dd>9<\/dd>/);
   assert.match(html, /<th scope="col">Host<\/th><th scope="col">State<\/th><th scope="col">Writer<\/th>.*<td>db2<\/td><td>Donor\/Desynced<\/td><td>false<\/td>/);
+});
+
+/** Two Galera data nodes behind both LBs (db1 on lb1, db2 on lb2), an arbitrator elsewhere. */
+function galera(o: { db2State?: string; db2Status?: string; writers?: [string | null, string | null] } = {}) {
+  const s = healthySnapshot();
+  s.hosts[1]!.roles.push('datastore');
+  s.datastores = [
+    { host: 'lb1', active: true, reachable: true, version: '10.11.6-MariaDB', sizeBytes: 5_400_000, kineRows: 1834, galera: { size: 3, state: 'Synced', clusterStatus: 'Primary', ready: true } },
+    { host: 'lb2', active: true, reachable: true, version: '10.11.6-MariaDB', sizeBytes: 5_400_000, kineRows: 1834, galera: { size: 3, state: o.db2State ?? 'Synced', clusterStatus: o.db2Status ?? 'Primary', ready: true } },
+  ];
+  const [w1, w2] = o.writers ?? ['lb1', 'lb1'];
+  s.galera = { expectedSize: 3, writers: [{ lb: 'lb1', writer: w1 }, { lb: 'lb2', writer: w2 }] };
+  return s;
+}
+
+test('Galera: each data node with its state, the writer marked, kine edges to the writer only, membership beside the tier', () => {
+  const m = pageModel(galera());
+  assert.equal(m.dbWriter, 'lb1');
+  assert.deepEqual(m.elements.filter((e) => e.tier === 'datastore').map((e) => `${e.label}:${e.sub}:${e.health}`), ['lb1:Galera Synced · writer:ok', 'lb2:Galera Synced:ok']);
+  assert.equal(m.notes.datastore, 'Galera: 3 of 3 members, writer lb1');
+  assert.deepEqual(m.edges.filter((e) => e.to === 'datastore:lb2').map((e) => `${e.health}:${e.standby}`), ['unknown:true', 'unknown:true']);
+  assert.ok(m.edges.filter((e) => e.to === 'datastore:lb1').every((e) => e.health === 'ok' && !e.standby));
+  assert.match(liveParts(fresh(m)).main, /Datastore <tspan class="note">\(Galera: 3 of 3 members, writer lb1\)<\/tspan>/);
+
+  const joining = pageModel(galera({ db2State: 'Joining' }));
+  assert.equal(health(joining, 'datastore:lb2'), 'warn');
+  assert.equal(reason(joining, 'datastore:lb2'), 'Galera node Joining, not Synced: takes no writes');
+  const split = pageModel(galera({ db2Status: 'non-Primary' }));
+  assert.equal(health(split, 'datastore:lb2'), 'bad');
+  const two = pageModel(galera({ writers: ['lb1', 'lb2'] }));
+  assert.equal(two.dbWriter, null);
+  assert.equal(two.notes.datastore, 'Galera: 3 of 3 members, writers lb1 and lb2!');
+  assert.ok(two.degraded.some((d) => /two writers/.test(d)));
+  // The writer moving is told in the timeline.
+  assert.deepEqual(changes(m, pageModel(galera({ writers: ['lb2', 'lb2'] }))).filter((e) => e.subject === 'writer').map((e) => e.text), ['datastore writer moved lb1 → lb2']);
 });
 
 test('the timeline: a server going down and coming back, named once each, upstreams per LB; reason texts that vary do not repeat an entry', () => {

@@ -10,7 +10,7 @@ import { jsonEvents, plainEvents, terminalEvents } from '../output/progress.js';
 import type { RunHooks } from './plan.js';
 
 export async function resetCommand(argv: string[], io: CliIO, hooks: RunHooks = {}): Promise<number> {
-  const { values } = parse('reset', argv, {
+  const { values, positionals } = parse('reset', argv, {
     file: { type: 'string', short: 'f' },
     loadbalancer: { type: 'boolean' },
     datastore: { type: 'boolean' },
@@ -19,17 +19,19 @@ export async function resetCommand(argv: string[], io: CliIO, hooks: RunHooks = 
     'dry-run': { type: 'boolean' },
     json: { type: 'boolean' },
     'accept-new-host-key': { type: 'string', multiple: true },
-  });
+  }, true);
   if (values.help) return void io.stdout(HELP.reset!), EXIT.ok;
-  const file = clusterFileArg(values.file, io.env, io.cwd);
+  const file = clusterFileArg(values.file, io.env, io.cwd, positionals, 'reset');
   const { cluster } = loadCluster(file, io.env);
-  const interactive = io.isTTY && !!io.prompt;
+  // A person at the keyboard: standard input a terminal (output may be piped).
+  const interactive = !!io.prompt;
   if (!values.yes && !values['dry-run'] && !interactive) {
     throw new UserError(`reset: uninstalls k3s from every node${values.datastore ? ' and drops the datastore' : ''}; off a terminal it asks nothing, so say so with --yes (or see what it would do with --dry-run)`);
   }
   const events = values.json ? jsonEvents(io.stderr) : io.isTTY ? terminalEvents(io.stdout) : plainEvents(io.stdout, false);
   const run = await ClusterRun.open(file, {
     env: io.env,
+    secrets: io.secrets,
     acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []),
     events,
     signal: hooks.signal,

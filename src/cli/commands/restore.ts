@@ -29,13 +29,14 @@ export async function restoreCommand(argv: string[], io: CliIO, hooks: VerifyHoo
   if (positionals.length !== 1) throw new UserError('restore: name one backup archive: k8s-ha restore FILE (`k8s-ha backup --list` shows them)');
   const archive = resolve(io.cwd, positionals[0]!);
   const file = clusterFileArg(values.file, io.env, io.cwd);
-  const interactive = io.isTTY && !!io.prompt;
+  // A person at the keyboard: standard input a terminal (output may be piped).
+  const interactive = !!io.prompt;
   if (!values.yes && !values['dry-run'] && !interactive) {
     throw new UserError('restore: replaces the cluster\'s datastore and restarts every node; off a terminal it asks nothing, so say so with --yes (or see what it would do with --dry-run)');
   }
   const key = await decryptWithFromFlags('restore', values, io.env, io.cwd);
   const events = values.json ? jsonEvents(io.stderr) : io.isTTY ? terminalEvents(io.stdout) : plainEvents(io.stdout, false);
-  const opened = await openRestore(file, archive, key, { env: io.env, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), events, signal: hooks.signal, ...hooks.open });
+  const opened = await openRestore(file, archive, key, { env: io.env, secrets: io.secrets, acceptHostKeyFor: new Set(values['accept-new-host-key'] ?? []), events, signal: hooks.signal, ...hooks.open });
   const { run, job } = opened;
   let applied = false;
   try {

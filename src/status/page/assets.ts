@@ -25,10 +25,9 @@ body[data-health=stale] .topology { filter:grayscale(.85); opacity:.65; }
 @media (min-width: 1000px) {
   #main { display:grid; grid-template-columns:minmax(0, 780px) minmax(300px, 1fr); gap:0 28px; align-items:start; }
   #main > * { grid-column:1 / -1; }
-  #main > .topology { grid-column:1; grid-row:2 / span 3; }
-  #main > .side { grid-column:2; }
-  #main > #detail { grid-row:2; } #main > #problems { grid-row:3; }
-  #main > #timeline-section { grid-row:4; max-height:70vh; overflow-y:auto; }
+  #main > .topology { grid-column:1; grid-row:2; }
+  #main > .sidebar { grid-column:2; grid-row:2; position:sticky; top:8px; }
+  #timeline-section { max-height:60vh; overflow-y:auto; }
 }
 .topo { display:block; max-width:100%; height:auto; }
 .topo-n { display:none; }
@@ -69,6 +68,7 @@ export const PAGE_JS = `'use strict';
 (function () {
   var main = document.getElementById('main');
   var selected = null;
+  var lastMain = null;
   var last = Date.now();
   var maxQuiet = Number(main.getAttribute('data-quiet-ms')) || 30000;
   function $(id) { return document.getElementById(id); }
@@ -105,7 +105,13 @@ export const PAGE_JS = `'use strict';
     document.body.setAttribute('data-health', p.health);
     if ($('summary').textContent !== p.summary) $('summary').textContent = p.summary;
     $('banner').innerHTML = p.banner;
-    main.innerHTML = p.main;
+    // Replacing the parts must not move the reader: keep the scroll of the timeline box.
+    var tl = $('timeline-section');
+    var top = tl ? tl.scrollTop : 0;
+    if (p.main !== lastMain) main.innerHTML = p.main;
+    lastMain = p.main;
+    tl = $('timeline-section');
+    if (tl) tl.scrollTop = top;
     localTimes(document);
     if (selected) show(selected);
     if (focused && $(focused)) $(focused).focus();

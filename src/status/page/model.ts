@@ -1,4 +1,4 @@
-import { degradations, formatBytes, type DatastoreStatus, type LoadBalancerStatus, type StatusSnapshot } from '../model.js';
+import { degradations, formatAge, formatBytes, type DatastoreStatus, type LoadBalancerStatus, type StatusSnapshot } from '../model.js';
 
 /**
  * The status page's view of one snapshot (pure: no I/O, no clock): the
@@ -74,6 +74,10 @@ export interface PageModel {
   edges: PageEdge[];
   /** Who holds the virtual IP when exactly one does; null otherwise or without a VIP. */
   vipHolder: string | null;
+  /** Galera: the node the load balancers send writes to, when they agree on one. */
+  dbWriter: string | null;
+  /** A short line beside a tier's title (the agents' join path, Galera's membership). */
+  notes: Partial<Record<Tier, string>>;
   pools: PoolView[];
   pending: string[];
   versions: [string, string][];
@@ -88,7 +92,7 @@ export interface PageContext {
 /** Top-level snapshot keys drawn in the picture or the fixed sections; any other key is a generic section. */
 const DRAWN = new Set(['cluster', 'apiServerUrl', 'at', 'ms', 'hosts', 'loadBalancers', 'vip', 'datastores', 'kube', 'metallb']);
 /** Datastore fields shown by name; others (added later to the model) are listed as facts. */
-const DATASTORE_KNOWN = new Set(['host', 'active', 'reachable', 'version', 'sizeBytes', 'kineRows', 'error']);
+const DATASTORE_KNOWN = new Set(['host', 'active', 'reachable', 'version', 'sizeBytes', 'kineRows', 'error', 'backup', 'galera']);
 
 const firstLine = (s: string | undefined): string => (s ?? '').trim().split('\n')[0] ?? '';
 const worst = (hs: Health[]): Health => (hs.includes('bad') ? 'bad' : hs.includes('warn') ? 'warn' : hs.includes('unknown') ? 'unknown' : 'ok');
@@ -182,11 +186,23 @@ export function pageModel(s: StatusSnapshot, ctx: PageContext = {}): PageModel {
     }
   }
 
+  // Galera: writes go through the load balancers to one node (their stick table).
+  const writers = [...new Set((Array.isArray(s.galera?.writers) ? s.galera.writers : []).map((w) => w.writer).filter((w): w is string => w !== null))];
+  const dbWriter = writers.length === 1 ? writers[0]! : null;
   for (const d of s.datastores) {
     const id = `datastore:${d.host}`;
     const { health, reason } = judgeDatastore(d, unreachable(d.host));
-    els.push({ id, tier: 'datastore', label: d.host, sub: d.version ? `MariaDB ${d.version.replace(/-MariaDB.*$/, '')}` : 'MariaDB', health, reason, facts: datastoreFacts(d) });
-    for (const h of servers) edges.push({ from: `server:${h.name}`, to: id, health: health === 'ok' ? 'ok' : health, reason: `kine on ${h.name} -> ${d.host}` });
+    const g = d.galera;
+    const sub = g ? `Galera ${g.state}${d.host === dbWriter ? ' · writer' : ''}` : d.version ? `MariaDB ${d.version.replace(/-MariaDB.*$/, '')}` : 'MariaDB';
+    els.push({ id, tier: 'datastore', label: d.host, sub, health, reason, facts: datastoreFacts(d, d.host === dbWriter) });
+    const replica = s.galera && dbWriter !== null && d.host !== dbWriter;
+    for (const h of servers) edges.push({ from: `server:${h.name}`, to: id, health: replica ? 'unknown' : health, reason: replica ? `replica of ${dbWriter}: kine writes go to ${dbWriter}` : `kine on ${h.name} -> ${d.host}`, ...(replica ? { standby: true } : {}) });
+  }
+  const notes: PageModel['notes'] = {};
+  if (agents.length) notes.agent = 'join through the load balancer';
+  if (s.galera) {
+    const seen = Math.max(0, ...s.datastores.filter((d) => d.galera?.clusterStatus === 'Primary').map((d) => d.galera!.size));
+    notes.datastore = `Galera: ${seen}${typeof s.galera.expectedSize === 'number' ? ` of ${s.galera.expectedSize}` : ''} members${dbWriter ? `, writer ${dbWriter}` : writers.length > 1 ? `, writers ${writers.join(' and ')}!` : ''}`;
   }
   // Agents join through the LB (or VIP); drawn as one standby path from the agents' tier.
   for (const a of agents) edges.push({ from: `agent:${a.name}`, to: s.vip ? 'vip' : (s.loadBalancers[0] ? `lb:${s.loadBalancers[0].host}` : 'clients'), health: 'ok', reason: `${a.name} reaches the API through the load balancer`, standby: true });
@@ -203,6 +219,8 @@ export function pageModel(s: StatusSnapshot, ctx: PageContext = {}): PageModel {
     elements: els,
     edges,
     vipHolder,
+    dbWriter,
+    notes,
     pools,
     pending: s.metallb?.pending ?? [],
     versions: versions(s, ctx),
@@ -227,11 +245,25 @@ function judgeDatastore(d: DatastoreStatus, down: string | null): { health: Heal
   if (down) return { health: 'bad', reason: down };
   if (d.active === false) return { health: 'bad', reason: 'mariadb is not running' };
   if (!d.reachable) return { health: 'bad', reason: `not answering${d.error ? `: ${firstLine(d.error)}` : ''}` };
-  return { health: 'ok', reason: `answering; ${d.sizeBytes === null ? 'size unknown' : formatBytes(d.sizeBytes)}, ${d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`}` };
+  const g = d.galera;
+  if (g && g.clusterStatus !== 'Primary') return { health: 'bad', reason: `Galera node outside the primary component (${g.clusterStatus}): takes no writes` };
+  if (g && g.state !== 'Synced') return { health: 'warn', reason: `Galera node ${g.state}, not Synced: takes no writes` };
+  const answering = `answering; ${d.sizeBytes === null ? 'size unknown' : formatBytes(d.sizeBytes)}, ${d.kineRows === null ? 'no kine table yet' : `${d.kineRows} kine rows`}`;
+  // A stale scheduled backup does not stop the cluster: degraded, not down.
+  if (d.backup?.stale) return { health: 'warn', reason: `${answering}; ${backupText(d)} (stale after ${formatAge(d.backup.staleAfterS)})` };
+  return { health: 'ok', reason: answering };
 }
 
-function datastoreFacts(d: DatastoreStatus): [string, string][] {
+function backupText(d: DatastoreStatus): string {
+  const b = d.backup;
+  if (!b) return 'no scheduled backups';
+  return b.newest ? `newest backup ${formatAge(b.ageS ?? 0)} old, ${b.count} kept` : `no backup yet in ${b.dir}`;
+}
+
+function datastoreFacts(d: DatastoreStatus, writer: boolean): [string, string][] {
   const out: [string, string][] = [['version', d.version ?? 'unknown'], ['size', d.sizeBytes === null ? 'unknown' : formatBytes(d.sizeBytes)], ['kine rows', d.kineRows === null ? 'no table yet' : String(d.kineRows)]];
+  if (d.galera) out.push(['Galera', `${d.galera.state}, ${d.galera.clusterStatus}, cluster size ${d.galera.size}${writer ? '; the writer' : ''}`]);
+  if (d.backup) out.push(['scheduled backups', `${backupText(d)} in ${d.backup.dir}${d.backup.stale ? ' — STALE' : ''}`]);
   if (d.error) out.push(['error', firstLine(d.error)]);
   // Fields added to DatastoreStatus later (Galera, backups) are listed as they come.
   for (const [k, v] of Object.entries(d as unknown as Record<string, unknown>)) if (!DATASTORE_KNOWN.has(k) && v !== undefined) out.push([titleOf(k), plain(v)]);

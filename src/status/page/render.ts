@@ -57,16 +57,15 @@ function banner(v: PageView): string {
 }
 
 function timelineSection(entries: readonly TimelineEntry[]): string {
-  return `<section id="timeline-section" class="side" aria-labelledby="h-timeline"><h2 id="h-timeline">Timeline</h2><div id="timeline">${timelineHtml(entries)}</div></section>`;
+  return `<section id="timeline-section" aria-labelledby="h-timeline"><h2 id="h-timeline">Timeline</h2><div id="timeline">${timelineHtml(entries)}</div></section>`;
 }
 
 function mainHtml(m: PageModel, timeline: readonly TimelineEntry[]): string {
   const parts: string[] = [];
   parts.push(`<p class="meta">API <code>${esc(m.apiServerUrl)}</code> · snapshot <time datetime="${esc(m.at)}">${esc(hms(m.at))}</time> · collected in ${(m.ms / 1000).toFixed(1)} s</p>`);
   parts.push(`<figure class="topology"><figcaption class="sr-only">The cluster's topology; each box is coloured by health. Select a box for its details.</figcaption>${topologySvg(m, WIDE)}${topologySvg(m, NARROW)}</figure>`);
-  parts.push('<div id="detail" class="detail side" aria-live="polite"></div>');
-  parts.push(degradedHtml(m));
-  parts.push(timelineSection(timeline));
+  // Beside the picture on a wide screen, below it on a narrow one.
+  parts.push(`<div class="sidebar"><div id="detail" class="detail" aria-live="polite"></div>${degradedHtml(m)}${timelineSection(timeline)}</div>`);
   parts.push(componentsHtml(m));
   parts.push(poolsHtml(m));
   if (m.versions.length) parts.push(`<section aria-labelledby="h-versions"><h2 id="h-versions">Versions</h2><dl class="kv">${m.versions.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}</dl></section>`);
@@ -75,8 +74,8 @@ function mainHtml(m: PageModel, timeline: readonly TimelineEntry[]): string {
 }
 
 function degradedHtml(m: PageModel): string {
-  if (m.healthy) return '<section id="problems" class="side" aria-labelledby="h-problems"><h2 id="h-problems">Problems</h2><p class="h-ok">✓ None: every host, upstream, the datastore and every node are up.</p></section>';
-  return `<section id="problems" class="side" aria-labelledby="h-problems"><h2 id="h-problems">Problems (${m.degraded.length})</h2><ul class="problems">${m.degraded.map((d) => `<li class="h-bad">${esc(d)}</li>`).join('')}</ul></section>`;
+  if (m.healthy) return '<section id="problems" aria-labelledby="h-problems"><h2 id="h-problems">Problems</h2><p class="h-ok">✓ None: every host, upstream, the datastore and every node are up.</p></section>';
+  return `<section id="problems" aria-labelledby="h-problems"><h2 id="h-problems">Problems (${m.degraded.length})</h2><ul class="problems">${m.degraded.map((d) => `<li class="h-bad">${esc(d)}</li>`).join('')}</ul></section>`;
 }
 
 function componentsHtml(m: PageModel): string {

@@ -38,6 +38,11 @@ export function changes(prev: PageModel | null, next: PageModel, lastVipHolder: 
     out.push({ at, subject: 'vip', health: next.vipHolder ? 'ok' : 'bad', text });
   }
 
+  if (prev.dbWriter !== next.dbWriter && (prev.dbWriter || next.dbWriter)) {
+    const text = prev.dbWriter && next.dbWriter ? `datastore writer moved ${prev.dbWriter} → ${next.dbWriter}` : next.dbWriter ? `datastore writer: ${next.dbWriter}` : `no single datastore writer (was ${prev.dbWriter})`;
+    out.push({ at, subject: 'writer', health: next.dbWriter ? 'ok' : 'bad', text });
+  }
+
   for (const e of next.elements) {
     const p = before.get(e.id);
     if (e.id === 'vip') continue;

@@ -41,8 +41,6 @@ interface Box {
   w: number;
 }
 
-const AGENT_NOTE = 'join through the load balancer';
-
 export function topologySvg(m: PageModel, l: Layout): string {
   const boxes = new Map<string, Box>();
   const rows: string[] = [];
@@ -51,7 +49,8 @@ export function topologySvg(m: PageModel, l: Layout): string {
   for (const { tier, title } of TIERS) {
     const els = m.elements.filter((e) => e.tier === tier);
     if (!els.length) continue;
-    rows.push(`<text class="tier" x="${MARGIN}" y="${y + 14}">${esc(title)}${tier === 'agent' ? ` <tspan class="note">(${AGENT_NOTE})</tspan>` : ''}</text>`);
+    const note = m.notes[tier];
+    rows.push(`<text class="tier" x="${MARGIN}" y="${y + 14}">${esc(title)}${note ? ` <tspan class="note">(${esc(note)})</tspan>` : ''}</text>`);
     y += TITLE_H;
     for (let i = 0; i < els.length; i += l.cols) {
       const row = els.slice(i, i + l.cols);
