@@ -20,6 +20,7 @@ async function loadOptional(): Promise<void> {
     ['plan-ssh', './plan-ssh.js', 'benchPlanSsh'],
     ['infra', './infra.js', 'benchInfra'],
     ['k3s', './k3s.js', 'benchK3s'],
+    ['metallb', './metallb.js', 'benchMetallb'],
     ['galera', './galera.js', 'benchGalera'],
     ['status-page', './status-page.js', 'benchStatusPage'],
     ['backup', './backup.js', 'benchBackup'],

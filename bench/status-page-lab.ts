@@ -29,7 +29,7 @@ export function browserSkipReason(): string | null {
   return null;
 }
 
-/** The lab's cluster file with the lab's k3s, without MetalLB (its controller needs `lab metallb`; test/lab/metallb.test.ts covers it). */
+/** The lab's cluster file with the lab's k3s, without MetalLB (test/lab/metallb.test.ts covers it). */
 export function clusterFile(lab: Lab, dir: string): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   delete doc.metallb;

@@ -4,16 +4,17 @@
  * - the lab's k3s (labk3s/bin/k3s: kine + the real kube-apiserver,
  *   controller-manager and scheduler, kwok-simulated kubelets), installed by
  *   k8s-ha as an air-gapped k3s binary (`k3s.install.source: local`);
- * - MetalLB's release manifest, taken from the Go module proxy's copy of the
- *   release tag (scripts/fetch-metallb.sh) without its validating webhook,
- *   which would run in a controller pod that kwok only pretends to run;
- * - MetalLB's real controller, built from Go modules and run as a plain
- *   process on a server machine (`startLabMetallbController`).
+ * - MetalLB's release manifest as published (webhook and all), taken from the
+ *   Go module proxy's copy of the release tag (scripts/fetch-metallb.sh), as
+ *   GitHub is not reachable here; k8s-ha checks it against its pinned digest;
+ * - the lab's container images (labk3s/images/build.sh: pause, the verify web
+ *   server, MetalLB's controller and speaker), delivered by k8s-ha's air-gap
+ *   images path (`k3s.install.airgapImages`), as no registry is reachable.
  * None of this is used outside the lab.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFile, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +30,6 @@ export const REPO = ((): string => {
 })();
 export const LAB_K3S = join(REPO, 'labk3s/bin/k3s');
 export const LAB_METALLB_VERSION = 'v0.14.9';
-export const labMetallbController = (version = LAB_METALLB_VERSION): string => join(REPO, `labk3s/metallb/bin/controller-${version}`);
 /** The lab's image archives (labk3s/images/build.sh): a folder of `ctr import`-able tarballs, and their names. */
 export const LAB_IMAGES_DIR = join(REPO, 'labk3s/images/bin');
 
@@ -45,19 +45,15 @@ export interface LabComponents {
 }
 
 /**
- * MetalLB's manifest for the lab in `dir`: fetched from the Go module proxy
- * (checked against k8s-ha's pinned digest by the script), then the
- * ValidatingWebhookConfiguration removed. Cached: fetched once per folder.
+ * MetalLB's release manifest for the lab in `dir`, unmodified: fetched from
+ * the Go module proxy (checked against k8s-ha's pinned digest by the script).
+ * Cached: fetched once per folder.
  */
 export async function labMetallbManifest(dir: string, version = LAB_METALLB_VERSION): Promise<{ file: string; sha256: string }> {
-  const full = join(dir, `metallb-native-${version}.yaml`);
-  const file = join(dir, `metallb-native-${version}-lab.yaml`);
+  const file = join(dir, `metallb-native-${version}.yaml`);
   if (!existsSync(file)) {
     await mkdir(dir, { recursive: true });
-    if (!existsSync(full)) await run(join(REPO, 'scripts/fetch-metallb.sh'), [version, full], { timeout: 300_000 });
-    const docs = (await readFile(full, 'utf8')).split(/^---\s*$/m).filter((d) => !/^kind: ValidatingWebhookConfiguration$/m.test(d));
-    await writeFile(`${file}.tmp`, docs.join('---\n'));
-    await copyFile(`${file}.tmp`, file);
+    await run(join(REPO, 'scripts/fetch-metallb.sh'), [version, file], { timeout: 300_000 });
   }
   return { file, sha256: createHash('sha256').update(await readFile(file)).digest('hex') };
 }
@@ -87,35 +83,4 @@ export async function labComponents(cacheDir: string, log: (line: string) => voi
     log(`W: MetalLB's manifest could not be fetched from the Go module proxy (${(e as Error).message.split('\n')[0]}); the cluster file will try the release URL`);
   }
   return out;
-}
-
-/** The parts of a lab that starting MetalLB's controller needs. */
-export interface LabForController {
-  dir: string;
-  machines: { name: string; roles: string[] }[];
-  exec(name: string, argv: string[], opts?: { allowFailure?: boolean }): Promise<{ code: number | null; stdout: string; stderr: string }>;
-}
-
-/**
- * Runs MetalLB's real controller on the lab's first server as a transient
- * systemd unit with the admin kubeconfig, its webhook off: in the lab, kwok
- * only pretends to run the controller's pod. Run it after `apply` (it needs
- * MetalLB's CRDs). Returns the machine it runs on; a no-op when it runs.
- */
-export async function startLabMetallbController(lab: LabForController, version = LAB_METALLB_VERSION): Promise<string> {
-  const bin = labMetallbController(version);
-  if (!existsSync(bin)) throw new Error(`${bin} is missing: build it with labk3s/metallb/build.sh ${version} (from the Go module proxy; a few minutes cold)`);
-  const server = lab.machines.find((m) => m.roles.includes('server'))?.name;
-  if (!server) throw new Error('the lab has no server machine to run MetalLB\'s controller on');
-  const active = await lab.exec(server, ['systemctl', 'is-active', '--quiet', 'metallb-controller'], { allowFailure: true });
-  if (active.code === 0) return server;
-  await copyFile(bin, join(lab.dir, 'machines', server, 'root', 'usr/local/bin/metallb-controller'));
-  await lab.exec(server, ['chmod', '0755', '/usr/local/bin/metallb-controller']);
-  // A failed earlier run leaves the transient unit behind; clear it first.
-  await lab.exec(server, ['systemctl', 'reset-failed', 'metallb-controller'], { allowFailure: true });
-  await lab.exec(server, [
-    'systemd-run', '--unit=metallb-controller', '--setenv=KUBECONFIG=/etc/rancher/k3s/k3s.yaml',
-    '/usr/local/bin/metallb-controller', '--webhook-mode=disabled', '--namespace=metallb-system', '--deployment=controller', '--ml-secret-name=memberlist', '--port=7472',
-  ]);
-  return server;
 }

@@ -127,7 +127,7 @@ export function renderClusterFile(c: ClusterFileInput): string {
     `# (systemd-nspawn) on the lab bridge, gateway ${t.gateway}. \`k8s-ha lab down\` removes them.`,
     ...(c.components?.k3sBinary ? ["# k3s.install points at the lab's k3s (labk3s/): a stand-in built from upstream Kubernetes parts, not k3s."] : []),
     ...(c.components?.airgapImages ? ['# k3s.install.airgapImages: the lab\'s images (labk3s/images/), uploaded to every node as k3s\'s air-gap install does.'] : []),
-    ...(c.components?.metallbManifest ? ["# metallb.manifest is the release manifest without its webhook (lab/components.ts says why)."] : []),
+    ...(c.components?.metallbManifest ? ["# metallb.manifest: the release's metallb-native.yaml as published, from the Go module proxy (GitHub is not reachable here)."] : []),
   ].join('\n');
   return `${header}\n${stringify(doc, { flowCollectionPadding: false })}`;
 }

@@ -6,7 +6,11 @@
 #   scheduled onto it and shown Running. Cleans up after itself.
 # Usage: labk3s/smoke.sh   (env: K3S=path/to/k3s, KEEP=1 to keep the work dir,
 #        SOAK=SECONDS to re-check node health after a while)
+# Several nodes on one loopback cannot each run containerd and a kubelet, so
+# every node here is simulated by kwok (lab-simulated-kubelet); the real node
+# parts are proven on lab machines (test/lab/pods.test.ts).
 set -euo pipefail
+export LABK3S_SIMULATED_KUBELET=true
 
 here=$(cd "$(dirname "$0")" && pwd)
 K3S=${K3S:-$here/bin/k3s}

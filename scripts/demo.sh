@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: install what is missing, boot a
 # lab of six real machines (the seed topology: infra with nginx + MariaDB,
-# two servers, three agents), apply the seed cluster to it with k8s-ha, run
-# MetalLB's controller for the lab, verify the cluster, and print the
-# kubeconfig path and the nodes. Run it again: the lab is reused, and the
+# two servers, three agents), apply the seed cluster to it with k8s-ha (the
+# lab's k3s with real kubelets, the lab's images by the air-gap path, MetalLB
+# as published), verify it (HTTP on a MetalLB address included), and print
+# the kubeconfig path and the nodes. Run it again: the lab is reused, and the
 # second apply changes nothing.
 #   sudo scripts/demo.sh            (LAB=name to choose the lab's name)
 set -euo pipefail
@@ -23,7 +24,6 @@ if ! { k8s lab status --name "$lab" >/dev/null 2>&1 && [ -f "$file" ]; }; then
 fi
 k8s validate -f "$file"
 k8s apply -f "$file" --yes --no-verify
-k8s lab metallb --name "$lab"
 k8s verify -f "$file"
 k8s kubeconfig -f "$file" -o "$dir/kubeconfig"
 echo

@@ -24,11 +24,10 @@ apt-get install -y -qq --no-install-recommends \
 
 npm ci --no-audit --no-fund
 
-# The lab's k3s (a stand-in for k3s built from upstream Kubernetes modules)
-# and MetalLB's real controller for the lab, both from the Go module proxy;
-# cached, so a second run takes seconds. Cold: several minutes on 2 cores.
+# The lab's k3s (a test double of k3s built from upstream Kubernetes modules),
+# from the Go module proxy; cached, so a second run takes seconds. Cold:
+# several minutes on 2 cores.
 bash scripts/build-labk3s.sh
-bash labk3s/metallb/build.sh
 # The lab's container images (pause, the verify web server, MetalLB's
 # controller and speaker) as air-gap archives: no registry is reachable here.
 bash labk3s/images/build.sh

@@ -4,7 +4,7 @@ import { EXIT, type CliIO } from './io.js';
 import { sh } from '../transport/quote.js';
 import { DEFAULT_LAB, LabUsageError, labDown, labUp, listLabs, openLab, type Lab, type LabOptions } from '../../lab/index.js';
 import { cacheDir as imageCacheRoot, ensureImage } from '../../lab/image.js';
-import { labComponents, startLabMetallbController } from '../../lab/components.js';
+import { labComponents } from '../../lab/components.js';
 import { join } from 'node:path';
 import { checkRequirements } from '../../lab/requirements.js';
 
@@ -22,7 +22,6 @@ Usage:
   k8s-ha lab heal MACHINE
   k8s-ha lab down [--name LAB]         remove every machine, mount, link, rule, process and file
   k8s-ha lab image                     build (or find) the cached machine image
-  k8s-ha lab metallb [--name LAB]      run MetalLB's real controller on the first server (after apply)
 
 \`up\` makes the seed topology by default: infra (load balancer + datastore),
 server1-2, agent1-3; --lb2 adds a second load balancer and a virtual IP.
@@ -33,11 +32,11 @@ writes a cluster file for the lab (--out FILE, default in the lab folder).
 The image is built once with debootstrap (75-120 s) and cached in
 /var/cache/k8s-ha-lab; labs live in /var/lib/k8s-ha-lab/LAB.
 
-The lab's cluster file installs the lab's k3s (labk3s/, when built: a
-stand-in for k3s made from the upstream Kubernetes parts, with kwok
-simulating kubelets) and MetalLB's release manifest from the Go module proxy.
-kwok only pretends to run pods, so \`lab metallb\` runs MetalLB's controller as
-a process instead, for \`k8s-ha verify\` to see an address assigned.
+The lab's cluster file installs the lab's k3s (labk3s/, when built: a test
+double of k3s made from the upstream Kubernetes parts, running real
+kubelets, kube-proxy, flannel and containerd), the lab's images through
+k8s-ha's air-gap images path (labk3s/images/, no registry is reachable),
+and MetalLB's release manifest as published, from the Go module proxy.
 
 \`status\` exits 1 when a machine is stopped, frozen, cut or not answering.
 Exit codes: 0 done, 1 an operation failed, 2 bad input or the host cannot run
@@ -134,14 +133,6 @@ async function dispatch(argv: string[], io: CliIO): Promise<number> {
     await checkRequirements(io.env);
     const img = await ensureImage((l) => io.stderr(`${l}\n`), io.env);
     io.stdout(`${img.rootfs}\n`);
-    return EXIT.ok;
-  }
-  if (sub === 'metallb') {
-    const { values } = parse(sub, rest, {});
-    if (values.help) return help(io);
-    const lab = await mustOpen(await labName(values.name, io), io);
-    const on = await startLabMetallbController(lab);
-    io.stdout(`MetalLB's controller runs on ${on} (unit metallb-controller)\n`);
     return EXIT.ok;
   }
   if ((MACHINE_COMMANDS as readonly string[]).includes(sub)) return machineCommand(sub as MachineCommand, rest, io);

@@ -6,7 +6,7 @@ import type { HostKeyStore } from '../transport/hostkeys.js';
 import { connectSsh } from '../transport/ssh.js';
 import { Secret, SecretSet } from '../util/secret.js';
 import { Engine, PreflightError, type ApplyResult, type Plan } from '../engine/engine.js';
-import { UserError } from '../engine/errors.js';
+import { UserError, type Problem } from '../engine/errors.js';
 import { noEvents, type EventSink } from '../engine/events.js';
 import { ClusterLock } from '../engine/lock.js';
 import type { AnyPhase } from '../engine/phase.js';
@@ -130,8 +130,10 @@ export class ClusterRun {
    * secret it generated (the state file gets only host keys pinned at first
    * contact): a plan shows secrets masked, so it does not depend on them.
    */
-  plan(): Promise<Plan> {
-    return this.engine.plan();
+  async plan(): Promise<Plan> {
+    const plan = await this.engine.plan();
+    const vanished = vanishedHosts(this.deployment, this.state);
+    return vanished.length ? { ...plan, problems: [...vanished, ...plan.problems] } : plan;
   }
 
   /**
@@ -160,6 +162,8 @@ export class ClusterRun {
   async locked<T>(command: string, fn: () => Promise<T>, opts: { breakLock?: boolean } = {}): Promise<T> {
     if (this.opts.readOnly) throw new Error(`this cluster was opened read-only; \`${command}\` changes hosts`);
     this.state.keepGenerated();
+    // Before any change: an apply cut off halfway still remembers every host it may have touched.
+    this.state.recordHosts(this.deployment.spec.hosts);
     await this.state.save();
     const lock = await ClusterLock.acquire(await this.engine.host(lockHostName(this.deployment.spec)), {
       command,
@@ -177,6 +181,27 @@ export class ClusterRun {
     await this.engine.close();
     await this.state.save();
   }
+}
+
+/**
+ * Hosts an earlier apply worked on that are no longer in the cluster file.
+ * Never forgotten silently: such a host may still run k3s, be a load
+ * balancer upstream or hold a datastore account.
+ */
+function vanishedHosts(d: Deployment, state: StateFile): Problem[] {
+  return state
+    .appliedHosts()
+    .filter((h) => !d.spec.hosts.some((x) => x.name === h.name))
+    .map((h) => {
+      const k3s = h.roles.includes('server') ? 'k3s-uninstall.sh' : 'k3s-agent-uninstall.sh';
+      const node = h.roles.includes('server') || h.roles.includes('agent');
+      return {
+        severity: 'error' as const,
+        path: 'hosts',
+        message: `${h.name} (${h.roles.join(', ')}, ${h.address}) was applied to this cluster (${state.path} records it) but is not in ${d.file} any more; k8s-ha does not forget a host silently`,
+        hint: `put it back in the file; to take it out of the cluster, remove it deliberately first${node ? ` (\`k3s kubectl drain ${h.name} --ignore-daemonsets\`, \`k3s kubectl delete node ${h.name}\`, ${k3s} on it)` : ''}, then delete its line under \`hosts:\` in ${state.path} and apply (the next apply takes it out of the load balancer and the datastore grants)`,
+      };
+    });
 }
 
 /** One connection per host, shared by the token pre-step and the engine (which closes them). */

@@ -17,6 +17,12 @@ export interface StateData {
   cluster: string;
   secrets: Record<string, string>;
   hostKeys: Record<string, string>;
+  /**
+   * Every host an apply worked on: name -> "roles address". A host that
+   * vanishes from the cluster file is then refused, never silently forgotten
+   * (its k3s may still run, its account and upstream still exist).
+   */
+  hosts?: Record<string, string>;
 }
 
 export type SecretKind = 'token' | 'password';
@@ -61,7 +67,7 @@ export class StateFile {
     if (raw.cluster && raw.cluster !== cluster) {
       throw new UserError(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
     }
-    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) } }, true, readOnly);
+    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) }, hosts: { ...(raw.hosts ?? {}) } }, true, readOnly);
   }
 
   /**
@@ -113,6 +119,26 @@ export class StateFile {
     return { ...this.data.secrets };
   }
 
+  /** Remember the hosts an apply is about to work on (added or updated, never dropped here). */
+  recordHosts(hosts: readonly { name: string; roles: readonly string[]; address: string }[]): void {
+    const h = (this.data.hosts ??= {});
+    for (const x of hosts) {
+      const v = `${x.roles.join(',')} ${x.address}`;
+      if (h[x.name] !== v) {
+        h[x.name] = v;
+        this.dirty = true;
+      }
+    }
+  }
+
+  /** The hosts applies worked on: name -> roles and address. */
+  appliedHosts(): { name: string; roles: string[]; address: string }[] {
+    return Object.entries(this.data.hosts ?? {}).map(([name, v]) => {
+      const [roles = '', address = ''] = v.split(' ');
+      return { name, roles: roles.split(',').filter(Boolean), address };
+    });
+  }
+
   hostKey(id: string): string | undefined {
     return this.data.hostKeys[id];
   }
@@ -144,6 +170,7 @@ export class StateFile {
       cluster: this.data.cluster,
       secrets: Object.fromEntries(Object.entries(this.data.secrets).sort()),
       hostKeys: Object.fromEntries(Object.entries(this.data.hostKeys).sort()),
+      ...(Object.keys(this.data.hosts ?? {}).length ? { hosts: Object.fromEntries(Object.entries(this.data.hosts!).sort()) } : {}),
     };
     const header = '# k8s-ha state: generated secrets and pinned SSH host keys. Keep it private (mode 0600)\n# and back it up with the datastore: the k3s token cannot be recovered from the database.\n';
     await writePrivateFile(this.path, header + stringify(sorted));
@@ -171,7 +198,7 @@ function parseState(text: string, path: string): Partial<StateData> {
   const raw = doc as Record<string, unknown>;
   if (raw.version !== undefined && raw.version !== 1) throw bad(`version ${JSON.stringify(raw.version)} is not one this k8s-ha reads (1)`);
   if (raw.cluster !== undefined && typeof raw.cluster !== 'string') throw bad('cluster is not a name');
-  for (const key of ['secrets', 'hostKeys'] as const) {
+  for (const key of ['secrets', 'hostKeys', 'hosts'] as const) {
     const m = raw[key];
     if (m === undefined || m === null) continue;
     if (typeof m !== 'object' || Array.isArray(m)) throw bad(`${key} is not a mapping of names to values`);

@@ -195,7 +195,9 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
     async observe(ctx, host: Host): Promise<MetallbObserved> {
       const spec = ctx.cluster.spec;
       const m = spec.metallb!;
-      const wantSha256 = m.manifest?.sha256 ?? (m.manifest?.file ? sha256(await loadManifest(spec, null)) : (METALLB_MANIFEST_SHA256[m.version] ?? null));
+      // A local copy of a known release is held to the pinned digest too (a copy is
+      // the release as published); only an explicit sha256 accepts another file.
+      const wantSha256 = m.manifest?.sha256 ?? METALLB_MANIFEST_SHA256[m.version] ?? (m.manifest?.file ? sha256(await loadManifest(spec, null)) : null);
       const servicelb = await servicelbOnServers(ctx);
       const k = hostKubectl(host);
       const base = { wantSha256, servicelb, applied: null, controllerImage: null, objects: new Map<string, KubeItem>() };

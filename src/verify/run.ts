@@ -159,8 +159,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
           return ingressAddress(svc) ? null : 'no address assigned yet';
         });
         if (why) {
-          // kwok pretends to run MetalLB's controller pod: on the lab's k3s only a controller started as a process assigns addresses.
-          const lab = simulated ? '; on the lab\'s k3s, MetalLB\'s controller runs only when started as a process (labk3s/metallb/build.sh, test/lab/metallb.test.ts)' : '';
+          // kwok (the lab's k3s with lab-simulated-kubelet) only pretends to run MetalLB's controller pod.
+          const lab = simulated ? '; the nodes are simulated by kwok, so MetalLB\'s controller pod does not really run' : '';
           throw new Error(`the Service ${VERIFY_NAMESPACE}/${VERIFY_APP} got no address within ${seconds(t.addressMs)} (${why}); look at \`kubectl -n metallb-system get pods\` and \`kubectl -n ${VERIFY_NAMESPACE} describe service ${VERIFY_APP}\`${lab}`);
         }
         address = ingressAddress(svc);
@@ -171,10 +171,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyReport> {
       await check('lb-http', 'the address answers HTTP from this machine', async () => {
         if (!address) return { status: 'skip', detail: 'no address was assigned (see lb-address)' };
         if (simulated) {
-          return {
-            status: 'skip',
-            detail: `the nodes are simulated by kwok (the lab's k3s): no container runs, so nothing can answer on ${address}; this check runs against real k3s`,
-          };
+          // Not a skip: a cluster whose pods run nowhere does not work, whatever its API says.
+          throw new Error(`the nodes are simulated by kwok (the lab's k3s with lab-simulated-kubelet): no container runs, so nothing can answer on ${address}; run the nodes with real kubelets (the lab's default) or real k3s`);
         }
         const url = `http://${address}/`;
         let code = 0;

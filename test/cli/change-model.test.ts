@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { test } from 'node:test';
+import { parse, stringify } from 'yaml';
 import { LOCK_PATH } from '../../src/engine/lock.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { simulatedFleet } from '../support/fleet.js';
@@ -82,4 +83,27 @@ test('status opens the cluster read-only: no state file is written, and adopting
   const v = await runCli(['verify'], { cwd: dir, hooks: { open: { connect: async (h) => hosts.get(h.name)! } } });
   assert.match(v.stderr, /warning: .*server1 already runs k3s/);
   assert.equal(existsSync(join(dir, 'cluster.state.yaml')), false, 'verify wrote the state file');
+});
+
+test('a host that vanished from the cluster file after an apply is refused with the way out, not forgotten', async (t) => {
+  const s = fleetSetup(t);
+  const first = await s.cli('apply', '--yes', '--no-verify');
+  assert.equal(first.code, 0, first.stderr + first.stdout);
+  const statePath = join(s.dir, `${basename(s.file, '.yaml')}.state.yaml`);
+  assert.match(readFileSync(statePath, 'utf8'), /hosts:\n(.*\n)*\s+agent3: agent 192\.168\.\d+\.\d+/);
+  const doc = parse(readFileSync(s.file, 'utf8')) as { hosts: { name: string }[] };
+  doc.hosts = doc.hosts.filter((h) => h.name !== 'agent3');
+  writeFileSync(s.file, stringify(doc));
+  const plan = await s.cli('plan');
+  assert.equal(plan.code, 1);
+  assert.match(plan.stdout, /error hosts: agent3 \(agent, 192\.168\.\d+\.\d+\) was applied to this cluster .* but is not in .* any more; k8s-ha does not forget a host silently/);
+  assert.match(plan.stdout, /fix: put it back in the file; to take it out of the cluster, remove it deliberately first \(`k3s kubectl drain agent3 --ignore-daemonsets`, `k3s kubectl delete node agent3`, k3s-agent-uninstall\.sh on it\)/);
+  const writes = s.fleet.hosts.get('agent1')!.writes.length;
+  const apply = await s.cli('apply', '--yes', '--no-verify');
+  assert.equal(apply.code, 1);
+  assert.match(apply.stderr, /agent3 .* k8s-ha does not forget a host silently/);
+  assert.equal(s.fleet.hosts.get('agent1')!.writes.length, writes);
+  // Forgotten deliberately (its line deleted from the state file): planning works again.
+  writeFileSync(statePath, readFileSync(statePath, 'utf8').replace(/\n\s+agent3: agent [^\n]+/, ''), { mode: 0o600 });
+  assert.equal((await s.cli('plan')).code, 0);
 });

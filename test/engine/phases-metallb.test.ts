@@ -231,6 +231,16 @@ test('an air-gapped manifest file is read locally and checked against metallb.ma
   assert.equal(fake.manifest, sha(MANIFEST));
 });
 
+test('a local manifest file of a pinned release without metallb.manifest.sha256 is held to the pinned digest', async () => {
+  const { fake, hosts } = setup();
+  const d = deployment((x) => {
+    x.spec.metallb!.manifest = { file: '/srv/metallb-native.yaml' };
+  });
+  const e = engine(d, hosts, { readLocal: async () => Buffer.from(MANIFEST) });
+  await assert.rejects(e.apply(), /manifest \/srv\/metallb-native\.yaml has sha256 [0-9a-f]{64}, expected 951065e85692aa106f1bb5d5a487d9306154923a794ab1d82122881cbaf588e4: refusing to apply it/);
+  assert.deepEqual(fake.timeline, []);
+});
+
 test('an unknown version without metallb.manifest.sha256 is a preflight error', async () => {
   const { hosts } = setup();
   const d = deployment((x) => {

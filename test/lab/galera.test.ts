@@ -20,7 +20,7 @@ import { applyPipeline } from '../../src/cluster/pipelines.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
-import { waitFor, withLab } from '../../lab/testing.js';
+import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 import { FAULTS, galeraState, gapRows, runFault, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 
 const NODES = ['infra1', 'infra2'];
@@ -79,7 +79,7 @@ function describe(r: FaultResult): string {
 }
 
 test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
-  if (!existsSync(LAB_K3S)) return t.skip(`the lab's k3s is not built (${LAB_K3S}): run scripts/build-labk3s.sh`);
+  if (!existsSync(LAB_K3S)) return t.skip(skipOrFail(`the lab's k3s is not built (${LAB_K3S}): run scripts/build-labk3s.sh`) || undefined);
   await withLab({ galera: true, servers: 2, agents: 1, skip: (r) => t.skip(r) }, async (lab) => {
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,8 +4,8 @@
 // datastore, the API through the LB with a server down, idempotence,
 // rolling restarts observed from systemd's own timestamps, and the three
 // failures that must explain themselves. Runs with the lab's k3s
-// (labk3s/bin/k3s: upstream kine + kube-apiserver + controllers, kwok
-// nodes) and, when K8S_HA_REAL_K3S names a binary, with real k3s.
+// (labk3s/bin/k3s: upstream kine + kube-apiserver + controllers, real
+// kubelets on containerd; images from labk3s/images/bin) and, when K8S_HA_REAL_K3S names a binary, with real k3s.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -221,7 +221,7 @@ async function scenario(t: TestContext, f: Flavour): Promise<void> {
 }
 
 test("k3s on the lab with the lab's k3s", { skip: labSkip ? `no lab: ${labSkip}` : skipOrFail(existsSync(LAB_K3S) ? null : `${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`) }, async (t) => {
-  await scenario(t, { what: "the lab's k3s", binary: LAB_K3S });
+  await scenario(t, { what: "the lab's k3s", binary: LAB_K3S, images: join(REPO, 'labk3s/images/bin') });
 });
 
 const real = process.env.K8S_HA_REAL_K3S;

@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { labSkipReason, withLab } from '../../lab/testing.js';
+import { labSkipReason, withLab, skipOrFail } from '../../lab/testing.js';
 import { applyCluster, boxHealth, browserSkipReason, clusterFile, launchChromium, REPO, serve, stopNginx, until, type Served } from '../../bench/status-page-lab.js';
 
 const ARTIFACTS = join(REPO, 'test-artifacts/status-page');
 const labSkip = await labSkipReason();
-const skip = labSkip ? `no lab: ${labSkip}` : browserSkipReason();
+const skip = labSkip ? `no lab: ${labSkip}` : skipOrFail(browserSkipReason()) || null;
 
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });

@@ -26,7 +26,7 @@ const labSkip = await labSkipReason();
 function clusterFile(lab: Lab, dir: string): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
   delete doc.metallb;
-  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S, airgapImages: join(REPO, 'labk3s/images/bin') } };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;

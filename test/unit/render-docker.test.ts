@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { LbContainerInput, RenderInputError, renderLbComposeFile, renderLbDockerUnit, renderUnit } from '../../src/render/index.js';
 import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 // Exercised by rendering only: there is no Docker engine on this machine.
 const input: LbContainerInput = { image: 'nginx:1.26', confPath: '/etc/k8s-ha/lb/nginx.conf' };
@@ -45,7 +46,7 @@ test('the LB container files refuse image names and paths that would break the c
 
 test('systemd-analyze verify finds nothing wrong in the LB container unit', (t) => {
   const sa = which('systemd-analyze');
-  if (sa === undefined) return t.skip('systemd-analyze not installed');
+  if (sa === undefined) return t.skip(skipOrFail('systemd-analyze not installed') || undefined);
   withTempFile('k8s-ha-lb.service', renderLbDockerUnit({ ...input, dockerPath: '/bin/true' }), (path, dir) => {
     // No Docker here: a stub docker.service in the unit path satisfies Requires=.
     writeFileSync(join(dir, 'docker.service'), '[Unit]\nDescription=stub\n\n[Service]\nExecStart=/bin/true\n');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HaproxyLbInput, RenderInputError, renderHaproxyCfg } from '../../src/render/index.js';
 import { assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 const base: HaproxyLbInput = {
   listenPort: 6443,
@@ -75,7 +76,7 @@ test('haproxy.cfg refuses values that would inject or break a line', () => {
 
 test('haproxy -c accepts the rendered haproxy.cfg without warnings', (t) => {
   const haproxy = which('haproxy');
-  if (haproxy === undefined) return t.skip('haproxy not installed');
+  if (haproxy === undefined) return t.skip(skipOrFail('haproxy not installed') || undefined);
   const inputs: HaproxyLbInput[] = [base, { ...base, listenAddress: '127.0.0.1', statsListener: { address: '127.0.0.1', port: 8404 }, maxConnections: 1000 }];
   for (const input of inputs) {
     withTempFile('haproxy.cfg', renderHaproxyCfg(input), (path) => {
@@ -88,7 +89,7 @@ test('haproxy -c accepts the rendered haproxy.cfg without warnings', (t) => {
 
 test('haproxy -c rejects a broken file, so the checker is meaningful', (t) => {
   const haproxy = which('haproxy');
-  if (haproxy === undefined) return t.skip('haproxy not installed');
+  if (haproxy === undefined) return t.skip(skipOrFail('haproxy not installed') || undefined);
   withTempFile('haproxy.cfg', renderHaproxyCfg(base).replace('check-ssl verify none', 'check-ssl verify bogus'), (path) => {
     assert.notEqual(run(haproxy, ['-c', '-f', path]).status, 0);
   });

@@ -19,6 +19,7 @@ import {
 } from '../../src/render/index.js';
 import { MASK, Secret } from '../../src/util/secret.js';
 import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 const TOKEN = 'K10abc::server:s3cr3t-token';
 const ENDPOINT = 'mysql://k3s:pw@tcp(10.0.0.2:3306)/k3s';
@@ -146,7 +147,7 @@ test('the k3s agent unit matches the expected file', () => {
 
 test('systemd-analyze verify finds nothing wrong in the k3s units', (t) => {
   const sa = which('systemd-analyze');
-  if (sa === undefined) return t.skip('systemd-analyze not installed');
+  if (sa === undefined) return t.skip(skipOrFail('systemd-analyze not installed') || undefined);
   for (const role of ['server', 'agent'] as const) {
     // The real binary is not on this machine; verify checks ExecStart exists.
     withTempFile(role === 'server' ? 'k3s.service' : 'k3s-agent.service', renderK3sUnit({ role, execPath: '/bin/true' }), (path) => {

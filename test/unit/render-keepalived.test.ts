@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { KeepalivedInput, RenderInputError, renderKeepalivedConf } from '../../src/render/index.js';
 import { MASK, Secret } from '../../src/util/secret.js';
 import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 const base: KeepalivedInput = {
   hostName: 'lb-1',
@@ -106,7 +107,7 @@ function hostInterface(): string {
 
 test('keepalived -t accepts the rendered keepalived.conf (v2 and v3)', (t) => {
   const keepalived = which('keepalived');
-  if (keepalived === undefined) return t.skip('keepalived not installed');
+  if (keepalived === undefined) return t.skip(skipOrFail('keepalived not installed') || undefined);
   const iface = hostInterface();
   for (const input of [base, fast]) {
     withTempFile('keepalived.conf', renderKeepalivedConf({ ...input, interface: iface }), (path) => {
@@ -119,7 +120,7 @@ test('keepalived -t accepts the rendered keepalived.conf (v2 and v3)', (t) => {
 
 test('keepalived -t rejects a broken file, so the checker is meaningful', (t) => {
   const keepalived = which('keepalived');
-  if (keepalived === undefined) return t.skip('keepalived not installed');
+  if (keepalived === undefined) return t.skip(skipOrFail('keepalived not installed') || undefined);
   const conf = renderKeepalivedConf({ ...base, interface: hostInterface() }).replace('virtual_router_id 51', 'virtual_router_id 300');
   withTempFile('keepalived.conf', conf, (path) => {
     const r = run(keepalived, ['-t', '-f', path]);

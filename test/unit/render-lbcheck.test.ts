@@ -6,6 +6,7 @@ import { RenderInputError } from '../../src/render/common.js';
 import { type LbCheckInput, normalizeUpstreamState, renderLbCheckScript, renderLbCheckUnit, renderUpstreamState } from '../../src/render/lbcheck.js';
 import { renderNginxConf } from '../../src/render/nginx.js';
 import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 const base: LbCheckInput = {
   servers: [
@@ -29,7 +30,7 @@ test('the checker script, its unit and the upstream file match the expected file
 
 test('the checker script is valid POSIX sh', (t) => {
   const sh = which('dash') ?? which('sh');
-  if (sh === undefined) return t.skip('no sh');
+  if (sh === undefined) return t.skip(skipOrFail('no sh') || undefined);
   withTempFile('k8s-ha-lbcheck', renderLbCheckScript(base), (path) => {
     const r = run(sh, ['-n', path]);
     assert.equal(r.status, 0, r.stderr);
@@ -46,7 +47,7 @@ test('the upstream file marks down servers, and normalising removes exactly thos
 
 test('nginx -t accepts nginx.conf with the upstream file included, with and without down marks', (t) => {
   const nginx = which('nginx');
-  if (nginx === undefined) return t.skip('nginx not installed');
+  if (nginx === undefined) return t.skip(skipOrFail('nginx not installed') || undefined);
   for (const down of [[], ['server-b']]) {
     withTempFile('k8s-ha-upstream.conf', renderUpstreamState(base, down), (state, dir) => {
       const conf = join(dir, 'nginx.conf');
@@ -121,7 +122,7 @@ exit 28`,
 const two: LbCheckInput = { ...base, servers: base.servers.slice(0, 2), intervalMs: 10 };
 
 test('a server is marked down after `fall` failed checks and back after `rise` passed ones, with one reload each', (t) => {
-  if (which('dash') === undefined && which('sh') === undefined) return t.skip('no sh');
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
   // server-b (10.0.0.6) fails rounds 3-5: down at round 4, up again at round 7.
   const r = runChecker(two, { '10.0.0.5': 'uuuuuuuuu', '10.0.0.6': 'uuddduuuu' }, 9);
   assert.deepEqual(r.reloads, [renderUpstreamState(two, ['server-b']), renderUpstreamState(two)], r.log);
@@ -134,13 +135,13 @@ test('a server is marked down after `fall` failed checks and back after `rise` p
 });
 
 test('one failed check is not enough to take a server out', (t) => {
-  if (which('dash') === undefined && which('sh') === undefined) return t.skip('no sh');
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
   const r = runChecker(two, { '10.0.0.5': 'uuuuuu', '10.0.0.6': 'ududud' }, 6);
   assert.deepEqual(r.reloads, [], r.log);
 });
 
 test('the checker never marks every server down, and logs that it kept them', (t) => {
-  if (which('dash') === undefined && which('sh') === undefined) return t.skip('no sh');
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
   // Both fail from round 3; server-a passes again at rounds 7-8.
   const r = runChecker(two, { '10.0.0.5': 'uuddddduuu', '10.0.0.6': 'uudddddddd' }, 10);
   assert.deepEqual(r.reloads, [renderUpstreamState(two, ['server-b'])], r.log);
@@ -150,7 +151,7 @@ test('the checker never marks every server down, and logs that it kept them', (t
 });
 
 test('the checker puts a stale upstream file back in step on its first round, and leaves a current one alone', (t) => {
-  if (which('dash') === undefined && which('sh') === undefined) return t.skip('no sh');
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
   // As after a server was added: the file still lists the old set.
   const stale = renderUpstreamState({ ...two, servers: [two.servers[0]!] });
   const r = runChecker(two, { '10.0.0.5': 'uu', '10.0.0.6': 'uu' }, 2, stale);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { NginxLbInput, RenderInputError, renderNginxConf } from '../../src/render/index.js';
 import { assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
+import { skipOrFail } from '../../lab/testing.js';
 
 const base: NginxLbInput = {
   listenPort: 6443,
@@ -86,7 +87,7 @@ test('nginx.conf refuses values that would inject or break directives', () => {
 
 test('nginx -t accepts the rendered nginx.conf', (t) => {
   const nginx = which('nginx');
-  if (nginx === undefined) return t.skip('nginx not installed');
+  if (nginx === undefined) return t.skip(skipOrFail('nginx not installed') || undefined);
   for (const input of [base, { ...base, listenAddress: '127.0.0.1', servers: [base.servers[0]!] }]) {
     withTempFile('nginx.conf', renderNginxConf(input), (path) => {
       // No -p: Debian's module snippets load modules/*.so relative to the
@@ -100,7 +101,7 @@ test('nginx -t accepts the rendered nginx.conf', (t) => {
 
 test('nginx -t rejects stream {} without the modules-enabled include, so the checker is meaningful', (t) => {
   const nginx = which('nginx');
-  if (nginx === undefined) return t.skip('nginx not installed');
+  if (nginx === undefined) return t.skip(skipOrFail('nginx not installed') || undefined);
   const conf = renderNginxConf(base).replace('include /etc/nginx/modules-enabled/*.conf;', '');
   withTempFile('nginx.conf', conf, (path) => {
     const r = run(nginx, ['-t', '-c', path]);

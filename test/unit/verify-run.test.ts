@@ -135,16 +135,16 @@ test('no address within the bound fails with where to look, and cleanup still ru
   assert.equal(k.nsExists, false);
 });
 
-test('on kwok-simulated nodes (the lab) the HTTP check is skipped with the reason, and the run still passes', async () => {
+test('on kwok-simulated nodes (the lab\'s explicit scale option) the HTTP check fails with the reason: nothing can answer', async () => {
   const k = new FakeKube();
   k.simulated = true;
   let asked = false;
   const r = await verify(k, { httpGet: async () => ((asked = true), 200) });
   const c = r.checks.find((x) => x.id === 'lb-http')!;
-  assert.equal(c.status, 'skip');
-  assert.match(c.detail, /simulated by kwok .*no container runs.*runs against real k3s/);
+  assert.equal(c.status, 'fail');
+  assert.match(c.detail, /simulated by kwok .*no container runs.*real kubelets/);
   assert.equal(asked, false);
-  assert.equal(r.ok, true);
+  assert.equal(r.ok, false);
 });
 
 test('an address that never answers HTTP fails the check (exit code 1 territory)', async () => {

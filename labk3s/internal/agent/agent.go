@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -57,20 +58,14 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 		ips = []string{util.DefaultIP()}
 	}
 	agentDir := filepath.Join(o.String("data-dir"), "agent")
-	nc := &NodeConfig{
-		Name:        name,
-		IPs:         ips,
-		ExternalIPs: o.List("node-external-ip"),
-		Taints:      o.List("node-taint"),
-		Labels:      o.List("node-label"),
-		Kubeconfig:  filepath.Join(agentDir, "kubelet.kubeconfig"),
-		DataDir:     agentDir,
-		OnRegistered: func(context.Context) {
-			if err := util.SdNotify("READY=1"); err != nil {
-				logrus.Warnf("sd_notify: %v", err)
-			}
-		},
-	}
+	// Like k3s: systemd hears READY=1 from the agent once its node is
+	// registered, never from the kubelet inside (it would say so early).
+	notify := TakeNotifySocket()
+	nc := NodeConfigFromOptions(o, name, ips, agentDir)
+	nc.Kubeconfig = filepath.Join(agentDir, "kubelet.kubeconfig")
+	nc.ProxyKubeconfig = filepath.Join(agentDir, "kubeproxy.kubeconfig")
+	nc.ClientCAFile = filepath.Join(agentDir, "client-ca.crt")
+	nc.OnRegistered = func(context.Context) { notify("READY=1") }
 	if err := nc.Validate(); err != nil {
 		return err
 	}
@@ -95,26 +90,43 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	var certKey []byte
-	for {
-		certKey, err = fetchKubeletCert(ctx, server, caPEM, t, name)
-		if err == nil {
-			break
-		}
-		var fatal *fatalError
-		if errors.As(err, &fatal) {
-			return err
-		}
-		logrus.Warnf("Waiting for node credentials from %s: %v", server, err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+	certKey, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-kubelet.crt")
+	if err != nil {
+		return err
 	}
 	certPEM, keyPEM := splitPEM(certKey)
 	if err := util.WriteFile(filepath.Join(agentDir, "server-ca.crt"), caPEM, 0644); err != nil {
 		return err
+	}
+	if !nc.Simulated {
+		// The kubelet's client CA, kube-proxy's identity and the cluster's
+		// settings, from the server, as a k3s agent gets them.
+		clientCA, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-ca.crt")
+		if err != nil {
+			return err
+		}
+		if err := util.WriteFile(nc.ClientCAFile, clientCA, 0644); err != nil {
+			return err
+		}
+		proxyCertKey, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-kube-proxy.crt")
+		if err != nil {
+			return err
+		}
+		pc, pk := splitPEM(proxyCertKey)
+		pkc, err := util.Kubeconfig(server, caPEM, pc, pk)
+		if err != nil {
+			return err
+		}
+		if err := util.WriteFile(nc.ProxyKubeconfig, pkc, 0600); err != nil {
+			return err
+		}
+		cfgJSON, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/config")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(cfgJSON, &nc.Cluster); err != nil {
+			return fmt.Errorf("the server's /v1-k3s/config: %w", err)
+		}
 	}
 	if err := util.WriteFile(filepath.Join(agentDir, "client-kubelet.crt"), certPEM, 0644); err != nil {
 		return err
@@ -164,13 +176,34 @@ func fetchCA(ctx context.Context, server string, t bootstrap.Token) ([]byte, err
 	return body, nil
 }
 
-func fetchKubeletCert(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name string) ([]byte, error) {
+// fetchAuthed GETs a k3s supervisor path with the node token, retrying
+// until the server answers (a rejected token is fatal).
+func fetchAuthed(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name, path string) ([]byte, error) {
+	for {
+		b, err := fetchOnce(ctx, server, caPEM, t, name, path)
+		if err == nil {
+			return b, nil
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return nil, err
+		}
+		logrus.Warnf("Waiting for %s from %s: %v", path, server, err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func fetchOnce(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name, path string) ([]byte, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, &fatalError{errors.New("invalid cluster CA")}
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1-k3s/client-kubelet.crt", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+path, nil)
 	req.SetBasicAuth("node", t.Password)
 	req.Header.Set("K3s-Node-Name", name)
 	resp, err := client.Do(req)
@@ -188,7 +221,7 @@ func fetchKubeletCert(ctx context.Context, server string, caPEM []byte, t bootst
 	case http.StatusUnauthorized:
 		return nil, &fatalError{fmt.Errorf("server %s rejected the token (401)", server)}
 	default:
-		return nil, fmt.Errorf("GET /v1-k3s/client-kubelet.crt: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
 	}
 }
 

@@ -1,6 +1,8 @@
-// Package agent is the lab's k3s agent: it registers a Node with a node
-// identity (system:node:NAME) and runs kwok in-process to simulate the
-// kubelet (node heartbeat + Lease, pod status).
+// Package agent is the lab's k3s agent: with a node identity
+// (system:node:NAME) it runs the node parts for real (containerd, kubelet,
+// kube-proxy, flannel: run.go), or, only when asked (lab-simulated-kubelet),
+// registers a Node and runs kwok in-process to simulate the kubelet (node
+// heartbeat + Lease, pod status: this file).
 package agent
 
 import (
@@ -36,17 +38,32 @@ import (
 	"github.com/k8s-ha/labk3s/internal/util"
 )
 
-// NodeConfig describes the simulated kubelet's node.
+// NodeConfig describes the node: what the kubelet registers and how its
+// node parts (containerd, kubelet, kube-proxy, flannel) run.
 type NodeConfig struct {
 	Name         string
 	IPs          []string
 	ExternalIPs  []string
 	Taints       []string
 	Labels       []string
-	Kubeconfig   string                    // node identity kubeconfig
-	DataDir      string                    // agent data dir
+	Kubeconfig   string                    // node identity kubeconfig (kubelet, flannel)
+	DataDir      string                    // agent data dir (DATA_DIR/agent)
 	PodCIDR      string                    // fallback pod CIDR for kwok
 	OnRegistered func(ctx context.Context) // called once the Node exists
+
+	Cluster               ClusterConfig
+	ClientCAFile          string // the cluster's client CA: the kubelet authenticates the apiserver with it
+	ProxyKubeconfig       string // system:kube-proxy kubeconfig
+	KubeletArgs           []string
+	KubeProxyArgs         []string
+	FlannelIface          string
+	ResolvConf            string
+	PauseImage            string
+	Verbosity             string
+	ProtectKernelDefaults bool
+	// Simulated runs kwok instead of the node parts (lab-simulated-kubelet:
+	// large simulated fleets only; no container runs).
+	Simulated bool
 }
 
 // ParseTaint parses KEY[=VALUE]:EFFECT.
@@ -265,11 +282,8 @@ func kernelVersion() string {
 
 var kwokOnce sync.Mutex
 
-// Run registers the node and runs kwok for it until ctx ends.
-func Run(ctx context.Context, nc *NodeConfig) error {
-	if err := nc.Validate(); err != nil {
-		return err
-	}
+// runSimulated registers the node and runs kwok for it until ctx ends.
+func runSimulated(ctx context.Context, nc *NodeConfig) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", nc.Kubeconfig)
 	if err != nil {
 		return err

@@ -1,10 +1,12 @@
 // Package server is "k3s server" of the lab's k3s: kine (MariaDB) +
 // kube-apiserver + kube-controller-manager + kube-scheduler in one process,
-// plus a kwok-simulated kubelet for the server's own node.
+// plus, unless disable-agent, the server's own node parts (containerd,
+// kubelet, kube-proxy, flannel: package agent), as k3s servers have.
 package server
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -56,11 +58,14 @@ type serverConfig struct {
 	clusterCIDR string
 	clusterDNS  string
 	domain      string
+	flannel     string
 	boot        bootstrap.Data
 }
 
 // Run runs "k3s server".
 func Run(ctx context.Context, o *cli.Options) error {
+	// systemd hears READY=1 from the server itself, not from the kubelet inside.
+	notify := agent.TakeNotifySocket()
 	c := &serverConfig{o: o}
 	if err := c.init(); err != nil {
 		return err
@@ -134,10 +139,8 @@ func Run(ctx context.Context, o *cli.Options) error {
 	}
 	logrus.Infof("The lab's k3s server is up: API https://%s:%d, kubeconfig %s, token %s",
 		c.advertise, c.port, o.String("write-kubeconfig"), filepath.Join(c.serverDir, "token"))
-	if err := util.SdNotify("READY=1"); err != nil {
-		logrus.Warnf("sd_notify: %v", err)
-	}
-	if !o.Bool("disable-agent") {
+	notify("READY=1")
+	if !o.Bool("disable-agent") && o.Bool("lab-simulated-kubelet") {
 		go func() {
 			// the control plane keeps running if the simulated kubelet fails
 			for ctx.Err() == nil {
@@ -147,6 +150,14 @@ func Run(ctx context.Context, o *cli.Options) error {
 				}
 				logrus.Errorf("Local agent (simulated kubelet) failed, retrying in 5s: %v", err)
 				time.Sleep(5 * time.Second)
+			}
+		}()
+	} else if !o.Bool("disable-agent") {
+		// As in k3s, the server's node parts are part of the server: when
+		// one fails the server exits and systemd restarts it.
+		go func() {
+			if err := c.runLocalAgent(ctx, admin); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("local agent: %w", err)
 			}
 		}()
 	}
@@ -194,6 +205,7 @@ func (c *serverConfig) init() error {
 	c.clusterCIDR = o.String("cluster-cidr")
 	c.domain = o.String("cluster-domain")
 	c.clusterDNS = o.String("cluster-dns")
+	c.flannel = o.String("flannel-backend")
 	if _, _, err := net.ParseCIDR(strings.Split(c.serviceCIDR, ",")[0]); err != nil {
 		return fmt.Errorf("invalid service-cidr %q: %v", c.serviceCIDR, err)
 	}
@@ -202,6 +214,9 @@ func (c *serverConfig) init() error {
 	}
 	if c.clusterDNS == "" {
 		c.clusterDNS = nthIP(strings.Split(c.serviceCIDR, ",")[0], 10)
+	}
+	if err := c.cluster().Validate(); err != nil {
+		return err
 	}
 	// token
 	tok := o.String("token")
@@ -255,6 +270,8 @@ func (c *serverConfig) settings() string {
 		"service-cidr=" + c.serviceCIDR,
 		"cluster-dns=" + c.clusterDNS,
 		"cluster-domain=" + c.domain,
+		"flannel-backend=" + c.flannel,
+		"disable-kube-proxy=" + strconv.FormatBool(o.Bool("disable-kube-proxy")),
 		"disable=" + strings.Join(o.List("disable"), ","),
 		"secrets-encryption=" + strconv.FormatBool(o.Bool("secrets-encryption")),
 		"tls-san=" + strings.Join(o.List("tls-san"), ","),
@@ -418,6 +435,7 @@ func (c *serverConfig) writeCerts() error {
 		"client-scheduler":             {CommonName: "system:kube-scheduler", Client: true},
 		"client-kube-apiserver":        {CommonName: "system:apiserver", Organization: []string{"system:masters"}, Client: true},
 		"client-kubelet-" + c.nodeName: {CommonName: "system:node:" + c.nodeName, Organization: []string{"system:nodes"}, Client: true},
+		"client-kube-proxy":            {CommonName: "system:kube-proxy", Client: true},
 	}
 	for name, l := range clients {
 		kp, err := c.leaf(name, "client-ca", l)
@@ -440,7 +458,7 @@ func (c *serverConfig) writeCerts() error {
 		}
 	}
 	local := fmt.Sprintf("https://127.0.0.1:%d", c.port)
-	for _, name := range []string{"admin", "controller", "scheduler", "kubelet-" + c.nodeName} {
+	for _, name := range []string{"admin", "controller", "scheduler", "kubelet-" + c.nodeName, "kube-proxy"} {
 		kc, err := util.Kubeconfig(local, c.boot["server-ca.crt"], leaves["client-"+name].CertPEM, leaves["client-"+name].KeyPEM)
 		if err != nil {
 			return err
@@ -614,15 +632,26 @@ func (c *serverConfig) router(apiserver http.Handler) http.Handler {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write(c.boot["server-ca.crt"])
 			return
-		case "/v1-k3s/client-kubelet.crt":
-			c.serveKubeletCert(w, r)
+		case "/v1-k3s/client-kubelet.crt", "/v1-k3s/client-kube-proxy.crt", "/v1-k3s/client-ca.crt", "/v1-k3s/config":
+			c.serveNode(w, r)
 			return
 		}
 		apiserver.ServeHTTP(w, r)
 	})
 }
 
-func (c *serverConfig) serveKubeletCert(w http.ResponseWriter, r *http.Request) {
+// cluster is what agents must agree with the servers on (served as /v1-k3s/config).
+func (c *serverConfig) cluster() agent.ClusterConfig {
+	return agent.ClusterConfig{
+		ClusterCIDR: c.clusterCIDR, ServiceCIDR: c.serviceCIDR, ClusterDNS: c.clusterDNS, ClusterDomain: c.domain,
+		FlannelBackend: c.flannel, DisableKubeProxy: c.o.Bool("disable-kube-proxy"),
+	}
+}
+
+// serveNode answers the supervisor paths an agent uses with the node (or
+// agent) token: its kubelet client certificate, kube-proxy's, the client
+// CA its kubelet authenticates the apiserver with, and the cluster settings.
+func (c *serverConfig) serveNode(w http.ResponseWriter, r *http.Request) {
 	_, pass, ok := r.BasicAuth()
 	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(c.passphrase)) == 1
 	if c.agentPass != "" && subtle.ConstantTimeCompare([]byte(pass), []byte(c.agentPass)) == 1 {
@@ -637,7 +666,22 @@ func (c *serverConfig) serveKubeletCert(w http.ResponseWriter, r *http.Request) 
 		http.Error(w, "missing or invalid K3s-Node-Name header", http.StatusBadRequest)
 		return
 	}
-	kp, err := c.ca("client-ca").Sign(certs.Leaf{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}, Client: true})
+	switch r.URL.Path {
+	case "/v1-k3s/client-ca.crt":
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(c.boot["client-ca.crt"])
+		return
+	case "/v1-k3s/config":
+		b, _ := json.Marshal(c.cluster())
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+		return
+	}
+	leaf := certs.Leaf{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}, Client: true}
+	if r.URL.Path == "/v1-k3s/client-kube-proxy.crt" {
+		leaf = certs.Leaf{CommonName: "system:kube-proxy", Client: true}
+	}
+	kp, err := c.ca("client-ca").Sign(leaf)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -742,26 +786,22 @@ func (c *serverConfig) ensureRBAC(ctx context.Context, cs kubernetes.Interface) 
 }
 
 func (c *serverConfig) runLocalAgent(ctx context.Context, admin kubernetes.Interface) error {
-	nc := &agent.NodeConfig{
-		Name:        c.nodeName,
-		IPs:         c.nodeIPs,
-		ExternalIPs: c.o.List("node-external-ip"),
-		Taints:      c.o.List("node-taint"),
-		Labels:      c.o.List("node-label"),
-		Kubeconfig:  filepath.Join(c.credDir, "kubelet-"+c.nodeName+".kubeconfig"),
-		DataDir:     filepath.Join(c.dataDir, "agent"),
-		OnRegistered: func(ctx context.Context) {
-			// k3s labels its servers (the node itself may not: NodeRestriction)
-			patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":"true","node-role.kubernetes.io/master":"true"}}}`)
-			for i := 0; i < 30; i++ {
-				if _, err := admin.CoreV1().Nodes().Patch(ctx, c.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err == nil {
-					return
-				} else {
-					logrus.Warnf("labelling node %s: %v", c.nodeName, err)
-				}
-				time.Sleep(time.Second)
+	nc := agent.NodeConfigFromOptions(c.o, c.nodeName, c.nodeIPs, filepath.Join(c.dataDir, "agent"))
+	nc.Kubeconfig = filepath.Join(c.credDir, "kubelet-"+c.nodeName+".kubeconfig")
+	nc.ProxyKubeconfig = filepath.Join(c.credDir, "kube-proxy.kubeconfig")
+	nc.ClientCAFile = c.tls("client-ca.crt")
+	nc.Cluster = c.cluster()
+	nc.OnRegistered = func(ctx context.Context) {
+		// k3s labels its servers (the node itself may not: NodeRestriction)
+		patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":"true","node-role.kubernetes.io/master":"true"}}}`)
+		for i := 0; i < 30; i++ {
+			if _, err := admin.CoreV1().Nodes().Patch(ctx, c.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err == nil {
+				return
+			} else {
+				logrus.Warnf("labelling node %s: %v", c.nodeName, err)
 			}
-		},
+			time.Sleep(time.Second)
+		}
 	}
 	return agent.Run(ctx, nc)
 }
