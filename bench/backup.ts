@@ -87,7 +87,7 @@ async function addRows(lab: Lab, from: number, to: number): Promise<void> {
   const batch = 5000;
   for (let i = from; i < to; i += batch) {
     const n = Math.min(batch, to - i);
-    const sql = `INSERT INTO k3s.kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value) SELECT CONCAT('/bench/cm-', ${i} + seq), 1, 0, 0, 0, 0, REPEAT('x', 600), NULL FROM seq_0_to_${n - 1};\n`;
+    const sql = `USE k3s;\nINSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value) SELECT CONCAT('/bench/cm-', ${i} + seq), 1, 0, 0, 0, 0, REPEAT('x', 600), NULL FROM seq_0_to_${n - 1};\n`;
     await lab.exec('infra', ['mariadb', '--batch'], { input: sql, timeoutMs: 300_000 });
   }
 }
