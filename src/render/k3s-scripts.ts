@@ -119,6 +119,10 @@ rm -rf ${K3S_CONFIG_PATH.replace(/\/config\.yaml$/, '')} /run/k3s /run/flannel
 clean_dir "$DATA_DIR"
 rm -rf /var/lib/kubelet
 rmdir /etc/rancher /var/lib/rancher 2>/dev/null
+# kubectl's cache, made by \`k3s kubectl\` run as root (k8s-ha runs it on
+# servers): only a cache; the folder goes only when nothing else is in it.
+rm -rf /root/.kube/cache /root/.kube/http-cache
+rmdir /root/.kube 2>/dev/null
 rm -f ${K8S_HA_RECORDS.join(' ')}
 rmdir /var/lib/k8s-ha/sha256 /var/lib/k8s-ha/pending /var/lib/k8s-ha 2>/dev/null
 rm -f ${K3S_BINARY_PATH} ${KILLALL_PATH} ${other}
