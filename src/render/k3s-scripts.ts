@@ -118,6 +118,13 @@ clean_dir() {
 rm -rf ${K3S_CONFIG_PATH.replace(/\/config\.yaml$/, '')} /run/k3s /run/flannel
 clean_dir "$DATA_DIR"
 rm -rf /var/lib/kubelet
+# The kubelet's pod cgroups (empty once every pod was ended above) and its
+# volume plugin folder: nothing of the node may stay behind.
+for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+  [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+done
+rmdir /usr/libexec/kubernetes/kubelet-plugins/volume/exec /usr/libexec/kubernetes/kubelet-plugins/volume \
+  /usr/libexec/kubernetes/kubelet-plugins /usr/libexec/kubernetes 2>/dev/null
 rmdir /etc/rancher /var/lib/rancher 2>/dev/null
 # kubectl's cache, made by \`k3s kubectl\` run as root (k8s-ha runs it on
 # servers): only a cache; the folder goes only when nothing else is in it.

@@ -72,7 +72,7 @@ const MACHINE_SNAPSHOT = [
   "echo '# links'",
   "ip -o link | awk -F': ' '{print $2}' | sort",
   "echo '# iptables'",
-  "(iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) | grep -v -e '^#' -e '^:' | sort",
+  "(iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) | grep -v -e '^#' -e '^:' -e '^[*]' -e '^COMMIT' | sort",
   "echo '# nft'",
   'nft list ruleset 2>/dev/null || true',
 ].join('; ');

@@ -22,6 +22,10 @@ import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
 const REPO = resolve(import.meta.dirname, '../..');
 const OLD = { version: 'v1.37.2+k3s1', binary: join(REPO, 'labk3s/bin/k3s') };
 const NEW = { version: 'v1.37.3+k3s1', binary: join(REPO, 'labk3s/bin/k3s-v1.37.3+k3s1') };
+// validate holds a local binary to the version the file names, so each refusal
+// gets a build reporting its version: a downgrade and a skipped minor.
+const DOWN = { version: 'v1.36.9+k3s1', binary: join(REPO, 'labk3s/bin/k3s-v1.36.9+k3s1') };
+const SKIP = { version: 'v1.39.0+k3s1', binary: join(REPO, 'labk3s/bin/k3s-v1.39.0+k3s1') };
 
 function clusterFile(lab: Lab, dir: string, k: { version: string; binary: string }): string {
   const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
@@ -46,9 +50,11 @@ async function planErrors(lab: Lab, file: string): Promise<string[]> {
 }
 
 test('upgrade on the lab: refusals with the way out, then servers one at a time and agents drained one at a time, the API answering through the LB throughout', async (t) => {
-  if (!(await labSkipReason()) && !existsSync(NEW.binary)) {
-    // The second build: the same code reporting a newer version (a relink from the Go cache).
-    execFileSync('bash', [join(REPO, 'scripts/build-labk3s.sh')], { env: { ...process.env, LABK3S_VERSION: NEW.version }, stdio: 'inherit' });
+  for (const k of [NEW, DOWN, SKIP]) {
+    if (!(await labSkipReason()) && !existsSync(k.binary)) {
+      // More builds: the same code reporting another version (a relink from the Go cache).
+      execFileSync('bash', [join(REPO, 'scripts/build-labk3s.sh')], { env: { ...process.env, LABK3S_VERSION: k.version }, stdio: 'inherit' });
+    }
   }
   await withLab({ skip: (r) => t.skip(r) }, async (lab) => {
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-upgrade-lab-'));
@@ -71,9 +77,9 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     await kube.waitForReadyNodes(5, { timeoutMs: 120_000 });
 
     // The refusals: nothing is touched, each says what to do.
-    file = clusterFile(lab, dir, { ...OLD, version: 'v1.36.9+k3s1' });
+    file = clusterFile(lab, dir, DOWN);
     assert.ok((await planErrors(lab, file)).some((m) => /server1 runs k3s v1\.37\.2\+k3s1, and the cluster file says v1\.36\.9\+k3s1: k3s does not support downgrades/.test(m)));
-    file = clusterFile(lab, dir, { ...OLD, version: 'v1.39.0+k3s1' });
+    file = clusterFile(lab, dir, SKIP);
     assert.ok((await planErrors(lab, file)).some((m) => /that skips 1 minor version/.test(m)));
     file = clusterFile(lab, dir, NEW);
     await lab.exec('server2', ['systemctl', 'stop', 'k3s']);
