@@ -51,6 +51,8 @@ export class FakeKube {
   listNodes: () => string[] = () => [];
   /** Node objects deleted (`kubectl delete node`), in order. */
   readonly deletedNodes: string[] = [];
+  /** Called for each deleted Node (the k3s model deletes its node-password Secret). */
+  onNodeDeleted: (name: string) => void = () => {};
 
   /** Answer one `k3s kubectl ...` command (the API is up). */
   kubectl(text: string, stdin: string): ExecResult {
@@ -60,6 +62,7 @@ export class FakeKube {
       for (const n of delNodes[1]!.split(' ')) {
         this.deletedNodes.push(n);
         this.timeline.push(`delete node ${n}`);
+        this.onNodeDeleted(n);
       }
       return ok();
     }

@@ -123,6 +123,15 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
     return '';
   }
   const t = db.kine.get(database);
+  // restore: every row of the named keys removed, ROW_COUNT() reported
+  let out = '';
+  r = /^DELETE FROM kine WHERE name IN \((.*)\);$/m.exec(sql);
+  if (r && t) {
+    const keys = new Set([...r[1]!.matchAll(/'([^']*)'/g)].map((x) => x[1]!));
+    const before = t.rows.length;
+    t.rows = t.rows.filter((x) => !keys.has(x.name));
+    if (/^SELECT 'deleted', ROW_COUNT\(\);$/m.test(sql)) out = `deleted\t${before - t.rows.length}\n`;
+  }
   r = /^INSERT INTO kine \(id, name, created, deleted, create_revision, prev_revision, lease, value, old_value\) VALUES \((\d+), '([^']+)', 0, 1,/m.exec(sql);
   if (r && t) {
     const id = Number(r[1]);
@@ -132,7 +141,7 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
   }
   r = /^ALTER TABLE kine AUTO_INCREMENT = (\d+);/m.exec(sql);
   if (r && t) t.autoIncrement = Math.max(Number(r[1]), ...t.rows.map((x) => x.id + 1));
-  return '';
+  return out;
 }
 
 /** A failing statement: `mariadb` exits 1 with this on stderr. */
@@ -142,11 +151,21 @@ export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: s
   db.scripts.push(sql);
   const kine = answerKineSql(m, db, sql, database);
   if (kine !== null) return kine;
+  return answerAccountSql(db, variables(m, db), sql);
+}
+
+/**
+ * The datastore phase's own SQL, without a machine: the read-back query (the
+ * version, the variables given, the database, the accounts with a
+ * server-side password comparison, the grants) and the account statements.
+ * The engine tests of the infrastructure phases use it on memory hosts.
+ */
+export function answerAccountSql(db: FakeMariadb, vars: Record<string, string>, sql: string): string {
   if (sql.includes("SELECT 'version'")) {
     const pw = unescape(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
     const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
     const rows = [`version\t${db.version}`];
-    for (const [k, v] of Object.entries(variables(m, db))) rows.push(`var\t${k}\t${v}`);
+    for (const [k, v] of Object.entries(vars)) rows.push(`var\t${k}\t${v}`);
     if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
     for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
     for (const h of db.grants) rows.push(`grant\t${h}`);

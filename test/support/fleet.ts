@@ -94,6 +94,7 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   };
   const k3s = new K3sModel({ machines: () => machines.values(), byAddress, mariadb: mariadbOf, vipHolder }, opts.k3s);
   const kube = new FakeKube(opts.kube, k3s.nodeReady);
+  kube.onNodeDeleted = k3s.nodeDeleted;
   kube.listNodes = () => [...machines.keys()].filter((n) => k3s.nodeReady(n) !== undefined);
   const mariadbVersionPkg = opts.mariadbVersion ? `1:${opts.mariadbVersion.replace(/-MariaDB/, '')}` : undefined;
   if (mariadbVersionPkg) catalog['mariadb-server'] = { ...catalog['mariadb-server']!, version: mariadbVersionPkg };
