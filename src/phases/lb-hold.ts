@@ -168,7 +168,13 @@ export function holdChanges(ctx: RunContext<Deployment>, server: LbServer, opts:
       const haproxy = c.loadBalancer.kind === 'haproxy' && c.loadBalancer.deploy !== 'docker';
       if (haproxy) await h.exec(haproxyCommand(`set server ${HAPROXY_BACKEND}/${server.name} state drain`), { timeoutMs: 10_000 });
       else if (changed) await h.exec(systemctl('reload', lbUnit(c)), { timeoutMs: 60_000 });
-      const closed = await drainConnections(h, server, drainMs, pollMs);
+      let closed = await drainConnections(h, server, drainMs, pollMs);
+      // k8s-ha-lbcheck may have put its own view back between our write and its next
+      // round (it re-reads the hold file every round): make sure the mark held.
+      if (!haproxy && (await writeUpstreams(c, h, held, before))) {
+        await h.exec(systemctl('reload', lbUnit(c)), { timeoutMs: 60_000 });
+        closed += await drainConnections(h, server, drainMs, pollMs);
+      }
       if (haproxy) await h.exec(haproxyCommand(`set server ${HAPROXY_BACKEND}/${server.name} state maint`), { timeoutMs: 10_000 });
       ctx.events({ type: 'info', phase: 'k3s-servers', host: lb, message: `${server.name} is out of the load balancer on ${lb}${closed ? ` (${closed} connection${closed === 1 ? '' : 's'} still open after ${drainMs / 1000} s were closed)` : ''}` });
     },

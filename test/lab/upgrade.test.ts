@@ -14,6 +14,7 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { ClusterRun } from '../../src/cluster/open.js';
+import type { EventSink } from '../../src/engine/events.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { hostKubectl, type KubeList } from '../../src/kube/kubectl-host.js';
 import type { Lab } from '../../lab/index.js';
@@ -40,8 +41,8 @@ async function clusterFile(lab: Lab, dir: string, k: { version: string; binary: 
   return file;
 }
 
-const open = (lab: Lab, file: string, o: { force?: boolean } = {}) =>
-  ClusterRun.open(file, { env: process.env, connect: (h) => lab.connect(h.name), ...(o.force ? { run: { force: true } } : {}) });
+const open = (lab: Lab, file: string, o: { force?: boolean; events?: EventSink } = {}) =>
+  ClusterRun.open(file, { env: process.env, connect: (h) => lab.connect(h.name), ...(o.force ? { run: { force: true } } : {}), ...(o.events ? { events: o.events } : {}) });
 
 const NS = 'upgrade-web';
 /** Two web pods on two agents behind a LoadBalancer address, a budget that keeps one of them, and the address once it answers. */
@@ -165,7 +166,14 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     await kube.waitForReadyNodes(5, { timeoutMs: 120_000 });
 
     // The rollout, with the API (through the virtual IP) and the web address probed every 100 ms.
-    const run = await open(lab, file);
+    // The rollout's steps with their times, shown when a probe failed (to tell which step it fell in).
+    const timeline: string[] = [];
+    const run = await open(lab, file, {
+      events: (e) => {
+        if (e.type === 'change-start' || e.type === 'change-done') timeline.push(`${new Date().toISOString()} ${e.type === 'change-start' ? 'start' : 'done '} ${e.host}: ${e.summary.slice(0, 90)}`);
+        else if (e.type === 'info' || e.type === 'wait') timeline.push(`${new Date().toISOString()} ${e.type} ${e.host}: ${e.message.slice(0, 120)}`);
+      },
+    });
     const plan = await run.plan();
     assert.deepEqual(plan.problems.filter((p) => p.severity === 'error'), []);
     assert.deepEqual(plan.rollouts.filter((r) => r.phase.startsWith('k3s')).map((r) => [r.phase, r.batches]), [
@@ -196,6 +204,7 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
       const show = (r: { probes: number; failures: string[] }) => `${r.failures.length} failed of ${r.probes}${r.failures.length ? ` (${r.failures.slice(0, 3).join(' | ')})` : ''}`;
       t.diagnostic(`upgrade ${OLD.version} -> ${NEW.version} of 2 servers + 3 agents in ${secs.toFixed(1)} s; API through the virtual IP: ${show(apiResult)}; web Deployment behind ${address}: ${show(webResult)}`);
     }
+    if (apiResult.failures.length || webResult.failures.length) for (const l of timeline.filter((x) => !/ wait /.test(x))) t.diagnostic(l);
     assert.equal(apiResult.failures.length, 0, `no API request through the load balancers fails during the rollout:\n${apiResult.failures.join('\n')}`);
     assert.equal(webResult.failures.length, 0, `no request to the Deployment fails during the rollout, drains included:\n${webResult.failures.join('\n')}`);
     type NodeList = { items: { metadata: { name: string }; spec?: { unschedulable?: boolean }; status: { nodeInfo: { kubeletVersion: string } } }[] };
