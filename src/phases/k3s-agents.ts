@@ -267,6 +267,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
           const nodes = await readNodes(await Promise.all(servers.map((s) => ctx.host(s.name))));
           if (!nodes) return progress("no server's API lists the nodes");
           const why = nodeNotBack(nodes.find((n) => n.name === host.name), host.name, want);
+          if (why) ctx.events({ type: 'wait', phase: 'k3s-agents', host: host.name, message: why });
           return why === null ? null : progress(why);
         }
         // The Node object, seen from a server: registered and Ready.
@@ -358,7 +359,9 @@ export function drainChanges(ctx: RunContext<Deployment>, name: string, via: str
         const want = await upgradedVersion(ctx, await ctx.host(name));
         const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
           const nodes = await readNodes([h]);
-          return nodes ? nodeNotBack(nodes.find((x) => x.name === name), name, want) : 'its API does not list the nodes';
+          const why = nodes ? nodeNotBack(nodes.find((x) => x.name === name), name, want) : 'its API does not list the nodes';
+          if (why) ctx.events({ type: 'wait', phase: 'k3s-agents', host: name, message: why });
+          return why;
         });
         if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${lastSeenText(last)}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
         await kubectl(h, ['uncordon', name]);

@@ -205,6 +205,10 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
       t.diagnostic(`upgrade ${OLD.version} -> ${NEW.version} of 2 servers + 3 agents in ${secs.toFixed(1)} s; API through the virtual IP: ${show(apiResult)}; web Deployment behind ${address}: ${show(webResult)}`);
     }
     if (apiResult.failures.length || webResult.failures.length) for (const l of timeline.filter((x) => !/ wait /.test(x))) t.diagnostic(l);
+    // How long the rollout waited for new kubelets to report the new version (the Ready it saw meanwhile was the old kubelet's).
+    const stale = timeline.filter((l) => / wait .*still reports kubelet/.test(l));
+    const staleHosts = [...new Set(stale.map((l) => / wait (\S+):/.exec(l)?.[1] ?? ''))];
+    t.diagnostic(`polls where an upgraded node still reported its old kubelet version (the rollout waited): ${stale.length} (${staleHosts.join(', ') || 'none'})`);
     assert.equal(apiResult.failures.length, 0, `no API request through the load balancers fails during the rollout:\n${apiResult.failures.join('\n')}`);
     assert.equal(webResult.failures.length, 0, `no request to the Deployment fails during the rollout, drains included:\n${webResult.failures.join('\n')}`);
     type NodeList = { items: { metadata: { name: string }; spec?: { unschedulable?: boolean }; status: { nodeInfo: { kubeletVersion: string } } }[] };
