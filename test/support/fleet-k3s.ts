@@ -14,6 +14,7 @@ import { loginProblem, type FakeMariadb } from './fleet-mariadb.js';
  */
 
 export const TOKEN_FILE = '/var/lib/rancher/k3s/server/token';
+export const NODE_PASSWORD_FILE = '/etc/rancher/node/password';
 const CONFIG = '/etc/rancher/k3s/config.yaml';
 const DIFFERENT_TOKEN = 'bootstrap data already found and encrypted with different token';
 const LB_UNITS = ['nginx', 'haproxy', 'k8s-ha-lb'];
@@ -79,8 +80,12 @@ export class K3sModel {
   }
 
   /** Called by systemd (Machine.hooks) when a unit starts, restarts or stops. */
-  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop'): void => {
-    if (unit !== 'k3s') return;
+  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop' | 'reload'): void => {
+    // k3s writes the node's password on its first start (FACTS: kept by the uninstall scripts).
+    if ((unit === 'k3s' || unit === 'k3s-agent') && how !== 'stop' && how !== 'reload' && !m.has(NODE_PASSWORD_FILE)) {
+      m.host.setFile(NODE_PASSWORD_FILE, `${sha256(`node password of ${m.host.name}, machine ${m.generation}`).slice(0, 32)}\n`, { mode: 0o600 });
+    }
+    if (unit !== 'k3s' || how === 'reload') return;
     if (how === 'stop') {
       this.runs.delete(m.host.name);
       return;
