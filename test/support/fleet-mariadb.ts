@@ -152,11 +152,21 @@ export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: s
   db.scripts.push(sql);
   const kine = answerKineSql(m, db, sql, database);
   if (kine !== null) return kine;
+  return answerAccountSql(db, variables(m, db), sql);
+}
+
+/**
+ * The datastore phase's own SQL, without a machine: the read-back query (the
+ * version, the variables given, the database, the accounts with a
+ * server-side password comparison, the grants) and the account statements.
+ * The engine tests of the infrastructure phases use it on memory hosts.
+ */
+export function answerAccountSql(db: FakeMariadb, vars: Record<string, string>, sql: string): string {
   if (sql.includes("SELECT 'version'")) {
     const pw = unescape(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
     const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
     const rows = [`version\t${db.version}`];
-    for (const [k, v] of Object.entries(variables(m, db))) rows.push(`var\t${k}\t${v}`);
+    for (const [k, v] of Object.entries(vars)) rows.push(`var\t${k}\t${v}`);
     if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
     for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
     for (const h of db.grants) rows.push(`grant\t${h}`);
