@@ -152,6 +152,12 @@ export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: s
   db.scripts.push(sql);
   const kine = answerKineSql(m, db, sql, database);
   if (kine !== null) return kine;
+  for (const g of sql.matchAll(/^SET GLOBAL ([a-z_]+) = (\d+);$/gm)) {
+    db.globals.set(g[1]!.toUpperCase(), { value: g[2]!, start: startsOf(m) });
+    // The daemon now runs with that value, as a file saying so would give it at start (for stale()).
+    const files = m.running.get('mariadb');
+    for (const [path, content] of files ?? []) if (content) files!.set(path, content.replace(new RegExp(`^(\\s*${g[1]}\\s*=\\s*)\\S+`, 'm'), `$1${g[2]}`));
+  }
   return answerAccountSql(db, variables(m, db), sql);
 }
 
@@ -173,13 +179,6 @@ export function answerAccountSql(db: FakeMariadb, vars: Record<string, string>, 
     return rows.join('\n') + '\n';
   }
   for (const line of sql.split('\n')) {
-    const g = /^SET GLOBAL ([a-z_]+) = (\d+);$/.exec(line);
-    if (g) {
-      db.globals.set(g[1]!.toUpperCase(), { value: g[2]!, start: startsOf(m) });
-      // The daemon now runs with that value, as a file saying so would give it at start (for stale()).
-      const files = m.running.get('mariadb');
-      for (const [path, content] of files ?? []) if (content) files!.set(path, content.replace(new RegExp(`^(\\s*${g[1]}\\s*=\\s*)\\S+`, 'm'), `$1${g[2]}`));
-    }
     let r = /^CREATE DATABASE IF NOT EXISTS `([^`]+)`/.exec(line);
     if (r) db.databases.add(r[1]!);
     r = /^(CREATE USER IF NOT EXISTS|ALTER USER) '[^']+'@'([^']+)' IDENTIFIED BY '((?:[^'\\]|\\.)*)' REQUIRE (SSL|NONE)/.exec(line);
