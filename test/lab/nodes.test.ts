@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import type { AnyPhase } from '../../src/engine/phase.js';
@@ -22,6 +22,8 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { withLab } from '../../lab/testing.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
 
 type HostEntry = { name: string; address: string; roles: string[]; remove?: boolean };
 
@@ -53,8 +55,10 @@ test('nodes on the lab: remove an agent, refuse a vanished host, remove a server
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-nodes-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'cluster.yaml');
-    const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { hosts: HostEntry[] };
+    const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { hosts: HostEntry[]; k3s: Record<string, unknown> };
     delete doc.metallb;
+    // The lab's k3s and its images through k8s-ha's air-gap path (no registry is reachable).
+    doc.k3s = { ...doc.k3s, install: { source: 'local', path: join(REPO, 'labk3s/bin/k3s'), airgapImages: join(REPO, 'labk3s/images/bin') } };
     const write = (hosts: HostEntry[]) => writeFileSync(file, stringify({ ...doc, hosts }));
     const all = doc.hosts;
     const without = (...names: string[]) => all.filter((h) => !names.includes(h.name));
