@@ -14,7 +14,7 @@ import { K3S_API_PORT, renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, kubectlArgs, lastSeenText, seconds, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
-import { readServerToken, sameClusterToken } from './k3s-token.js';
+import { NODE_PASSWORD_REJECTED_LOG, nodePasswordRejectedMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
 import type { RunOptions } from '../cluster/deployment.js';
 import { NODE_PASSWORD_FILE, rejoinChanges } from './k3s-nodes.js';
@@ -254,12 +254,15 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
       const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.agentReadyMs;
       const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
+      // A refused node password is retried by k3s for ever: say so at once.
+      let refused = false;
       const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs }, async () => {
         // The agent's own unit and journal: they move while it works on joining.
         const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false, timeoutMs: 20_000 });
         const state = active.code === 0 ? 'active' : active.stdout.trim();
         const journal = await host.exec(sh`journalctl -u ${AGENT_UNIT} -n 1 --show-cursor -q -o cat`, { allowFailure: true, timeoutMs: 20_000 });
         const cursor = /^-- cursor: (.*)$/m.exec(journal.stdout)?.[1] ?? '';
+        if (journal.stdout.includes(NODE_PASSWORD_REJECTED_LOG)) refused = true;
         const progress = (why: string) => ({ why, progress: `${why}\n${state}\n${cursor}` });
         if (state !== 'active') return progress(`${AGENT_UNIT} is ${state || 'not active'}`);
         // The Node object, seen from a server: registered and Ready.
@@ -273,9 +276,13 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
           if (/NotFound|not found/.test(r.stderr)) return progress(`node ${host.name} not registered yet (${lastErr})`);
         }
         return progress(lastErr);
-      });
+      }, () => (refused ? NODE_PASSWORD_REJECTED_LOG : null));
       if (last === null) return;
       const journal = await journalTail(host, AGENT_UNIT);
+      if (refused) {
+        const m = nodePasswordRejectedMessage(host.name);
+        throw new NotReadyError(host.name, m.message, NODE_PASSWORD_REJECTED_LOG, journal, m.hint);
+      }
       throw new NotReadyError(
         host.name,
         waitFailureText('k3s agent did not become a Ready node', last, readyTimeoutMs),

@@ -69,7 +69,7 @@ const planJson = async (s: Setup, ...argv: string[]) => {
 
 test('node remove of an agent: plan first, then cordon, drain, delete Node and its node-password secret, uninstall, forget — in that order', async (t) => {
   const s = await applied(t);
-  assert.ok(s.fleet.kube.nodePasswords.has('agent3'), 'the registration made a node-password secret');
+  assert.ok(s.fleet.kube.hasNodePassword('agent3'), 'the registration made a node-password secret');
   const { r, plan } = await planJson(s, 'node', 'remove', 'agent3', '--dry-run');
   assert.equal(r.code, 0, r.stderr);
   const step = plan.steps.find((x) => x.phase === 'node-removal')!;
@@ -87,7 +87,7 @@ test('node remove of an agent: plan first, then cordon, drain, delete Node and i
   const done = await s.cli('node', 'remove', 'agent3', '--yes');
   assert.equal(done.code, 0, done.stderr + done.stdout);
   assert.deepEqual(s.fleet.kube.timeline.filter((e) => /agent3/.test(e)), ['cordon agent3', 'drain agent3', 'delete node agent3']);
-  assert.equal(s.fleet.kube.nodePasswords.has('agent3'), false, 'the secret went with the Node');
+  assert.equal(s.fleet.kube.hasNodePassword('agent3'), false, 'the secret went with the Node');
   const a3 = s.fleet.timeline.filter((e) => e.startsWith('agent3 '));
   assert.equal(a3.at(-1), 'agent3 stop k3s-agent', 'uninstalled last');
   assert.equal(s.fleet.hosts.get('agent3')!.files.has('/usr/local/bin/k3s'), false);
@@ -180,7 +180,7 @@ test('a dead agent: refused with the way out; with --force its Node and secret g
   assert.equal(forced.code, 0, forced.stderr + forced.stdout);
   assert.match(forced.stdout + forced.stderr, /removed without being drained or uninstalled/);
   assert.deepEqual(s.fleet.kube.timeline.filter((e) => /agent2/.test(e)), ['delete node agent2']);
-  assert.equal(s.fleet.kube.nodePasswords.has('agent2'), false);
+  assert.equal(s.fleet.kube.hasNodePassword('agent2'), false);
   assert.equal(s.state().hosts?.agent2, undefined);
 });
 
@@ -260,7 +260,7 @@ test('a re-installed agent (new machine, same name) is recognised: the plan dele
   assert.match(step.changes[0]!.summary, /agent1 was re-installed: it has no \/etc\/rancher\/node\/password/);
   const r = await s.cli('apply', '--yes', '--no-verify');
   assert.equal(r.code, 0, r.stderr + r.stdout);
-  assert.deepEqual(s.fleet.kube.rejected, [], 'no join was refused');
+  assert.equal((s.fleet.machines.get('agent1')!.journal.get('k3s-agent') ?? []).some((l) => /Node password rejected/.test(l)), false, 'no join was refused');
   const nodes = JSON.parse(s.fleet.kube.kubectl('/usr/local/bin/k3s kubectl get nodes -o json', '').stdout) as { items: { metadata: { name: string }; status: { conditions: { status: string }[] } }[] };
   assert.equal(nodes.items.find((n) => n.metadata.name === 'agent1')?.status.conditions[0]?.status, 'True');
   // An agent whose k3s was only uninstalled keeps its password file: no deletion planned, it re-joins as itself.
@@ -270,6 +270,7 @@ test('a re-installed agent (new machine, same name) is recognised: the plan dele
 
 test('the simulated API refuses a re-installed machine that joins over its old node-password secret (why the re-join deletes it first)', async (t) => {
   const s = await applied(t);
-  assert.equal(s.fleet.kube.admits('agent2', 'another password'), false);
-  assert.deepEqual(s.fleet.kube.rejected, ['agent2']);
+  const fresh = s.fleet.recreate('agent2');
+  assert.equal(s.fleet.k3s.passwordAccepted(fresh, 'agent2', s.fleet.machines.get('server1')!, 'k3s-agent'), false);
+  assert.match((fresh.journal.get('k3s-agent') ?? []).join('\n'), /Node password rejected/);
 });

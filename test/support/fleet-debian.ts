@@ -113,8 +113,6 @@ export class Machine {
   /** unit -> journal lines, oldest first. */
   readonly journal = new Map<string, string[]>();
   readonly hooks: UnitHook[] = [];
-  /** 0 for the first machine of a name; one more each time the fleet re-creates it (Fleet.recreate). */
-  generation = 0;
 
   constructor(
     readonly host: MemoryHost,
@@ -309,6 +307,11 @@ export function debianMachine(opts: MemoryHostOptions, iface: string, prefixLeng
     const pkg = catalog[name];
     if (!pkg) return ok('');
     return ok(`${name}:\n  Installed: ${host.packages.get(name) ?? '(none)'}\n  Candidate: ${pkg.version}\n`);
+  });
+  // The agents' settle: the unit's last line and the journal's cursor.
+  host.handle(/^journalctl -u \S+ -n 1 --show-cursor -q -o cat$/, (cmd) => {
+    const lines = m.journal.get(words(cmd.text)[2]!) ?? [];
+    return ok(lines.length ? `${lines[lines.length - 1]}\n-- cursor: s=${lines.length}\n` : '');
   });
   host.handle(/^journalctl -u \S+ -n \d+ --no-pager/, (cmd) => {
     const w = words(cmd.text);

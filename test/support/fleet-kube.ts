@@ -53,10 +53,10 @@ export class FakeKube {
   readonly deletedNodes: string[] = [];
   /** Deleted and not registered again since (a kubelet registers when it starts). */
   readonly #gone = new Set<string>();
-  /** kube-system `NAME.node-password.k3s`: the password a node first registered with. */
-  readonly nodePasswords = new Map<string, string>();
-  /** Joins refused because the node's password differs from its secret (k3s: "Node password rejected"). */
-  readonly rejected: string[] = [];
+  /** Called for each deleted Node (the k3s model deletes its node-password Secret). */
+  onNodeDeleted: (name: string) => void = () => {};
+  /** Whether kube-system `NAME.node-password.k3s` exists (the k3s model keeps it in the kine table). */
+  hasNodePassword: (name: string) => boolean = () => false;
   /** Nodes cordoned (spec.unschedulable) and their annotations. */
   readonly cordoned = new Set<string>();
   readonly annotations = new Map<string, Record<string, string>>();
@@ -66,18 +66,9 @@ export class FakeKube {
     this.#gone.delete(name);
   }
 
-  /** k3s's node-password check at registration: the first password is kept, a different one refused. */
-  admits(name: string, password: string | null): boolean {
-    if (this.#gone.has(name)) return false;
-    const pw = (password ?? '').trim();
-    const have = this.nodePasswords.get(name);
-    if (have === undefined) {
-      this.nodePasswords.set(name, pw);
-      return true;
-    }
-    if (have === pw) return true;
-    if (this.rejected.at(-1) !== name) this.rejected.push(name);
-    return false;
+  /** Deleted, and its k3s not started again since (a running kubelet does not re-register). */
+  deleted(name: string): boolean {
+    return this.#gone.has(name);
   }
 
   /** Node objects in the datastore: registered once, kept (NotReady) when the machine goes, until deleted. */
@@ -115,17 +106,20 @@ export class FakeKube {
         this.#objects.delete(n);
         this.cordoned.delete(n);
         this.annotations.delete(n);
-        // k3s's node-password controller deletes the secret with the Node.
-        this.nodePasswords.delete(n);
         this.timeline.push(`delete node ${n}`);
+        // k3s's node-password controller deletes the secret with the Node.
+        this.onNodeDeleted(n);
       }
       return ok();
     }
     const secret = / kubectl (get|delete) secret -n kube-system (\S+)\.node-password\.k3s/.exec(text);
     if (secret) {
       const n = secret[2]!;
-      if (secret[1] === 'get') return ok(this.nodePasswords.has(n) ? `secret/${n}.node-password.k3s\n` : '');
-      if (this.nodePasswords.delete(n)) this.timeline.push(`delete secret ${n}`);
+      if (secret[1] === 'get') return ok(this.hasNodePassword(n) ? `secret/${n}.node-password.k3s\n` : '');
+      if (this.hasNodePassword(n)) {
+        this.onNodeDeleted(n);
+        this.timeline.push(`delete secret ${n}`);
+      }
       return ok();
     }
     const verb = / kubectl (cordon|uncordon|drain|annotate) (?:--overwrite )?(?:node )?(\S+)(.*)$/.exec(text);

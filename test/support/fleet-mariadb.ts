@@ -133,6 +133,15 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
     return '';
   }
   const t = db.kine.get(database);
+  // restore: every row of the named keys removed, ROW_COUNT() reported
+  let out = '';
+  r = /^DELETE FROM kine WHERE name IN \((.*)\);$/m.exec(sql);
+  if (r && t) {
+    const keys = new Set([...r[1]!.matchAll(/'([^']*)'/g)].map((x) => x[1]!));
+    const before = t.rows.length;
+    t.rows = t.rows.filter((x) => !keys.has(x.name));
+    if (/^SELECT 'deleted', ROW_COUNT\(\);$/m.test(sql)) out = `deleted\t${before - t.rows.length}\n`;
+  }
   r = /^INSERT INTO kine \(id, name, created, deleted, create_revision, prev_revision, lease, value, old_value\) VALUES \((\d+), '([^']+)', 0, 1,/m.exec(sql);
   if (r && t) {
     const id = Number(r[1]);
@@ -142,7 +151,7 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
   }
   r = /^ALTER TABLE kine AUTO_INCREMENT = (\d+);/m.exec(sql);
   if (r && t) t.autoIncrement = Math.max(Number(r[1]), ...t.rows.map((x) => x.id + 1));
-  return '';
+  return out;
 }
 
 /** A failing statement: `mariadb` exits 1 with this on stderr. */

@@ -3,7 +3,7 @@ import { parseCluster, type Env } from '../../src/spec/load.js';
 import { ConnectionError, type Host } from '../../src/transport/host.js';
 import type { MemoryHost } from '../../src/transport/memory.js';
 import { BOOKWORM, debianMachine, type DebianPackage, type Machine } from './fleet-debian.js';
-import { attachK3s, K3sModel, NODE_PASSWORD_FILE, type K3sModelOptions } from './fleet-k3s.js';
+import { attachK3s, K3sModel, type K3sModelOptions } from './fleet-k3s.js';
 import { FakeKube, type KubeOptions } from './fleet-kube.js';
 import { attachMariadb, fakeMariadb, type FakeMariadb } from './fleet-mariadb.js';
 
@@ -102,15 +102,16 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   };
   const k3s = new K3sModel({ machines: () => machines.values(), byAddress, mariadb: mariadbOf, vipHolder }, opts.k3s);
   const kube = new FakeKube(opts.kube, k3s.nodeReady);
-  // A node is listed once its k3s runs and its registration passed the node-password check (k3s#802).
-  kube.listNodes = () => [...machines.keys()].filter((n) => k3s.nodeReady(n) !== undefined && kube.admits(n, machines.get(n)!.text(NODE_PASSWORD_FILE)));
+  kube.onNodeDeleted = k3s.nodeDeleted;
+  kube.hasNodePassword = k3s.hasNodePassword;
+  // A Node is listed while its k3s runs and passed the node-password check (k3s#802); a deleted one only once its k3s starts again.
+  kube.listNodes = () => [...machines.keys()].filter((n) => !kube.deleted(n) && k3s.nodeReady(n) !== undefined);
   const timeline: string[] = [];
   const mariadbVersionPkg = opts.mariadbVersion ? `1:${opts.mariadbVersion.replace(/-MariaDB/, '')}` : undefined;
   if (mariadbVersionPkg) catalog['mariadb-server'] = { ...catalog['mariadb-server']!, version: mariadbVersionPkg };
 
-  const add = (name: string, address: string, generation = 0): Machine => {
+  const add = (name: string, address: string): Machine => {
     const m = debianMachine({ name, address }, iface, opts.prefixLength ?? 24, catalog);
-    m.generation = generation;
     m.hooks.push((_m, unit, how) => {
       timeline.push(`${name} ${how} ${unit}`);
       // A kubelet registers its Node when it starts (a deleted Node comes back only then).
@@ -133,8 +134,7 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
     machines,
     connect: async (h) => (machines.get(h.name) ?? add(h.name, h.address)).host,
     recreate: (name) => {
-      const old = machines.get(name)!;
-      return add(name, old.host.address, old.generation + 1);
+      return add(name, machines.get(name)!.host.address);
     },
     timeline,
     mariadb: (name) => mariadbOf(machines.get(name)!),
