@@ -303,3 +303,12 @@ test('a re-installed server is recognised too: its old Node and secret are delet
   assert.equal(s.fleet.k3s.nodeReady('server2'), true);
   assert.equal((await planJson(s, 'plan')).plan.empty, true);
 });
+
+test('reset also takes apart a host marked remove: true that was not removed yet', async (t) => {
+  const s = await applied(t);
+  s.edit((hosts) => (hosts.find((h) => h.name === 'agent3')!.remove = true));
+  const r = await s.cli('reset', '--yes');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.ok(s.fleet.kube.deletedNodes.includes('agent3'));
+  assert.equal(s.fleet.hosts.get('agent3')!.files.has('/usr/local/bin/k3s'), false);
+});
