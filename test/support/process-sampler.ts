@@ -52,6 +52,25 @@ export class ProcessSampler {
   }
 }
 
+/**
+ * Waits until `cond` (shell) holds inside `machine` (polled every 20 ms, to
+ * act at a precise moment of a running command); fails at once, with its
+ * output, when the child ends first.
+ */
+export async function untilWhile(lab: Lab, machine: string, cond: string, c: ChildCli, timeoutMs = 120_000): Promise<void> {
+  const ended = c.done.then((r) => {
+    throw new Error(`the child k8s-ha ended (exit ${r.code ?? r.signal}) before \`${cond}\` held on ${machine}:\n${r.stdout}${r.stderr}`);
+  });
+  const seen = lab.exec(machine, ['sh', '-c', `until ${cond}; do sleep 0.02; done`], { timeoutMs });
+  try {
+    await Promise.race([seen, ended]);
+  } catch (e) {
+    c.child.kill('SIGKILL');
+    throw e;
+  }
+  ended.catch(() => undefined);
+}
+
 export interface ChildCli {
   child: ChildProcess;
   /** Resolves with the exit code (or the signal's name) and the output. */
@@ -60,7 +79,8 @@ export interface ChildCli {
 
 /** `k8s-ha ARGV -f FILE` as its own process (node + tsx), with HOME=cwd as the in-process runs have. */
 export function spawnCli(argv: string[], file: string, cwd: string): ChildCli {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/main.ts'), ...argv, '-f', file], {
+  // tsx resolved from the repository, not from cwd (a temp folder with no node_modules).
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(REPO, 'src/cli/main.ts'), ...argv, '-f', file], {
     cwd,
     env: { PATH: process.env.PATH, HOME: cwd },
     stdio: ['ignore', 'pipe', 'pipe'],
