@@ -17,6 +17,7 @@ import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { NODE_PASSWORD_REJECTED_LOG, nodePasswordRejectedMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
 import type { RunOptions } from '../cluster/deployment.js';
+import { NODE_PASSWORD_FILE, rejoinChanges } from './k3s-nodes.js';
 
 /**
  * k3s agents, joined through the load balancer (or VIP) with the token.
@@ -57,6 +58,8 @@ export interface AgentObserved {
   node: NodeState | null;
   /** The first server whose k3s runs: where cordon, drain and uncordon go. */
   via: string | null;
+  /** /etc/rancher/node/password exists (k3s ran here; a re-installed machine has none). */
+  nodePasswordFile: boolean;
 }
 
 function agentHost(d: Deployment, name: string): ClusterHost {
@@ -177,7 +180,8 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const via = servers.find((x) => up.get(x.name))?.name ?? null;
       const version = installed.binary ? await installedVersion(host) : null;
       const nodes = via ? await readNodes([await ctx.host(via)]) : null;
-      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via };
+      const nodePasswordFile = (await host.stat(NODE_PASSWORD_FILE)) !== null;
+      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via, nodePasswordFile };
     },
 
     diff(ctx, name, o): Change[] {
@@ -189,7 +193,9 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       }
       const { changes, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
       // FACTS: the install script restarts k3s when the binary changed; so do we.
-      const base = [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
+      // A re-installed machine: the old Node and its node-password secret go before the new k3s joins.
+      const rejoin = rejoinChanges(name, { via: o.via, node: o.node, nodePasswordFile: o.nodePasswordFile, running: o.state.services.get(AGENT_UNIT)?.active ?? false });
+      const base = [...rejoin, ...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
       // An upgrade of a registered node: its pods move away first, and it
       // takes new ones only once it is Ready on the new version.
       if (binaryChanged && o.installed.binary && o.node && o.via) {

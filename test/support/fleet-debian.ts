@@ -97,7 +97,7 @@ export const UNITS: Readonly<Record<string, UnitModel>> = {
 };
 
 /** What a unit does beyond systemd's bookkeeping when it (re)starts or stops (k3s registers here). */
-export type UnitHook = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop') => ExecResult | void;
+export type UnitHook = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop' | 'reload') => ExecResult | void;
 
 const notFound = (what: string): ExecResult => ({ code: 127, stdout: '', stderr: `bash: line 1: ${what}: command not found` });
 const words = (text: string): string[] => text.split(/\s+/).map((w) => w.replace(/^'(.*)'$/, '$1'));
@@ -190,6 +190,7 @@ export class Machine {
         if (!model?.reloadable) return { code: 1, stdout: '', stderr: `Failed to reload ${u}.service: Job type reload is not applicable for unit ${u}.service.` };
         s.reloads++;
         this.#snapshot(u);
+        this.#hook(u, 'reload');
         return ok();
       case 'start':
       case 'restart': {
@@ -212,7 +213,7 @@ export class Machine {
     }
   }
 
-  #hook(unit: string, how: 'start' | 'restart' | 'stop'): ExecResult | void {
+  #hook(unit: string, how: 'start' | 'restart' | 'stop' | 'reload'): ExecResult | void {
     let out: ExecResult | void = undefined;
     for (const h of this.hooks) out = h(this, unit, how) ?? out;
     return out;

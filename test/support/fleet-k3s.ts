@@ -85,8 +85,8 @@ export class K3sModel {
   }
 
   /** Called by systemd (Machine.hooks) when a unit starts, restarts or stops. */
-  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop'): void => {
-    if (unit !== 'k3s') return;
+  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop' | 'reload'): void => {
+    if (unit !== 'k3s' || how === 'reload') return;
     if (how === 'stop') {
       this.runs.delete(m.host.name);
       return;
@@ -131,6 +131,14 @@ export class K3sModel {
     const key = nodePasswordKey(node);
     const row = t && [...t.rows].reverse().find((r) => r.name === key);
     if (t && row && !row.deleted) insertRow(t, key, '', 1);
+  };
+
+  /** The node's password Secret exists (its kine row, not deleted), as a running server's API would say. */
+  hasNodePassword = (node: string): boolean => {
+    const server = [...this.world.machines()].find((x) => this.ready(x));
+    const t = server && this.#kine(server);
+    const row = t && [...t.rows].reverse().find((r) => r.name === nodePasswordKey(node));
+    return !!row && !row.deleted;
   };
 
   #kine(server: Machine) {

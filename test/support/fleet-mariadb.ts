@@ -29,6 +29,8 @@ export interface FakeMariadb {
   passphrases: Map<string, string>;
   /** Every `mariadb-dump` run: the database dumped. */
   dumps: string[];
+  /** `SET GLOBAL name = value` since the server last (re)started: upper-case name -> value and the start it applies to. */
+  globals: Map<string, { value: string; start: number }>;
 }
 
 export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb {
@@ -42,11 +44,17 @@ export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb
     bootstrap: new Map(),
     kine: new Map(),
     passphrases: new Map(),
+    globals: new Map(),
     dumps: [],
   };
 }
 
 const unescape = (s: string) => s.replace(/\\(.)/g, '$1');
+
+const startsOf = (m: Machine): number => {
+  const s = m.host.services.get('mariadb');
+  return s ? s.starts + s.restarts : 0;
+};
 
 /** The variables of the running server: its defaults, then what the config it started with sets. */
 export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
@@ -57,6 +65,8 @@ export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
       if (kv && ['max_connections', 'innodb_snapshot_isolation'].includes(kv[1]!)) out[kv[1]!.toUpperCase()] = kv[2]!;
     }
   }
+  // A SET GLOBAL lasts until the server restarts.
+  for (const [k, g] of db.globals) if (g.start === startsOf(m)) out[k] = g.value;
   return out;
 }
 
@@ -151,6 +161,12 @@ export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: s
   db.scripts.push(sql);
   const kine = answerKineSql(m, db, sql, database);
   if (kine !== null) return kine;
+  for (const g of sql.matchAll(/^SET GLOBAL ([a-z_]+) = (\d+);$/gm)) {
+    db.globals.set(g[1]!.toUpperCase(), { value: g[2]!, start: startsOf(m) });
+    // The daemon now runs with that value, as a file saying so would give it at start (for stale()).
+    const files = m.running.get('mariadb');
+    for (const [path, content] of files ?? []) if (content) files!.set(path, content.replace(new RegExp(`^(\\s*${g[1]}\\s*=\\s*)\\S+`, 'm'), `$1${g[2]}`));
+  }
   return answerAccountSql(db, variables(m, db), sql);
 }
 
