@@ -199,7 +199,9 @@ function afterStop<O extends { state: ObservedState; version: K3sVersion | null 
     preflight(ctx, observed) {
       const problems = phase.preflight?.(ctx, observed) ?? [];
       const target = ctx.cluster.spec.k3s.version;
-      const differ = [...observed].filter(([, o]) => o.version && target && o.version.text !== target);
+      // In the cluster file's order (the map is filled as observations finish).
+      const order = (n: string) => ctx.cluster.spec.hosts.findIndex((h) => h.name === n);
+      const differ = [...observed].filter(([, o]) => o.version && target && o.version.text !== target).sort(([a], [b]) => order(a) - order(b));
       if (job.loaded || !target || !differ.length) return problems;
       const running = [...new Set(differ.map(([, o]) => o.version!.text))];
       return [
