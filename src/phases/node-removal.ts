@@ -6,6 +6,7 @@ import type { NodeState } from './k3s-versions.js';
 import { apiView, deleteNodeChanges, hasNodePasswordSecret, type ApiView } from './k3s-nodes.js';
 import { drainChanges } from './k3s-agents.js';
 import { observeK3sOnHost, uninstallChange, type K3sOnHost } from './reset.js';
+import { heldOn, holdChanges, releaseChanges } from './lb-hold.js';
 
 /**
  * Taking k3s nodes out of the cluster (`remove: true`, `k8s-ha node remove
@@ -32,6 +33,8 @@ export interface RemovalObserved {
   /** Its Node as the staying server lists it (null: not registered). */
   node: NodeState | null;
   secret: boolean;
+  /** Load-balancer hosts whose hold file still names this server (a removal cut off after its hold). */
+  held: string[];
 }
 
 function removingNodes(d: Deployment): ClusterHost[] {
@@ -55,13 +58,23 @@ export function nodeRemovalPhase(opts: { pollIntervalMs?: number } = {}): Phase<
       const [k3s, api] = await Promise.all([observeK3sOnHost(host, role), apiView(ctx)]);
       const node = api.nodes.find((n) => n.name === host.name) ?? null;
       const secret = api.via ? await hasNodePasswordSecret(await ctx.host(api.via), host.name) : false;
-      return { role, k3s, api, node, secret };
+      const held = role === 'server' ? await heldOn(ctx, host.name) : [];
+      return { role, k3s, api, node, secret, held };
     },
 
     diff(ctx, name, o): Change[] {
       const d = ctx.cluster;
       const out: Change[] = [];
       const via = o.api.via;
+      const self = d.spec.removing.find((h) => h.name === name);
+      // A server: the load balancer phase (before this one) already renders
+      // the upstreams without it; the hold (lb-hold.ts, the one way k8s-ha
+      // takes a server out) gives the connections still open through it
+      // waits.lbDrain to end and closes the rest, so clients move to another
+      // server while this one still answers. Released once it is gone, so a
+      // server of that name added later is not held out.
+      const hold = o.role === 'server' && o.k3s.installed && self;
+      if (hold) out.push(...holdChanges(ctx, { name, address: self.address }));
       if (via && o.node) {
         const drain = drainChanges(ctx, name, via, d.options ?? {}, d.spec.waits.agentReadyMs, opts.pollIntervalMs ?? 2000);
         if (!o.node.unschedulable) out.push({ ...drain.cordon, summary: `cordon node ${name} (through ${via}): no new pods` });
@@ -69,6 +82,8 @@ export function nodeRemovalPhase(opts: { pollIntervalMs?: number } = {}): Phase<
       }
       if (via) out.push(...deleteNodeChanges(name, via, { node: o.node !== null, secret: o.secret }, `${name} leaves the cluster`));
       if (o.k3s.installed) out.push(uninstallChange(name, o.role, o.k3s));
+      if (hold) out.push(...releaseChanges(ctx, { name, address: self.address }).map((c) => ({ ...c, summary: `forget the hold of ${name} on ${c.target.host} (it is out of every upstream for good)` })));
+      else if (o.held.length && self) out.push(...releaseChanges(ctx, { name, address: self.address }, o.held).map((c) => ({ ...c, summary: `forget the hold of ${name} on ${c.target.host} (left by a removal cut off)` })));
       return out;
     },
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, parseDocument } from 'yaml';
 import { StateFile } from '../../src/cluster/state.js';
+import { LB_HOLD_PATH } from '../../src/render/lbcheck.js';
 import { ConnectionError } from '../../src/transport/host.js';
 import type { ClusterHost } from '../../src/spec/cluster.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
@@ -34,9 +35,9 @@ interface Setup {
   state(): { hosts?: Record<string, string>; hostKeys: Record<string, string> };
 }
 
-async function applied(t: { after: (fn: () => void) => void }): Promise<Setup> {
+async function applied(t: { after: (fn: () => void) => void }, example = SEED): Promise<Setup> {
   const dir = tempDir(t);
-  const { file, text } = offlineCluster(SEED, dir);
+  const { file, text } = offlineCluster(example, dir);
   const fleet = simulatedFleet(text, { env: { HOME: dir } });
   const dead = new Set<string>();
   const rekeyed = new Set<string>();
@@ -122,6 +123,10 @@ test('remove: true on a server and apply: out of nginx (reloaded) before its k3s
   assert.deepEqual(phases.slice(0, 2), ['loadbalancer', 'node-removal']);
   assert.ok(phases.indexOf('datastore') > phases.indexOf('node-removal'));
   assert.equal(phases.at(-1), 'node-removal-forget');
+  // The hold (phases/lb-hold.ts) closes what is still open through the LB before anything else, and is forgotten after the uninstall.
+  const removal = plan.steps.find((x) => x.phase === 'node-removal')!.changes.map((c) => `${c.target.host} ${c.target.object}`);
+  assert.equal(removal[0], 'infra lb-upstream/server2');
+  assert.deepEqual(removal.slice(-2), ['server2 k3s server', 'infra lb-upstream/server2']);
 
   const r = await s.cli('apply', '--yes', '--no-verify');
   assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -138,6 +143,7 @@ test('remove: true on a server and apply: out of nginx (reloaded) before its k3s
   assert.equal(m.restarts + m.starts, restartsBefore, 'MariaDB was not restarted (max_connections is set live)');
   assert.ok(db.scripts.some((x) => /^SET GLOBAL max_connections = 151;$/m.test(x)));
   assert.equal(s.fleet.hosts.get('server2')!.files.has('/usr/local/bin/k3s'), false);
+  assert.equal(s.fleet.hosts.get('infra')!.files.has(LB_HOLD_PATH), false, 'no hold is left for a server of that name added later');
   assert.equal(s.state().hosts?.server2, undefined);
   assert.deepEqual(s.fleet.stale(), []);
 
@@ -311,4 +317,19 @@ test('reset also takes apart a host marked remove: true that was not removed yet
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.ok(s.fleet.kube.deletedNodes.includes('agent3'));
   assert.equal(s.fleet.hosts.get('agent3')!.files.has('/usr/local/bin/k3s'), false);
+});
+
+test('with two HAProxy load balancers and a VIP, a leaving server is held out on both (drain, then maint) and both configs lose it', async (t) => {
+  const s = await applied(t, join(import.meta.dirname, '../../examples/ha-vip-haproxy.yaml'));
+  const lbs = s.fleet.cluster.hosts.filter((h) => h.roles.includes('loadbalancer')).map((h) => h.name);
+  const server = s.fleet.cluster.hosts.filter((h) => h.roles.includes('server')).at(-1)!;
+  const r = await s.cli('node', 'remove', server.name, '--yes');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  for (const lb of lbs) {
+    const h = s.fleet.hosts.get(lb)!;
+    assert.ok(h.log.some((c) => c.includes(`state drain`) && c.includes(server.name)), `${lb}: drained through the admin socket`);
+    assert.doesNotMatch(h.text('/etc/haproxy/haproxy.cfg') ?? '', new RegExp(`${server.address.replace(/\./g, '\\.')}:6443`));
+    assert.equal(h.files.has(LB_HOLD_PATH), false);
+  }
+  assert.ok(s.fleet.kube.deletedNodes.includes(server.name));
 });

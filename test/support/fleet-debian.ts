@@ -309,6 +309,15 @@ export function debianMachine(opts: MemoryHostOptions, iface: string, prefixLeng
     if (!pkg) return ok('');
     return ok(`${name}:\n  Installed: ${host.packages.get(name) ?? '(none)'}\n  Candidate: ${pkg.version}\n`);
   });
+  // HAProxy's admin socket (socat, as lb-hold.ts and status use it): a server the running config does not name is "No such server".
+  host.handle(/\| socat stdio unix-connect:\S+$/, (cmd) => {
+    if (!m.has('/usr/bin/socat')) return notFound('socat');
+    if (!host.services.get('haproxy')?.active) return { code: 1, stdout: '', stderr: '2026/12/01 00:00:00 socat[1] E connect(5, AF=1 "/run/haproxy/admin.sock", 26): No such file or directory' };
+    const set = /set server [^/\s]+\/(\S+) state \S+/.exec(cmd.text);
+    const cfg = [...(m.running.get('haproxy')?.values() ?? [])].join('\n');
+    if (set) return ok(new RegExp(`^\\s*server ${set[1]} `, 'm').test(cfg) ? '\n' : 'No such server.\n');
+    return ok('\n');
+  });
   // The agents' settle: the unit's last line and the journal's cursor.
   host.handle(/^journalctl -u \S+ -n 1 --show-cursor -q -o cat$/, (cmd) => {
     const lines = m.journal.get(words(cmd.text)[2]!) ?? [];
