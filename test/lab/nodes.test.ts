@@ -146,7 +146,9 @@ test('nodes on the lab: remove an agent, refuse a vanished host, remove a server
     await kube.waitForReadyNodes(4, { timeoutMs: 180_000 });
     assert.deepEqual(await nodeNames(), ['agent1', 'agent2', 'server1', 'server2']);
     assert.deepEqual(await accounts(), [addr('server1'), addr('server2')].sort());
-    assert.match((await lab.exec('infra', ['cat', '/etc/nginx/k8s-ha-upstream.conf'])).stdout, new RegExp(`${addr('server2').replace(/\./g, '\\.')}:6443`));
+    // In service again: listed, not marked down, and no hold left from its removal.
+    assert.match((await lab.exec('infra', ['cat', '/etc/nginx/k8s-ha-upstream.conf'])).stdout, new RegExp(`^server ${addr('server2').replace(/\./g, '\\.')}:6443 [^\n]*; # server2$`, 'm'));
+    assert.equal(await exists('infra', '/var/lib/k8s-ha/lb-held'), false);
 
     // 5. Replace an agent's machine under the same name: refused as a changed host key, then re-joined deliberately.
     await lab.recreate('agent1');
