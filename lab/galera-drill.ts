@@ -1,6 +1,8 @@
 import { request as httpsRequest } from 'node:https';
 import { KubeApiError, type KubeClient } from '../src/kube/client.js';
 import type { Lab } from './index.js';
+import { SHOW_WRITER } from '../src/phases/galera-writer.js';
+import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 
 /**
  * The proof under write load (issue 14): a writer creates objects through the
@@ -232,10 +234,10 @@ export async function galeraState(lab: Lab, node: string): Promise<{ size: numbe
   return { size: Number(kv.wsrep_cluster_size), state: kv.wsrep_local_state_comment ?? '', status: kv.wsrep_cluster_status ?? '' };
 }
 
-/** The node HAProxy on `lb` sends datastore connections to (its stick table), or null. */
+/** The node HAProxy on `lb` sends datastore connections to (its writer table), or null. */
 export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
-  const r = await lab.exec(lb, ['sh', '-c', "echo 'show table k3s_datastore' | socat - UNIX:/run/haproxy/admin.sock"], { allowFailure: true });
-  return /server_key=(\S+)/.exec(r.stdout)?.[1] ?? null;
+  const r = await lab.exec(lb, ['sh', '-c', SHOW_WRITER.text], { allowFailure: true });
+  return parseWriterTable(r.stdout);
 }
 
 export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';

@@ -281,6 +281,19 @@ const CASES: Case[] = [
   },
 
   {
+    name: 'a Galera writer hold-down over 10 s and a peers port that is already the API port are refused',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'kind'], to: 'haproxy' },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', writerHold: '30s', peerPort: 6443, experimental: true } },
+    ],
+    expect: [
+      ['error', 'datastore.galera.writerHold', /30s of refused connections after every writer loss/],
+      ['error', 'datastore.galera.peerPort', /port 6443 is already loadBalancer.port/],
+    ],
+  },
+
+  {
     name: 'Galera without experimental: true is refused: a failover loses the acknowledged create in flight',
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
