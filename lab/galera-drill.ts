@@ -1,5 +1,5 @@
 import { request as httpsRequest } from 'node:https';
-import { KubeApiError, type KubeClient } from '../src/kube/client.js';
+import { KubeApiError, KubeClient } from '../src/kube/client.js';
 import type { Lab } from './index.js';
 import { SHOW_WRITER } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
@@ -84,6 +84,54 @@ export class Writer {
       if (r.doneMs < fromMs) continue;
       worst = Math.max(worst, r.doneMs - last);
       last = r.doneMs;
+    }
+    return worst;
+  }
+}
+
+/**
+ * The API's availability apart from the datastore: GET /version through the
+ * virtual IP every 100 ms (answered by the API server without kine). The
+ * longest time without an answer is the API outage of a fault.
+ */
+export class ApiProbe {
+  readonly okMs: number[] = [];
+  #stop = false;
+  #done: Promise<void> | null = null;
+  readonly #client: KubeClient;
+  constructor(client: KubeClient) {
+    // One second per request and a fresh connection each time, so a request
+    // stuck on the dead load balancer does not hide the moment the API is back.
+    this.#client = new KubeClient(client.creds, { timeoutMs: 1000, freshConnections: true });
+  }
+
+  start(): void {
+    this.#done = (async () => {
+      while (!this.#stop) {
+        try {
+          await this.#client.request('GET', '/version');
+          this.okMs.push(performance.now());
+        } catch {
+          // counted as the absence of an answer
+        }
+        await sleep(100);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.#done;
+  }
+
+  /** The longest time without an answer from `fromMs` on (ms). */
+  longestGapMs(fromMs: number): number {
+    let last = fromMs;
+    let worst = 0;
+    for (const t of this.okMs) {
+      if (t < fromMs) continue;
+      worst = Math.max(worst, t - last);
+      last = t;
     }
     return worst;
   }
@@ -240,6 +288,17 @@ export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
   return parseWriterTable(r.stdout);
 }
 
+/** The infrastructure machine that holds the virtual IP now, or null. */
+export async function vipHolder(lab: Lab, machines: readonly string[] = ['infra1', 'infra2']): Promise<string | null> {
+  const vip = lab.virtualIP;
+  if (!vip) return null;
+  for (const m of machines) {
+    const r = await lab.exec(m, ['ip', '-o', '-4', 'addr', 'show'], { allowFailure: true });
+    if (r.stdout.includes(` ${vip}/`)) return m;
+  }
+  return null;
+}
+
 export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';
 
 /** What a fault does to the writer data node `w` (on the lab machine of that name). */
@@ -271,6 +330,8 @@ export interface FaultResult {
   writer: string;
   /** Longest time without an acknowledged write from the fault on (ms). */
   writeGapMs: number;
+  /** Longest time without an answer to GET /version through the virtual IP from the fault on (ms). */
+  apiOutageMs: number;
   failedWrites: number;
   verdict: DrillVerdict;
   gapLines: string[];
@@ -302,6 +363,8 @@ export async function runFault(
   watch.start();
   const writer = new Writer(client, o.prefix);
   writer.start();
+  const probe = new ApiProbe(client);
+  probe.start();
   await sleep(o.beforeMs ?? 2000);
   const t0 = performance.now();
   await FAULTS[fault].inject(lab, o.writerNode);
@@ -309,6 +372,7 @@ export async function runFault(
   await FAULTS[fault].recover(lab, o.writerNode);
   await sleep(o.afterMs ?? 4000);
   await writer.stop();
+  await probe.stop();
   // The watch may lag a reconnect behind: give it the time to catch up with the last write.
   const lastAcked = writer.acked.at(-1)?.name;
   const until = Date.now() + 20_000;
@@ -319,6 +383,7 @@ export async function runFault(
     fault,
     writer: o.writerNode,
     writeGapMs: Math.round(writer.longestGapMs(t0)),
+    apiOutageMs: Math.round(probe.longestGapMs(t0)),
     failedWrites: writer.records.filter((r) => !r.ok).length,
     verdict: v,
     gapLines: await gapLines(lab, o.servers, since),

@@ -22,7 +22,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
-import { FAULTS, galeraState, gapRows, runFault, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { FAULTS, galeraState, gapRows, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
@@ -81,7 +81,7 @@ async function fullSize(lab: Lab, timeoutMs = 120_000): Promise<void> {
 
 function describe(r: FaultResult): string {
   const v = r.verdict;
-  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
+  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s, no API answer for ${(r.apiOutageMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
 }
 
 test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
@@ -116,12 +116,16 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => [s.host, s.changes.map((x) => x.summary)])));
     });
 
-    const faults: Fault[] = ['kill-writer', 'freeze-writer', 'cut-writer', 'kill-machine'];
+    // kill-writer moves the writer to infra2 and freeze-writer back to infra1,
+    // so the machine powered off is the writer's and the VIP holder's (infra1
+    // holds the VIP whenever it is up); cut-writer then cuts infra2.
+    const faults: Fault[] = ['kill-writer', 'freeze-writer', 'kill-machine', 'cut-writer'];
     for (const fault of faults) {
       await t.test(`${FAULTS[fault].what}: writes resume on the other node, no GAP line, the watch sees every ADDED event in order, resourceVersion never goes down, and the node rejoins on apply`, async () => {
         const c = await kube(lab, file);
         const w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2'));
         assert.ok(w && NODES.includes(w), `a writer: ${w}`);
+        if (fault === 'kill-machine') assert.equal(await vipHolder(lab), w, 'the machine powered off holds the VIP and the writer');
         const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
         results.push(r);
         t.diagnostic(describe(r));

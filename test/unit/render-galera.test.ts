@@ -142,9 +142,12 @@ function check(status: Record<string, string>, drain = false): string {
   }
 }
 
-test('the health check answers 200 only for a Synced node in the primary component; a Donor, a non-primary node, a stopped server or a drained node get 503', () => {
-  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON' };
+test('the health check answers 200 only for a Synced node in the primary component whose causal read comes back; a Donor, a non-primary node, a stalled group, a stopped server or a drained node get 503', () => {
+  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON', wsrep_causal_read: 'ON' };
   assert.match(check(ok), /^HTTP\/1\.1 200 OK\r\n/);
+  const { wsrep_causal_read: _, ...stalled } = ok;
+  assert.match(check(stalled), /^HTTP\/1\.1 503 /, 'the causal read did not come back (a silent member not yet evicted)');
+  assert.match(renderGaleraCheckScript(), /SET SESSION wsrep_sync_wait = 1; SELECT 'wsrep_causal_read', 'ON'/);
   assert.match(check({ ...ok, wsrep_local_state_comment: 'Donor/Desynced' }), /^HTTP\/1\.1 503 /);
   assert.match(check({ ...ok, wsrep_cluster_status: 'non-Primary', wsrep_ready: 'OFF' }), /^HTTP\/1\.1 503 /);
   assert.match(check({}), /^HTTP\/1\.1 503 /);
