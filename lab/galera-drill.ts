@@ -1,6 +1,8 @@
 import { request as httpsRequest } from 'node:https';
 import { KubeApiError, KubeClient } from '../src/kube/client.js';
+import { dirname } from 'node:path';
 import type { Lab } from './index.js';
+import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
 import { SHOW_WRITER } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 
@@ -238,7 +240,17 @@ export interface DrillVerdict {
 
 /** Compare what the writer was told with what exists and what the watch saw. */
 export async function verdict(client: KubeClient, writer: Writer, watch: Watcher): Promise<DrillVerdict> {
-  const list = await client.request<{ items: { metadata: { name: string } }[] }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?labelSelector=${encodeURIComponent(`drill=${writer.prefix}`)}`);
+  // Bounded retries: a rejoining node may still cost the API a moment.
+  const path = `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?labelSelector=${encodeURIComponent(`drill=${writer.prefix}`)}`;
+  let list: { items: { metadata: { name: string } }[] } | undefined;
+  for (let attempt = 0; list === undefined; attempt++) {
+    try {
+      list = await client.request<{ items: { metadata: { name: string } }[] }>('GET', path);
+    } catch (e) {
+      if (attempt >= 20) throw e;
+      await sleep(1000);
+    }
+  }
   const exists = new Set(list.items.map((i) => i.metadata.name));
   const acked = writer.acked;
   const lost = acked.filter((r) => !exists.has(r.name)).map((r) => r.name);
@@ -297,6 +309,28 @@ export async function vipHolder(lab: Lab, machines: readonly string[] = ['infra1
     if (r.stdout.includes(` ${vip}/`)) return m;
   }
   return null;
+}
+
+/**
+ * Make `target` the writer: drain the current writer (its check answers 503,
+ * the load balancers move the writer, as for maintenance), wait until every
+ * load balancer names `target`, then undrain. No-op when it already is.
+ */
+export async function moveWriterTo(lab: Lab, target: string, lbs: readonly string[] = ['infra1', 'infra2'], timeoutMs = 30_000): Promise<void> {
+  const current = await writerOf(lab, lbs[0]!);
+  if (current === target || current === null) return;
+  await lab.exec(current, ['sh', '-c', `mkdir -p ${dirname(GALERA_DRAIN_FLAG)} && touch ${GALERA_DRAIN_FLAG}`]);
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      // The other load balancer learns the writer from the peers, or on its first connection.
+      if ((await writerOf(lab, lbs[0]!)) === target) break;
+      if (Date.now() > until) throw new Error(`the writer did not move from ${current} to ${target} within ${timeoutMs / 1000} s`);
+      await sleep(250);
+    }
+  } finally {
+    await lab.exec(current, ['rm', '-f', GALERA_DRAIN_FLAG]);
+  }
 }
 
 export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';

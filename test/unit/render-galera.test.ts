@@ -126,14 +126,18 @@ test('a datastore listener on the API port, one node, or a self that is not a pe
   assert.throws(() => renderHaproxyCfg({ ...lbBase, datastore: { ...lbBase.datastore!, peers: { ...lbBase.datastore!.peers, self: 'lb9' } } }), RenderInputError);
 });
 
-/** Runs the check script with a stand-in `mariadb` that prints the given status. */
-function check(status: Record<string, string>, drain = false): string {
+/**
+ * Runs the check script with a stand-in `mariadb`: the status query prints
+ * the given rows; the causal read prints ON unless `stalled` (where the real
+ * one blocks until `timeout` kills it, and prints nothing).
+ */
+function check(status: Record<string, string>, o: { drain?: boolean; stalled?: boolean } = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-check-'));
   try {
     const rows = Object.entries(status).map(([k, v]) => `${k}\\t${v}`).join('\\n');
-    writeFileSync(join(dir, 'mariadb'), `#!/bin/sh\nprintf '${rows}\\n'\n`);
+    writeFileSync(join(dir, 'mariadb'), `#!/bin/sh\ncase "$*" in *wsrep_sync_wait*) ${o.stalled ? 'exit 1' : "echo ON"} ;; *) printf '${rows}\\n' ;; esac\n`);
     chmodSync(join(dir, 'mariadb'), 0o755);
-    const script = renderGaleraCheckScript().replace('/var/lib/k8s-ha/galera-drain', drain ? join(dir, 'mariadb') : join(dir, 'absent'));
+    const script = renderGaleraCheckScript({ kineUser: 'k3s' }).replace('/var/lib/k8s-ha/galera-drain', o.drain ? join(dir, 'mariadb') : join(dir, 'absent'));
     writeFileSync(join(dir, 'check'), script);
     const r = run('sh', [join(dir, 'check')], 'GET / HTTP/1.0\r\nHost: x\r\n\r\n', { PATH: `${dir}:${process.env.PATH}` });
     return r.stdout;
@@ -142,18 +146,25 @@ function check(status: Record<string, string>, drain = false): string {
   }
 }
 
-test('the health check answers 200 only for a Synced node in the primary component whose causal read comes back; a Donor, a non-primary node, a stalled group, a stopped server or a drained node get 503', () => {
-  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON', wsrep_causal_read: 'ON' };
+test('the health check answers 200 only for a Synced node in the primary component; a Donor, a non-primary node, a stopped server or a drained node get 503', () => {
+  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON', kine_sessions: '0' };
   assert.match(check(ok), /^HTTP\/1\.1 200 OK\r\n/);
-  const { wsrep_causal_read: _, ...stalled } = ok;
-  assert.match(check(stalled), /^HTTP\/1\.1 503 /, 'the causal read did not come back (a silent member not yet evicted)');
-  assert.match(renderGaleraCheckScript(), /SET SESSION wsrep_sync_wait = 1; SELECT 'wsrep_causal_read', 'ON'/);
   assert.match(check({ ...ok, wsrep_local_state_comment: 'Donor/Desynced' }), /^HTTP\/1\.1 503 /);
   assert.match(check({ ...ok, wsrep_cluster_status: 'non-Primary', wsrep_ready: 'OFF' }), /^HTTP\/1\.1 503 /);
   assert.match(check({}), /^HTTP\/1\.1 503 /);
-  assert.match(check(ok, true), /^HTTP\/1\.1 503 /);
+  assert.match(check(ok, { drain: true }), /^HTTP\/1\.1 503 /);
   const body = check(ok).split('\r\n\r\n')[1]!;
   assert.equal(Number(/Content-Length: (\d+)/.exec(check(ok))![1]), Buffer.byteLength(body));
+});
+
+test('a node without kine\'s sessions must also pass a causal read (a stalled group fails it); the writer is not held to it', () => {
+  const ok = { wsrep_local_state_comment: 'Synced', wsrep_cluster_status: 'Primary', wsrep_ready: 'ON', kine_sessions: '0' };
+  assert.match(check(ok, { stalled: true }), /^HTTP\/1\.1 503 [^]*wsrep_causal_read=OFF/, 'a silent member not yet evicted: not fit to become the writer');
+  assert.match(check({ ...ok, kine_sessions: '12' }, { stalled: true }), /^HTTP\/1\.1 200 OK[^]*wsrep_causal_read=writer/, 'the writer stays through a member joining or leaving');
+  const script = renderGaleraCheckScript({ kineUser: 'k3s' });
+  assert.match(script, /FROM information_schema\.processlist WHERE user = 'k3s'/);
+  assert.match(script, /timeout 1 mariadb --batch --skip-column-names -e "SET SESSION wsrep_sync_wait = 1; SELECT 'ON'"/);
+  assert.throws(() => renderGaleraCheckScript({ kineUser: "k3s' OR '1" }), RenderInputError);
 });
 
 test('the check socket binds the node address even before it exists (FreeBind), and garbd gets the data nodes and the same failure detection', () => {
