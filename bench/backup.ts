@@ -1,16 +1,16 @@
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { CliIO } from '../src/cli/io.js';
 import { main } from '../src/cli/main.js';
 import { runBackup } from '../src/backup/run.js';
-import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
-import { labSkipReason, testLabLock } from '../lab/testing.js';
+import { labUp, type Lab } from '../lab/index.js';
+import { onBenchLab } from './lab.js';
+import { LAB_K3S } from '../lab/components.js';
 import type { BenchResult } from './result.js';
 import { ensureBuilt, shell } from './startup.js';
 
 const NAME = 'benchbackup';
-const LAB_K3S = resolve(import.meta.dirname, '../labk3s/bin/k3s');
 const SIZES = [1_000, 10_000, 100_000];
 const round = (s: number): number => Math.round(s * 100) / 100;
 
@@ -25,14 +25,9 @@ const round = (s: number): number => Math.round(s * 100) / 100;
  * shell. A restore includes stopping and restarting every node.
  */
 export async function benchBackup(): Promise<BenchResult[]> {
-  const why = await labSkipReason();
-  if (why) throw new Error(`the lab cannot run here: ${why}`);
-  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
   ensureBuilt();
   const out: BenchResult[] = [];
-  const lock = await testLabLock();
-  try {
-    if (await openLab(NAME)) await labDown(NAME);
+  return onBenchLab(NAME, { labK3s: true }, async () => {
     const lab = await labUp({ name: NAME });
     const file = join(lab.dir, 'bench-backup.yaml');
     const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, Record<string, unknown>>;
@@ -76,10 +71,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
     }
     await lab.down();
     return out;
-  } finally {
-    await labDown(NAME).catch(() => false);
-    await lock.release();
-  }
+  });
 }
 
 /** Rows have ids the table hands out; values ~600 bytes as a small object's protobuf would be. */

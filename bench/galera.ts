@@ -1,17 +1,18 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { AnyPhase } from '../src/engine/phase.js';
 import { applyPipeline } from '../src/cluster/pipelines.js';
 import { ClusterRun, type Deployment } from '../src/cluster/open.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
-import { labDown, labUp, openLab, type Lab } from '../lab/index.js';
-import { labSkipReason, testLabLock, waitFor } from '../lab/testing.js';
+import { labUp, type Lab } from '../lab/index.js';
+import { waitFor } from '../lab/testing.js';
+import { onBenchLab } from './lab.js';
 import { galeraState, runFault, writerOf, type Fault } from '../lab/galera-drill.js';
+import { LAB_K3S } from '../lab/components.js';
 import type { BenchResult } from './result.js';
 
 const NAME = 'benchgal';
-const LAB_K3S = resolve(import.meta.dirname, '../labk3s/bin/k3s');
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
 const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
@@ -53,13 +54,8 @@ async function sqlWrites(lab: Lab, target: { host: string; port: number }, table
  * single MariaDB beside Galera (directly and through HAProxy) in one run.
  */
 export async function benchGalera(): Promise<BenchResult[]> {
-  const why = await labSkipReason();
-  if (why) throw new Error(`the lab cannot run here: ${why}`);
-  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
   const out: BenchResult[] = [];
-  const lock = await testLabLock();
-  try {
-    if (await openLab(NAME)) await labDown(NAME);
+  await onBenchLab(NAME, { labK3s: true }, async () => {
     const lab = await labUp({ name: NAME, galera: true, servers: 2, agents: 1 });
     try {
       const file = join(lab.dir, 'bench-galera.yaml');
@@ -132,8 +128,6 @@ export async function benchGalera(): Promise<BenchResult[]> {
     } finally {
       await lab.down();
     }
-  } finally {
-    await lock.release();
-  }
+  });
   return out;
 }

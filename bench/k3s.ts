@@ -8,15 +8,15 @@ import type { AnyPhase } from '../src/engine/phase.js';
 import { applyPipeline } from '../src/cluster/pipelines.js';
 import { ClusterRun, type Deployment } from '../src/cluster/open.js';
 import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
-import { labDown, labUp, openLab } from '../lab/index.js';
+import { labUp } from '../lab/index.js';
 import { machineCgroup } from '../lab/machine.js';
-import { labSkipReason, testLabLock } from '../lab/testing.js';
+import { onBenchLab } from './lab.js';
+import { LAB_K3S } from '../lab/components.js';
 import type { BenchResult } from './result.js';
 import { ensureBuilt, shell } from './startup.js';
 
 const NAME = 'benchk3s';
 const RUNS = 3;
-const LAB_K3S = resolve(import.meta.dirname, '../labk3s/bin/k3s');
 const IMAGES = resolve(import.meta.dirname, '../labk3s/images/bin');
 
 /** A machine's memory as its v1 memory cgroup counts it: resident (rss) and page cache, MiB. */
@@ -38,14 +38,9 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * it has its own benchmark.
  */
 export async function benchK3s(): Promise<{ name: string; value: number; unit: string; target?: number; note?: string }[]> {
-  const why = await labSkipReason();
-  if (why) throw new Error(`the lab cannot run here: ${why}`);
-  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
   const out: BenchResult[] = [];
   ensureBuilt();
-  const lock = await testLabLock();
-  try {
-    if (await openLab(NAME)) await labDown(NAME);
+  return onBenchLab(NAME, { labK3s: true }, async () => {
     const lab = await labUp({ name: NAME });
     const file = join(lab.dir, 'bench-k3s.yaml');
     const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
@@ -110,10 +105,7 @@ export async function benchK3s(): Promise<{ name: string; value: number; unit: s
     out.push({ name: 'no-op `k8s-ha plan` of the seed topology, whole process from the shell (built dist/)', value: round(median(plansShell)), unit: 's', note: `median of ${RUNS}: ${plansShell.map((n) => n.toFixed(2)).join(', ')}; CPU time median ${Math.round(median(cpu))} ms` });
     await lab.down();
     return out;
-  } finally {
-    await labDown(NAME).catch(() => false);
-    await lock.release();
-  }
+  });
 }
 
 function quietIO(): CliIO {

@@ -1,6 +1,7 @@
 import { ensureImage, findImage } from '../lab/image.js';
-import { labDown, labUp, openLab } from '../lab/index.js';
-import { labSkipReason, testLabLock } from '../lab/testing.js';
+import { labSkipReason } from '../lab/testing.js';
+import { labUp } from '../lab/index.js';
+import { onBenchLab } from './lab.js';
 import type { BenchResult } from './result.js';
 
 const RUNS = 3;
@@ -28,9 +29,7 @@ export async function benchLabUp(): Promise<BenchResult[]> {
     const img = await ensureImage();
     out.push({ name: 'lab image build (debootstrap, once)', value: round((Date.now() - t) / 1000), unit: 's', note: img.key });
   }
-  const lock = await testLabLock();
-  try {
-    if (await openLab(NAME)) await labDown(NAME);
+  return onBenchLab(NAME, {}, async () => {
     const ups: number[] = [];
     const downs: number[] = [];
     for (let i = 0; i < RUNS; i++) {
@@ -51,8 +50,5 @@ export async function benchLabUp(): Promise<BenchResult[]> {
     out.push({ name: 'lab up, seed topology (6 machines), cached image, to all answering on SSH', value: round(median(ups)), unit: 's', target: 10, note: `median of ${RUNS}: ${ups.map((u) => u.toFixed(2)).join(', ')}` });
     out.push({ name: 'lab down, seed topology', value: round(median(downs)), unit: 's', note: `median of ${RUNS}` });
     return out;
-  } finally {
-    await labDown(NAME).catch(() => false);
-    await lock.release();
-  }
+  });
 }

@@ -4,11 +4,11 @@ import { join, resolve } from 'node:path';
 import { hostKubectl } from '../src/kube/kubectl-host.js';
 import { ClusterRun } from '../src/cluster/open.js';
 import { runVerify } from '../src/verify/run.js';
-import { LAB_K3S, labComponents } from '../lab/components.js';
-import { labDown, labUp, openLab } from '../lab/index.js';
+import { labComponents } from '../lab/components.js';
+import { labUp } from '../lab/index.js';
 import { deployFailoverWeb, measureFailover } from '../lab/l2-failover.js';
 import { machineCgroup } from '../lab/machine.js';
-import { labSkipReason, testLabLock } from '../lab/testing.js';
+import { onBenchLab } from './lab.js';
 import type { BenchResult } from './result.js';
 
 const NAME = 'benchmlb';
@@ -47,13 +47,8 @@ function shell(argv: string[]): Promise<{ code: number | null; s: number; tail: 
  *   then the next one powered off cleanly; the HTTP outage each time (goal ≤ 5 s).
  */
 export async function benchMetallb(): Promise<BenchResult[]> {
-  const why = await labSkipReason();
-  if (why) throw new Error(`the lab cannot run here: ${why}`);
-  if (!existsSync(LAB_K3S)) throw new Error(`${LAB_K3S} is missing: build it with scripts/build-labk3s.sh`);
   const out: BenchResult[] = [];
-  const lock = await testLabLock();
-  try {
-    if (await openLab(NAME)) await labDown(NAME);
+  return onBenchLab(NAME, { labK3s: true }, async () => {
     const components = await labComponents(join(REPO, '.lab', 'components'), (l) => console.log(`  ${l}`));
     if (!components.airgapImages || !components.metallbManifest) throw new Error('the lab\'s images or MetalLB\'s manifest are missing (labk3s/images/build.sh, scripts/fetch-metallb.sh)');
     const lab = await labUp({ name: NAME, components });
@@ -87,8 +82,5 @@ export async function benchMetallb(): Promise<BenchResult[]> {
     }
     await lab.down();
     return out;
-  } finally {
-    await labDown(NAME).catch(() => false);
-    await lock.release();
-  }
+  });
 }

@@ -17,7 +17,7 @@ import { LabUsageError } from './errors.js';
 import { ensureImage } from './image.js';
 import { raiseHostLimits } from './limits.js';
 import {
-  boot, cgroupRoots, execIn, killMachineProcesses, waitMachinesGone, findLeader, findVeth, isMounted, machineCgroup, mountOverlay, processAlive, purgePackages,
+  boot, cgroupRoots, execIn, killMachineProcesses, waitMachinesGone, findLeader, findVeth, isMounted, machineCgroup, machineContainerdDir, mountOverlay, processAlive, purgePackages,
   removeLabCgroups, removeMachineCgroups, setFrozen, stopMachine, unmount, waitLeader, writeMachineFiles,
 } from './machine.js';
 import {
@@ -199,6 +199,39 @@ export class Lab {
     await this.#locked(`start ${name}`, async () => {
       const m = this.#machine(name);
       if (m.nspawnPid !== null && (await processAlive(m.nspawnPid))) return;
+      await this.#boot(m);
+      await writeState(this.#state, this.#env);
+    });
+    await this.waitReady([name], opts.timeoutMs ?? 60_000);
+  }
+
+  /**
+   * The machine re-installed, as a user replaces a broken one: powered off,
+   * its disk (overlay upper layer, containerd folder) thrown away, a fresh
+   * overlay on the image with a new machine-id and a new SSH host key
+   * (known_hosts updated), booted. Same name and address.
+   */
+  async recreate(name: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.stop(name, { hard: true });
+    await this.#locked(`recreate ${name}`, async () => {
+      const m = this.#machine(name);
+      await waitMachinesGone([m.unit]);
+      await unmount(m.merged);
+      for (const dir of [m.upper, m.work, machineContainerdDir(m)]) await rm(dir, { recursive: true, force: true });
+      await mountOverlay(this.#state.imageRootfs, m);
+      const hostKey = await writeMachineFiles(m.merged, {
+        hostname: m.name,
+        address: m.address,
+        prefix: Number(this.#state.subnet.split('/')[1]),
+        gateway: this.#state.bridgeAddress,
+        nameservers: await hostNameservers(),
+        hosts: this.#state.machines.map((x) => ({ name: x.name, address: x.address })),
+        authorizedKey: await readFile(`${this.keyFile}.pub`, 'utf8'),
+      });
+      if (m.bare.length) await purgePackages(m.merged, m.bare);
+      const known = (await readFile(this.knownHostsFile, 'utf8')).split('\n').filter((l) => l && !l.startsWith(`${m.address},`));
+      known.push(`${m.address},${hostKeyId(m.address, 22)} ${hostKey.split(/\s+/).slice(0, 2).join(' ')}`);
+      await writeFile(this.knownHostsFile, known.join('\n') + '\n', { mode: 0o600 });
       await this.#boot(m);
       await writeState(this.#state, this.#env);
     });

@@ -10,6 +10,7 @@
 import { request } from 'node:http';
 import type { Kubectl, KubeItem, KubeList } from '../src/kube/kubectl-host.js';
 import type { Lab } from './index.js';
+import { waitFor } from './testing.js';
 
 export const FAILOVER_NS = 'lab-l2-failover';
 const APP = 'web';
@@ -39,21 +40,9 @@ export function httpStatus(url: string, timeoutMs: number): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** The failover's waits poll twice a second. */
+const until = <T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> => waitFor(what, timeoutMs, fn, 500);
 
-async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== null) return v;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last ? ` (last: ${last})` : ''}`);
-    await sleep(500);
-  }
-}
 
 /** The web Deployment (one pod per agent) and its Service; resolves with the address once it answers HTTP from here. */
 export async function deployFailoverWeb(k: Kubectl, image: string, agents: number): Promise<string> {

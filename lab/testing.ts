@@ -108,8 +108,8 @@ export async function withLab<T>(opts: WithLabOptions, fn: (lab: Lab) => Promise
   }
 }
 
-/** Polls `fn` every second until it returns a value, or fails after `timeoutMs` with the last error seen. */
-export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>): Promise<T> {
+/** Polls `fn` every `everyMs` (a second) until it returns a value, or fails after `timeoutMs` with the last error seen. */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null>, everyMs = 1000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   for (;;) {
@@ -120,6 +120,6 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
       last = (e as Error).message;
     }
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last ? `; last error: ${last}` : ''}`);
-    await sleep(1000);
+    await sleep(everyMs);
   }
 }

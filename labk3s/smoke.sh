@@ -20,6 +20,9 @@ P1=${P1:-16443}
 P2=${P2:-16444}
 work=$(mktemp -d /tmp/labk3s-smoke.XXXXXX)
 chmod 755 "$work"
+# every process here is a "machine": each server keeps its node password in
+# the work dir (never the host's /etc/rancher/node/password)
+export LABK3S_NODE_PASSWORD_FILE="$work/server-node-password"
 pids=()
 dbpid=""
 notifypid=""
@@ -214,9 +217,9 @@ log "agent with wrong CA hash refused"
 log "starting agent a1 (server $LB)"
 AGENT_TOKEN=$(cat "$work/s1/server/agent-token")
 echo "$AGENT_TOKEN" | grep -Eq '^K10[0-9a-f]{64}::node:smoke-agent-secret$' || fail "agent-token format: $AGENT_TOKEN"
-K3S_URL="$LB" K3S_TOKEN="$AGENT_TOKEN" "$K3S" agent --config "$work/empty.yaml" \
+LABK3S_NODE_PASSWORD_FILE="$work/a1-password" K3S_URL="$LB" K3S_TOKEN="$AGENT_TOKEN" "$K3S" agent --config "$work/empty.yaml" \
   --data-dir "$work/a1" --node-name a1 --node-ip 127.0.0.3 --node-label lab/role=worker >"$work/a1.log" 2>&1 &
-pids+=($!)
+pids+=($!); a1pid=$!
 wait_for 180 "node a1 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get node a1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 wait_for 120 "nodes s1 s2 Ready" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 --timeout=5s"
 # through server 2's API, with the kubectl symlink when present (like /usr/local/bin/kubectl -> k3s)
@@ -226,6 +229,18 @@ grep -Eq '^a1 +Ready' "$work/nodes.txt" || fail "a1 not Ready through server 2"
 kclb get nodes >/dev/null || fail "kubectl get nodes through $LB"
 kc1 get lease -n kube-node-lease a1 >/dev/null || fail "no lease for a1"
 kc1 get node s1 -o jsonpath='{.spec.taints[0].key}' | grep -q CriticalAddonsOnly || fail "server taint"
+
+# ---- node passwords (k3s#802): a1's password file was made at its first
+# start (0600) and its hash kept in a1.node-password.k3s; another machine
+# calling itself a1 is refused with k3s's words
+[ "$(stat -c %a "$work/a1-password")" = 600 ] || fail "node password file mode"
+[ "$(kc1 get secret -n kube-system a1.node-password.k3s -o jsonpath='{.type}')" = k3s.cattle.io/node-password ] || fail "no node-password secret for a1"
+kc1 get secret -n kube-system a1.node-password.k3s -o jsonpath='{.data.hash}' | base64 -d | grep -Eq '^\$1:[0-9a-f]{16}:15:8:1:' || fail "node-password hash format"
+LABK3S_NODE_PASSWORD_FILE="$work/impostor-password" timeout 20 "$K3S" agent --config "$work/empty.yaml" --server "$LB" --token "$AGENT_TOKEN" \
+  --data-dir "$work/impostor" --node-name a1 --node-ip 127.0.0.4 >"$work/impostor.log" 2>&1 || true
+grep -q "Node password rejected, duplicate hostname or contents of '$work/impostor-password' may not match server node-passwd entry" "$work/impostor.log" || fail "a second a1 was not refused"
+[ ! -e "$work/impostor/agent/client-kubelet.crt" ] || fail "the refused a1 got a kubelet certificate"
+log "node password: a second machine named a1 refused with k3s's message"
 
 # ---- workload
 # secrets-encryption: a Secret is stored encrypted in kine's table
@@ -273,6 +288,17 @@ cmp -s "$work/s1-k3s.before" "$work/s1-k3s.yaml" || fail "the admin kubeconfig c
 [ "$(cd "$work/s1/server/tls" && sha256sum serving-kube-apiserver.crt client-admin.crt)" = "$s1tls" ] || fail "leaf certificates were re-issued at restart"
 wait_for 60 "all nodes Ready after restart" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl wait --for=condition=Ready node/s1 node/s2 node/a1 --timeout=5s"
 log "server 1 restarted: same token, same certificates and kubeconfig, nodes Ready"
+
+# ---- deleting the Node deletes its node-password secret: the other machine may join as a1
+kill "$a1pid"; wait "$a1pid" 2>/dev/null || true
+keep=(); for p in "${pids[@]}"; do [ "$p" = "$a1pid" ] || keep+=("$p"); done; pids=("${keep[@]}")
+kc1 delete node a1 >/dev/null
+wait_for 30 "a1.node-password.k3s deleted with its Node" sh -c "! KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get secret -n kube-system a1.node-password.k3s"
+LABK3S_NODE_PASSWORD_FILE="$work/impostor-password" K3S_URL="$LB" K3S_TOKEN="$AGENT_TOKEN" "$K3S" agent --config "$work/empty.yaml" \
+  --data-dir "$work/impostor" --node-name a1 --node-ip 127.0.0.3 >"$work/a1-again.log" 2>&1 &
+pids+=($!)
+wait_for 120 "a1 Ready again from the other machine" sh -c "KUBECONFIG='$work/s1-k3s.yaml' '$K3S' kubectl get node a1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+log "node deleted -> its node-password secret gone -> another machine joined as a1"
 if [ -n "${SOAK:-}" ]; then
   log "soak: waiting ${SOAK}s, then re-checking that nodes stay Ready (lease renewal)"
   sleep "$SOAK"

@@ -171,7 +171,12 @@ export async function readSecretsPart(a: OpenedArchive, key: DecryptWith): Promi
   const plain = part.plainSha256 ? await decryptBuffer(raw, key, part.name) : raw;
   const s = JSON.parse(plain.toString('utf8')) as Partial<SecretsPart>;
   if (typeof s.serverToken !== 'string' || !s.serverToken) throw new ManifestError(`${a.path}: ${part.name} holds no server token`);
-  return { serverToken: s.serverToken, ...(s.agentToken ? { agentToken: s.agentToken } : {}), state: s.state ?? {} };
+  const nodePasswords: Record<string, string> = {};
+  for (const [node, pw] of Object.entries(s.nodePasswords ?? {})) {
+    if (typeof pw !== 'string' || !pw.trim()) throw new ManifestError(`${a.path}: ${part.name} holds a node password for ${node} that is not a text`);
+    nodePasswords[node] = pw.trim();
+  }
+  return { serverToken: s.serverToken, ...(s.agentToken ? { agentToken: s.agentToken } : {}), state: s.state ?? {}, ...(Object.keys(nodePasswords).length ? { nodePasswords } : {}) };
 }
 
 /** The dump as SQL text, decrypted and decompressed as it is read. */

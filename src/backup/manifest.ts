@@ -53,6 +53,14 @@ export interface SecretsPart {
   agentToken?: string;
   /** The state file's secrets (name -> value), so a restore onto a new machine needs nothing else. */
   state: Record<string, string>;
+  /**
+   * Each node's /etc/rancher/node/password (host name -> password), read at
+   * backup time: the restored datastore keeps each node's password hash
+   * (k3s#802), so a restore onto fresh machines puts these back before k3s
+   * starts. Absent in scheduled backups (the datastore host cannot read the
+   * nodes) and in archives of older k8s-ha releases.
+   */
+  nodePasswords?: Record<string, string>;
 }
 
 /** A manifest that cannot be used, with what is wrong. */

@@ -11,7 +11,7 @@ import { AGENT_UNIT, k3sAgentsPhase } from '../phases/k3s-agents.js';
 import { metallbPhase } from '../phases/metallb.js';
 import { K3sArtifacts } from '../phases/k3s-install.js';
 import { tokenPassphrase } from '../phases/k3s-token.js';
-import { afterStop, restoreLoadPhase, stopPhases, type RestoreJob } from '../phases/restore.js';
+import { afterStop, restoreLoadPhase, restoreNodePasswordsPhase, stopPhases, type RestoreJob } from '../phases/restore.js';
 import type { Cluster } from '../spec/cluster.js';
 import type { DecryptWith } from './crypt.js';
 import { Secret } from '../util/secret.js';
@@ -35,6 +35,7 @@ export function restorePipeline(job: RestoreJob, k3s: K3sPhaseOptions = {}): Any
     datastoreBackupPhase,
     ...stopPhases(job), // agents first, then servers
     restoreLoadPhase(job), // the dump, then the revision above every one served
+    restoreNodePasswordsPhase(job), // each node's password as the restored datastore knows it
     afterStop(job, k3sServersPhase(opts), SERVER_UNIT), // one at a time, the backup's token
     afterStop(job, k3sAgentsPhase(opts), AGENT_UNIT),
     metallbPhase(),

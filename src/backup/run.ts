@@ -44,7 +44,7 @@ export async function runBackup(clusterFile: string, opts: BackupOptions = {}): 
   const started = now();
   const warnings: string[] = [];
   // The path needs the cluster's name, known once the file is loaded: a placeholder until then.
-  const job: BackupJob = { out: opts.out ?? '', to: opts.to ?? null };
+  const job: BackupJob = { out: opts.out ?? '', to: opts.to ?? null, nodePasswords: {}, nodePasswordsMissing: {} };
   const run = await ClusterRun.open(clusterFile, { ...opts.open, phases: backupPipeline(job) });
   const spec = run.deployment.spec;
   if (!job.out) job.out = defaultArchivePath(clusterFile, spec.name, started);
@@ -63,7 +63,12 @@ export async function runBackup(clusterFile: string, opts: BackupOptions = {}): 
       serverToken: serverToken.reveal(),
       ...(run.deployment.secrets.agentToken ? { agentToken: run.deployment.secrets.agentToken.reveal() } : {}),
       state: run.state.exportSecrets(),
+      ...(Object.keys(job.nodePasswords).length ? { nodePasswords: job.nodePasswords } : {}),
     };
+    const missing = Object.entries(job.nodePasswordsMissing);
+    if (missing.length) {
+      warnings.push(`no node password from ${missing.map(([h, why]) => `${h} (${why})`).join(', ')}: a restore lets such a node join as a new machine (its old node-password secret is deleted)`);
+    }
     secretsSpool = await spoolPart(Readable.from([Buffer.from(JSON.stringify(secrets))]), PART.secrets, join(dirname(job.out), `.${process.pid}-${Date.now()}.${PART.secrets}.part`), job.to);
     const manifest = await writeArchive(
       job.out,

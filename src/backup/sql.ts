@@ -85,6 +85,29 @@ export function bumpSql(revision: number, dumpMaxId: number): string {
   return out.join('\n');
 }
 
+/** The kine key of a node's password Secret (k3s lower-cases the node name; FACTS, k3s#802). */
+export function nodePasswordKey(node: string): string {
+  return `/registry/secrets/kube-system/${node.toLowerCase()}.node-password.k3s`;
+}
+
+/**
+ * After a load, before any k3s starts: remove every row (all revisions) of
+ * these keys, so the restored cluster never had them; prints `deleted\tN`.
+ * Rows below the current revision may be missing in kine's table (its own
+ * compaction removes superseded ones), so no revision is reused.
+ */
+export function deleteKeysSql(keys: string[]): string {
+  if (!keys.length) return '';
+  return `DELETE FROM kine WHERE name IN (${keys.map(sqlString).join(', ')});
+SELECT 'deleted', ROW_COUNT();
+`;
+}
+
+export function parseDeleted(stdout: string): number {
+  const m = /^deleted\t(\d+)$/m.exec(stdout);
+  return m ? Number(m[1]) : 0;
+}
+
 /** Rows and highest id after a load, to prove the load is complete. */
 export function countSql(database: string): string {
   return `SELECT 'rows', COUNT(*), COALESCE(MAX(id), 0) FROM ${ident(database)}.kine;\n`;

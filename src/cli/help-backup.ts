@@ -8,8 +8,10 @@ Backs up what a cluster cannot be rebuilt without, into one archive written
 where k8s-ha runs (mode 0600): a consistent dump of the kine database
 (mariadb-dump --single-transaction on the datastore host - the Galera writer
 when there are several - streamed over SSH, never written on a host), the k3s
-server token (read from a server), the agent token, the state file's secrets,
-and manifest.json (cluster, k3s version, highest kine revision, time, the
+server token (read from a server), the agent token, each node's k3s node
+password (/etc/rancher/node/password: k3s refuses a node whose password does
+not match the hash the datastore keeps), the state file's secrets, and
+manifest.json (cluster, k3s version, highest kine revision, time, the
 sha256 of every part). A backup is the database AND the token: either alone
 cannot restore a cluster.
 
@@ -53,8 +55,11 @@ apply makes them (a fresh machine gets them); k3s stopped on every agent,
 then every server; the kine database replaced with the dump and its
 AUTO_INCREMENT set above the highest revision the cluster ever served (the
 backup's or the database's before the restore, whichever is higher), so no
-watcher sees a revision twice; the backup's token put back in the state file
-and on the servers; the servers started one at a time, then the agents and
+watcher sees a revision twice; each node's /etc/rancher/node/password put
+back as the backup has it, so fresh machines join as the nodes they replace
+(for a node the backup has none for, its old node-password secret is removed
+with the load and it joins with the password it has); the backup's token put
+back in the state file and on the servers; the servers started one at a time, then the agents and
 MetalLB; then \`k8s-ha verify\`. A restore cut off anywhere converges when
 run again. Another apply or restore holding the cluster is refused.
 

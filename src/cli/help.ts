@@ -19,6 +19,7 @@ Commands:
   backup      the datastore and the token in one archive (--list, --check)
   restore     a backup onto the same or fresh machines, then verify
   reset       uninstall k3s (and on request the LB and the datastore)
+  node        node remove NAME: take a server or agent out of the cluster
   lab         real local machines for trying k8s-ha (root)
   version     print the version
 
@@ -83,6 +84,35 @@ Options:
 Examples:
   k8s-ha plan -f cluster.yaml
   k8s-ha plan -f cluster.yaml --json > plan.json
+`,
+  node: `Usage: k8s-ha node remove NAME [-f FILE] [--yes | --dry-run] [--force] [--delete-emptydir-data] [--drain-timeout S] [--json] [--break-lock] [--accept-new-host-key HOST]
+
+Takes the k3s server or agent NAME out of the cluster, as \`remove: true\` on
+the host in the cluster file does on the next apply (the same steps). The
+plan is shown first and asked for on a terminal (--yes off one; --dry-run
+shows it and stops). Under the cluster lock, in this order:
+  1. a server: out of every load balancer's upstreams, nginx/HAProxy reloaded
+     gracefully (clients of the API see no failed request);
+  2. cordoned, drained (evictions honour PodDisruptionBudgets; bounded by
+     --drain-timeout), its Node object deleted through a server that stays,
+     and its NAME.node-password.k3s secret, so a host of that name can join again;
+  3. k3s-uninstall.sh / k3s-agent-uninstall.sh run on it;
+  4. its datastore account dropped; NAME forgotten in the state file.
+NAME may be a host of the file, or one the state file records that is no
+longer in the file (a vanished host). Refused: the last server (a warning
+when fewer than two remain), a load balancer or datastore host, and a host
+that cannot be reached — unless --force, which then removes its Node object,
+upstream and account and does nothing on the machine.
+  --force                  remove an unreachable host; drain pods no controller manages
+  --delete-emptydir-data   drain pods with emptyDir volumes (their data is lost)
+  --drain-timeout S        how long the drain may take (default 300)
+Interrupted, it can simply be run again. Afterwards delete NAME from the
+cluster file (or keep it with remove: true: later applies skip it).
+
+Examples:
+  k8s-ha node remove agent3 -f cluster.yaml
+  k8s-ha node remove server2 -f cluster.yaml --dry-run
+  k8s-ha node remove agent2 -f cluster.yaml --force --yes    # the machine is dead
 `,
   apply: `Usage: k8s-ha apply [FILE | -f FILE] [--yes] [--json] [--no-verify] [--break-lock] [--force] [--delete-emptydir-data] [--drain-timeout S] [--concurrency N] [--accept-new-host-key HOST]
 

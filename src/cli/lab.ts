@@ -20,6 +20,7 @@ Usage:
   k8s-ha lab thaw MACHINE
   k8s-ha lab cut MACHINE               take its network link down
   k8s-ha lab heal MACHINE
+  k8s-ha lab recreate MACHINE          re-install it: empty disk, new SSH host key, same name and address
   k8s-ha lab down [--name LAB]         remove every machine, mount, link, rule, process and file
   k8s-ha lab image                     build (or find) the cached machine image
 
@@ -51,7 +52,7 @@ Examples:
   sudo k8s-ha lab down
 `;
 
-const MACHINE_COMMANDS = ['stop', 'start', 'freeze', 'thaw', 'cut', 'heal'] as const;
+const MACHINE_COMMANDS = ['stop', 'start', 'freeze', 'thaw', 'cut', 'heal', 'recreate'] as const;
 type MachineCommand = (typeof MACHINE_COMMANDS)[number];
 
 /** `k8s-ha lab ...`: returns the exit code; prints every error itself. */
@@ -288,8 +289,19 @@ async function machineCommand(sub: MachineCommand, argv: string[], io: CliIO): P
     case 'heal':
       await lab.heal(machine);
       break;
+    case 'recreate':
+      await lab.recreate(machine);
+      break;
   }
-  const done: Record<MachineCommand, string> = { stop: 'stopped', start: 'started (answers on SSH)', freeze: 'frozen', thaw: 'thawed', cut: 'cut off the network', heal: 'back on the network' };
+  const done: Record<MachineCommand, string> = {
+    stop: 'stopped',
+    start: 'started (answers on SSH)',
+    freeze: 'frozen',
+    thaw: 'thawed',
+    cut: 'cut off the network',
+    heal: 'back on the network',
+    recreate: 're-installed: empty disk, new SSH host key (answers on SSH)',
+  };
   io.stdout(`${machine}: ${done[sub]} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
   return EXIT.ok;
 }

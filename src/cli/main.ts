@@ -30,6 +30,7 @@ const COMMANDS: Record<string, Command> = {
   backup: async (a, io, h) => (await import('./commands/backup.js')).backupCommand(a, io, h),
   restore: async (a, io, h) => (await import('./commands/restore.js')).restoreCommand(a, io, h),
   reset: async (a, io, h) => (await import('./commands/reset.js')).resetCommand(a, io, h),
+  node: async (a, io, h) => (await import('./commands/node.js')).nodeCommand(a, io, h),
   lab: async (a, io) => (await import('./lab.js')).labCommand(a, io),
   version: async (_argv, io) => (io.stdout(`k8s-ha ${VERSION}\n`), EXIT.ok),
 };

@@ -21,7 +21,7 @@ export function openCluster(
   file: string,
   io: CliIO,
   hooks: RunHooks,
-  o: { readOnly?: boolean; events?: EventSink; concurrency?: number; acceptNewHostKey?: string[]; run?: RunOptions } = {},
+  o: { readOnly?: boolean; events?: EventSink; concurrency?: number; acceptNewHostKey?: string[]; run?: RunOptions; remove?: string[] } = {},
 ): Promise<ClusterRun> {
   return ClusterRun.open(file, {
     env: io.env,
@@ -31,6 +31,7 @@ export function openCluster(
     events: o.events ?? warningEvents(io.stderr),
     readOnly: o.readOnly ?? false,
     ...(o.run ? { run: o.run } : {}),
+    ...(o.remove ? { remove: o.remove } : {}),
     ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     ...hooks.open,

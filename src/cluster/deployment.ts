@@ -12,17 +12,33 @@ export interface Deployment {
   file: string;
   /** What the command line asked of this run (default: all off). */
   options?: RunOptions;
+  /** The state file, for the one phase that changes it: forgetting removed hosts (phases/node-removal.ts). */
+  state?: StateRecord;
+}
+
+/** What the removal phases may know and do of the state file (cluster/state.ts). */
+export interface StateRecord {
+  path: string;
+  /** An apply recorded this host. */
+  remembers(name: string): boolean;
+  /** Drop its record and pinned host key, and save the file. */
+  forget(name: string): Promise<void>;
 }
 
 /** Flags of `apply` that phases act on. */
 export interface RunOptions {
-  /** Upgrade a cluster that is not healthy; drain pods no controller manages (kubectl drain --force). Default false. */
+  /**
+   * Upgrade a cluster that is not healthy; drain pods no controller manages
+   * (kubectl drain --force); remove a host that cannot be reached (its Node
+   * object, upstream and account go, nothing runs on it). Default false.
+   */
   force?: boolean;
   /** Drain pods with emptyDir volumes, losing that data (kubectl drain --delete-emptydir-data). Default false. */
   deleteEmptyDirData?: boolean;
   /** How long one node's drain may take. Default 300. */
   drainTimeoutS?: number;
 }
+
 
 /** The secrets a cluster runs on, resolved from the cluster file and the state file. */
 export interface ClusterSecrets {

@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { clusterSecrets, type Cluster, type ClusterHost, type SecretRef } from '../spec/cluster.js';
-import { loadClusterFile, type Env } from '../spec/load.js';
+import { loadClusterFile, type Env, type Removal } from '../spec/load.js';
 import type { LocalFileOptions } from '../spec/local-files.js';
 import type { Host } from '../transport/host.js';
 import type { HostKeyStore } from '../transport/hostkeys.js';
 import { connectSsh } from '../transport/ssh.js';
+import { hostKeyId } from '../transport/hostkeys.js';
 import { Secret, SecretSet } from '../util/secret.js';
 import { Engine, PreflightError, type ApplyResult, type Plan } from '../engine/engine.js';
 import { UserError, type Problem } from '../engine/errors.js';
@@ -44,6 +45,12 @@ export interface OpenOptions {
   /** Flags phases act on (apply --force, drain options). Default: none. */
   run?: RunOptions;
   /**
+   * `k8s-ha node remove NAME`: these hosts are removed as if they carried
+   * `remove: true` (a host only the state file still records is taken from
+   * there). Default: none; the file's own `remove: true` hosts always are.
+   */
+  remove?: readonly string[];
+  /**
    * Filled with every secret of the run (the CLI masks all it prints with
    * it). Default: a set of the run's own, `run.secrets`.
    */
@@ -58,7 +65,7 @@ export interface OpenOptions {
 export function loadCluster(
   file: string,
   env: Env = process.env,
-  opts: LocalFileOptions = { sshKeys: false },
+  opts: LocalFileOptions & Removal = { sshKeys: false },
 ): { cluster: Cluster; warnings: ReturnType<typeof loadClusterFile>['diagnostics'] } {
   const r = loadClusterFile(file, env, opts);
   const errors = r.diagnostics.filter((d) => d.severity === 'error');
@@ -90,15 +97,29 @@ export class ClusterRun {
 
   static async open(file: string, opts: OpenOptions = {}): Promise<ClusterRun> {
     const events = opts.events ?? noEvents;
-    const { cluster, warnings } = loadCluster(file, opts.env ?? process.env, { sshKeys: opts.connect === undefined });
+    const env = opts.env ?? process.env;
+    const sshKeys = opts.connect === undefined;
+    let { cluster, warnings } = loadCluster(file, env, { sshKeys });
+    const state = await StateFile.load(StateFile.pathFor(file), cluster.name, { readOnly: opts.readOnly ?? false });
+    if (opts.remove?.length) {
+      // Loaded again with the hosts to remove marked, so every check of the file applies to them.
+      const vanished = state.appliedHosts().filter((h) => opts.remove!.includes(h.name) && !cluster.hosts.some((x) => x.name === h.name) && !cluster.removing.some((x) => x.name === h.name));
+      ({ cluster, warnings } = loadCluster(file, env, { sshKeys, remove: opts.remove, vanished }));
+    }
     for (const w of warnings) {
       events({ type: 'warning', message: `${file}${w.line ? `:${w.line}` : ''}: ${w.path ? `${w.path}: ` : ''}${w.message}${w.hint ? ` (fix: ${w.hint})` : ''}` });
     }
-    const unknown = [...(opts.acceptHostKeyFor ?? [])].filter((n) => !cluster.hosts.some((h) => h.name === n));
-    if (unknown.length) {
-      throw new UserError(`--accept-new-host-key ${unknown.join(', ')}: no host of that name in ${file}; give a host's name from its hosts list (${cluster.hosts.map((h) => h.name).join(', ')})`);
+    // A `remove: true` host no apply recorded (or one already forgotten) has nothing left to take apart.
+    const done = cluster.removing.filter((h) => !state.mayHaveApplied(h.name));
+    for (const h of done) {
+      events({ type: 'warning', message: `${h.name} has remove: true but ${state.path} records no apply to it (already removed, or never part of the cluster): nothing to do for it; delete it from ${file}` });
     }
-    const state = await StateFile.load(StateFile.pathFor(file), cluster.name, { readOnly: opts.readOnly ?? false });
+    cluster = { ...cluster, removing: cluster.removing.filter((h) => !done.includes(h)) };
+    const everyHost = [...cluster.hosts, ...cluster.removing];
+    const unknown = [...(opts.acceptHostKeyFor ?? [])].filter((n) => !everyHost.some((h) => h.name === n));
+    if (unknown.length) {
+      throw new UserError(`--accept-new-host-key ${unknown.join(', ')}: no host of that name in ${file}; give a host's name from its hosts list (${everyHost.map((h) => h.name).join(', ')})`);
+    }
     const known = opts.secrets ?? new SecretSet();
     known.add(...clusterSecrets(cluster), ...state.allSecrets());
     const connect = memoConnect(opts.connect ?? sshConnector(cluster, stateHostKeys(state), opts.acceptHostKeyFor));
@@ -119,14 +140,27 @@ export class ClusterRun {
       vrrpPass: cluster.loadBalancer.virtualIP?.authPass ?? new Secret(state.secret('vrrpPass', 'password').reveal().slice(0, 8)),
       ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
     };
-    const deployment: Deployment = { spec: cluster, secrets, file, ...(opts.run ? { options: opts.run } : {}) };
+    const stateRecord = {
+      path: state.path,
+      remembers: (name: string) => state.appliedHosts().some((h) => h.name === name),
+      forget: async (name: string) => {
+        const h = everyHost.find((x) => x.name === name);
+        state.forgetHost(name, h ? hostKeyId(h.address, h.ssh.port) : undefined);
+        await state.save();
+      },
+    };
+    const deployment: Deployment = { spec: cluster, secrets, file, ...(opts.run ? { options: opts.run } : {}), ...(opts.readOnly ? {} : { state: stateRecord }) };
     known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken);
     const engine = new Engine<Deployment>({
       cluster: deployment,
       // An agent that cannot be reached does not stop the rest (its node just
       // stays as it is); every other role is needed by the phases after it.
-      hosts: cluster.hosts.map((h) => ({ name: h.name, address: h.address, optional: h.roles.every((r) => r === 'agent') })),
-      connect: (name) => connect(cluster.hosts.find((h) => h.name === name)!),
+      // A host to remove may be gone for good: --force removes it from elsewhere (phases/node-removal.ts).
+      hosts: [
+        ...cluster.hosts.map((h) => ({ name: h.name, address: h.address, optional: h.roles.every((r) => r === 'agent') })),
+        ...cluster.removing.map((h) => ({ name: h.name, address: h.address, optional: true })),
+      ],
+      connect: (name) => connect(everyHost.find((h) => h.name === name)!),
       phases: opts.phases ?? applyPipeline(),
       secrets: known,
       concurrency: opts.concurrency,
@@ -143,8 +177,12 @@ export class ClusterRun {
    */
   async plan(): Promise<Plan> {
     const plan = await this.engine.plan();
-    const vanished = vanishedHosts(this.deployment, this.state);
-    return vanished.length ? { ...plan, problems: [...vanished, ...plan.problems] } : plan;
+    const problems = [...vanishedHosts(this.deployment, this.state), ...deadRemovals(this.deployment, plan), ...plan.problems];
+    // A host removed with --force although it cannot be reached is expected to be unreachable.
+    const gone = new Set(this.deployment.options?.force ? this.deployment.spec.removing.map((h) => h.name) : []);
+    const unreachable = plan.unreachable?.filter((u) => !gone.has(u.host));
+    const { unreachable: _u, ...rest } = plan;
+    return { ...rest, problems, ...(unreachable?.length ? { unreachable } : {}) };
   }
 
   /**
@@ -161,8 +199,17 @@ export class ClusterRun {
     const refused = p.problems.filter((x) => x.severity === 'error');
     if (refused.length) throw new PreflightError('preflight', refused);
     if (p.empty) return { applied: [], changed: 0, ms: Date.now() - t0 };
-    if (opts.lock === false) return this.engine.apply(p);
-    return this.locked(opts.command ?? 'apply', () => this.engine.apply(p), opts);
+    if (opts.lock === false) return this.#expected(await this.engine.apply(p));
+    return this.#expected(await this.locked(opts.command ?? 'apply', () => this.engine.apply(p), opts));
+  }
+
+  /** A host removed with --force is expected to be unreachable: not a failure of the run. */
+  #expected(r: ApplyResult): ApplyResult {
+    if (!r.unreachable || !this.deployment.options?.force) return r;
+    const gone = new Set(this.deployment.spec.removing.map((h) => h.name));
+    const { unreachable, ...rest } = r;
+    const left = unreachable.filter((u) => !gone.has(u.host));
+    return left.length ? { ...rest, unreachable: left } : rest;
   }
 
   /**
@@ -202,7 +249,7 @@ export class ClusterRun {
 function vanishedHosts(d: Deployment, state: StateFile): Problem[] {
   return state
     .appliedHosts()
-    .filter((h) => !d.spec.hosts.some((x) => x.name === h.name))
+    .filter((h) => !d.spec.hosts.some((x) => x.name === h.name) && !d.spec.removing.some((x) => x.name === h.name))
     .map((h) => {
       const k3s = h.roles.includes('server') ? 'k3s-uninstall.sh' : 'k3s-agent-uninstall.sh';
       const node = h.roles.includes('server') || h.roles.includes('agent');
@@ -210,9 +257,36 @@ function vanishedHosts(d: Deployment, state: StateFile): Problem[] {
         severity: 'error' as const,
         path: 'hosts',
         message: `${h.name} (${h.roles.join(', ')}, ${h.address}) was applied to this cluster (${state.path} records it) but is not in ${d.file} any more; k8s-ha does not forget a host silently`,
-        hint: `put it back in the file; to take it out of the cluster, remove it deliberately first${node ? ` (\`k3s kubectl drain ${h.name} --ignore-daemonsets\`, \`k3s kubectl delete node ${h.name}\`, ${k3s} on it)` : ''}, then delete its line under \`hosts:\` in ${state.path} and apply (the next apply takes it out of the load balancer and the datastore grants)`,
+        hint: node
+          ? `remove it deliberately: \`k8s-ha node remove ${h.name}\` (drains it, deletes its Node, runs ${k3s} there, takes it out of the load balancer and the datastore grants, forgets it; --force when the machine is gone), or put it back in the file with \`remove: true\` and apply`
+          : `put it back in the file; to retire it, give its roles to another host, apply, then delete its line under \`hosts:\` in ${state.path}`,
       };
     });
+}
+
+/**
+ * A host to remove that cannot be reached: it can be neither drained nor
+ * uninstalled. Refused unless --force, which removes what lives elsewhere
+ * (its Node object, its upstream, its account) and leaves the machine be.
+ */
+function deadRemovals(d: Deployment, plan: Plan): Problem[] {
+  return (plan.unreachable ?? [])
+    .filter((u) => d.spec.removing.some((h) => h.name === u.host))
+    .map((u) =>
+      d.options?.force
+        ? {
+            severity: 'warning' as const,
+            path: 'hosts',
+            message: `${u.host} cannot be reached (${u.reason}): with --force it is removed without being drained or uninstalled — its Node object, load-balancer upstream and datastore account go; whatever still runs on that machine is left as it is`,
+            hint: `if the machine comes back, wipe it before it rejoins anything (${'`'}k3s-uninstall.sh${'`'} or k3s-agent-uninstall.sh there)`,
+          }
+        : {
+            severity: 'error' as const,
+            path: 'hosts',
+            message: `${u.host} is to be removed but cannot be reached (${u.reason}), so it can be neither drained nor uninstalled`,
+            hint: `bring it back and run again; if it is gone for good, run again with --force: its Node object, load-balancer upstream and datastore account are removed, nothing is done on the machine`,
+          },
+    );
 }
 
 /** One connection per host, shared by the token pre-step and the engine (which closes them). */

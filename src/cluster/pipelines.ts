@@ -9,6 +9,7 @@ import { k3sServersPhase, type K3sPhaseOptions } from '../phases/k3s-servers.js'
 import { k3sAgentsPhase } from '../phases/k3s-agents.js';
 import { metallbPhase, type MetallbPhaseOptions } from '../phases/metallb.js';
 import { K3sArtifacts } from '../phases/k3s-install.js';
+import { deadNodeRemovalPhase, forgetRemovedPhase, isAccountsChange, nodeRemovalPhase, onlyChanges } from '../phases/node-removal.js';
 
 /**
  * The pipelines: one list of phases per command, top to bottom (STYLE.md 1;
@@ -47,13 +48,35 @@ export interface ApplyPipelineOptions {
 export function applyPipeline(opts: ApplyPipelineOptions = {}): AnyPhase<Deployment>[] {
   const k3s: K3sPhaseOptions = { ...opts.k3s, artifacts: opts.k3s?.artifacts ?? new K3sArtifacts() };
   return [
-    loadBalancerPhase,
+    loadBalancerPhase, // upstreams without the hosts to remove: a leaving server is out before its k3s stops
     vipPhase,
+    nodeRemovalPhase(), // remove: true hosts: cordon, drain, delete Node, uninstall (nothing to do without them)
+    deadNodeRemovalPhase(), // --force: the Node objects of hosts to remove that cannot be reached
     datastorePhase, // one MariaDB; nothing to do with Galera
     galeraPhase, // the Galera data nodes and arbitrator; nothing to do without Galera
     datastoreBackupPhase, // datastore.backup: a timer on the writer; removed again when the section goes
     k3sServersPhase(k3s), // one at a time: the first server ready before the next; restarts one at a time
     k3sAgentsPhase(k3s), // joined through the LB; each must reach every server's 6443
-    metallbPhase(opts.metallb), // last: needs the API up, servicelb off on every server, agents for its pods
+    metallbPhase(opts.metallb), // needs the API up, servicelb off on every server, agents for its pods
+    forgetRemovedPhase(), // last: removed hosts forgotten in the state file once everything else is done
+  ];
+}
+
+/**
+ * `k8s-ha node remove NAME` (and what `remove: true` does inside apply,
+ * above): only the steps a removal needs, in its order. The load balancer
+ * (and the VIP's track script, which asks the servers) first, so a leaving
+ * server takes no new connection before its k3s stops; the datastore phases
+ * for the accounts alone (an unrelated edit of the file waits for apply).
+ */
+export function removalPipeline(): AnyPhase<Deployment>[] {
+  return [
+    loadBalancerPhase,
+    vipPhase,
+    nodeRemovalPhase(),
+    deadNodeRemovalPhase(),
+    onlyChanges(datastorePhase, isAccountsChange),
+    onlyChanges(galeraPhase, isAccountsChange),
+    forgetRemovedPhase(),
   ];
 }

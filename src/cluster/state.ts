@@ -131,6 +131,26 @@ export class StateFile {
     }
   }
 
+  /** True when an apply recorded `name`, or when this state file records no hosts at all (written before it did). */
+  mayHaveApplied(name: string): boolean {
+    return this.data.hosts === undefined || Object.keys(this.data.hosts).length === 0 || name in this.data.hosts;
+  }
+
+  /**
+   * A removed host, forgotten: its record and its pinned host key (a new
+   * machine under that address is then pinned afresh on first contact).
+   */
+  forgetHost(name: string, hostKeyId?: string): void {
+    if (this.data.hosts && name in this.data.hosts) {
+      delete this.data.hosts[name];
+      this.dirty = true;
+    }
+    if (hostKeyId && hostKeyId in this.data.hostKeys) {
+      delete this.data.hostKeys[hostKeyId];
+      this.dirty = true;
+    }
+  }
+
   /** The hosts applies worked on: name -> roles and address. */
   appliedHosts(): { name: string; roles: string[]; address: string }[] {
     return Object.entries(this.data.hosts ?? {}).map(([name, v]) => {

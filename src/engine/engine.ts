@@ -93,6 +93,7 @@ export class Engine<C> {
       secrets: opts.secrets instanceof SecretSet ? opts.secrets : new SecretSet(opts.secrets ?? []),
       facts: this.facts,
       host: (name) => this.host(name),
+      unreachable: (name) => this.unreachable.has(name),
       events: this.events,
       signal: opts.signal,
     };
@@ -131,7 +132,8 @@ export class Engine<C> {
         this.facts.set(h.name, f);
         this.events({ type: 'facts', host: h.name, os: `${f.os} ${f.osVersion}`, arch: f.arch });
       } catch (e) {
-        if (h.optional && e instanceof ConnectionError) {
+        // A changed host key is no dead host: it stops the run with the way to accept it.
+        if (h.optional && e instanceof ConnectionError && !e.hostKeyChanged) {
           this.unreachable.set(h.name, e);
           this.events({ type: 'warning', message: `${h.name} cannot be reached (${e.reason}): it is left out of this run, the other hosts go ahead` });
           return;

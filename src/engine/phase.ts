@@ -22,6 +22,13 @@ export interface RunContext<C = unknown> {
   facts: ReadonlyMap<string, HostFacts>;
   /** The connected host of that name (connected once per run, reused) — any host, not only the phase's targets. */
   host(name: string): Promise<Host>;
+  /**
+   * True when `name` is an optional host that could not be reached this run
+   * (engine.ts): left out of every phase's targets. A phase working for
+   * such a host from elsewhere (deleting a dead node's Node object through a
+   * server) asks here.
+   */
+  unreachable?(name: string): boolean;
   events: EventSink;
   signal?: AbortSignal;
 }

@@ -12,7 +12,7 @@ import type { EncryptTo } from '../backup/crypt.js';
 import { PART } from '../backup/manifest.js';
 import { dumpCommand, parseRevision, revisionSql, tableExistsSql, type Revision } from '../backup/sql.js';
 import { MARIADB_BATCH } from './infra-mariadb.js';
-import { readServerToken } from './k3s-token.js';
+import { NODE_PASSWORD_PATH, readServerToken } from './k3s-token.js';
 import { K3S_BINARY_PATH } from '../render/k3s.js';
 
 /**
@@ -37,6 +37,10 @@ export interface BackupJob {
   /** MAX(id) and AUTO_INCREMENT once the dump had finished. */
   revision?: Revision;
   dumpMs?: number;
+  /** Each node's /etc/rancher/node/password (host name -> password). */
+  nodePasswords: Record<string, string>;
+  /** Nodes that had none (k3s never ran there) or could not be read: host name -> why. */
+  nodePasswordsMissing: Record<string, string>;
 }
 
 interface ServerRead {
@@ -62,6 +66,38 @@ function serversPhase(job: BackupJob): Phase<Deployment, ServerRead> {
       if (token && !job.serverToken) job.serverToken = { token, from: host.name };
       if (version && !job.k3sVersion) job.k3sVersion = version;
       return { token, version };
+    },
+    diff: () => [],
+  };
+}
+
+/**
+ * Every node's password (FACTS: k3s keeps its hash in the datastore, so a
+ * node on a fresh machine with another password is refused): read as root,
+ * kept only in memory and in the (encrypted, 0600) archive, masked in all
+ * output like every other secret.
+ */
+function nodePasswordsPhase(job: BackupJob): Phase<Deployment, { has: boolean }> {
+  return {
+    id: 'backup-node-passwords',
+    title: "Read each node's k3s node password",
+    targets: (ctx) => [...hostsWithRole(ctx.cluster.spec, 'server'), ...hostsWithRole(ctx.cluster.spec, 'agent')].map((h) => h.name),
+    async observe(ctx, host: Host) {
+      let text: string | undefined;
+      try {
+        text = (await host.readFile(NODE_PASSWORD_PATH))?.toString('utf8').trim();
+      } catch (e) {
+        job.nodePasswordsMissing[host.name] = (e as Error).message.split('\n')[0]!;
+        return { has: false };
+      }
+      if (!text) {
+        job.nodePasswordsMissing[host.name] = `no ${NODE_PASSWORD_PATH}: k3s never ran there`;
+        return { has: false };
+      }
+      ctx.secrets.add(new Secret(text));
+      job.nodePasswords[host.name] = text;
+      delete job.nodePasswordsMissing[host.name];
+      return { has: true };
     },
     diff: () => [],
   };
@@ -146,5 +182,5 @@ function dumpPhase(job: BackupJob): Phase<Deployment, DumpRead> {
 
 /** The backup pipeline, top to bottom. */
 export function backupPipeline(job: BackupJob): AnyPhase<Deployment>[] {
-  return [serversPhase(job), dumpPhase(job)];
+  return [serversPhase(job), nodePasswordsPhase(job), dumpPhase(job)];
 }

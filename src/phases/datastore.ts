@@ -143,6 +143,13 @@ function tlsChanges(ctx: RunContext<Deployment>, host: ClusterHost, o: Datastore
   return out;
 }
 
+/** True when two drop-ins differ in their max_connections line only. */
+export function onlyMaxConnectionsDiffers(cur: string | null | undefined, want: string): boolean {
+  if (cur == null || cur === want) return false;
+  const rest = (t: string) => t.split('\n').filter((l) => !/^\s*max_connections\s*=/.test(l)).join('\n');
+  return rest(cur) === rest(want);
+}
+
 /**
  * MariaDB for kine on the datastore host: the package, a drop-in that binds
  * the host's address and states what kine needs, optional TLS, and the k3s
@@ -182,9 +189,31 @@ export const datastorePhase: Phase<Deployment, DatastoreObserved> = {
     const c = ctx.cluster.spec;
     const self = dsHost(c, hostName);
     if (!self || c.datastore.galera) return [];
-    const base = diffDesired(desired(c, self, o.packageVersion), o.state, ctx.secrets);
+    const want = desired(c, self, o.packageVersion);
+    // max_connections is dynamic: a server added or removed changes the
+    // default (cluster.ts), and restarting MariaDB for it would cut every
+    // server's datastore connection at once. Written to the file for the next
+    // start, set on the running server.
+    const live = o.server !== null && onlyMaxConnectionsDiffers(o.state.files.get(MARIADB_CNF_PATH)?.content, want.files![0]!.content);
+    const base = diffDesired(live ? { ...want, services: want.services!.map((sv) => (sv.unit === UNIT ? { ...sv, restartOn: [] } : sv)) } : want, o.state, ctx.secrets);
     const restarting = base.some((ch) => restartsUnit(ch, UNIT));
     let changes = afterPackages(base, tlsChanges(ctx, self, o, restarting));
+    if (live) {
+      // Before the file: cut off in between, the re-run finds the file still
+      // differing and sets it again; after both, nothing is owed.
+      const running = o.server?.variables.get('MAX_CONNECTIONS');
+      changes = [
+        {
+          action: 'update',
+          target: { host: hostName, object: 'mariadb/max_connections' },
+          ...(running !== undefined ? { before: running } : {}),
+          after: String(c.datastore.maxConnections),
+          summary: `SET GLOBAL max_connections = ${c.datastore.maxConnections} on the running MariaDB (no restart: the servers keep their connections)`,
+          apply: async (h) => void (await h.exec(MARIADB_BATCH, { stdin: `SET GLOBAL max_connections = ${c.datastore.maxConnections};\n` })),
+        },
+        ...changes,
+      ];
+    }
     // New certificate but no restart planned and MariaDB not running yet: the
     // start in `base` picks it up. Running and restarting: same.
     const work = accountWork(c, o.server);

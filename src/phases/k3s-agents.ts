@@ -14,9 +14,10 @@ import { K3S_API_PORT, renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, kubectlArgs, lastSeenText, seconds, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
-import { readServerToken, sameClusterToken } from './k3s-token.js';
+import { NODE_PASSWORD_REJECTED_LOG, nodePasswordRejectedMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
 import type { RunOptions } from '../cluster/deployment.js';
+import { NODE_PASSWORD_FILE, rejoinChanges } from './k3s-nodes.js';
 
 /**
  * k3s agents, joined through the load balancer (or VIP) with the token.
@@ -57,6 +58,8 @@ export interface AgentObserved {
   node: NodeState | null;
   /** The first server whose k3s runs: where cordon, drain and uncordon go. */
   via: string | null;
+  /** /etc/rancher/node/password exists (k3s ran here; a re-installed machine has none). */
+  nodePasswordFile: boolean;
 }
 
 function agentHost(d: Deployment, name: string): ClusterHost {
@@ -177,7 +180,8 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const via = servers.find((x) => up.get(x.name))?.name ?? null;
       const version = installed.binary ? await installedVersion(host) : null;
       const nodes = via ? await readNodes([await ctx.host(via)]) : null;
-      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via };
+      const nodePasswordFile = (await host.stat(NODE_PASSWORD_FILE)) !== null;
+      return { state, want, installed, reach, secureToken, version, node: nodes?.find((n) => n.name === host.name) ?? null, via, nodePasswordFile };
     },
 
     diff(ctx, name, o): Change[] {
@@ -189,7 +193,9 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       }
       const { changes, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, AGENT_UNIT);
       // FACTS: the install script restarts k3s when the binary changed; so do we.
-      const base = [...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
+      // A re-installed machine: the old Node and its node-password secret go before the new k3s joins.
+      const rejoin = rejoinChanges(name, { via: o.via, node: o.node, nodePasswordFile: o.nodePasswordFile, running: o.state.services.get(AGENT_UNIT)?.active ?? false });
+      const base = [...rejoin, ...changes, ...diffDesired(desired(d, agentHost(d, name), o.secureToken, binaryChanged ? ['binary'] : []), o.state, ctx.secrets)];
       // An upgrade of a registered node: its pods move away first, and it
       // takes new ones only once it is Ready on the new version.
       if (binaryChanged && o.installed.binary && o.node && o.via) {
@@ -248,12 +254,15 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
       const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.agentReadyMs;
       const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
+      // A refused node password is retried by k3s for ever: say so at once.
+      let refused = false;
       const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs }, async () => {
         // The agent's own unit and journal: they move while it works on joining.
         const active = await host.exec(systemctl('is-active', AGENT_UNIT), { allowFailure: true, sudo: false, timeoutMs: 20_000 });
         const state = active.code === 0 ? 'active' : active.stdout.trim();
         const journal = await host.exec(sh`journalctl -u ${AGENT_UNIT} -n 1 --show-cursor -q -o cat`, { allowFailure: true, timeoutMs: 20_000 });
         const cursor = /^-- cursor: (.*)$/m.exec(journal.stdout)?.[1] ?? '';
+        if (journal.stdout.includes(NODE_PASSWORD_REJECTED_LOG)) refused = true;
         const progress = (why: string) => ({ why, progress: `${why}\n${state}\n${cursor}` });
         if (state !== 'active') return progress(`${AGENT_UNIT} is ${state || 'not active'}`);
         // The Node object, seen from a server: registered and Ready.
@@ -267,9 +276,13 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
           if (/NotFound|not found/.test(r.stderr)) return progress(`node ${host.name} not registered yet (${lastErr})`);
         }
         return progress(lastErr);
-      });
+      }, () => (refused ? NODE_PASSWORD_REJECTED_LOG : null));
       if (last === null) return;
       const journal = await journalTail(host, AGENT_UNIT);
+      if (refused) {
+        const m = nodePasswordRejectedMessage(host.name);
+        throw new NotReadyError(host.name, m.message, NODE_PASSWORD_REJECTED_LOG, journal, m.hint);
+      }
       throw new NotReadyError(
         host.name,
         waitFailureText('k3s agent did not become a Ready node', last, readyTimeoutMs),

@@ -33,6 +33,7 @@ import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverPro
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
 import { K3S_BINARY_PATH } from '../render/k3s.js';
+import { NODE_PASSWORD_FILE, apiView, rejoinChanges } from './k3s-nodes.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
 
 /**
@@ -81,6 +82,11 @@ export interface ServerObserved {
   version: K3sVersion | null;
   /** The Nodes as this server's API lists them (null: its API does not answer); read only when k3s runs here. */
   nodes: NodeState[] | null;
+  /**
+   * Read only when k3s does not run here and /etc/rancher/node/password is
+   * absent (a re-installed machine): another server's view of this name's Node.
+   */
+  rejoin: { via: string | null; node: NodeState | null } | null;
 }
 
 function serverHost(d: Deployment, name: string): ClusterHost {
@@ -280,10 +286,14 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       ]);
       const caOnHost = d.spec.datastore.tls.enabled ? ((await host.readFile(DATASTORE_CA_PATH))?.toString('utf8') ?? null) : null;
       const version = installed.binary ? await installedVersion(host) : null;
-      const nodes = state.services.get(SERVER_UNIT)?.active ? await readNodes([host]) : null;
+      const running = state.services.get(SERVER_UNIT)?.active ?? false;
+      const nodes = running ? await readNodes([host]) : null;
+      const fresh = !running && (await host.stat(NODE_PASSWORD_FILE)) === null;
+      const others = fresh ? await apiView(ctx) : null;
+      const rejoin = others ? { via: others.via, node: others.nodes.find((n) => n.name === host.name) ?? null } : null;
       // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
       if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
-      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes };
+      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes, rejoin };
     },
 
     diff(ctx, name, o): Change[] {
@@ -295,7 +305,9 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
         return []; // preflight reports the renderer's refusal
       }
       const { changes: install, binaryChanged } = installChanges(name, d.spec.k3s.version, o.want, o.installed, SERVER_UNIT);
-      const changes: Change[] = [...install];
+      // A re-installed machine: the old Node and its node-password secret go before the new k3s joins.
+      const rejoin = o.rejoin ? rejoinChanges(name, { ...o.rejoin, nodePasswordFile: false, running: false }) : [];
+      const changes: Change[] = [...rejoin, ...install];
       let caChanged = false;
       if (d.spec.datastore.tls.enabled) {
         const have = o.caOnHost;

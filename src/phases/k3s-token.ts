@@ -13,6 +13,23 @@ export const SERVER_TOKEN_PATH = '/var/lib/rancher/k3s/server/token';
 /** The message k3s logs when the datastore was bootstrapped with another token (FACTS). */
 export const DIFFERENT_TOKEN_LOG = 'bootstrap data already found and encrypted with different token';
 
+/** What a k3s node logs, retrying every few seconds, when a server refuses its node password (k3s#802, FACTS). */
+export const NODE_PASSWORD_REJECTED_LOG = 'Node password rejected';
+/** Where k3s keeps a node's password (kept by its uninstall scripts). */
+export const NODE_PASSWORD_PATH = '/etc/rancher/node/password';
+
+/** What the user is told when a server refuses a node's password: the Secret belongs to another machine with that name. */
+export function nodePasswordRejectedMessage(node: string): { message: string; hint: string } {
+  return {
+    message:
+      `k3s refused ${node}'s node password ("${NODE_PASSWORD_REJECTED_LOG}"): the cluster keeps kube-system/${node.toLowerCase()}.node-password.k3s, ` +
+      `the hash of the ${NODE_PASSWORD_PATH} of the machine that first joined as ${node}, and this machine has another one (a new or reinstalled machine with an old node's name)`,
+    hint:
+      `if this machine replaces the old ${node}, delete the old node (\`k3s kubectl delete node ${node}\` on a server; k3s then deletes its node-password secret) and apply again; ` +
+      `to keep the old node's identity instead, put the old machine's ${NODE_PASSWORD_PATH} back on ${node} (a k8s-ha backup holds it: \`k8s-ha restore\` does that)`,
+  };
+}
+
 /** The secret part of a token: `K10<hash>::<user>:<secret>` -> `<secret>`; a short token is its own secret. */
 export function tokenPassphrase(token: string): string {
   const t = token.trim();

@@ -84,40 +84,47 @@ function deleteNodesPhase(role: 'agent'): Phase<Deployment, NodesObserved> {
   };
 }
 
-interface K3sOnHost {
+export interface K3sOnHost {
   installed: boolean;
   script: boolean;
   nodePassword: boolean;
 }
 
-function uninstallPhase(job: ResetJob, role: 'agent' | 'server'): Phase<Deployment, K3sOnHost> {
+/** What of k3s is on the host (either role's files count: a host may have changed roles). */
+export async function observeK3sOnHost(host: Host, role: 'agent' | 'server'): Promise<K3sOnHost> {
   const script = uninstallPath(role);
   const unit = role === 'server' ? '/etc/systemd/system/k3s.service' : '/etc/systemd/system/k3s-agent.service';
+  const has = await existing(host, [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s', script, `${NODE_PASSWORD_DIR}/password`]);
+  return { installed: [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s'].some((p) => has.has(p)), script: has.has(script), nodePassword: has.has(`${NODE_PASSWORD_DIR}/password`) };
+}
+
+/** k3s-(agent-)uninstall.sh on the host, as reset and node removal run it. */
+export function uninstallChange(hostName: string, role: 'agent' | 'server', o: K3sOnHost): Change {
+  const script = uninstallPath(role);
+  return {
+    action: 'delete',
+    target: { host: hostName, object: role === 'server' ? 'k3s server' : 'k3s agent' },
+    before: 'installed',
+    after: null,
+    summary: `run ${script}${o.script ? '' : ' (written first: an older k8s-ha left none)'}: k3s, its units, data, mounts, interfaces and iptables rules go`,
+    apply: async (h) => {
+      // The same scripts apply leaves on every node.
+      await h.writeFile(KILLALL_PATH, renderKillall(), { mode: 0o755 });
+      await h.writeFile(script, renderUninstall(role), { mode: 0o755 });
+      await h.exec(sh`${script}`, { timeoutMs: 600_000 });
+    },
+  };
+}
+
+function uninstallPhase(job: ResetJob, role: 'agent' | 'server'): Phase<Deployment, K3sOnHost> {
   return {
     id: `reset-k3s-${role}s`,
     title: role === 'agent' ? 'Uninstall k3s from the agents' : 'Uninstall k3s from the servers',
     targets: (ctx) => hostsWithRole(ctx.cluster.spec, role).map((h) => h.name),
-    async observe(_ctx, host: Host): Promise<K3sOnHost> {
-      const has = await existing(host, [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s', script, `${NODE_PASSWORD_DIR}/password`]);
-      return { installed: [K3S_BINARY_PATH, unit, K3S_CONFIG_PATH, '/var/lib/rancher/k3s'].some((p) => has.has(p)), script: has.has(script), nodePassword: has.has(`${NODE_PASSWORD_DIR}/password`) };
-    },
+    observe: (_ctx, host: Host) => observeK3sOnHost(host, role),
     diff(_ctx, hostName, o): Change[] {
       const out: Change[] = [];
-      if (o.installed) {
-        out.push({
-          action: 'delete',
-          target: { host: hostName, object: role === 'server' ? 'k3s server' : 'k3s agent' },
-          before: 'installed',
-          after: null,
-          summary: `run ${script}${o.script ? '' : ' (written first: an older k8s-ha left none)'}: k3s, its units, data, mounts, interfaces and iptables rules go`,
-          apply: async (h) => {
-            // The same scripts apply leaves on every node.
-            await h.writeFile(KILLALL_PATH, renderKillall(), { mode: 0o755 });
-            await h.writeFile(script, renderUninstall(role), { mode: 0o755 });
-            await h.exec(sh`${script}`, { timeoutMs: 600_000 });
-          },
-        });
-      }
+      if (o.installed) out.push(uninstallChange(hostName, role, o));
       if (job.datastore && o.nodePassword) {
         out.push({ action: 'delete', target: { host: hostName, file: `${NODE_PASSWORD_DIR}/password` }, summary: `remove ${NODE_PASSWORD_DIR} (the database that knew this node is dropped)`, apply: async (h) => {
             await h.removeFile(`${NODE_PASSWORD_DIR}/password`);

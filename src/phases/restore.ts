@@ -1,4 +1,4 @@
-import type { ObservedState } from '../engine/desired.js';
+import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
@@ -6,7 +6,10 @@ import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { dumpSqlStream } from '../backup/archive.js';
 import type { RestoreSource } from '../backup/restore-prep.js';
-import { bumpSql, countSql, loadCommand, parseCount, parseRevision, revisionSql, tableExistsSql, type Revision } from '../backup/sql.js';
+import { bumpSql, countSql, deleteKeysSql, loadCommand, nodePasswordKey, parseCount, parseDeleted, parseRevision, revisionSql, tableExistsSql, type Revision } from '../backup/sql.js';
+import type { Cluster } from '../spec/cluster.js';
+import { Secret } from '../util/secret.js';
+import { NODE_PASSWORD_PATH } from './k3s-token.js';
 import { MARIADB_BATCH } from './infra-mariadb.js';
 import { AGENT_UNIT } from './k3s-agents.js';
 import { SERVER_UNIT } from './k3s-servers.js';
@@ -26,6 +29,25 @@ export interface RestoreJob {
   /** The revision the table was moved to. */
   revision?: number;
   loadMs?: number;
+  /** Node-password rows the load removed (nodes the backup has no password for). */
+  deletedNodePasswordRows?: number;
+}
+
+/** The cluster file's k3s nodes (servers, then agents), by host name = node name. */
+export function k3sNodes(c: Cluster): string[] {
+  return [...hostsWithRole(c, 'server'), ...hostsWithRole(c, 'agent')].map((h) => h.name);
+}
+
+/**
+ * Nodes of the cluster file the backup holds no node password for (a
+ * scheduled backup, an older archive, a node added since): their old
+ * node-password Secrets are removed with the load, so each joins as a new
+ * machine and k3s makes a new Secret from the password it has (FACTS:
+ * k3s#802; k3s's own etcd restore removes the restoring server's Secret too).
+ */
+export function nodesWithoutPassword(c: Cluster, src: RestoreSource): string[] {
+  const have = src.secrets.nodePasswords ?? {};
+  return k3sNodes(c).filter((n) => have[n] === undefined);
 }
 
 /**
@@ -96,6 +118,8 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
       if (job.loaded) return [];
       const db = ctx.cluster.spec.datastore.database;
       const planned = targetRevision(src.manifest.kineRevision, src.facts.maxId, o);
+      const stale = nodesWithoutPassword(ctx.cluster.spec, src);
+      const staleText = stale.length ? `, and remove the node-password secrets of ${stale.join(', ')} (the backup has no node password for them: they join as new machines)` : '';
       // Not running yet on a fresh machine: the datastore phase before this one installs it.
       const now = o.current ? `its ${o.current.rows} rows (revision ${o.current.revision.highest})` : o.mariadbUp ? 'an empty database' : 'the database the datastore phase makes';
       return [
@@ -104,7 +128,7 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
           target: { host: hostName, object: `mariadb/${db} kine table` },
           before: o.current ? `${o.current.rows} rows, revision ${o.current.revision.highest}` : null,
           after: `${src.facts.rows} rows from the backup of ${src.manifest.createdAt}, next revision above ${planned}`,
-          summary: `replace ${now} in ${db} with the backup's ${src.facts.rows} rows from ${src.manifest.createdAt}, then set the next revision above ${planned}`,
+          summary: `replace ${now} in ${db} with the backup's ${src.facts.rows} rows from ${src.manifest.createdAt}, then set the next revision above ${planned}${staleText}`,
           apply: async (h) => {
             const t0 = Date.now();
             // Read again: the servers are stopped now, so this is the last revision they served.
@@ -112,16 +136,47 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
             const revision = targetRevision(src.manifest.kineRevision, src.facts.maxId, fresh);
             await h.writeFile(REVISION_FLOOR_PATH, `${revision}\n`, { mode: 0o600 });
             await h.exec(loadCommand(db), { stdin: await dumpSqlStream(src.archive, src.key), timeoutMs: 3_600_000 });
-            await h.exec(MARIADB_BATCH, { stdin: `USE \`${db.replace(/`/g, '``')}\`;\n${bumpSql(revision, src.facts.maxId)}` });
+            const fix = await h.exec(MARIADB_BATCH, { stdin: `USE \`${db.replace(/`/g, '``')}\`;\n${deleteKeysSql(stale.map(nodePasswordKey))}${bumpSql(revision, src.facts.maxId)}` });
+            const deleted = parseDeleted(fix.stdout);
             const after = parseCount((await h.exec(MARIADB_BATCH, { stdin: countSql(db) })).stdout);
-            const want = src.facts.rows + (revision > src.facts.maxId ? 1 : 0);
+            const want = src.facts.rows - deleted + (revision > src.facts.maxId ? 1 : 0);
             if (!after || after.rows !== want) throw new Error(`after loading the dump ${db} holds ${after?.rows ?? 'no'} rows, the backup has ${src.facts.rows}: the load did not complete; run restore again`);
             job.loaded = true;
             job.revision = revision;
             job.loadMs = Date.now() - t0;
+            job.deletedNodePasswordRows = deleted;
           },
         },
       ];
+    },
+  };
+}
+
+function passwordDesired(password: string | undefined): Desired {
+  // 0600 as k3s makes it; its folder is made by writeFile (0755, as k3s makes it).
+  return { files: password === undefined ? [] : [{ path: NODE_PASSWORD_PATH, content: `${password}\n`, mode: 0o600, secretsIn: (c) => (c.trim() ? [c.trim()] : []) }] };
+}
+
+/**
+ * Each node's /etc/rancher/node/password as the backup has it, written
+ * after the load and before k3s starts there: the restored datastore holds
+ * the hash of exactly that password (FACTS: k3s#802), so a fresh machine
+ * comes back as the node it replaces, with its Node object, labels and pods.
+ * On the machines that were backed up the file is already the same: no change.
+ */
+function nodePasswordsPhase(job: RestoreJob): Phase<Deployment, { state: ObservedState }> {
+  const passwordOf = (name: string): string | undefined => job.source.secrets.nodePasswords?.[name];
+  return {
+    id: 'restore-node-passwords',
+    title: "Put each node's k3s node password back",
+    targets: (ctx) => k3sNodes(ctx.cluster.spec).filter((n) => passwordOf(n) !== undefined),
+    async observe(ctx, host) {
+      const pw = passwordOf(host.name);
+      if (pw !== undefined) ctx.secrets.add(new Secret(pw));
+      return { state: await observeDesired(host, passwordDesired(pw)) };
+    },
+    diff(ctx, hostName, o): Change[] {
+      return diffDesired(passwordDesired(passwordOf(hostName)), o.state, ctx.secrets).map((c) => ({ ...c, summary: `${c.summary} (the node password the restored datastore knows ${hostName} by)` }));
     },
   };
 }
@@ -151,6 +206,10 @@ export function stopPhases(job: RestoreJob): AnyPhase<Deployment>[] {
 
 export function restoreLoadPhase(job: RestoreJob): AnyPhase<Deployment> {
   return loadPhase(job);
+}
+
+export function restoreNodePasswordsPhase(job: RestoreJob): AnyPhase<Deployment> {
+  return nodePasswordsPhase(job);
 }
 
 export { afterStop };

@@ -138,12 +138,17 @@ export function assertListenerAndServers(input: {
 }): void {
   assertPort('listenPort', input.listenPort);
   if (input.listenAddress !== undefined) assertIp('listenAddress', input.listenAddress);
-  if (!Array.isArray(input.servers) || input.servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
-  input.servers.forEach((s, i) => {
+  assertServers(input.servers);
+  assertUnique('servers[].address:port', input.servers, (s) => hostPort(s.address, s.port));
+}
+
+/** At least one k3s server, each with a safe name, host and port, names unique (they go into sh words and config lines). */
+export function assertServers(servers: readonly { name: string; address: string; port: number }[]): void {
+  if (!Array.isArray(servers) || servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
+  servers.forEach((s, i) => {
     assertName(`servers[${i}].name`, s.name);
     assertHost(`servers[${i}].address`, s.address);
     assertPort(`servers[${i}].port`, s.port);
   });
-  assertUnique('servers[].name', input.servers, (s) => s.name);
-  assertUnique('servers[].address:port', input.servers, (s) => hostPort(s.address, s.port));
+  assertUnique('servers[].name', servers, (s) => s.name);
 }

@@ -1,4 +1,4 @@
-import { RenderInputError, assertHost, assertInt, assertName, assertPath, assertPort, assertUnique, managedHeader } from './common.js';
+import { RenderInputError, assertInt, assertPath, assertServers, managedHeader } from './common.js';
 import { nginxServerDirective, sortedUpstreams, type LbUpstream } from './nginx.js';
 import { renderUnit } from './systemd.js';
 
@@ -37,14 +37,8 @@ export interface LbCheckInput {
 }
 
 function validate(input: LbCheckInput): void {
-  if (!Array.isArray(input.servers) || input.servers.length === 0) throw new RenderInputError('servers', 'at least one k3s server is needed');
   // Names and addresses go into single-quoted sh words and nginx lines.
-  input.servers.forEach((s, i) => {
-    assertName(`servers[${i}].name`, s.name);
-    assertHost(`servers[${i}].address`, s.address);
-    assertPort(`servers[${i}].port`, s.port);
-  });
-  assertUnique('servers[].name', input.servers, (s) => s.name);
+  assertServers(input.servers);
   if (typeof input.path !== 'string' || !/^\/[A-Za-z0-9._~/-]*$/.test(input.path)) {
     throw new RenderInputError('path', `must be an absolute URL path of letters, digits and . _ ~ / -, got ${JSON.stringify(input.path)}`);
   }

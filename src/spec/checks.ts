@@ -14,8 +14,9 @@ import type { ClusterFile, HostFile, Role } from './schema.js';
 
 type Indexed = { host: HostFile; i: number };
 
+/** The hosts with `role` that stay in the cluster (`remove: true` hosts are on their way out). */
 function withRole(f: ClusterFile, role: Role): Indexed[] {
-  return f.hosts.map((host, i) => ({ host, i })).filter(({ host }) => host.roles.includes(role));
+  return f.hosts.map((host, i) => ({ host, i })).filter(({ host }) => host.roles.includes(role) && host.remove !== true);
 }
 
 /**
@@ -25,6 +26,7 @@ function withRole(f: ClusterFile, role: Role): Indexed[] {
  */
 export const CHECK_GROUPS: readonly { needs: readonly (keyof ClusterFile)[]; run: (f: ClusterFile) => Diagnostic[] }[] = [
   { needs: ['hosts'], run: checkHosts },
+  { needs: ['hosts', 'datastore'], run: checkRemovals },
   { needs: ['hosts', 'loadBalancer', 'datastore'], run: checkLoadBalancer },
   { needs: ['hosts', 'datastore'], run: checkDatastore },
   { needs: ['k3s'], run: checkK3s },
@@ -73,12 +75,58 @@ function checkHosts(f: ClusterFile): Diagnostic[] {
 
   const servers = withRole(f, 'server');
   const agents = withRole(f, 'agent');
-  if (servers.length === 0) {
+  const leaving = f.hosts.filter((h) => h.remove === true && h.roles.includes('server'));
+  if (servers.length === 0 && leaving.length) {
+    out.push(
+      error(
+        'hosts',
+        `remove: true on ${leaving.map((h) => h.name).join(', ')} would remove the last server: the cluster's API and every object in the datastore would have no server left`,
+        'keep at least one server (add the new server first, apply, then remove the old one); to take the whole cluster down use `k8s-ha reset`',
+      ),
+    );
+  } else if (servers.length === 0) {
     const also = agents.length ? ` (the ${agents.length} agent${agents.length > 1 ? 's have' : ' has'} nothing to join)` : '';
     out.push(error('hosts', `no host has the server role${also}`, 'add server to the roles of at least two hosts'));
   } else if (servers.length === 1) {
-    out.push(warning('hosts', 'only one server: the Kubernetes API is not highly available', 'add a second server host; with the external datastore two servers are enough'));
+    out.push(
+      warning(
+        'hosts',
+        `only one server${leaving.length ? ` once ${leaving.map((h) => h.name).join(', ')} ${leaving.length === 1 ? 'is' : 'are'} removed` : ''}: the Kubernetes API is not highly available`,
+        'add a second server host; with the external datastore two servers are enough',
+      ),
+    );
   }
+  return out;
+}
+
+/**
+ * `remove: true` (and `k8s-ha node remove NAME`, which sets it for one run):
+ * what the removal phases (phases/node-removal.ts) can take apart is a k3s
+ * node. A load balancer or datastore host holds what every server needs;
+ * retiring one is a change of topology, not a node leaving.
+ */
+function checkRemovals(f: ClusterFile): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  f.hosts.forEach((h, i) => {
+    if (h.remove !== true) return;
+    const infra = h.roles.filter((r) => r === 'loadbalancer' || r === 'datastore');
+    if (infra.length) {
+      const only = !h.roles.includes('server') && !h.roles.includes('agent');
+      out.push(
+        error(
+          `hosts[${i}].remove`,
+          `host "${h.name}" is a ${infra.join(' and ')} host; remove: true takes out k3s nodes (servers and agents) only${only ? '' : `, and ${h.name} also carries the cluster's ${infra.join(' and ')}`}`,
+          only
+            ? `to retire it, give its role to another host first and apply; then delete ${h.name} from hosts: (and its line under hosts: in the state file)`
+            : `move the ${infra.join(' and ')} role to another host first and apply; then remove ${h.name}`,
+        ),
+      );
+    }
+    const g = f.datastore.galera;
+    if (g?.enabled && g.arbitrator === h.name) {
+      out.push(error(`hosts[${i}].remove`, `host "${h.name}" runs the Galera arbitrator (datastore.galera.arbitrator)`, `move the arbitrator to another host (datastore.galera.arbitrator) in the same apply, or before`));
+    }
+  });
   return out;
 }
 

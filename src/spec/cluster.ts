@@ -162,7 +162,14 @@ export interface Waits {
 export interface Cluster {
   apiVersion: 'k8s-ha/v1';
   name: string;
+  /** The hosts the cluster is made of: every host of the file but those with `remove: true`. */
   hosts: ClusterHost[];
+  /**
+   * Hosts to take out of the cluster (`remove: true`, or `k8s-ha node
+   * remove NAME`): no phase of apply builds anything for them, the removal
+   * phases (phases/node-removal.ts) take them apart. Empty when none.
+   */
+  removing: ClusterHost[];
   /** The address clients and agents use: the virtual IP, else the load-balancer host's address. */
   apiAddress: string;
   apiPort: number;
@@ -266,7 +273,7 @@ function ms(text: string): number {
  * Secret references are resolved here, so problems with them land in `out`.
  */
 export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diagnostic[]): Cluster {
-  const hosts: ClusterHost[] = file.hosts.map((h, i) => {
+  const allHosts: ClusterHost[] = file.hosts.map((h, i) => {
     const s = { ...file.ssh, ...(h.ssh ?? {}) };
     const keyFile = expandHome(s.keyFile, ctx);
     const sudoEnv = h.sudo?.passwordEnv;
@@ -301,6 +308,8 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
       ...(h.nodeIP !== undefined ? { nodeIP: h.nodeIP } : {}),
     };
   });
+  const hosts = allHosts.filter((_, i) => file.hosts[i]!.remove !== true);
+  const removing = allHosts.filter((_, i) => file.hosts[i]!.remove === true);
 
   const lb = file.loadBalancer;
   const vip = lb.virtualIP;
@@ -429,6 +438,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
     apiVersion: 'k8s-ha/v1',
     name: file.name,
     hosts,
+    removing,
     apiAddress,
     apiPort: lb.port,
     apiServerUrl: `https://${apiAddress}:${lb.port}`,

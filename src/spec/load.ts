@@ -11,7 +11,7 @@ import { CHECK_GROUPS } from './checks.js';
 import { resolveCluster, type Cluster } from './cluster.js';
 import { localFileProblems, type LocalFileOptions } from './local-files.js';
 import { attachPositions, error, hasErrors, sortDiagnostics, type Diagnostic } from './diagnostics.js';
-import { ClusterFileSchema, type ClusterFile } from './schema.js';
+import { ClusterFileSchema, type ClusterFile, type HostFile } from './schema.js';
 import { schemaDiagnostics } from './schema-errors.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -32,12 +32,39 @@ export interface LoadResult {
  * Parse and check a cluster file's text. Pure: no file is read; `fileName`
  * only places relative paths (resolved against its directory).
  */
-export function parseCluster(text: string, fileName: string, env: Env): LoadResult {
-  return analyse(text, fileName, env, () => []);
+export function parseCluster(text: string, fileName: string, env: Env, removal: Removal = {}): LoadResult {
+  return analyse(text, fileName, env, () => [], removal);
+}
+
+/**
+ * `k8s-ha node remove NAME` for one run: the named hosts are taken as if
+ * they carried `remove: true`, so every check (the last server, a load
+ * balancer host, ...) refuses exactly what it refuses in the file. A host no
+ * longer in the file but recorded in the state file (`vanished`) is added
+ * back with the top-level ssh settings, to be removed.
+ */
+export interface Removal {
+  remove?: readonly string[];
+  vanished?: readonly { name: string; address: string; roles: readonly string[] }[];
+}
+
+function markRemovals(file: ClusterFile, r: Removal): Diagnostic[] {
+  if (!Array.isArray(file.hosts)) return [];
+  for (const v of r.vanished ?? []) {
+    if (file.hosts.some((h) => h.name === v.name)) continue;
+    file.hosts.push({ name: v.name, address: v.address, roles: [...v.roles] as HostFile['roles'], remove: true });
+  }
+  const out: Diagnostic[] = [];
+  for (const name of r.remove ?? []) {
+    const h = file.hosts.find((x) => x.name === name);
+    if (h) h.remove = true;
+    else out.push(error('hosts', `no host named "${name}" in the cluster file or the state file`, `give the name of a host to remove: ${file.hosts.map((x) => x.name).join(', ')}`));
+  }
+  return out;
 }
 
 /** The pipeline; `extra` adds checks on the resolved cluster (loadClusterFile's file checks). */
-function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster, f: ClusterFile) => Diagnostic[]): LoadResult {
+function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster, f: ClusterFile) => Diagnostic[], removal: Removal = {}): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   const diagnostics: Diagnostic[] = [];
@@ -90,6 +117,7 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster, f
   const file = Value.Default(ClusterFileSchema, Value.Clone(raw)) as ClusterFile;
   const schemaProblems = schemaDiagnostics(ClusterFileSchema, file);
   diagnostics.push(...schemaProblems);
+  if (!schemaProblems.length) diagnostics.push(...markRemovals(file, removal));
 
   // With a sound file every check runs; otherwise only those whose sections passed.
   const sound = (key: keyof ClusterFile) => !schemaProblems.some((d) => d.path === key || d.path.startsWith(`${key}.`) || d.path.startsWith(`${key}[`) || d.path === '');
@@ -112,7 +140,7 @@ function analyse(text: string, fileName: string, env: Env, extra: (c: Cluster, f
  * Read and check a cluster file, then the local files it names (secrets, SSH
  * keys, the k3s binary and its version, a MetalLB manifest and its digest).
  */
-export function loadClusterFile(path: string, env: Env, opts: LocalFileOptions = {}): LoadResult {
+export function loadClusterFile(path: string, env: Env, opts: LocalFileOptions & Removal = {}): LoadResult {
   let text: string;
   try {
     const size = statSync(path).size;
@@ -124,7 +152,7 @@ export function loadClusterFile(path: string, env: Env, opts: LocalFileOptions =
     const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
     return { diagnostics: [error('', `cannot read ${path}: ${reason}`, 'give the path of a cluster file, or write one with `k8s-ha init`')] };
   }
-  return analyse(text, path, env, (c, f) => localFileProblems(f, c, opts));
+  return analyse(text, path, env, (c, f) => localFileProblems(f, c, opts), opts);
 }
 
 function yamlHint(code: string): string {

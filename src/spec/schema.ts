@@ -175,6 +175,13 @@ export const HostSchema = Type.Object(
       ),
     ),
     nodeIP: Type.Optional(ipv4('Address the k3s node advertises (node-ip), when it differs from address.')),
+    remove: Type.Optional(
+      Type.Boolean({
+        description:
+          'Take this k3s node (server or agent) out of the cluster on the next apply, as `k8s-ha node remove NAME` does: out of the load balancer (a server: before its k3s stops), cordoned, drained, its Node object and node-password secret deleted, k3s uninstalled, its datastore account dropped, forgotten in the state file. A host that cannot be reached is removed only with --force. Delete the entry once it is done.',
+        default: false,
+      }),
+    ),
   },
   { additionalProperties: false, description: 'A machine of the cluster.' },
 );

@@ -128,11 +128,19 @@ export class ConnectionError extends Error {
     readonly doing: string,
     readonly reason: string,
     readonly hint?: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; hostKeyChanged?: boolean },
   ) {
     super(`${host} (${endpoint}): ${doing}: ${reason}${hint ? `\n  hint: ${hint}` : ''}`, options);
     this.name = 'ConnectionError';
+    this.hostKeyChanged = options?.hostKeyChanged ?? false;
   }
+
+  /**
+   * The host answered with another key than the pinned one (re-installed, or
+   * someone in between): never a host that is merely down, so a run must
+   * not go on without it as it does for an unreachable agent.
+   */
+  readonly hostKeyChanged: boolean;
 }
 
 /** The check of a new file's content failed; the old file was left in place. */

@@ -342,6 +342,7 @@ export class SshHost implements Host {
       `the host key has changed: pinned ${fingerprint(pinned)}, offered ${fingerprint(offered)}. Refusing to connect: someone may be intercepting the connection`,
       `if the host was reinstalled or its key replaced on purpose, check the new fingerprint on the host ` +
         `(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then ${where}, or run again with --accept-new-host-key ${this.name}`,
+      { hostKeyChanged: true },
     );
   }
 

@@ -97,7 +97,7 @@ test('a host that vanished from the cluster file after an apply is refused with 
   const plan = await s.cli('plan');
   assert.equal(plan.code, 1);
   assert.match(plan.stdout, /error hosts: agent3 \(agent, 192\.168\.\d+\.\d+\) was applied to this cluster .* but is not in .* any more; k8s-ha does not forget a host silently/);
-  assert.match(plan.stdout, /fix: put it back in the file; to take it out of the cluster, remove it deliberately first \(`k3s kubectl drain agent3 --ignore-daemonsets`, `k3s kubectl delete node agent3`, k3s-agent-uninstall\.sh on it\)/);
+  assert.match(plan.stdout, /fix: remove it deliberately: `k8s-ha node remove agent3` \(drains it, deletes its Node, runs k3s-agent-uninstall\.sh there, .*\), or put it back in the file with `remove: true` and apply/);
   const writes = s.fleet.hosts.get('agent1')!.writes.length;
   const apply = await s.cli('apply', '--yes', '--no-verify');
   assert.equal(apply.code, 1);

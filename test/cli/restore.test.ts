@@ -72,7 +72,9 @@ test('restore onto the same machines: agents then servers stopped, the dump load
 
   const dry = await s.cli(['restore', 'b.tar', '--dry-run']);
   assert.equal(dry.code, 0, dry.stderr + dry.stdout);
-  assert.match(dry.stdout, /Restore b\.tar: cluster seed, taken .*, 41 kine rows/);
+  assert.match(dry.stdout, new RegExp(`Restore b\\.tar: cluster seed, taken .*, ${backupRows} kine rows`));
+  // Same machines: their node passwords are the backup's, nothing to write, no secret removed.
+  assert.doesNotMatch(dry.stdout, /node password|node-password/);
   assert.match(dry.stdout, /stop k3s-agent \(until the datastore is restored\)/);
   assert.match(dry.stdout, new RegExp(`replace its ${tb.rows.length} rows \\(revision ${servedBefore}\\) in k3s with the backup's ${backupRows} rows`));
   assert.match(dry.stdout, /start k3s\b/);
@@ -114,7 +116,65 @@ test('restore onto fresh machines with the cluster file and the backup only: the
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.deepEqual(names(table(fresh)), atBackup);
   assert.equal(secrets(fresh).k3sToken, secrets(s).k3sToken, 'the backup\'s token is not in the new state file');
-  for (const h of ['agent1', 'agent2', 'agent3', 'server1', 'server2']) assert.equal(fresh.fleet.k3s.nodeReady(h), true, `${h} did not come back`);
+  for (const h of ['agent1', 'agent2', 'agent3', 'server1', 'server2']) {
+    assert.equal(fresh.fleet.k3s.nodeReady(h), true, `${h} did not come back`);
+    // The node password the restored datastore knows it by: the old machine's, 0600, before k3s started.
+    const pw = fresh.fleet.hosts.get(h)!.files.get('/etc/rancher/node/password')!;
+    assert.equal(pw.content.toString(), s.fleet.hosts.get(h)!.text('/etc/rancher/node/password'), `${h} has another node password than the machine backed up`);
+    assert.equal(pw.mode, 0o600);
+  }
+  // The nodes came back as themselves: no node-password secret was made anew (the rows are the backup's).
+  assert.match(r.stdout, /Put each node's k3s node password back\n  server1:\n    \+ create \/etc\/rancher\/node\/password/);
+  const passwords = [...s.fleet.hosts.values()].map((h) => h.text('/etc/rancher/node/password')?.trim()).filter((p): p is string => !!p);
+  assert.equal(passwords.length, 5);
+  for (const o of [...fresh.outputs, ...s.outputs]) for (const v of passwords) assert.ok(!(o.stdout + o.stderr).includes(v), 'a node password was printed');
+});
+
+test('a backup without node passwords (scheduled, or from an older k8s-ha) restored onto fresh machines: the old node-password secrets go with the load, so the new machines join under the old names', async (t) => {
+  const { s, archive, atBackup } = await appliedWithBackup(t);
+  // The same archive, its secrets part without nodePasswords.
+  const a = await openArchive(archive);
+  const sec = JSON.parse((await entryBuffer(archive, a.entries.get('secrets.json')!)).toString()) as Record<string, unknown>;
+  assert.equal(Object.keys(sec.nodePasswords as object).length, 5, 'the backup holds every node password');
+  delete sec.nodePasswords;
+  const freshDir = tempDir(t);
+  const parts = [
+    await spoolPart(Readable.from([await entryBuffer(archive, a.entries.get('kine.sql.gz')!)]), 'kine.sql.gz', join(freshDir, '.d'), null),
+    await spoolPart(Readable.from([Buffer.from(JSON.stringify(sec))]), 'secrets.json', join(freshDir, '.s'), null),
+  ];
+  const { parts: _omit, ...rest } = a.manifest;
+  await writeArchive(join(freshDir, 'old.tar'), { ...rest, source: 'scheduled' }, parts);
+  const fresh = setup(t, freshDir, readFileSync(s.file, 'utf8'));
+  writeFileSync(fresh.file, readFileSync(s.file, 'utf8'));
+  const r = await fresh.cli(['restore', 'old.tar', '--yes', '--no-verify']);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /remove the node-password secrets of server1, server2, agent1, agent2, agent3 \(the backup has no node password for them: they join as new machines\)/);
+  for (const h of ['agent1', 'agent2', 'agent3', 'server1', 'server2']) assert.equal(fresh.fleet.k3s.nodeReady(h), true, `${h} was refused`);
+  // Every object as at backup, except the node-password secrets: made anew by the new machines.
+  const isPw = (n: string) => /\.node-password\.k3s /.test(n);
+  assert.deepEqual(names(table(fresh)).filter((n) => !isPw(n)), atBackup.filter((n) => !isPw(n)));
+  assert.equal(names(table(fresh)).filter(isPw).length, 5);
+});
+
+test('apply on a fresh machine that takes an old node\'s name stops at once with k3s\'s refusal and the way out; deleting the old node lets it join', async (t) => {
+  const s = setup(t);
+  const a = await s.cli(['apply', '--yes', '--no-verify']);
+  assert.equal(a.code, 0, a.stderr + a.stdout);
+  // agent2's machine replaced: k3s gone, a new node password (the old Node and its secret are still in the datastore).
+  const h = s.fleet.hosts.get('agent2')!;
+  for (const p of [...h.files.keys()]) if (/^\/(etc\/rancher|var\/lib\/rancher|usr\/local\/bin\/k3s|etc\/systemd\/system\/k3s)/.test(p)) h.files.delete(p);
+  h.services.delete('k3s-agent');
+  h.setFile('/etc/rancher/node/password', 'the new machine\'s password\n', { mode: 0o600 });
+  const t0 = Date.now();
+  const r = await s.cli(['apply', '--yes', '--no-verify']);
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stderr, /agent2: k3s refused agent2's node password \("Node password rejected"\): the cluster keeps kube-system\/agent2\.node-password\.k3s/);
+  assert.match(r.stderr, /hint: if this machine replaces the old agent2, delete the old node \(`k3s kubectl delete node agent2` on a server/);
+  assert.ok(Date.now() - t0 < 20_000, 'the refusal waited for the whole bound');
+  s.fleet.kube.onNodeDeleted('agent2');
+  const again = await s.cli(['apply', '--yes', '--no-verify']);
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal(s.fleet.k3s.nodeReady('agent2'), true);
 });
 
 test('a restore cut off while the dump loads converges when run again, and never hands out a revision the old cluster served', async (t) => {

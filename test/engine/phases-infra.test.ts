@@ -11,24 +11,15 @@ import { vipPhase } from '../../src/phases/vip.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { formatPlan, planToJSON } from '../../src/cli/output/plan.js';
 import { runCli } from '../cli/helpers.js';
+import { answerAccountSql, fakeMariadb, type FakeMariadb } from '../support/fleet-mariadb.js';
 
 /**
  * Memory hosts for the infrastructure phases: Debian packages that start
  * their daemon on install (as Debian does), checkers that pass unless told
- * otherwise, `ip addr` for the VIP interface, and a small MariaDB that
- * understands the SQL the datastore phase sends on stdin.
+ * otherwise, `ip addr` for the VIP interface, and the fleet's MariaDB
+ * (test/support/fleet-mariadb.ts) answering the SQL the datastore phase
+ * sends on stdin.
  */
-interface FakeMariadb {
-  version: string;
-  variables: Record<string, string>;
-  databases: Set<string>;
-  /** host -> password and TLS rule of the `k3s` accounts. */
-  users: Map<string, { password: string; ssl: string }>;
-  grants: Set<string>;
-  /** Every SQL script received on stdin. */
-  scripts: string[];
-}
-
 const ADDR: Record<string, string> = {
   infra: '10.9.0.10',
   lb1: '10.9.0.5',
@@ -38,50 +29,6 @@ const ADDR: Record<string, string> = {
   server3: '10.9.0.13',
   agent1: '10.9.0.21',
 };
-
-function fakeMariadb(): FakeMariadb {
-  return {
-    version: '10.11.14-MariaDB-0+deb12u2',
-    variables: { AUTO_INCREMENT_INCREMENT: '1', AUTO_INCREMENT_OFFSET: '1', MAX_CONNECTIONS: '151', INNODB_SNAPSHOT_ISOLATION: 'OFF' },
-    databases: new Set(),
-    users: new Map(),
-    grants: new Set(),
-    scripts: [],
-  };
-}
-
-const str = (s: string) => s.replace(/\\(.)/g, '$1');
-
-function answerSql(db: FakeMariadb, sql: string): string {
-  db.scripts.push(sql);
-  if (sql.includes("SELECT 'version'")) {
-    const pw = str(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
-    const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
-    const rows = [`version\t${db.version}`];
-    for (const [k, v] of Object.entries(db.variables)) rows.push(`var\t${k}\t${v}`);
-    if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
-    for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
-    for (const h of db.grants) rows.push(`grant\t${h}`);
-    return rows.join('\n') + '\n';
-  }
-  for (const line of sql.split('\n')) {
-    let m = /^CREATE DATABASE IF NOT EXISTS `([^`]+)`/.exec(line);
-    if (m) db.databases.add(m[1]!);
-    m = /^(CREATE USER IF NOT EXISTS|ALTER USER) '[^']+'@'([^']+)' IDENTIFIED BY '((?:[^'\\]|\\.)*)' REQUIRE (SSL|NONE)/.exec(line);
-    if (m) {
-      const exists = db.users.has(m[2]!);
-      if (m[1] === 'ALTER USER' || !exists) db.users.set(m[2]!, { password: str(m[3]!), ssl: m[4] === 'SSL' ? 'ANY' : 'NONE' });
-    }
-    m = /^GRANT ALL PRIVILEGES ON .* TO '[^']+'@'([^']+)'/.exec(line);
-    if (m) db.grants.add(m[1]!);
-    m = /^DROP USER IF EXISTS '[^']+'@'([^']+)'/.exec(line);
-    if (m) {
-      db.users.delete(m[1]!);
-      db.grants.delete(m[1]!);
-    }
-  }
-  return '';
-}
 
 function infraHost(name: string, db?: FakeMariadb): MemoryHost {
   const h = new MemoryHost({
@@ -105,7 +52,8 @@ function infraHost(name: string, db?: FakeMariadb): MemoryHost {
   if (db) {
     h.handle(/^mariadb --batch/, (_cmd, stdin) => {
       if (!h.services.get('mariadb')?.active) return { code: 1, stdout: '', stderr: "ERROR 2002 (HY000): Can't connect to local server through socket" };
-      return ok(answerSql(db, stdin));
+      db.scripts.push(stdin);
+      return ok(answerAccountSql(db, db.variables, stdin));
     });
   }
   return h;

@@ -96,7 +96,7 @@ export const UNITS: Readonly<Record<string, UnitModel>> = {
 };
 
 /** What a unit does beyond systemd's bookkeeping when it (re)starts or stops (k3s registers here). */
-export type UnitHook = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop') => ExecResult | void;
+export type UnitHook = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop' | 'reload') => ExecResult | void;
 
 const notFound = (what: string): ExecResult => ({ code: 127, stdout: '', stderr: `bash: line 1: ${what}: command not found` });
 const words = (text: string): string[] => text.split(/\s+/).map((w) => w.replace(/^'(.*)'$/, '$1'));
@@ -189,6 +189,7 @@ export class Machine {
         if (!model?.reloadable) return { code: 1, stdout: '', stderr: `Failed to reload ${u}.service: Job type reload is not applicable for unit ${u}.service.` };
         s.reloads++;
         this.#snapshot(u);
+        this.#hook(u, 'reload');
         return ok();
       case 'start':
       case 'restart': {
@@ -211,7 +212,7 @@ export class Machine {
     }
   }
 
-  #hook(unit: string, how: 'start' | 'restart' | 'stop'): ExecResult | void {
+  #hook(unit: string, how: 'start' | 'restart' | 'stop' | 'reload'): ExecResult | void {
     let out: ExecResult | void = undefined;
     for (const h of this.hooks) out = h(this, unit, how) ?? out;
     return out;
@@ -306,6 +307,11 @@ export function debianMachine(opts: MemoryHostOptions, iface: string, prefixLeng
     const pkg = catalog[name];
     if (!pkg) return ok('');
     return ok(`${name}:\n  Installed: ${host.packages.get(name) ?? '(none)'}\n  Candidate: ${pkg.version}\n`);
+  });
+  // The agents' settle: the unit's last line and the journal's cursor.
+  host.handle(/^journalctl -u \S+ -n 1 --show-cursor -q -o cat$/, (cmd) => {
+    const lines = m.journal.get(words(cmd.text)[2]!) ?? [];
+    return ok(lines.length ? `${lines[lines.length - 1]}\n-- cursor: s=${lines.length}\n` : '');
   });
   host.handle(/^journalctl -u \S+ -n \d+ --no-pager/, (cmd) => {
     const w = words(cmd.text);

@@ -2,7 +2,9 @@ import { parse } from 'yaml';
 import type { ExecResult } from '../../src/transport/host.js';
 import { ok } from '../../src/transport/memory.js';
 import { sha256, type Machine } from './fleet-debian.js';
-import { loginProblem, type FakeMariadb } from './fleet-mariadb.js';
+import { kineTable, loginProblem, type FakeMariadb } from './fleet-mariadb.js';
+import { insertRow } from './fleet-kine.js';
+import { nodePasswordKey } from '../../src/backup/sql.js';
 
 /**
  * k3s where k8s-ha looks: the binary's hash record, a server that reads its
@@ -17,6 +19,10 @@ export const TOKEN_FILE = '/var/lib/rancher/k3s/server/token';
 const CONFIG = '/etc/rancher/k3s/config.yaml';
 const DIFFERENT_TOKEN = 'bootstrap data already found and encrypted with different token';
 const LB_UNITS = ['nginx', 'haproxy', 'k8s-ha-lb'];
+const NODE_PASSWORD = '/etc/rancher/node/password';
+const PASSWORD_REJECTED = "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag";
+/** Node passwords made so far in this process: a machine of a new fleet never gets an old machine's password. */
+let passwordsMade = 0;
 
 export interface RestartRecord {
   host: string;
@@ -79,8 +85,8 @@ export class K3sModel {
   }
 
   /** Called by systemd (Machine.hooks) when a unit starts, restarts or stops. */
-  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop'): void => {
-    if (unit !== 'k3s') return;
+  onUnit = (m: Machine, unit: string, how: 'start' | 'restart' | 'stop' | 'reload'): void => {
+    if (unit !== 'k3s' || how === 'reload') return;
     if (how === 'stop') {
       this.runs.delete(m.host.name);
       return;
@@ -91,6 +97,56 @@ export class K3sModel {
     m.log('k3s', 'level=info msg="Starting k3s v1.31.4+k3s1"');
     this.advance(m);
   };
+
+  /**
+   * The node-password check (k3s#802): the node's /etc/rancher/node/password
+   * (made when absent, as k3s does), its hash kept in the kine table as the
+   * node's Secret, made the first time the name is seen; another password
+   * is refused and the node logs k3s's words and keeps retrying.
+   */
+  passwordAccepted(m: Machine, node: string, server: Machine, unit: string): boolean {
+    const t = this.#kine(server);
+    if (!t) return false;
+    let pw = m.text(NODE_PASSWORD)?.trim();
+    if (!pw) {
+      pw = `node password ${++passwordsMade} of ${m.host.name}`;
+      m.host.setFile(NODE_PASSWORD, `${pw}\n`, { mode: 0o600 });
+    }
+    const key = nodePasswordKey(node);
+    const hash = sha256(`scrypt ${pw}`);
+    const row = [...t.rows].reverse().find((r) => r.name === key);
+    if (!row || row.deleted) {
+      insertRow(t, key, hash);
+      return true;
+    }
+    if (row.value.toString('utf8') === hash) return true;
+    m.log(unit, `level=info msg="Waiting to retrieve agent configuration; server is not ready: ${PASSWORD_REJECTED}"`);
+    return false;
+  }
+
+  /** `kubectl delete node`: k3s deletes the node's password Secret with it. */
+  nodeDeleted = (node: string): void => {
+    const server = [...this.world.machines()].find((x) => this.ready(x));
+    const t = server && this.#kine(server);
+    const key = nodePasswordKey(node);
+    const row = t && [...t.rows].reverse().find((r) => r.name === key);
+    if (t && row && !row.deleted) insertRow(t, key, '', 1);
+  };
+
+  /** The node's password Secret exists (its kine row, not deleted), as a running server's API would say. */
+  hasNodePassword = (node: string): boolean => {
+    const server = [...this.world.machines()].find((x) => this.ready(x));
+    const t = server && this.#kine(server);
+    const row = t && [...t.rows].reverse().find((r) => r.name === nodePasswordKey(node));
+    return !!row && !row.deleted;
+  };
+
+  #kine(server: Machine) {
+    const cfg = this.config(server);
+    const dsn = /^mysql:\/\/[^@]*@tcp\(([^:)]+):\d+\)\/(.+)$/.exec(String(cfg['datastore-endpoint'] ?? ''));
+    const dm = dsn && this.world.byAddress(dsn[1]!);
+    return dm ? kineTable(dm, this.world.mariadb(dm), dsn[2]!) : undefined;
+  }
 
   /** The datastore the config names and whether this server can use it. */
   #datastore(m: Machine): { db?: FakeMariadb; database: string; problem: string | null } {
@@ -130,6 +186,8 @@ export class K3sModel {
     if (!m.has(TOKEN_FILE)) m.host.setFile(TOKEN_FILE, `K10${caHash(ds.database)}::server:${run.token}\n`, { mode: 0o600 });
     if (!m.has('/etc/rancher/k3s/k3s.yaml')) m.host.setFile('/etc/rancher/k3s/k3s.yaml', 'apiVersion: v1\nkind: Config\n# simulated admin kubeconfig\n', { mode: 0o600 });
     m.log('k3s', 'level=info msg="k3s is up and running"');
+    // its own node asks for its kubelet certificate with its node password
+    this.passwordAccepted(m, String(this.config(m)['node-name'] ?? m.host.name), m, 'k3s');
   }
 
   ready(m: Machine): boolean {
@@ -141,9 +199,11 @@ export class K3sModel {
   nodeReady = (name: string): boolean | undefined => {
     const m = [...this.world.machines()].find((x) => x.host.name === name || this.config(x)['node-name'] === name);
     if (!m) return undefined;
-    if (this.ready(m)) return true;
+    // A server's own node: its API is up, its node parts wait for the password check.
+    if (this.ready(m)) return this.passwordAccepted(m, name, m, 'k3s');
     if (!m.host.services.get('k3s-agent')?.active) return undefined;
-    return this.#agentJoins(m) ? true : undefined;
+    const server = [...this.world.machines()].find((x) => this.ready(x));
+    return this.#agentJoins(m) && server && this.passwordAccepted(m, name, server, 'k3s-agent') ? true : undefined;
   };
 
   /** An agent registers through the address in its config with a token of the running cluster. */

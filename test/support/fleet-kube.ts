@@ -47,26 +47,102 @@ export class FakeKube {
     return this.manifest !== null && this.dryRunsSinceManifest > this.opts.webhookAfter;
   }
 
-  /** Names of the registered Node objects (set by the fleet from its k3s model). */
+  /** Names of the nodes whose k3s runs and was admitted (set by the fleet from its k3s model). */
   listNodes: () => string[] = () => [];
   /** Node objects deleted (`kubectl delete node`), in order. */
   readonly deletedNodes: string[] = [];
+  /** Deleted and not registered again since (a kubelet registers when it starts). */
+  readonly #gone = new Set<string>();
+  /** Called for each deleted Node (the k3s model deletes its node-password Secret). */
+  onNodeDeleted: (name: string) => void = () => {};
+  /** Whether kube-system `NAME.node-password.k3s` exists (the k3s model keeps it in the kine table). */
+  hasNodePassword: (name: string) => boolean = () => false;
+  /** Nodes cordoned (spec.unschedulable) and their annotations. */
+  readonly cordoned = new Set<string>();
+  readonly annotations = new Map<string, Record<string, string>>();
+
+  /** A kubelet starting on `name`: its Node is registered again if it was deleted. */
+  registering(name: string): void {
+    this.#gone.delete(name);
+  }
+
+  /** Deleted, and its k3s not started again since (a running kubelet does not re-register). */
+  deleted(name: string): boolean {
+    return this.#gone.has(name);
+  }
+
+  /** Node objects in the datastore: registered once, kept (NotReady) when the machine goes, until deleted. */
+  readonly #objects = new Set<string>();
+
+  #nodes(): string[] {
+    for (const n of this.listNodes()) if (!this.#gone.has(n)) this.#objects.add(n);
+    return [...this.#objects].sort(); // the API lists by name
+  }
+
+  #ready(n: string): boolean {
+    return this.listNodes().includes(n) && this.nodeReady(n) === true;
+  }
 
   /** Answer one `k3s kubectl ...` command (the API is up). */
-  kubectl(text: string, stdin: string): ExecResult {
-    if (/ kubectl get nodes -o name$/.test(text)) return ok(this.listNodes().filter((n) => !this.deletedNodes.includes(n)).map((n) => `node/${n}\n`).join(''));
-    const delNodes = / kubectl delete node (?:--\S+ )*(.+)$/.exec(text);
+  kubectl(raw: string, stdin: string): ExecResult {
+    // Global flags k8s-ha passes (k3s-health.ts kubectlArgs) say nothing to the model.
+    const text = raw.replace(/ --kubeconfig \S+/, '').replace(/ --request-timeout=\S+/, '');
+    if (/ kubectl get nodes -o name$/.test(text)) return ok(this.#nodes().map((n) => `node/${n}\n`).join(''));
+    if (/ kubectl get nodes -o json$/.test(text)) {
+      const items = this.#nodes().map((n) => ({
+        metadata: { name: n, annotations: this.annotations.get(n) ?? {} },
+        spec: this.cordoned.has(n) ? { unschedulable: true } : {},
+        status: { conditions: [{ type: 'Ready', status: this.#ready(n) ? 'True' : 'False' }], nodeInfo: { kubeletVersion: 'v1.31.4+k3s1' } },
+      }));
+      return ok(JSON.stringify({ kind: 'List', items }));
+    }
+    const delNodes = / kubectl delete node (.+)$/.exec(text);
     if (delNodes) {
-      for (const n of delNodes[1]!.split(' ')) {
+      for (const n of delNodes[1]!.split(' ').filter((w) => !w.startsWith('--'))) {
+        if (!this.#nodes().includes(n) && !text.includes('--ignore-not-found')) return { code: 1, stdout: '', stderr: `Error from server (NotFound): nodes "${n}" not found` };
+        if (!this.#nodes().includes(n)) continue;
         this.deletedNodes.push(n);
+        this.#gone.add(n);
+        this.#objects.delete(n);
+        this.cordoned.delete(n);
+        this.annotations.delete(n);
         this.timeline.push(`delete node ${n}`);
+        // k3s's node-password controller deletes the secret with the Node.
+        this.onNodeDeleted(n);
       }
+      return ok();
+    }
+    const secret = / kubectl (get|delete) secret -n kube-system (\S+)\.node-password\.k3s/.exec(text);
+    if (secret) {
+      const n = secret[2]!;
+      if (secret[1] === 'get') return ok(this.hasNodePassword(n) ? `secret/${n}.node-password.k3s\n` : '');
+      if (this.hasNodePassword(n)) {
+        this.onNodeDeleted(n);
+        this.timeline.push(`delete secret ${n}`);
+      }
+      return ok();
+    }
+    const verb = / kubectl (cordon|uncordon|drain|annotate) (?:--overwrite )?(?:node )?(\S+)(.*)$/.exec(text);
+    if (verb) {
+      const [, v, n = '', args = ''] = verb;
+      if (!this.#nodes().includes(n)) return { code: 1, stdout: '', stderr: `Error from server (NotFound): nodes "${n}" not found` };
+      if (v === 'cordon' || v === 'drain') this.cordoned.add(n);
+      if (v === 'uncordon') this.cordoned.delete(n);
+      if (v === 'annotate') {
+        const [k, val] = args.trim().split('=');
+        const a = { ...(this.annotations.get(n) ?? {}) };
+        if (k!.endsWith('-')) delete a[k!.slice(0, -1)];
+        else a[k!] = val ?? '';
+        this.annotations.set(n, a);
+        return ok();
+      }
+      this.timeline.push(`${v} ${n}`);
       return ok();
     }
     const node = /get node (\S+) /.exec(text);
     if (node) {
-      const ready = this.nodeReady(node[1]!);
-      return ready === undefined ? { code: 1, stdout: '', stderr: `Error from server (NotFound): nodes "${node[1]}" not found` } : ok(ready ? 'True' : 'False');
+      const n = node[1]!;
+      return this.#nodes().includes(n) ? ok(this.#ready(n) ? 'True' : 'False') : { code: 1, stdout: '', stderr: `Error from server (NotFound): nodes "${n}" not found` };
     }
     if (text.includes('configmap/k8s-ha-metallb deployment/controller')) {
       const items: KubeItem[] = [];

@@ -29,6 +29,8 @@ export interface FakeMariadb {
   passphrases: Map<string, string>;
   /** Every `mariadb-dump` run: the database dumped. */
   dumps: string[];
+  /** `SET GLOBAL name = value` since the server last (re)started: upper-case name -> value and the start it applies to. */
+  globals: Map<string, { value: string; start: number }>;
 }
 
 export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb {
@@ -42,11 +44,17 @@ export function fakeMariadb(version = '10.11.14-MariaDB-0+deb12u2'): FakeMariadb
     bootstrap: new Map(),
     kine: new Map(),
     passphrases: new Map(),
+    globals: new Map(),
     dumps: [],
   };
 }
 
 const unescape = (s: string) => s.replace(/\\(.)/g, '$1');
+
+const startsOf = (m: Machine): number => {
+  const s = m.host.services.get('mariadb');
+  return s ? s.starts + s.restarts : 0;
+};
 
 /** The variables of the running server: its defaults, then what the config it started with sets. */
 export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
@@ -57,6 +65,8 @@ export function variables(m: Machine, db: FakeMariadb): Record<string, string> {
       if (kv && ['max_connections', 'innodb_snapshot_isolation'].includes(kv[1]!)) out[kv[1]!.toUpperCase()] = kv[2]!;
     }
   }
+  // A SET GLOBAL lasts until the server restarts.
+  for (const [k, g] of db.globals) if (g.start === startsOf(m)) out[k] = g.value;
   return out;
 }
 
@@ -123,6 +133,15 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
     return '';
   }
   const t = db.kine.get(database);
+  // restore: every row of the named keys removed, ROW_COUNT() reported
+  let out = '';
+  r = /^DELETE FROM kine WHERE name IN \((.*)\);$/m.exec(sql);
+  if (r && t) {
+    const keys = new Set([...r[1]!.matchAll(/'([^']*)'/g)].map((x) => x[1]!));
+    const before = t.rows.length;
+    t.rows = t.rows.filter((x) => !keys.has(x.name));
+    if (/^SELECT 'deleted', ROW_COUNT\(\);$/m.test(sql)) out = `deleted\t${before - t.rows.length}\n`;
+  }
   r = /^INSERT INTO kine \(id, name, created, deleted, create_revision, prev_revision, lease, value, old_value\) VALUES \((\d+), '([^']+)', 0, 1,/m.exec(sql);
   if (r && t) {
     const id = Number(r[1]);
@@ -132,7 +151,7 @@ function answerKineSql(m: Machine, db: FakeMariadb, sql: string, database: strin
   }
   r = /^ALTER TABLE kine AUTO_INCREMENT = (\d+);/m.exec(sql);
   if (r && t) t.autoIncrement = Math.max(Number(r[1]), ...t.rows.map((x) => x.id + 1));
-  return '';
+  return out;
 }
 
 /** A failing statement: `mariadb` exits 1 with this on stderr. */
@@ -142,11 +161,27 @@ export function answerSql(m: Machine, db: FakeMariadb, sql: string, database?: s
   db.scripts.push(sql);
   const kine = answerKineSql(m, db, sql, database);
   if (kine !== null) return kine;
+  for (const g of sql.matchAll(/^SET GLOBAL ([a-z_]+) = (\d+);$/gm)) {
+    db.globals.set(g[1]!.toUpperCase(), { value: g[2]!, start: startsOf(m) });
+    // The daemon now runs with that value, as a file saying so would give it at start (for stale()).
+    const files = m.running.get('mariadb');
+    for (const [path, content] of files ?? []) if (content) files!.set(path, content.replace(new RegExp(`^(\\s*${g[1]}\\s*=\\s*)\\S+`, 'm'), `$1${g[2]}`));
+  }
+  return answerAccountSql(db, variables(m, db), sql);
+}
+
+/**
+ * The datastore phase's own SQL, without a machine: the read-back query (the
+ * version, the variables given, the database, the accounts with a
+ * server-side password comparison, the grants) and the account statements.
+ * The engine tests of the infrastructure phases use it on memory hosts.
+ */
+export function answerAccountSql(db: FakeMariadb, vars: Record<string, string>, sql: string): string {
   if (sql.includes("SELECT 'version'")) {
     const pw = unescape(/PASSWORD\('((?:[^'\\]|\\.)*)'\)/.exec(sql)?.[1] ?? '');
     const dbName = /SCHEMA_NAME = '([^']+)'/.exec(sql)?.[1] ?? '';
     const rows = [`version\t${db.version}`];
-    for (const [k, v] of Object.entries(variables(m, db))) rows.push(`var\t${k}\t${v}`);
+    for (const [k, v] of Object.entries(vars)) rows.push(`var\t${k}\t${v}`);
     if (db.databases.has(dbName)) rows.push(`db\t${dbName}`);
     for (const [h, u] of db.users) rows.push(`user\t${h}\t${u.password === pw ? 'same' : 'differs'}\t${u.ssl}`);
     for (const h of db.grants) rows.push(`grant\t${h}`);

@@ -65,6 +65,14 @@ export interface Fleet {
    * (a lost connection).
    */
   freezeAfter(host: string, match: RegExp, more?: number): void;
+  /**
+   * The machine of that name re-installed: a bare Debian machine under the
+   * same name and address (empty disk; a new SSH host key where the
+   * transport checks one). The cluster's Node object of that name stays.
+   */
+  recreate(host: string): Machine;
+  /** Every unit start, restart, reload and stop on every machine, in order: `host how unit`. */
+  timeline: string[];
 }
 
 /** The fleet for a cluster file (its text) or a loaded cluster. */
@@ -94,12 +102,21 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   };
   const k3s = new K3sModel({ machines: () => machines.values(), byAddress, mariadb: mariadbOf, vipHolder }, opts.k3s);
   const kube = new FakeKube(opts.kube, k3s.nodeReady);
-  kube.listNodes = () => [...machines.keys()].filter((n) => k3s.nodeReady(n) !== undefined);
+  kube.onNodeDeleted = k3s.nodeDeleted;
+  kube.hasNodePassword = k3s.hasNodePassword;
+  // A Node is listed while its k3s runs and passed the node-password check (k3s#802); a deleted one only once its k3s starts again.
+  kube.listNodes = () => [...machines.keys()].filter((n) => !kube.deleted(n) && k3s.nodeReady(n) !== undefined);
+  const timeline: string[] = [];
   const mariadbVersionPkg = opts.mariadbVersion ? `1:${opts.mariadbVersion.replace(/-MariaDB/, '')}` : undefined;
   if (mariadbVersionPkg) catalog['mariadb-server'] = { ...catalog['mariadb-server']!, version: mariadbVersionPkg };
 
   const add = (name: string, address: string): Machine => {
     const m = debianMachine({ name, address }, iface, opts.prefixLength ?? 24, catalog);
+    m.hooks.push((_m, unit, how) => {
+      timeline.push(`${name} ${how} ${unit}`);
+      // A kubelet registers its Node when it starts (a deleted Node comes back only then).
+      if ((unit === 'k3s' || unit === 'k3s-agent') && how !== 'stop' && how !== 'reload') kube.registering(name);
+    });
     const vip = spec.loadBalancer.virtualIP?.address;
     m.host.handle(/^ip -o -4 addr show dev \S+$/, (cmd) => m.ipAddr(cmd.text.split(' ').pop()!, vip && vipHolder(vip) === m ? [vip] : []));
     attachMariadb(m, mariadbOf(m));
@@ -116,6 +133,10 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
     hosts,
     machines,
     connect: async (h) => (machines.get(h.name) ?? add(h.name, h.address)).host,
+    recreate: (name) => {
+      return add(name, machines.get(name)!.host.address);
+    },
+    timeline,
     mariadb: (name) => mariadbOf(machines.get(name)!),
     k3s,
     kube,

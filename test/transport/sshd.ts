@@ -13,9 +13,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const SSHD = '/usr/sbin/sshd';
-export const NOPW_USER = 'k8shatest-nopw';
-export const PW_USER = 'k8shatest-pw';
-const SUDOERS = '/etc/sudoers.d/k8s-ha-test';
+// Per process, so that runs side by side (several checkouts on one machine)
+// never change or delete each other's users and sudoers rule.
+export const NOPW_USER = `k8shatest-${process.pid}-nopw`;
+export const PW_USER = `k8shatest-${process.pid}-pw`;
+const SUDOERS = `/etc/sudoers.d/k8s-ha-test-${process.pid}`;
+
+/** Users and rules that a run which ended without stop() (killed) left behind: their pid runs no more. */
+function removeLeftovers(): void {
+  const leftover = (pid: string): boolean => pid !== String(process.pid) && !existsSync(`/proc/${pid}`);
+  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const m = /^(k8shatest-(\d+)-(?:no)?pw):/.exec(line);
+    if (m && leftover(m[2]!)) execFileSync('userdel', [m[1]!], { stdio: 'ignore' });
+  }
+  for (const f of readdirSync('/etc/sudoers.d')) {
+    const m = /^k8s-ha-test-(\d+)$/.exec(f);
+    if (m && leftover(m[1]!)) rmSync(join('/etc/sudoers.d', f), { force: true });
+  }
+}
 
 /** Why these tests cannot run here, or undefined when they can. */
 export function sshdUnavailable(): string | undefined {
@@ -45,6 +60,7 @@ export interface TestSshd {
 }
 
 export async function startSshd(opts: { maxSessions?: number } = {}): Promise<TestSshd> {
+  removeLeftovers();
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-sshd-'));
   // sshd reads authorized_keys as the logging-in user; the private keys stay 0600.
   chmodSync(dir, 0o755);

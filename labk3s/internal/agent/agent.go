@@ -20,6 +20,7 @@ import (
 	"github.com/k8s-ha/labk3s/internal/bootstrap"
 	"github.com/k8s-ha/labk3s/internal/certs"
 	"github.com/k8s-ha/labk3s/internal/cli"
+	"github.com/k8s-ha/labk3s/internal/nodepassword"
 	"github.com/k8s-ha/labk3s/internal/util"
 )
 
@@ -58,6 +59,14 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 		ips = []string{util.DefaultIP()}
 	}
 	agentDir := filepath.Join(o.String("data-dir"), "agent")
+	// the node's password, made on its first start and kept across
+	// uninstalls (k3s#802): the servers refuse this name to another machine
+	passFile := nodepassword.File()
+	pass, err := nodepassword.EnsureFile(passFile)
+	if err != nil {
+		return fmt.Errorf("node password %s: %w", passFile, err)
+	}
+	id := nodeIdentity{name: name, password: pass, file: passFile}
 	// Like k3s: systemd hears READY=1 from the agent once its node is
 	// registered, never from the kubelet inside (it would say so early).
 	notify := TakeNotifySocket()
@@ -90,7 +99,7 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	certKey, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-kubelet.crt")
+	certKey, err := fetchAuthed(ctx, server, caPEM, t, id, "/v1-k3s/client-kubelet.crt")
 	if err != nil {
 		return err
 	}
@@ -101,14 +110,14 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 	if !nc.Simulated {
 		// The kubelet's client CA, kube-proxy's identity and the cluster's
 		// settings, from the server, as a k3s agent gets them.
-		clientCA, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-ca.crt")
+		clientCA, err := fetchAuthed(ctx, server, caPEM, t, id, "/v1-k3s/client-ca.crt")
 		if err != nil {
 			return err
 		}
 		if err := util.WriteFile(nc.ClientCAFile, clientCA, 0644); err != nil {
 			return err
 		}
-		proxyCertKey, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/client-kube-proxy.crt")
+		proxyCertKey, err := fetchAuthed(ctx, server, caPEM, t, id, "/v1-k3s/client-kube-proxy.crt")
 		if err != nil {
 			return err
 		}
@@ -120,7 +129,7 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 		if err := util.WriteFile(nc.ProxyKubeconfig, pkc, 0600); err != nil {
 			return err
 		}
-		cfgJSON, err := fetchAuthed(ctx, server, caPEM, t, name, "/v1-k3s/config")
+		cfgJSON, err := fetchAuthed(ctx, server, caPEM, t, id, "/v1-k3s/config")
 		if err != nil {
 			return err
 		}
@@ -146,6 +155,11 @@ func RunAgent(ctx context.Context, o *cli.Options) error {
 }
 
 type fatalError struct{ error }
+
+// passwordRefused: a server holds another password for this node name.
+type passwordRefused struct{ file string }
+
+func (e *passwordRefused) Error() string { return nodepassword.RejectedMessage(e.file) }
 
 func fetchCA(ctx context.Context, server string, t bootstrap.Token) ([]byte, error) {
 	// like k3s: the CA is fetched without verification and then checked
@@ -178,9 +192,9 @@ func fetchCA(ctx context.Context, server string, t bootstrap.Token) ([]byte, err
 
 // fetchAuthed GETs a k3s supervisor path with the node token, retrying
 // until the server answers (a rejected token is fatal).
-func fetchAuthed(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name, path string) ([]byte, error) {
+func fetchAuthed(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, id nodeIdentity, path string) ([]byte, error) {
 	for {
-		b, err := fetchOnce(ctx, server, caPEM, t, name, path)
+		b, err := fetchOnce(ctx, server, caPEM, t, id, path)
 		if err == nil {
 			return b, nil
 		}
@@ -188,16 +202,27 @@ func fetchAuthed(ctx context.Context, server string, caPEM []byte, t bootstrap.T
 		if errors.As(err, &fatal) {
 			return nil, err
 		}
-		logrus.Warnf("Waiting for %s from %s: %v", path, server, err)
+		wait := 2 * time.Second
+		var refused *passwordRefused
+		if errors.As(err, &refused) {
+			// k3s's words, retried as k3s retries them (every 5 s, forever)
+			logrus.Infof("Waiting to retrieve agent configuration; server is not ready: %v", err)
+			wait = 5 * time.Second
+		} else {
+			logrus.Warnf("Waiting for %s from %s: %v", path, server, err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
 	}
 }
 
-func fetchOnce(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, name, path string) ([]byte, error) {
+// nodeIdentity is what a node asks a server with: its name and its password (from file).
+type nodeIdentity struct{ name, password, file string }
+
+func fetchOnce(ctx context.Context, server string, caPEM []byte, t bootstrap.Token, id nodeIdentity, path string) ([]byte, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, &fatalError{errors.New("invalid cluster CA")}
@@ -205,7 +230,8 @@ func fetchOnce(ctx context.Context, server string, caPEM []byte, t bootstrap.Tok
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+path, nil)
 	req.SetBasicAuth("node", t.Password)
-	req.Header.Set("K3s-Node-Name", name)
+	req.Header.Set(nodepassword.NameHeader, id.name)
+	req.Header.Set(nodepassword.PasswordHeader, id.password)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
@@ -220,6 +246,8 @@ func fetchOnce(ctx context.Context, server string, caPEM []byte, t bootstrap.Tok
 		return body, nil
 	case http.StatusUnauthorized:
 		return nil, &fatalError{fmt.Errorf("server %s rejected the token (401)", server)}
+	case http.StatusForbidden:
+		return nil, &passwordRefused{file: id.file}
 	default:
 		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
 	}

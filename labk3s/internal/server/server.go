@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,6 +38,7 @@ import (
 	"github.com/k8s-ha/labk3s/internal/bootstrap"
 	"github.com/k8s-ha/labk3s/internal/certs"
 	"github.com/k8s-ha/labk3s/internal/cli"
+	"github.com/k8s-ha/labk3s/internal/nodepassword"
 	"github.com/k8s-ha/labk3s/internal/util"
 )
 
@@ -60,6 +62,9 @@ type serverConfig struct {
 	domain      string
 	flannel     string
 	boot        bootstrap.Data
+	// the admin client once the apiserver is ready: node passwords are
+	// checked through it (nil before: such requests get 503, as in k3s)
+	admin atomic.Pointer[kubernetes.Interface]
 }
 
 // Run runs "k3s server".
@@ -121,6 +126,8 @@ func Run(ctx context.Context, o *cli.Options) error {
 	if err != nil {
 		return err
 	}
+	c.admin.Store(&admin)
+	nodepassword.RunController(ctx, admin)
 	if err := c.writeAdminKubeconfig(); err != nil {
 		return err
 	}
@@ -666,6 +673,14 @@ func (c *serverConfig) serveNode(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or invalid K3s-Node-Name header", http.StatusBadRequest)
 		return
 	}
+	if r.URL.Path == "/v1-k3s/client-kubelet.crt" {
+		// the kubelet's identity: only for the machine whose password
+		// this name was first seen with (k3s#802)
+		if code, err := c.checkNodePassword(r.Context(), name, r.Header.Get(nodepassword.PasswordHeader)); err != nil {
+			http.Error(w, err.Error(), code)
+			return
+		}
+	}
 	switch r.URL.Path {
 	case "/v1-k3s/client-ca.crt":
 		w.Header().Set("Content-Type", "text/plain")
@@ -688,6 +703,74 @@ func (c *serverConfig) serveNode(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write(append(append([]byte{}, kp.CertPEM...), kp.KeyPEM...))
+}
+
+// checkNodePassword answers whether a node may have a kubelet certificate
+// under name: the status to refuse it with and why, or 0 and nil. As in
+// k3s: no password is a bad request, a mismatch is forbidden, and when the
+// Secret cannot be read or written for another reason the node is let in
+// and the check is made again in the background until it can be.
+func (c *serverConfig) checkNodePassword(ctx context.Context, name, pass string) (int, error) {
+	if pass == "" {
+		return http.StatusBadRequest, errors.New("node password not set")
+	}
+	admin := c.admin.Load()
+	if admin == nil {
+		return http.StatusServiceUnavailable, errors.New("runtime core not ready")
+	}
+	err := nodepassword.Ensure(ctx, *admin, strings.ToLower(name), pass)
+	if err == nil {
+		return 0, nil
+	}
+	if nodepassword.IsMismatch(err) {
+		logrus.Warnf("Refused a kubelet certificate for node %s: %v", name, err)
+		return http.StatusForbidden, err
+	}
+	logrus.Infof("Password verification deferred for node %s: %v", name, err)
+	go func() {
+		for i := 0; i < 120; i++ {
+			time.Sleep(5 * time.Second)
+			if err := nodepassword.Ensure(context.Background(), *admin, strings.ToLower(name), pass); err == nil || nodepassword.IsMismatch(err) {
+				if err != nil {
+					logrus.Warnf("Deferred node password secret validation failed: %v", err)
+				}
+				return
+			}
+		}
+	}()
+	return 0, nil
+}
+
+// ensureOwnPassword checks this server's own node's password before its
+// node parts start, retrying every 5 s while it is refused (a k3s server's
+// node asks its own supervisor and retries the same way). Real k3s may
+// check a server's own node against its local file only, when its
+// apiserver is not ready yet, and then merely record an event on a
+// mismatch; the lab's k3s starts its node parts after its apiserver is
+// ready, so it always checks against the Secret (the stricter case, which
+// k8s-ha must handle anyway).
+func (c *serverConfig) ensureOwnPassword(ctx context.Context, admin kubernetes.Interface) error {
+	file := nodepassword.File()
+	pass, err := nodepassword.EnsureFile(file)
+	if err != nil {
+		return err
+	}
+	for {
+		err := nodepassword.Ensure(ctx, admin, strings.ToLower(c.nodeName), pass)
+		if err == nil {
+			return nil
+		}
+		if nodepassword.IsMismatch(err) {
+			logrus.Infof("Waiting to retrieve agent configuration; server is not ready: %s", nodepassword.RejectedMessage(file))
+		} else {
+			logrus.Infof("Waiting to verify the node password of %s: %v", c.nodeName, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 func (c *serverConfig) waitForAPIServer(ctx context.Context, errc chan error) (kubernetes.Interface, error) {
@@ -786,6 +869,9 @@ func (c *serverConfig) ensureRBAC(ctx context.Context, cs kubernetes.Interface) 
 }
 
 func (c *serverConfig) runLocalAgent(ctx context.Context, admin kubernetes.Interface) error {
+	if err := c.ensureOwnPassword(ctx, admin); err != nil {
+		return err
+	}
 	nc := agent.NodeConfigFromOptions(c.o, c.nodeName, c.nodeIPs, filepath.Join(c.dataDir, "agent"))
 	nc.Kubeconfig = filepath.Join(c.credDir, "kubelet-"+c.nodeName+".kubeconfig")
 	nc.ProxyKubeconfig = filepath.Join(c.credDir, "kube-proxy.kubeconfig")
