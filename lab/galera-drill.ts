@@ -213,6 +213,11 @@ export class Watcher {
         },
       );
       this.#req = req;
+      // TCP keepalive after 1 s of silence, as client-go's HTTP/2 health ping
+      // does: when the VIP moves back, a stream through the other load
+      // balancer goes silent rather than failing; the probe draws the reset
+      // and the watch resumes from its last resourceVersion.
+      req.on('socket', (sock) => sock.setKeepAlive(true, 1000));
       req.on('error', reject);
       req.end();
     });
@@ -368,6 +373,8 @@ export interface FaultResult {
   apiOutageMs: number;
   failedWrites: number;
   verdict: DrillVerdict;
+  /** For the first unseen writes: their resourceVersion and the watch events around it. */
+  unseenDetail: string[];
   gapLines: string[];
   newGapRows: number;
 }
@@ -413,7 +420,15 @@ export async function runFault(
   while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
   await watch.stop();
   const v = await verdict(client, writer, watch);
+  const rvOf = new Map(writer.acked.map((r) => [r.name, r.resourceVersion]));
+  const unseenDetail = v.unseen.slice(0, 6).map((n) => {
+    const rv = BigInt(rvOf.get(n) ?? '0');
+    const before = watch.events.filter((e) => BigInt(e.resourceVersion) < rv).at(-1);
+    const after = watch.events.find((e) => BigInt(e.resourceVersion) > rv);
+    return `${n} rv ${rv}: watch had ${before?.name}@${before?.resourceVersion} then ${after?.name}@${after?.resourceVersion}`;
+  });
   return {
+    unseenDetail,
     fault,
     writer: o.writerNode,
     writeGapMs: Math.round(writer.longestGapMs(t0)),

@@ -219,7 +219,7 @@ function checkGalera(f: ClusterFile, ds: Indexed[]): Diagnostic[] {
     out.push(
       error(
         'datastore.galera.experimental',
-        'the Galera datastore is experimental: a writer failover loses the acknowledged create in flight (a kine bug; README, "Galera datastore")',
+        'the Galera datastore is experimental: kine v0.17 reports a create whose INSERT failed as done when its read-back finds no row, and only the load balancers\' hold-downs keep a failover from acknowledging such a lost create (README, "Galera datastore")',
         'read the measured figures in the README; set datastore.galera.experimental: true to use it anyway, or keep one MariaDB',
       ),
     );

@@ -329,7 +329,7 @@ export const DatastoreSchema = Type.Object(
           ),
           peerPort: port('TCP port the load balancers\' HAProxy peers use to share the current writer (and to keep it across a reload).', 10000),
           experimental: Type.Boolean({
-            description: 'Galera under kine is not yet proven safe by k8s-ha in every fault (see the README, "Galera datastore"); preflight refuses it unless this is true.',
+            description: 'Galera under kine rests on the load balancers\' hold-downs, not on kine (see the README, "Galera datastore"); preflight refuses it unless this is true.',
             default: false,
           }),
         },

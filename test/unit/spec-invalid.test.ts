@@ -294,13 +294,13 @@ const CASES: Case[] = [
   },
 
   {
-    name: 'Galera without experimental: true is refused: a failover loses the acknowledged create in flight',
+    name: 'Galera without experimental: true is refused: its safety rests on the hold-downs, not on kine',
     edits: [
       { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
       { set: ['loadBalancer', 'kind'], to: 'haproxy' },
       { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1' } },
     ],
-    expect: [['error', 'datastore.galera.experimental', /the Galera datastore is experimental: a writer failover loses the acknowledged create in flight/]],
+    expect: [['error', 'datastore.galera.experimental', /the Galera datastore is experimental: kine v0.17 reports a create whose INSERT failed as done/]],
   },
 
   // --- k3s
