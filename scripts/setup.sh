@@ -15,12 +15,13 @@ apt-get update -qq
 # The lab (systemd-nspawn machines on a bridge, NAT to the package registry),
 # the real daemons the renderer tests check configs with, sshd/sudo for
 # the SSH transport tests, and Chromium for the status page's browser test
-# (driven by playwright-core, which never downloads a browser of its own).
+# (driven by playwright-core, which never downloads a browser of its own), and
+# age, which the scheduled-backup script runs when datastore.backup.recipients is set.
 apt-get install -y -qq --no-install-recommends \
   systemd-container debootstrap debian-archive-keyring util-linux iproute2 nftables \
   openssh-server openssh-client sudo curl ca-certificates \
   nginx-light libnginx-mod-stream haproxy keepalived \
-  mariadb-server mariadb-client chromium >/dev/null
+  mariadb-server mariadb-client chromium age >/dev/null
 
 npm ci --no-audit --no-fund
 

@@ -42,7 +42,7 @@ Examples:
   k8s-ha backup --list
   k8s-ha backup --check seed-20261201T091500Z.k8s-ha-backup.tar --identity ~/.config/age/key.txt
 `,
-  restore: `Usage: k8s-ha restore ARCHIVE [-f FILE] [--yes | --dry-run] [--no-verify]
+  restore: `Usage: k8s-ha restore ARCHIVE [-f FILE] [--yes | --dry-run] [--no-verify] [--break-lock]
                       [--passphrase-env NAME | --passphrase-file F | --identity KEYFILE]
 
 Puts a backup back, onto the machines of the cluster file - the same ones or
@@ -70,6 +70,9 @@ Options:
   --yes, -y        do not ask (needed off a terminal)
   --dry-run        show what it would do, change nothing
   --no-verify      skip the verify at the end
+  --break-lock     take over the cluster lock of a run that is gone (a
+                   restore killed halfway leaves its lock; the lock error says
+                   when it looks stale) and converge from where it stopped
   key flags        as for \`k8s-ha backup --check\`, for an encrypted archive
 
 Exit codes: 2 when the archive is refused (another cluster's, damaged, a

@@ -132,9 +132,15 @@ PodDisruptionBudgets), upgraded, Ready, uncordoned. Refused with the way
 out: a downgrade, a skipped minor version, an agent newer than the servers,
 and (unless --force) a cluster that is not healthy before the start. A
 failure stops where it is; running apply again resumes.
-  --force                  upgrade an unhealthy cluster; drain pods no controller manages
+  --force                  upgrade an unhealthy cluster; drain pods no controller manages;
+                           remove a host with remove: true that cannot be reached
   --delete-emptydir-data   drain pods with emptyDir volumes (their data is lost)
   --drain-timeout S        how long one node's drain may take (default 300)
+Nodes: a host added to the file joins; a host with \`remove: true\` is taken out
+(see \`k8s-ha node --help\`: the same steps); a host that vanished from the file
+is refused with the way to remove it. A re-installed machine (changed host
+key: --accept-new-host-key HOST) gets its old Node object and node-password
+secret deleted before it joins, as the plan shows.
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
 Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed

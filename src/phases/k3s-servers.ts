@@ -407,6 +407,13 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
   };
 }
 
+const UNHEALTHY_UPGRADE = 'would start on an unhealthy cluster';
+
+/** Whether a problem is unhealthyStart's (a restore, which stops every node itself, says something else). */
+export function isUnhealthyUpgradeProblem(p: Problem): boolean {
+  return p.path === 'k3s.version' && p.message.includes(UNHEALTHY_UPGRADE);
+}
+
 /**
  * An upgrade starts only on a healthy cluster (every server's k3s running,
  * every Node Ready): rolling a new version through a degraded cluster can
@@ -432,7 +439,7 @@ function unhealthyStart(d: Deployment, observed: ReadonlyMap<string, ServerObser
     {
       severity: 'error',
       path: 'k3s.version',
-      message: `the upgrade to ${target} (${upgrading.join(', ')} first) would start on an unhealthy cluster: ${why.join('; ')}`,
+      message: `the upgrade to ${target} (${upgrading.join(', ')} first) ${UNHEALTHY_UPGRADE}: ${why.join('; ')}`,
       hint: 'bring the cluster back first (`k8s-ha status` shows what is degraded, `k8s-ha apply` with the running version repairs it), or upgrade anyway with --force',
     },
   ];

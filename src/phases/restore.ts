@@ -10,6 +10,8 @@ import { bumpSql, countSql, deleteKeysSql, loadCommand, nodePasswordKey, parseCo
 import type { Cluster } from '../spec/cluster.js';
 import { Secret } from '../util/secret.js';
 import { NODE_PASSWORD_PATH } from './k3s-token.js';
+import { isUnhealthyUpgradeProblem } from './k3s-servers.js';
+import type { K3sVersion } from './k3s-versions.js';
 import { MARIADB_BATCH } from './infra-mariadb.js';
 import { AGENT_UNIT } from './k3s-agents.js';
 import { SERVER_UNIT } from './k3s-servers.js';
@@ -186,9 +188,34 @@ function nodePasswordsPhase(job: RestoreJob): Phase<Deployment, { state: Observe
  * stopped k3s: before the load its unit counts as stopped, so the plan shows
  * the start that follows the load; afterwards it is the phase as it is.
  */
-function afterStop<O extends { state: ObservedState }>(job: RestoreJob, phase: Phase<Deployment, O>, unit: string): Phase<Deployment, O> {
+function afterStop<O extends { state: ObservedState; version: K3sVersion | null }>(job: RestoreJob, phase: Phase<Deployment, O>, unit: string): Phase<Deployment, O> {
   return {
     ...phase,
+    /**
+     * A restore puts the cluster back; an upgrade in the same run would be
+     * checked as a rollout through a running cluster, which the restore has
+     * stopped ("k3s is not running"): refuse it in words that say so.
+     */
+    preflight(ctx, observed) {
+      const problems = phase.preflight?.(ctx, observed) ?? [];
+      const target = ctx.cluster.spec.k3s.version;
+      // In the cluster file's order (the map is filled as observations finish).
+      const order = (n: string) => ctx.cluster.spec.hosts.findIndex((h) => h.name === n);
+      const differ = [...observed].filter(([, o]) => o.version && target && o.version.text !== target).sort(([a], [b]) => order(a) - order(b));
+      if (job.loaded || !target || !differ.length) return problems;
+      const running = [...new Set(differ.map(([, o]) => o.version!.text))];
+      return [
+        ...problems.filter((p) => !isUnhealthyUpgradeProblem(p)),
+        {
+          severity: 'error',
+          path: 'k3s.version',
+          message:
+            `a restore puts the cluster back as it was and does not upgrade it in the same run: ${differ.map(([n, o]) => `${n} runs k3s ${o.version!.text}`).join(', ')}, ` +
+            `the cluster file names ${target} (the backup was taken with ${job.source.manifest.k3sVersion})`,
+          hint: `restore with k3s.version: ${running.join(' / ')} (what the nodes run), then set k3s.version to ${target} and run \`k8s-ha apply\` to upgrade`,
+        },
+      ];
+    },
     async observe(ctx, host) {
       const o = await phase.observe(ctx, host);
       if (job.loaded) return o;

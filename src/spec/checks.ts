@@ -11,6 +11,7 @@ import { parseDuration } from './duration.js';
 import { K3S_AGENT_FLAGS, K3S_SERVER_FLAGS, MANAGED_AGENT_FLAGS, MANAGED_SERVER_FLAGS, suggestFlag, type ManagedFlag } from './k3s-flags.js';
 import { intToIpv4, ipv4ToInt, parseCidr, parsePoolEntry, rangeContains, rangesOverlap, cidrHasHostBits, type Ipv4Range } from './net.js';
 import type { ClusterFile, HostFile, Role } from './schema.js';
+import { checkEncryptTo } from '../backup/crypt.js';
 
 type Indexed = { host: HostFile; i: number };
 
@@ -203,6 +204,14 @@ function checkDatastore(f: ClusterFile): Diagnostic[] {
     out.push(error('datastore.galera.mode', 'multi-writer Galera is not supported by k3s: Galera changes auto_increment_increment, and kine needs revisions that grow by one', 'use mode: single-writer (every server writes to one node, the others stand by)'));
   }
   if (galeraOn) out.push(...checkGalera(f, ds));
+  // The schema checks the shape; age itself checks the key (bech32 checksum).
+  for (const [i, r] of (f.datastore.backup?.recipients ?? []).entries()) {
+    try {
+      checkEncryptTo({ recipients: [r] });
+    } catch (e) {
+      out.push(error(`datastore.backup.recipients[${i}]`, `${r} is not a valid age recipient (${(e as Error).message.replace(/^--recipient \S+: /, '')})`, 'copy the public key again: `age-keygen -y KEYFILE` prints it'));
+    }
+  }
   const servers = withRole(f, 'server').length;
   const mc = f.datastore.maxConnections;
   if (mc !== undefined && mc < servers * 20 + 10) {

@@ -111,6 +111,8 @@ export interface DatastoreBackup {
   dir: string;
   /** When status calls the newest backup stale. */
   staleAfterMs: number;
+  /** age recipients every scheduled archive is encrypted to; empty: not encrypted. */
+  recipients: string[];
 }
 
 const PERIOD_MS: Record<string, number> = { minutely: 60_000, hourly: 3_600_000, daily: 86_400_000, weekly: 7 * 86_400_000, monthly: 31 * 86_400_000 };
@@ -387,6 +389,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
             keep: ds.backup.keep,
             dir: ds.backup.dir.replace(/\/+$/, '') || '/',
             staleAfterMs: ds.backup.staleAfter !== undefined ? (parseDuration(ds.backup.staleAfter) ?? defaultStaleAfterMs(ds.backup.schedule)) : defaultStaleAfterMs(ds.backup.schedule),
+            recipients: [...new Set(ds.backup.recipients ?? [])],
           },
         }
       : {}),

@@ -296,6 +296,21 @@ export const DatastoreSchema = Type.Object(
             errorMessage: 'is not an absolute path',
             errorHint: 'give an absolute path of letters, digits, . _ - and /',
           }),
+          recipients: Type.Optional(
+            Type.Array(
+              Type.String({
+                description: 'An age recipient (public key, age1...).',
+                pattern: '^age1[02-9ac-hj-np-z]{58}$',
+                errorMessage: 'is not an age recipient',
+                errorHint: 'give the public key of an age identity: `age-keygen -y KEYFILE` prints it (age1 followed by 58 letters and digits)',
+              }),
+              {
+                minItems: 1,
+                description:
+                  'Encrypt every scheduled archive to these age recipients (public keys) on the datastore host, so a stolen datastore disk or backup folder does not hold the token (the secrets part is encrypted by k8s-ha before it reaches the host; the dump is encrypted as it is written). No private key is ever on the host: `backup --check` and `restore` open the archives with --identity. Default: not encrypted (mode 0600 in a 0700 folder).',
+              },
+            ),
+          ),
           staleAfter: Type.Optional(
             Type.String({
               description: "Age after which status reports the newest backup as stale (degraded). Default: twice the schedule's period (hourly, daily, weekly...), else 48h.",

@@ -3,7 +3,7 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
-import { parse } from 'yaml';
+import { parse, parseDocument } from 'yaml';
 import { openArchive, readSecretsPart } from '../../src/backup/archive.js';
 import { scanDump, tokenProblem } from '../../src/backup/bootstrap.js';
 import { dumpSqlStream } from '../../src/backup/archive.js';
@@ -227,4 +227,56 @@ test('datastore.backup installs a timer, its oneshot service, the script and the
   assert.equal(removed.code, 0, removed.stderr + removed.stdout);
   for (const p of ['/etc/k8s-ha/backup-secrets.json', '/usr/local/lib/k8s-ha/backup.sh', '/etc/systemd/system/k8s-ha-backup.timer', '/etc/systemd/system/k8s-ha-backup.service']) assert.equal(infra.files.has(p), false, `${p} is still there`);
   assert.deepEqual([infra.services.get('k8s-ha-backup.timer')?.enabled, infra.services.get('k8s-ha-backup.timer')?.active], [false, false]);
+});
+
+test('datastore.backup.recipients: the secrets part reaches the datastore host only encrypted (by k8s-ha, to the recipients; no plaintext token there), age is installed for the dump, a second plan is empty, a new recipient re-encrypts; validate refuses a bad recipient with exit 2', async (t) => {
+  const dir = tempDir(t);
+  const id1 = await generateIdentity();
+  const r1 = await identityToRecipient(id1);
+  const src = readFileSync(SEED, 'utf8').replace(/^datastore:\n/m, `datastore:\n  backup: {schedule: hourly, keep: 5, dir: /srv/backups}\n`);
+  const { file, text } = offlineCluster({ text: src }, dir);
+  const fleet = simulatedFleet(text, { env: { HOME: dir } });
+  const cli = (...argv: string[]) => runCli([...argv, '-f', file], { cwd: dir, hooks: { open: { connect: fleet.connect } } });
+  assert.equal((await cli('apply', '--yes', '--no-verify')).code, 0);
+  const infra = fleet.hosts.get('infra')!;
+  assert.ok(infra.files.has('/etc/k8s-ha/backup-secrets.json'), 'unencrypted first: the plaintext part is there');
+  const setRecipients = (rs: string[]) => {
+    const doc = parseDocument(readFileSync(file, 'utf8'));
+    doc.setIn(['datastore', 'backup', 'recipients'], doc.createNode(rs));
+    writeFileSync(file, doc.toString());
+  };
+  setRecipients([r1]);
+  const plan = await cli('plan');
+  assert.match(plan.stdout, /\+ install age/);
+  assert.match(plan.stdout, /create \/etc\/k8s-ha\/backup-secrets\.json\.age \(mode 0600\): the token and the state file's secrets, encrypted here to 1 age recipient; the plaintext is never on the host/);
+  assert.match(plan.stdout, /- remove \/etc\/k8s-ha\/backup-secrets\.json/);
+  const a = await cli('apply', '--yes', '--no-verify');
+  assert.equal(a.code, 0, a.stderr + a.stdout);
+  const token = (parse(readFileSync(StateFile.pathFor(file), 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken!;
+  assert.equal(infra.files.has('/etc/k8s-ha/backup-secrets.json'), false, 'the plaintext secrets are still on the host');
+  for (const [p, f] of infra.files) assert.ok(!f.content.toString('latin1').includes(token), `${p} holds the token in plaintext`);
+  const enc = infra.files.get('/etc/k8s-ha/backup-secrets.json.age')!;
+  assert.equal(enc.mode, 0o600);
+  const { decryptBuffer } = await import('../../src/backup/crypt.js');
+  const opened = JSON.parse((await decryptBuffer(Buffer.from(enc.content), { identities: [new Secret(id1)] }, 'secrets')).toString()) as { serverToken: string };
+  assert.equal(opened.serverToken, token);
+  assert.match(infra.text('/etc/k8s-ha/backup-secrets.json.sha256')!, new RegExp(`^[0-9a-f]{64} ${r1}\\n$`));
+  assert.match(infra.text('/usr/local/lib/k8s-ha/backup.sh')!, new RegExp(`^RECIPIENTS="-r ${r1}"$`, 'm'));
+  assert.ok(infra.packages.has('age'));
+  for (const o of [plan, a]) assert.ok(!(o.stdout + o.stderr).includes(token), 'the token was printed');
+  // Deterministic although age output is not: nothing to do on a second run.
+  const again = await cli('plan', '--detailed-exitcode');
+  assert.equal(again.code, 0, again.stdout);
+  // Another recipient: encrypted again, to both.
+  const r2 = await identityToRecipient(await generateIdentity());
+  setRecipients([r1, r2]);
+  const more = await cli('apply', '--yes', '--no-verify');
+  assert.equal(more.code, 0, more.stderr);
+  assert.match(more.stdout, /update \/etc\/k8s-ha\/backup-secrets\.json\.age .*encrypted here to 2 age recipients/);
+  assert.notDeepEqual(infra.files.get('/etc/k8s-ha/backup-secrets.json.age')!.content, enc.content);
+  // A typo in a key: refused before any host is contacted.
+  setRecipients([r1, `${r2.slice(0, -1)}${r2.endsWith('q') ? 'p' : 'q'}`]);
+  const bad = await cli('validate');
+  assert.equal(bad.code, 2, bad.stdout + bad.stderr);
+  assert.match(bad.stdout + bad.stderr, /datastore\.backup\.recipients\[1\].*is not a valid age recipient/);
 });

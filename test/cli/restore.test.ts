@@ -10,7 +10,7 @@ import { StateFile } from '../../src/cluster/state.js';
 import { simulatedFleet, type Fleet } from '../support/fleet.js';
 import { insertRow, type FakeKineTable } from '../support/fleet-kine.js';
 import { kineTable } from '../support/fleet-mariadb.js';
-import { offlineCluster } from '../support/offline-example.js';
+import { offlineCluster, standInK3s } from '../support/offline-example.js';
 import { runCli, tempDir, type CliResult } from './helpers.js';
 
 /**
@@ -266,4 +266,18 @@ test('restore refuses while another apply holds the cluster lock, names it, and 
   assert.equal(table(s).rows.length, rows, 'the data was replaced under the lock');
   assert.equal(stops().length, before, 'k3s was stopped under the lock');
   assert.ok(infra.files.has(LOCK_PATH), "the other run's lock was taken away");
+});
+
+test('restore with a cluster file that also bumps k3s.version is refused with words saying a restore does not upgrade, and the way out', async (t) => {
+  const { s } = await appliedWithBackup(t);
+  const text = readFileSync(s.file, 'utf8');
+  assert.match(text, /version: v1\.37\.2\+k3s1/);
+  writeFileSync(s.file, text.replace('version: v1.37.2+k3s1', 'version: v1.37.3+k3s1'));
+  writeFileSync(join(s.dir, 'k3s'), standInK3s('v1.37.3+k3s1'), { mode: 0o755 });
+  const r = await s.cli(['restore', 'b.tar', '--yes', '--no-verify']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /a restore puts the cluster back as it was and does not upgrade it in the same run: server1 runs k3s v1\.37\.2\+k3s1, server2 runs k3s v1\.37\.2\+k3s1, the cluster file names v1\.37\.3\+k3s1 \(the backup was taken with v1\.37\.2\+k3s1\)/);
+  assert.match(r.stderr, /restore with k3s\.version: v1\.37\.2\+k3s1 \(what the nodes run\), then set k3s\.version to v1\.37\.3\+k3s1 and run `k8s-ha apply` to upgrade/);
+  assert.doesNotMatch(r.stderr, /k3s is not running|unhealthy cluster/);
+  assert.ok(!s.fleet.hosts.get('server1')!.log.some((c) => /^systemctl stop k3s/.test(c)), 'k3s was stopped');
 });

@@ -72,6 +72,7 @@ export const BOOKWORM: Readonly<Record<string, DebianPackage>> = {
   },
   'docker.io': { version: '20.10.24+dfsg1-1+deb12u1', files: { '/usr/bin/docker': 'ELF docker\n' }, units: [{ name: 'docker', start: true }] },
   curl: { version: '7.88.1-10+deb12u14', files: { '/usr/bin/curl': 'ELF curl\n' } },
+  age: { version: '1.1.1-1+b3', files: { '/usr/bin/age': 'ELF age\n', '/usr/bin/age-keygen': 'ELF age-keygen\n' } },
   socat: { version: '1.7.4.4-2', files: { '/usr/bin/socat': 'ELF socat\n' } },
 };
 

@@ -313,6 +313,11 @@ export function attachK3s(m: Machine, k3s: K3sModel, kubectl: (text: string, std
     return ok();
   });
   h.handle(/^if command -v curl/, (cmd) => k3s.probe(m, cmd.text));
+  // k3s-versions.ts's versionProbe: the installed binary's `--version` (the tests' stand-in scripts echo it).
+  h.handle(/^if \[ -x \/usr\/local\/bin\/k3s \]; then \/usr\/local\/bin\/k3s --version/, () => {
+    const v = /echo "(k3s version [^"]+)"/.exec(m.text('/usr/local/bin/k3s') ?? '')?.[1];
+    return ok(v ? `${v}\n` : '');
+  });
   h.handle(/\/dev\/tcp\//, (cmd) => k3s.reach(m, cmd.text));
   h.handle(/^\/usr\/local\/bin\/k3s kubectl /, (cmd, stdin) => {
     if (!m.has('/usr/local/bin/k3s')) return { code: 127, stdout: '', stderr: 'bash: line 1: /usr/local/bin/k3s: No such file or directory' };

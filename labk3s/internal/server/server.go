@@ -6,11 +6,11 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -499,30 +499,6 @@ func (c *serverConfig) writeCerts() error {
 	return nil
 }
 
-func argMap(defaults [][2]string, user []string) []string {
-	keys := []string{}
-	vals := map[string]string{}
-	for _, kv := range defaults {
-		if _, ok := vals[kv[0]]; !ok {
-			keys = append(keys, kv[0])
-		}
-		vals[kv[0]] = kv[1]
-	}
-	for _, a := range user {
-		a = strings.TrimLeft(a, "-")
-		k, v, _ := strings.Cut(a, "=")
-		if _, ok := vals[k]; !ok {
-			keys = append(keys, k)
-		}
-		vals[k] = v
-	}
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, "--"+k+"="+vals[k])
-	}
-	return out
-}
-
 func (c *serverConfig) verbosity() string {
 	if c.o.IsSet("v") {
 		return strconv.Itoa(c.o.Int("v"))
@@ -554,7 +530,7 @@ func (c *serverConfig) apiserverArgs(etcdURL string) []string {
 	if c.o.Bool("secrets-encryption") {
 		anonymous = append(anonymous, [2]string{"encryption-provider-config", filepath.Join(c.credDir, "encryption-config.json")})
 	}
-	return argMap(append(anonymous, [][2]string{
+	return agent.ArgMap(append(anonymous, [][2]string{
 		{"endpoint-reconciler-type", reconciler},
 		{"advertise-address", c.advertise},
 		{"bind-address", c.bindAddress},
@@ -590,7 +566,7 @@ func (c *serverConfig) apiserverArgs(etcdURL string) []string {
 
 func (c *serverConfig) kcmArgs() []string {
 	kc := filepath.Join(c.credDir, "controller.kubeconfig")
-	return argMap([][2]string{
+	return agent.ArgMap([][2]string{
 		{"kubeconfig", kc},
 		{"authentication-kubeconfig", kc},
 		{"authorization-kubeconfig", kc},
@@ -615,7 +591,7 @@ func (c *serverConfig) kcmArgs() []string {
 
 func (c *serverConfig) schedArgs() []string {
 	kc := filepath.Join(c.credDir, "scheduler.kubeconfig")
-	return argMap([][2]string{
+	return agent.ArgMap([][2]string{
 		{"kubeconfig", kc},
 		{"authentication-kubeconfig", kc},
 		{"authorization-kubeconfig", kc},

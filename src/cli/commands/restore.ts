@@ -19,6 +19,7 @@ export async function restoreCommand(argv: string[], io: CliIO, hooks: VerifyHoo
       yes: { type: 'boolean', short: 'y' },
       'dry-run': { type: 'boolean' },
       'no-verify': { type: 'boolean' },
+      'break-lock': { type: 'boolean' },
       json: { type: 'boolean' },
       'accept-new-host-key': { type: 'string', multiple: true },
       ...keyFlags,
@@ -61,7 +62,7 @@ export async function restoreCommand(argv: string[], io: CliIO, hooks: VerifyHoo
     }
     applied = true;
     // The plan shown, under the cluster lock: never at once with an apply.
-    const result = await run.apply(plan, { command: 'restore' });
+    const result = await run.apply(plan, { command: 'restore', breakLock: !!values['break-lock'] });
     if (!values.json) io.stdout(`Restored ${m.cluster} from ${shownPath(io.cwd, archive)} in ${(result.ms / 1000).toFixed(1)} s; the next kine revision is above ${job.revision ?? '?'}.\n`);
     const v = values['no-verify'] ? null : await verifyOpened(run, { json: values.json }, io, hooks);
     if (values.json) io.stdout(JSON.stringify({ restored: archive, revision: job.revision, loadMs: job.loadMs, ms: result.ms, ...(v ? { verify: reportToJSON(v.report) } : {}) }) + '\n');
