@@ -152,11 +152,11 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   assert.equal(proc.exitCode, null, stderr);
 
   // 1. The preferred node takes every connection.
-  const start = await probe(dsPort!, 500);
-  assert.ok(start.length >= 3 && start.every((r) => r.got === 'infra1'), JSON.stringify(start));
+  const start = await probe(dsPort!, 1000);
+  assert.ok(start.length >= 1 && start.every((r) => r.got === 'infra1'), JSON.stringify(start));
 
   // 2. infra1 fails its check: refused for the hold-down, then infra2.
-  const lost = await probe(dsPort!, HOLD_MS + 1200, async () => {
+  const lost = await probe(dsPort!, HOLD_MS + 2500, async () => {
     nodeA.healthy = false;
   });
   const firstRefused = lost.find((r) => r.got === 'refused');
@@ -172,14 +172,14 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   nodeA.healthy = true;
   await sleep(400);
   const back = await probe(dsPort!, 600);
-  assert.ok(back.every((r) => r.got === 'infra2'), JSON.stringify(back));
+  assert.ok(back.length >= 1 && back.every((r) => r.got === 'infra2'), JSON.stringify(back));
   // ...and the hold table is cleared, so the next loss starts a new hold-down.
   const hold = spawnSync('socat', ['-', `UNIX:${join(dir, 'admin.sock')}`], { input: 'show table k3s_datastore_hold\n' }).stdout.toString();
   assert.match(hold, /key=1 .*gpt0=0\b/, hold);
 
   // 4. infra2 killed (refuses connections before the check marks it down):
   //    connections fail, none reaches infra1 before the hold-down has run.
-  const killed = await probe(dsPort!, HOLD_MS + 1500, () => nodeB.kill());
+  const killed = await probe(dsPort!, HOLD_MS + 3000, () => nodeB.kill());
   const firstFail = killed.find((r) => r.got !== 'infra2');
   const firstA = killed.find((r) => r.got === 'infra1');
   assert.ok(firstFail && firstA, JSON.stringify(killed));
@@ -189,7 +189,7 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   const script = join(dir, 'hold.sh');
   writeFileSync(script, renderVipHoldScript(join(dir, 'admin.sock')), { mode: 0o755 });
   let ran = -1;
-  const vip = await probe(dsPort!, HOLD_MS + 800, async () => {
+  const vip = await probe(dsPort!, HOLD_MS + 2000, async () => {
     await sleep(200);
     ran = performance.now();
     assert.equal(spawnSync(script).status, 0);
