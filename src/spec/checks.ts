@@ -170,7 +170,7 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
       error(
         'loadBalancer.kind',
         `a Galera datastore is routed by the load balancer to one writer, and k8s-ha does that with HAProxy (package) only so far; this file has ${f.loadBalancer.kind} (${f.loadBalancer.deploy})`,
-        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, with a stick table, and closes connections to a node marked down)',
+        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, closes connections to a node marked down and holds new ones off right after a switch)',
       ),
     );
   }
