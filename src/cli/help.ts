@@ -126,9 +126,12 @@ it changes hosts, so two applies, or an apply and a restore, never run at
 once; --break-lock removes a lock left by a run that is gone.
 
 Upgrades: change k3s.version and apply. The plan shows the rollout: servers
-one at a time (each ready: /readyz and its node Ready), then agents in
-batches of upgrade.agentBatch, each cordoned, drained (evictions honour
-PodDisruptionBudgets), upgraded, Ready, uncordoned. Refused with the way
+one at a time, each taken out of every load balancer first (waits.lbDrain
+for its connections), restarted, and put back once ready (/readyz, its node
+Ready on the new version); then agents in batches of upgrade.agentBatch,
+each cordoned, drained (evictions honour PodDisruptionBudgets), upgraded,
+Ready on the new version, uncordoned. A new metallb.version is applied and
+waited for (controller and speakers rolled out). Refused with the way
 out: a downgrade, a skipped minor version, an agent newer than the servers,
 and (unless --force) a cluster that is not healthy before the start. A
 failure stops where it is; running apply again resumes.
