@@ -128,7 +128,8 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
         { name: 'infra2', address: '127.0.0.1', port: b! },
       ],
       checkPort: ac!,
-      intervalMs: 100,
+      // Each check's timeout is the interval: 100 ms marked a healthy stand-in down on a loaded host.
+      intervalMs: 400,
       fall: 2,
       rise: 1,
       holdMs: HOLD_MS,
@@ -200,5 +201,5 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   assert.ok(afterVip[0]!.at - refusedVip[0]!.from >= HOLD_MS * 0.9, `after the VIP hold: ${JSON.stringify(vip)}`);
   assert.ok(vip.every((r) => r.got !== 'infra2'), 'the writer stays infra1');
   void ran;
-  t.diagnostic(`check failure: no node for ${Math.round(firstB.at - firstRefused.from)} ms; kill: ${Math.round(firstA.at - firstFail.from)} ms (hold-down ${HOLD_MS} ms, check 100 ms x 2)`);
+  t.diagnostic(`check failure: no node for ${Math.round(firstB.at - firstRefused.from)} ms; kill: ${Math.round(firstA.at - firstFail.from)} ms (hold-down ${HOLD_MS} ms, check 400 ms x 2)`);
 });
