@@ -2,7 +2,7 @@ import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
-import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
+import { INSTALLED_PACKAGES_PATH, aptPurge, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { sqlString } from '../render/mariadb.js';
 import { K3S_BINARY_PATH, K3S_CONFIG_PATH } from '../render/k3s.js';
@@ -213,7 +213,7 @@ function withoutBackup<T extends { cluster: Deployment }>(ctx: T): T {
   return { ...ctx, cluster: { ...ctx.cluster, spec: { ...spec, datastore } } };
 }
 
-/** What k8s-ha put on the load-balancer hosts; the packages themselves stay. */
+/** What k8s-ha put on the load-balancer hosts (the packages go in packagesResetPhase). */
 const LB_UNITS = ['keepalived', LBCHECK_UNIT, 'k8s-ha-lb', 'nginx', 'haproxy'];
 const LB_FILES = [KEEPALIVED_CONF_PATH, LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH, LBCHECK_STATE_PATH, LB_DOCKER_UNIT_PATH, '/etc/k8s-ha/lb'];
 
@@ -242,6 +242,79 @@ function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: 
   };
 }
 
+/** Folders only k8s-ha makes; removed by the last reset step once empty (archives in a backup folder stay). */
+const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha', '/var/lib/k8s-ha'];
+
+interface PackagesObserved {
+  /** What k8s-ha's record on the host says it installed (absent before), still installed. */
+  installed: string[];
+  /** K8S_HA_DIRS present. */
+  dirs: string[];
+  /** MariaDB databases other than the system ones and the cluster's (they keep MariaDB's data folder). */
+  otherDatabases: string[];
+}
+
+/** The roles of a host this reset takes everything of k8s-ha's off; the host's packages go only when it covers all of them. */
+function uncovered(job: ResetJob, roles: readonly string[]): string[] {
+  return roles.filter((r) => (r === 'loadbalancer' && !job.loadBalancer) || (r === 'datastore' && !job.datastore));
+}
+
+const SYSTEM_DATABASES = new Set(['information_schema', 'mysql', 'performance_schema', 'sys']);
+
+/**
+ * The packages k8s-ha installed (INSTALLED_PACKAGES_PATH: every package its
+ * installs added, dependencies included, none that was there before),
+ * purged once the reset removes everything k8s-ha runs on that host (a load
+ * balancer and datastore host needs both --loadbalancer and --datastore).
+ * MariaDB's data folder goes with mariadb-server when k8s-ha installed it
+ * and no database but the cluster's was ever made in it.
+ */
+function packagesResetPhase(job: ResetJob): Phase<Deployment, PackagesObserved> {
+  return {
+    id: 'reset-packages',
+    title: 'Remove the packages k8s-ha installed',
+    targets: (ctx) => ctx.cluster.spec.hosts.filter((h) => !uncovered(job, h.roles).length).map((h) => h.name),
+    async observe(ctx, host) {
+      const recorded = ((await host.readFile(INSTALLED_PACKAGES_PATH))?.toString('utf8') ?? '').split('\n').map((l) => l.trim()).filter(Boolean);
+      const now = recorded.length ? parsePkgQuery((await host.exec(pkgQuery(recorded), { allowFailure: true })).stdout) : new Map<string, string>();
+      let otherDatabases: string[] = [];
+      if (now.has('mariadb-server')) {
+        const r = await host.exec(MARIADB_BATCH, { stdin: 'SELECT SCHEMA_NAME FROM information_schema.SCHEMATA;\n', allowFailure: true });
+        otherDatabases = r.code === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter((n) => n && !SYSTEM_DATABASES.has(n) && n !== ctx.cluster.spec.datastore.database) : ['(MariaDB did not answer)'];
+      }
+      const dirs = [...(await existing(host, K8S_HA_DIRS))];
+      return { installed: recorded.filter((p) => now.has(p)), otherDatabases, dirs };
+    },
+    diff(_ctx, hostName, o): Change[] {
+      const out: Change[] = [];
+      const dropData = o.installed.includes('mariadb-server') && !o.otherDatabases.length;
+      if (o.installed.length) {
+        out.push({
+          action: 'delete',
+          target: { host: hostName, packages: o.installed },
+          before: 'installed',
+          after: null,
+          summary: `purge ${o.installed.join(' ')} (k8s-ha installed them: they were not on ${hostName} before)${dropData ? ", and MariaDB's data folder /var/lib/mysql" : o.installed.includes('mariadb-server') ? ` (MariaDB's data folder stays: it holds ${o.otherDatabases.join(', ')})` : ''}`,
+          apply: async (h) => {
+            await h.exec(aptPurge(o.installed), { timeoutMs: 900_000 });
+            if (dropData) await h.exec(sh`rm -rf /var/lib/mysql`);
+          },
+        });
+      }
+      // Only once nothing else of k8s-ha's is left in them (the lock goes at the end of this run).
+      if (o.dirs.length) {
+        out.push({
+          action: 'delete',
+          target: { host: hostName, object: 'k8s-ha folders' },
+          summary: `remove ${o.dirs.join(', ')} when empty`,
+          apply: async (h) => void (await h.exec(sh`for d in ${o.dirs}; do rmdir "$d" 2>/dev/null || true; done`)),
+        });
+      }
+      return out;
+    },
+  };
+}
+
 /** `reset`, top to bottom. */
 export function resetPipeline(job: ResetJob): AnyPhase<Deployment>[] {
   return [
@@ -253,6 +326,7 @@ export function resetPipeline(job: ResetJob): AnyPhase<Deployment>[] {
     uninstallPhase(job, 'server'),
     ...(job.datastore ? [backupTimerRemoval, datastoreResetPhase()] : []),
     ...(job.loadBalancer ? [loadBalancerResetPhase()] : []),
+    packagesResetPhase(job), // last: the daemons are stopped and their files gone
   ];
 }
 
