@@ -190,6 +190,7 @@ function datastoreResetPhase(): Phase<Deployment, DbObserved> {
             for (const f of [...files, ...Object.values(DATASTORE_TLS)]) await h.removeFile(f);
             await h.exec(sh`rmdir /etc/mysql/k8s-ha-tls`, { allowFailure: true });
             if (o.cnf && o.up) await h.exec(systemctl('restart', 'mariadb'), { timeoutMs: 300_000 });
+            await h.exec(removeEmptyDirs, { allowFailure: true });
           },
         });
       }
@@ -236,20 +237,30 @@ function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: 
         apply: async (h: Host) => void (await h.exec(sh`systemctl disable --now ${u}`)),
       }));
       for (const f of o.files) out.push({ action: 'delete', target: { host: hostName, file: f }, after: null, summary: `remove ${f}`, apply: async (h) => void (await h.exec(sh`rm -rf ${f}`)) });
-      if (o.files.length) out.push({ action: 'reload', target: { host: hostName, unit: 'systemd' }, summary: 'systemctl daemon-reload', apply: async (h) => void (await h.exec(systemctl('daemon-reload'))) });
+      if (o.files.length) {
+        out.push({ action: 'reload', target: { host: hostName, unit: 'systemd' }, summary: 'systemctl daemon-reload', apply: async (h) => {
+            await h.exec(systemctl('daemon-reload'));
+            await h.exec(removeEmptyDirs, { allowFailure: true });
+          } });
+      }
       return out;
     },
   };
 }
 
-/** Folders only k8s-ha makes; removed by the last reset step once empty (archives in a backup folder stay). */
-const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha', '/var/lib/k8s-ha'];
+/**
+ * Folders only k8s-ha makes, removed when a reset step has emptied them (no
+ * change of their own: whether they end up empty is known only once the
+ * files in them are gone). /var/lib/k8s-ha goes with the cluster lock
+ * (engine/lock.ts) when nothing else is left in it.
+ */
+const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha'];
+const removeEmptyDirs = sh`for d in ${K8S_HA_DIRS}; do rmdir "$d" 2>/dev/null || true; done`;
 
 interface PackagesObserved {
   /** What k8s-ha's record on the host says it installed (absent before), still installed. */
   installed: string[];
-  /** K8S_HA_DIRS present. */
-  dirs: string[];
+
   /** MariaDB databases other than the system ones and the cluster's (they keep MariaDB's data folder). */
   otherDatabases: string[];
 }
@@ -282,8 +293,7 @@ function packagesResetPhase(job: ResetJob): Phase<Deployment, PackagesObserved> 
         const r = await host.exec(MARIADB_BATCH, { stdin: 'SELECT SCHEMA_NAME FROM information_schema.SCHEMATA;\n', allowFailure: true });
         otherDatabases = r.code === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter((n) => n && !SYSTEM_DATABASES.has(n) && n !== ctx.cluster.spec.datastore.database) : ['(MariaDB did not answer)'];
       }
-      const dirs = [...(await existing(host, K8S_HA_DIRS))];
-      return { installed: recorded.filter((p) => now.has(p)), otherDatabases, dirs };
+      return { installed: recorded.filter((p) => now.has(p)), otherDatabases };
     },
     diff(_ctx, hostName, o): Change[] {
       const out: Change[] = [];
@@ -299,15 +309,6 @@ function packagesResetPhase(job: ResetJob): Phase<Deployment, PackagesObserved> 
             await h.exec(aptPurge(o.installed), { timeoutMs: 900_000 });
             if (dropData) await h.exec(sh`rm -rf /var/lib/mysql`);
           },
-        });
-      }
-      // Only once nothing else of k8s-ha's is left in them (the lock goes at the end of this run).
-      if (o.dirs.length) {
-        out.push({
-          action: 'delete',
-          target: { host: hostName, object: 'k8s-ha folders' },
-          summary: `remove ${o.dirs.join(', ')} when empty`,
-          apply: async (h) => void (await h.exec(sh`for d in ${o.dirs}; do rmdir "$d" 2>/dev/null || true; done`)),
         });
       }
       return out;
