@@ -126,15 +126,24 @@ it changes hosts, so two applies, or an apply and a restore, never run at
 once; --break-lock removes a lock left by a run that is gone.
 
 Upgrades: change k3s.version and apply. The plan shows the rollout: servers
-one at a time (each ready: /readyz and its node Ready), then agents in
-batches of upgrade.agentBatch, each cordoned, drained (evictions honour
-PodDisruptionBudgets), upgraded, Ready, uncordoned. Refused with the way
+one at a time, each taken out of every load balancer first (waits.lbDrain
+for its connections), restarted, and put back once ready (/readyz, its node
+Ready on the new version); then agents in batches of upgrade.agentBatch,
+each cordoned, drained (evictions honour PodDisruptionBudgets), upgraded,
+Ready on the new version, uncordoned. A new metallb.version is applied and
+waited for (controller and speakers rolled out). Refused with the way
 out: a downgrade, a skipped minor version, an agent newer than the servers,
 and (unless --force) a cluster that is not healthy before the start. A
 failure stops where it is; running apply again resumes.
-  --force                  upgrade an unhealthy cluster; drain pods no controller manages
+  --force                  upgrade an unhealthy cluster; drain pods no controller manages;
+                           remove a host with remove: true that cannot be reached
   --delete-emptydir-data   drain pods with emptyDir volumes (their data is lost)
   --drain-timeout S        how long one node's drain may take (default 300)
+Nodes: a host added to the file joins; a host with \`remove: true\` is taken out
+(see \`k8s-ha node --help\`: the same steps); a host that vanished from the file
+is refused with the way to remove it. A re-installed machine (changed host
+key: --accept-new-host-key HOST) gets its old Node object and node-password
+secret deleted before it joins, as the plan shows.
 Re-running it is safe: a converged cluster gets no change and no restart. An
 interrupted apply (Ctrl-C, a dropped connection) can simply be run again.
 Ends with \`k8s-ha verify\` (without the drill) unless --no-verify; a failed

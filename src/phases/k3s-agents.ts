@@ -15,7 +15,8 @@ import { NotReadyError, journalTail, kubectlArgs, lastSeenText, seconds, waitFai
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { SERVER_UNIT, nodeIps, type K3sPhaseOptions } from './k3s-servers.js';
 import { NODE_PASSWORD_REJECTED_LOG, nodePasswordRejectedMessage, readServerToken, sameClusterToken } from './k3s-token.js';
-import { CORDON_ANNOTATION, agentBatchSize, installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { CORDON_ANNOTATION, agentBatchSize, installedVersion, nodeNotBack, parseK3sVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { K3S_BINARY_PATH } from '../render/k3s.js';
 import type { RunOptions } from '../cluster/deployment.js';
 import { NODE_PASSWORD_FILE, rejoinChanges } from './k3s-nodes.js';
 
@@ -254,6 +255,8 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       const servers = hostsWithRole(ctx.cluster.spec, 'server');
       const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.agentReadyMs;
       const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
+      // After an upgrade the Node counts once its new kubelet reports the new version (nodeNotBack).
+      const want = applied.some(upgradesBinary) ? await upgradedVersion(ctx, host) : null;
       // A refused node password is retried by k3s for ever: say so at once.
       let refused = false;
       const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs }, async () => {
@@ -265,6 +268,14 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
         if (journal.stdout.includes(NODE_PASSWORD_REJECTED_LOG)) refused = true;
         const progress = (why: string) => ({ why, progress: `${why}\n${state}\n${cursor}` });
         if (state !== 'active') return progress(`${AGENT_UNIT} is ${state || 'not active'}`);
+        // After an upgrade: the Node Ready with its new kubelet's version, seen from a server.
+        if (want) {
+          const nodes = await readNodes(await Promise.all(servers.map((s) => ctx.host(s.name))));
+          if (!nodes) return progress("no server's API lists the nodes");
+          const why = nodeNotBack(nodes.find((n) => n.name === host.name), host.name, want);
+          if (why) ctx.events({ type: 'wait', phase: 'k3s-agents', host: host.name, message: why });
+          return why === null ? null : progress(why);
+        }
         // The Node object, seen from a server: registered and Ready.
         let lastErr = 'no server answered';
         for (const s of servers) {
@@ -292,6 +303,13 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       );
     },
   };
+}
+
+const upgradesBinary = (c: Change): boolean => c.action === 'update' && 'file' in c.target && c.target.file === K3S_BINARY_PATH;
+
+/** The version an upgraded node's kubelet must report: the pinned one, else what its binary now says. */
+async function upgradedVersion(ctx: RunContext<Deployment>, host: Host): Promise<K3sVersion | null> {
+  return parseK3sVersion(ctx.cluster.spec.k3s.version) ?? (await installedVersion(host));
 }
 
 /**
@@ -344,9 +362,12 @@ export function drainChanges(ctx: RunContext<Deployment>, name: string, via: str
       after: 'schedulable',
       summary: `uncordon node ${name} once it is Ready`,
       apply: async (h) => {
+        const want = await upgradedVersion(ctx, await ctx.host(name));
         const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
-          const n = (await readNodes([h]))?.find((x) => x.name === name);
-          return n?.ready ? null : `node ${name} is ${n ? 'not Ready' : 'not listed'}`;
+          const nodes = await readNodes([h]);
+          const why = nodes ? nodeNotBack(nodes.find((x) => x.name === name), name, want) : 'its API does not list the nodes';
+          if (why) ctx.events({ type: 'wait', phase: 'k3s-agents', host: name, message: why });
+          return why;
         });
         if (last !== null) throw new Error(`${name} did not become Ready within ${seconds(readyTimeoutMs)} (${lastSeenText(last)}); it stays cordoned: look at \`journalctl -u ${AGENT_UNIT}\` on ${name}, then run apply again`);
         await kubectl(h, ['uncordon', name]);

@@ -31,7 +31,8 @@ import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
 import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverProbe, serverProgress, lastSeenText, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
-import { installedVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { installedVersion, nodeNotBack, parseK3sVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
+import { heldOn, holdChanges, lbHostNames, releaseChanges } from './lb-hold.js';
 import { K3S_BINARY_PATH } from '../render/k3s.js';
 import { NODE_PASSWORD_FILE, apiView, rejoinChanges } from './k3s-nodes.js';
 import { DIFFERENT_TOKEN_LOG, SERVER_TOKEN_PATH, differentTokenMessage, readServerToken, sameClusterToken } from './k3s-token.js';
@@ -82,6 +83,8 @@ export interface ServerObserved {
   version: K3sVersion | null;
   /** The Nodes as this server's API lists them (null: its API does not answer); read only when k3s runs here. */
   nodes: NodeState[] | null;
+  /** Load-balancer hosts that hold this server out of their upstreams (phases/lb-hold.ts): a run cut off before it released it. */
+  held: string[];
   /**
    * Read only when k3s does not run here and /etc/rancher/node/password is
    * absent (a re-installed machine): another server's view of this name's Node.
@@ -217,8 +220,21 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     await clearPending(host, SERVER_UNIT);
   };
 
+  /** Servers whose readiness a change of their step already waited for (before they went back into the load balancer). */
+  const waited = new Set<string>();
+
   async function settle(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
+    if (waited.delete(host.name)) return;
     if (!applied.some((c) => restartsUnit(c, SERVER_UNIT))) return;
+    await waitServerReady(ctx, host, applied);
+  }
+
+  /**
+   * Bounded: /readyz through the server's own port (after a restart: once
+   * systemd has a READY=1 newer than it), then, after an upgrade, its own
+   * Node Ready on the new version.
+   */
+  async function waitServerReady(ctx: RunContext<Deployment>, host: Host, applied: Change[]): Promise<void> {
     const before = enteredBefore.get(host.name) ?? 0;
     const cursor = cursorBefore.get(host.name) ?? null;
     let differentToken = false;
@@ -257,14 +273,47 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
 
   async function waitNodeReady(ctx: RunContext<Deployment>, host: Host): Promise<void> {
     const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.serverReadyMs;
+    // The version its kubelet must report: the pinned one, else what the binary now says.
+    const want = parseK3sVersion(ctx.cluster.spec.k3s.version) ?? (await installedVersion(host));
     const last = await waitUntil({ timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal }, async () => {
       const nodes = await readNodes([host]);
-      const me = nodes?.find((n) => n.name === host.name);
-      const why = !nodes ? 'its API does not list the nodes yet' : !me ? `node ${host.name} is not registered` : me.ready ? null : `node ${host.name} is not Ready`;
+      const why = !nodes ? 'its API does not list the nodes yet' : nodeNotBack(nodes.find((n) => n.name === host.name), host.name, want);
       if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
       return why;
     });
     if (last !== null) throw new NotReadyError(host.name, waitFailureText("the upgraded server's node did not become Ready", last, readyTimeoutMs), lastSeenText(last), await journalTail(host, SERVER_UNIT), `look at \`k3s kubectl describe node ${host.name}\` and \`journalctl -u ${SERVER_UNIT}\` on ${host.name}; the servers not yet upgraded keep serving`);
+  }
+
+  /**
+   * A serving server's restart goes between a hold and a release on every
+   * load balancer (phases/lb-hold.ts): new connections go to the other
+   * servers while it restarts, and it is put back only once its /readyz and
+   * its Node are ready. A server a cut-off run left held is released once
+   * it is ready. A lone server is not held: there is nowhere else to send
+   * its clients.
+   */
+  function withLbHold(ctx: RunContext<Deployment>, h: ClusterHost, o: ServerObserved, changes: Change[]): Change[] {
+    const spec = ctx.cluster.spec;
+    const lbs = lbHostNames(spec);
+    const i = changes.findIndex((c) => restartsUnit(c, SERVER_UNIT));
+    const serving = o.installed.binary !== null && o.state.services.get(SERVER_UNIT)?.active === true;
+    const hold = i >= 0 && serving && lbs.length > 0 && hostsWithRole(spec, 'server').length > 1;
+    if (!hold && !o.held.length) return changes;
+    const server = { name: h.name, address: h.address };
+    const version = spec.k3s.version ? ` on ${spec.k3s.version}` : '';
+    const ready: Change = {
+      action: 'run',
+      target: { host: h.name, unit: SERVER_UNIT },
+      summary: `wait until ${h.name} is ready (its /readyz, its Node Ready${version}) before it takes connections again`,
+      apply: async (host) => {
+        await waitServerReady(ctx, host, changes);
+        await waitNodeReady(ctx, host);
+        waited.add(host.name);
+      },
+    };
+    const release = releaseChanges(ctx, server, hold ? lbs : o.held);
+    if (i < 0) return [...changes, ready, ...release];
+    return [...changes.slice(0, i), ...(hold ? holdChanges(ctx, server) : []), changes[i]!, ready, ...release, ...changes.slice(i + 1)];
   }
 
   return {
@@ -293,7 +342,8 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       const rejoin = others ? { via: others.via, node: others.nodes.find((n) => n.name === host.name) ?? null } : null;
       // The token this server runs with is a secret of the run from now on, whatever the cluster file says.
       if (token) ctx.secrets.add(token, ...k3sConfigSecrets(`token: ${JSON.stringify(token.reveal())}\n`));
-      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes, rejoin };
+      const held = await heldOn(ctx, host.name);
+      return { state, want, installed, config: parseConfig(state.files.get(K3S_CONFIG_PATH)?.content), token, datastoreCa, caOnHost, version, nodes, held, rejoin };
     },
 
     diff(ctx, name, o): Change[] {
@@ -334,7 +384,7 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
       // do we. The datastore CA, too, is read only at start.
       const restartFor = [...(binaryChanged ? ['binary'] : []), ...(caChanged ? [DATASTORE_CA_PATH] : [])];
       changes.push(...diffDesired(desired(d, h, { restartFor, restart: queuedRestart }), o.state, ctx.secrets));
-      return changes;
+      return withLbHold(ctx, h, o, changes);
     },
 
     preflight(ctx, observed): Problem[] {

@@ -102,6 +102,23 @@ export interface NodeState {
   cordonedByUs: boolean;
 }
 
+/**
+ * Why the Node does not yet count as back after a restart (null: it does).
+ * With `want` (an upgrade) its kubelet must report that version: the Ready
+ * condition alone still shows the old kubelet's last heartbeat for up to
+ * the node monitor's grace period (40 s) after it stopped, and a lab's
+ * k3s (like k3s) tells systemd READY once the Node object exists, before the
+ * new kubelet has posted its status.
+ */
+export function nodeNotBack(n: NodeState | undefined, name: string, want: K3sVersion | null): string | null {
+  if (!n) return `node ${name} is not registered`;
+  if (want) {
+    const v = parseK3sVersion(n.kubelet);
+    if (!v || compareVersions(v, want) !== 0) return `node ${name} still reports kubelet ${n.kubelet || '(none)'}, not ${want.text}: the new kubelet has not posted its status yet`;
+  }
+  return n.ready ? null : `node ${name} is not Ready`;
+}
+
 /** Set on a Node k8s-ha cordons, so a re-run after a failure uncordons it (and never one the user cordoned). */
 export const CORDON_ANNOTATION = 'k8s-ha.io/cordoned-for';
 

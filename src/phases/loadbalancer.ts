@@ -10,7 +10,9 @@ import {
   LBCHECK_STATE_PATH,
   LBCHECK_UNIT,
   LBCHECK_UNIT_PATH,
+  LB_HOLD_PATH,
   normalizeUpstreamState,
+  parseHeld,
   renderLbCheckScript,
   renderLbCheckUnit,
   renderUpstreamState,
@@ -65,15 +67,21 @@ export function galeraRoute(c: Cluster, self: string): HaproxyDatastoreInput | u
   };
 }
 
-/** The packages, files and service of the load balancer; throws RenderInputError on inputs it cannot render. */
-export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalancer')[0]?.name ?? ''): Desired {
+/**
+ * The packages, files and service of the load balancer; throws
+ * RenderInputError on inputs it cannot render. `held`: servers k8s-ha holds
+ * out of this host's upstreams (phases/lb-hold.ts), rendered down/disabled.
+ */
+export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalancer')[0]?.name ?? '', held: readonly string[] = []): Desired {
   const lb = c.loadBalancer;
   const servers = apiUpstreams(c);
+  const down = held.filter((n) => servers.some((s) => s.name === n));
   const common = {
     listenPort: lb.port,
     servers,
     connectTimeoutMs: lb.timeouts.connectMs,
     idleTimeoutMs: lb.timeouts.idleMs,
+    ...(down.length ? { down } : {}),
   };
   if (lb.deploy === 'docker') {
     const image = LB_CONTAINER_DEFAULT_IMAGE;
@@ -135,7 +143,7 @@ export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalan
     files: [
       // Before nginx.conf, whose check reads it through the include. The
       // checker marks servers `down` in it; diff() ignores those marks.
-      { path: LBCHECK_STATE_PATH, content: renderUpstreamState(check) },
+      { path: LBCHECK_STATE_PATH, content: renderUpstreamState(check, down) },
       nginxConf,
       { path: LBCHECK_SCRIPT_PATH, content: renderLbCheckScript(check), mode: 0o755 },
       { path: LBCHECK_UNIT_PATH, content: renderLbCheckUnit() },
@@ -158,7 +166,7 @@ function tolerateCheckerMarks(d: Desired, o: ObservedState): Desired {
   if (cur == null) return d;
   return {
     ...d,
-    files: (d.files ?? []).map((f) => (f.path === LBCHECK_STATE_PATH && normalizeUpstreamState(cur) === f.content ? { ...f, content: cur } : f)),
+    files: (d.files ?? []).map((f) => (f.path === LBCHECK_STATE_PATH && normalizeUpstreamState(cur) === normalizeUpstreamState(f.content) ? { ...f, content: cur } : f)),
   };
 }
 
@@ -168,6 +176,8 @@ export interface LbObserved {
   docker: boolean;
   /** Load balancers k8s-ha set up earlier with another kind or deploy, still enabled or running. */
   previous: { unit: string; active: boolean; enabled: boolean }[];
+  /** Servers k8s-ha holds out of this host's upstreams (LB_HOLD_PATH): rendered so, released by the servers phase. */
+  held: string[];
 }
 
 /** Every way k8s-ha runs a load balancer: its unit and the file that marks it as ours. */
@@ -177,9 +187,9 @@ const LB_FLAVOURS: { unit: string; file: string }[] = [
   { unit: 'k8s-ha-lb', file: LB_DOCKER_UNIT_PATH },
 ];
 
-function safeDesired(c: Cluster, self: string): Desired | null {
+function safeDesired(c: Cluster, self: string, held: readonly string[] = []): Desired | null {
   try {
-    return lbDesired(c, self);
+    return lbDesired(c, self, held);
   } catch {
     return null;
   }
@@ -197,7 +207,8 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
 
   async observe(ctx: RunContext<Deployment>, host: Host): Promise<LbObserved> {
     const c = ctx.cluster.spec;
-    const d = safeDesired(c, host.name) ?? {};
+    const held = parseHeld((await host.readFile(LB_HOLD_PATH))?.toString('utf8'));
+    const d = safeDesired(c, host.name, held) ?? {};
     const state = await observeDesired(host, d);
     let docker = false;
     if (c.loadBalancer.deploy === 'docker') {
@@ -215,11 +226,11 @@ export const loadBalancerPhase: Phase<Deployment, LbObserved> = {
       const text = (await host.readFile(o.file))?.toString('utf8') ?? '';
       if (text.includes('Managed by k8s-ha')) previous.push({ unit: o.unit, active: svc.active, enabled: svc.enabled });
     }
-    return { state, docker, previous };
+    return { state, docker, previous, held };
   },
 
   diff(ctx, hostName, o): Change[] {
-    const d = safeDesired(ctx.cluster.spec, hostName);
+    const d = safeDesired(ctx.cluster.spec, hostName, o.held);
     // preflight reports why; an unrenderable config never goes anywhere.
     if (!d) return [];
     const changes = diffDesired(tolerateCheckerMarks(d, o.state), o.state, ctx.secrets);

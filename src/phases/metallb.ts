@@ -287,6 +287,28 @@ export function metallbPhase(o: MetallbPhaseOptions = {}): Phase<Deployment, Met
           },
         });
       }
+      // An upgrade (or a manifest put back over a running MetalLB): the old controller stays
+      // Available while its Deployment rolls, so wait for the new pods themselves, speakers too.
+      if (manifestDue && o.applied && o.apiDown === null) {
+        const waitS = Math.round(waitMsFor(ctx.cluster.spec) / 1000);
+        changes.push({
+          action: 'run',
+          target: { host: hostName, object: `DaemonSet/${METALLB_NAMESPACE}/speaker` },
+          summary: `wait until MetalLB's controller and every speaker run ${m.version} (rollout status, up to ${waitS} s each)`,
+          apply: async (h) => {
+            const k = hostKubectl(h);
+            for (const w of ['deployment/controller', 'daemonset/speaker']) {
+              const r = await k.run(['rollout', 'status', '-n', METALLB_NAMESPACE, w, `--timeout=${waitS}s`], { allowFailure: true, timeoutMs: (waitS + 30) * 1000 });
+              if (r.code !== 0) {
+                throw new Error(
+                  `MetalLB's ${w} did not finish rolling out ${m.version} within ${waitS} s (${r.stderr.trim().split('\n').pop() ?? `exit ${r.code}`}); the bound is waits.metallbReady; ` +
+                    `the old pods keep serving where the new ones are not ready: look at \`k3s kubectl -n ${METALLB_NAMESPACE} get pods -o wide\`, then run apply again`,
+                );
+              }
+            }
+          },
+        });
+      }
       if (manifestDue || objectsDue) {
         changes.push({
           action: 'run',

@@ -1,6 +1,6 @@
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
+import { datastoreEndpointHost, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { INSTALLED_PACKAGES_PATH, aptPurge, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
@@ -39,6 +39,11 @@ interface NodesObserved {
   nodes: string[];
 }
 
+/** The k3s nodes of `role` reset takes apart: the cluster's, and those marked `remove: true` not yet removed. */
+function nodesOf(c: Cluster, role: 'agent' | 'server'): ClusterHost[] {
+  return [...hostsWithRole(c, role), ...c.removing.filter((h) => h.roles.includes(role))];
+}
+
 /** Which of the paths exist (files or folders). */
 async function existing(host: Host, paths: string[]): Promise<Set<string>> {
   const metas = await Promise.all(paths.map((p) => host.stat(p)));
@@ -68,7 +73,7 @@ function deleteNodesPhase(role: 'agent'): Phase<Deployment, NodesObserved> {
     },
     diff(ctx, _host, o): Change[] {
       if (!o.via) return [];
-      const mine = hostsWithRole(ctx.cluster.spec, role).map((h) => h.name);
+      const mine = nodesOf(ctx.cluster.spec, role).map((h) => h.name);
       // Through the server whose API answered: the change runs there (target.host).
       return o.nodes
         .filter((n) => mine.includes(n))
@@ -120,7 +125,7 @@ function uninstallPhase(job: ResetJob, role: 'agent' | 'server'): Phase<Deployme
   return {
     id: `reset-k3s-${role}s`,
     title: role === 'agent' ? 'Uninstall k3s from the agents' : 'Uninstall k3s from the servers',
-    targets: (ctx) => hostsWithRole(ctx.cluster.spec, role).map((h) => h.name),
+    targets: (ctx) => nodesOf(ctx.cluster.spec, role).map((h) => h.name),
     observe: (_ctx, host: Host) => observeK3sOnHost(host, role),
     diff(_ctx, hostName, o): Change[] {
       const out: Change[] = [];

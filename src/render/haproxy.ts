@@ -61,6 +61,13 @@ export interface HaproxyLbInput {
   statsListener?: { address: string; port: number };
   /** A Galera datastore routed to one writer (datastore-endpoint). Default: none. */
   datastore?: HaproxyDatastoreInput;
+  /**
+   * Servers (by name) held out of the backend (`disabled`: maintenance), as
+   * k8s-ha sets them at run time through the admin socket before it
+   * restarts or removes one (phases/lb-hold.ts), so a reload keeps them out.
+   * Default: none.
+   */
+  down?: readonly string[];
 }
 
 /** Backend of the datastore listener, for `show servers state` and `show table`. */
@@ -247,7 +254,7 @@ export function renderHaproxyCfg(input: HaproxyLbInput): string {
   l.push(
     `    default-server check check-ssl ${verify} inter ${durationText('healthCheck.intervalMs', hc.intervalMs)} fall ${hc.fall} rise ${hc.rise} on-marked-down shutdown-sessions`,
   );
-  for (const s of servers) l.push(`    server ${s.name} ${hostPort(s.address, s.port)}`);
+  for (const s of servers) l.push(`    server ${s.name} ${hostPort(s.address, s.port)}${input.down?.includes(s.name) ? ' disabled' : ''}`);
   if (input.datastore !== undefined) l.push('', ...datastoreLines(input.datastore, input.listenAddress));
   if (input.statsListener !== undefined) {
     l.push('');

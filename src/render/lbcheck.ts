@@ -18,6 +18,18 @@ export const LBCHECK_SCRIPT_PATH = '/usr/local/sbin/k8s-ha-lbcheck';
 export const LBCHECK_UNIT_PATH = `/etc/systemd/system/${LBCHECK_UNIT}.service`;
 /** The upstream's server lines; nginx.conf includes it and the checker rewrites it. */
 export const LBCHECK_STATE_PATH = '/etc/nginx/k8s-ha-upstream.conf';
+/**
+ * The servers k8s-ha holds out of this load balancer (one name a line)
+ * while it restarts or removes them (phases/lb-hold.ts). The checker keeps
+ * them `down` whatever its checks say, or its next change would put a
+ * restarting server back.
+ */
+export const LB_HOLD_PATH = '/var/lib/k8s-ha/lb-held';
+
+/** Names in a hold file: one a line, blanks and duplicates ignored, sorted. */
+export function parseHeld(text: string | null | undefined): string[] {
+  return [...new Set((text ?? '').split('\n').map((l) => l.trim()).filter(Boolean))].sort();
+}
 
 export interface LbCheckInput {
   servers: LbUpstream[];
@@ -34,6 +46,8 @@ export interface LbCheckInput {
   rise: number;
   /** Default LBCHECK_STATE_PATH. */
   statePath?: string;
+  /** Default LB_HOLD_PATH. */
+  holdPath?: string;
 }
 
 function validate(input: LbCheckInput): void {
@@ -46,6 +60,7 @@ function validate(input: LbCheckInput): void {
   assertInt('fall', input.fall, 1, 100);
   assertInt('rise', input.rise, 1, 100);
   if (input.statePath !== undefined) assertPath('statePath', input.statePath);
+  if (input.holdPath !== undefined) assertPath('holdPath', input.holdPath);
 }
 
 const STATE_HEADER = [
@@ -93,6 +108,7 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('');
   out.push('# K8S_HA_LBCHECK_* are for tests: another state file, a bounded number of rounds.');
   out.push(`STATE=\${K8S_HA_LBCHECK_STATE:-${statePath}}`);
+  out.push(`HOLD=\${K8S_HA_LBCHECK_HOLD:-${input.holdPath ?? LB_HOLD_PATH}}`);
   out.push('ROUNDS=${K8S_HA_LBCHECK_ROUNDS:-0}');
   out.push(`INTERVAL=${seconds(input.intervalMs)}`);
   out.push(`FALL=${input.fall}`);
@@ -169,7 +185,9 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('  done');
   out.push('  sleep "$INTERVAL" &');
   out.push('  wait $pids $!');
-  out.push('  want="" ndown=0 i=1');
+  out.push('  # Servers k8s-ha holds out (a restart or removal under way) stay down.');
+  out.push('  held=" $(tr \'\\n\' \' \' < "$HOLD" 2>/dev/null) "');
+  out.push('  want="" hwant="" ndown=0 i=1');
   out.push('  while [ "$i" -le "$N" ]; do');
   out.push('    eval "name=\\$name_$i f=\\$fails_$i o=\\$oks_$i d=\\$down_$i"');
   out.push('    if [ "$(cat "$TMP/r$i" 2>/dev/null)" = up ]; then');
@@ -180,11 +198,14 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('      if [ "$d" = 0 ] && [ "$f" -ge "$FALL" ]; then d=1; log "$name is down ($f checks failed)"; fi');
   out.push('    fi');
   out.push('    eval "fails_$i=$f oks_$i=$o down_$i=$d"');
-  out.push('    want="$want $d" ndown=$((ndown + d)) i=$((i + 1))');
+  out.push('    h=0; case "$held" in *" $name "*) h=1 ;; esac');
+  out.push('    e=$d; [ "$h" = 1 ] && e=1');
+  out.push('    want="$want $e" hwant="$hwant $h" ndown=$((ndown + e)) i=$((i + 1))');
   out.push('  done');
   out.push('  if [ "$ndown" -eq "$N" ]; then');
-  out.push('    # Never all down: nginx would refuse every client; its passive checks decide.');
-  out.push('    want=""; i=1; while [ "$i" -le "$N" ]; do want="$want 0"; i=$((i + 1)); done');
+  out.push('    # Never all down: nginx would refuse every client; its passive checks');
+  out.push('    # decide among the servers k8s-ha does not hold out.');
+  out.push('    want=$hwant');
   out.push('    [ "$allfail" = 1 ] || log "every server fails its check: leaving all of them in nginx"');
   out.push('    allfail=1');
   out.push('  else');

@@ -57,6 +57,12 @@ export interface NginxLbInput {
    * Default: the servers are listed inline.
    */
   upstreamInclude?: string;
+  /**
+   * Servers (by name) held out of the upstream: marked `down`, so new
+   * connections go to the others while k8s-ha restarts or removes them
+   * (phases/lb-hold.ts). Default: none.
+   */
+  down?: readonly string[];
 }
 
 const DEFAULT_WORKER_CONNECTIONS = 4096;
@@ -130,7 +136,7 @@ export function renderNginxConf(input: NginxLbInput): string {
   if (input.upstreamInclude === undefined) {
     lines.push('        # A server that accepts TCP but is frozen or not ready is NOT detected.');
     if (servers.length === 1) lines.push('        # With a single server nginx ignores max_fails and fail_timeout.');
-    for (const s of servers) lines.push(`        ${nginxServerDirective(s, input.maxFails, input.failTimeoutMs)}; # ${s.name}`);
+    for (const s of servers) lines.push(`        ${nginxServerDirective(s, input.maxFails, input.failTimeoutMs)}${input.down?.includes(s.name) ? ' down' : ''}; # ${s.name}`);
   } else {
     lines.push('        # A server that accepts TCP but is frozen or not ready is caught by');
     lines.push('        # k8s-ha-lbcheck (a TLS /ping check), which marks it `down` in this file');

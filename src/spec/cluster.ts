@@ -153,6 +153,8 @@ export interface Waits {
   serverReadyMs: number;
   agentReadyMs: number;
   metallbReadyMs: number;
+  /** How long a load balancer's connections to a server it holds out get to end before they are closed (default 10s). */
+  lbDrainMs: number;
   /** A server or agent wait gives up when what it watches has not changed for this long. */
   noProgressMs: number;
 }
@@ -447,6 +449,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
       serverReadyMs: ms(file.waits.serverReady),
       agentReadyMs: ms(file.waits.agentReady),
       metallbReadyMs: ms(file.waits.metallbReady),
+      lbDrainMs: ms(file.waits.lbDrain),
       noProgressMs: ms(file.waits.noProgress),
     },
     verify: file.verify?.image !== undefined ? { image: file.verify.image } : {},

@@ -475,6 +475,10 @@ export const WaitsSchema = Type.Object(
     serverReady: duration('How long a k3s server may take to answer /ping and /readyz after a (re)start before apply fails naming it.', '5m'),
     agentReady: duration('How long a k3s agent may take to become a Ready node after a (re)start.', '5m'),
     metallbReady: duration("How long MetalLB's controller and webhook may take to become ready after the manifest went on.", '5m'),
+    lbDrain: duration(
+      'Before a k3s server restarts (an upgrade, a setting) or is removed, every load balancer takes it out of its upstreams; its open connections through the load balancer then get this long to end on their own before they are closed (watches never end by themselves; their clients reconnect through another server).',
+      '10s',
+    ),
     noProgress: duration(
       'A wait for a server or agent gives up early when nothing it watches changes for this long: the probe\'s answer, the unit\'s state, the journal (a frozen or hung host). Below serverReady and agentReady to matter.',
       '45s',

@@ -26,6 +26,8 @@ interface Setup {
   fleet: Fleet;
   /** Hosts that cannot be reached (connect fails as a powered-off machine's does). */
   dead: Set<string>;
+  /** Hosts whose SSH key changed (a re-installed machine). */
+  rekeyed: Set<string>;
   cli(...argv: string[]): Promise<CliResult>;
   /** Edit the cluster file's YAML in place. */
   edit(fn: (hosts: { name: string; remove?: boolean; address?: string; roles?: string[] }[]) => void): void;
@@ -37,8 +39,11 @@ async function applied(t: { after: (fn: () => void) => void }): Promise<Setup> {
   const { file, text } = offlineCluster(SEED, dir);
   const fleet = simulatedFleet(text, { env: { HOME: dir } });
   const dead = new Set<string>();
+  const rekeyed = new Set<string>();
   const connect = async (h: ClusterHost) => {
     if (dead.has(h.name)) throw new ConnectionError(h.name, `${h.address}:22`, 'connecting', 'connect EHOSTUNREACH (simulated: the machine is off)');
+    // As the SSH transport refuses a changed key (transport/ssh.ts), unless accepted.
+    if (rekeyed.has(h.name)) throw new ConnectionError(h.name, `${h.address}:22`, 'connecting', 'the host key has changed: pinned SHA256:old, offered SHA256:new', `... or run again with --accept-new-host-key ${h.name}`, { hostKeyChanged: true });
     return fleet.connect(h);
   };
   const s: Setup = {
@@ -46,6 +51,7 @@ async function applied(t: { after: (fn: () => void) => void }): Promise<Setup> {
     file,
     fleet,
     dead,
+    rekeyed,
     cli: (...argv) => runCli([...argv, '-f', file], { cwd: dir, hooks: { open: { connect } } }),
     edit(fn) {
       const doc = parseDocument(readFileSync(file, 'utf8'));
@@ -143,6 +149,7 @@ test('remove: true on a server and apply: out of nginx (reloaded) before its k3s
 
 test('what removal refuses: the last server, a load balancer or datastore host, a host nobody knows — exit 2, no host touched', async (t) => {
   const s = await applied(t);
+  const before = [...s.fleet.hosts.values()].map((h) => `${h.name} ${h.writes.length} ${h.log.length}`);
   s.edit((hosts) => (hosts.find((h) => h.name === 'server2')!.remove = true));
   const last = await s.cli('node', 'remove', 'server1', '--yes');
   assert.equal(last.code, 2, last.stderr);
@@ -164,8 +171,7 @@ test('what removal refuses: the last server, a load balancer or datastore host, 
   const nobody = await s.cli('node', 'remove', 'agent9', '--yes');
   assert.equal(nobody.code, 2);
   assert.match(nobody.stderr, /no host named "agent9"/);
-  const before = [...s.fleet.hosts.values()].map((h) => h.writes.length);
-  assert.deepEqual([...s.fleet.hosts.values()].map((h) => h.writes.length), before);
+  assert.deepEqual([...s.fleet.hosts.values()].map((h) => `${h.name} ${h.writes.length} ${h.log.length}`), before, 'a refused removal contacts no host');
 });
 
 test('a dead agent: refused with the way out; with --force its Node and secret go through a server, nothing is tried on it, it is forgotten', async (t) => {
@@ -273,4 +279,36 @@ test('the simulated API refuses a re-installed machine that joins over its old n
   const fresh = s.fleet.recreate('agent2');
   assert.equal(s.fleet.k3s.passwordAccepted(fresh, 'agent2', s.fleet.machines.get('server1')!, 'k3s-agent'), false);
   assert.match((fresh.journal.get('k3s-agent') ?? []).join('\n'), /Node password rejected/);
+});
+
+test('an agent whose host key changed is no unreachable agent: the run stops with --accept-new-host-key, it does not go on without it', async (t) => {
+  const s = await applied(t);
+  s.fleet.recreate('agent2');
+  s.rekeyed.add('agent2');
+  const r = await s.cli('apply', '--yes', '--no-verify');
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /agent2 .*the host key has changed.*--accept-new-host-key agent2/s);
+  assert.doesNotMatch(r.stdout + r.stderr, /left out of this run/);
+  assert.equal(s.fleet.hosts.get('agent2')!.writes.length, 0, 'nothing was done on it');
+});
+
+test('a re-installed server is recognised too: its old Node and secret are deleted through the other server before it joins', async (t) => {
+  const s = await applied(t);
+  s.fleet.recreate('server2');
+  const { plan } = await planJson(s, 'plan');
+  const step = plan.steps.find((x) => x.phase === 'k3s-servers' && x.host === 'server2')!;
+  assert.deepEqual(step.changes.slice(0, 2).map((c) => `${c.action} ${c.target.host} ${c.target.object}`), ['delete server1 Node/server2', 'delete server1 Secret/kube-system/server2.node-password.k3s']);
+  const r = await s.cli('apply', '--yes', '--no-verify');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(s.fleet.k3s.nodeReady('server2'), true);
+  assert.equal((await planJson(s, 'plan')).plan.empty, true);
+});
+
+test('reset also takes apart a host marked remove: true that was not removed yet', async (t) => {
+  const s = await applied(t);
+  s.edit((hosts) => (hosts.find((h) => h.name === 'agent3')!.remove = true));
+  const r = await s.cli('reset', '--yes');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.ok(s.fleet.kube.deletedNodes.includes('agent3'));
+  assert.equal(s.fleet.hosts.get('agent3')!.files.has('/usr/local/bin/k3s'), false);
 });

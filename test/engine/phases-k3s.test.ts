@@ -14,6 +14,7 @@ import { k3sAgentsPhase } from '../../src/phases/k3s-agents.js';
 import { K3sArtifacts } from '../../src/phases/k3s-install.js';
 import { k3sServersPhase } from '../../src/phases/k3s-servers.js';
 import { tokenPassphrase } from '../../src/phases/k3s-token.js';
+import { readNodes } from '../../src/phases/k3s-versions.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
 import { standInK3s } from '../support/offline-example.js';
 
@@ -48,6 +49,14 @@ interface FakeCluster {
   drains: string[];
   /** Nodes the API reports NotReady. */
   notReady: Set<string>;
+  /** The LB's upstream state file at each nginx reload on infra: `at`, and the servers marked down. */
+  lbReloads: { at: number; down: string[] }[];
+  /** Nodes whose new kubelet posts its status (its version) only this many ms after its restart. */
+  lag: Map<string, number>;
+  /** When each node's kubelet first reported a version after a restart. */
+  reported: { node: string; version: string; at: number }[];
+  /** When each drain verb ran. */
+  drainTimes: number[];
   open(opts?: { phases?: 'both' | 'servers'; force?: boolean }): Promise<ClusterRun>;
   cleanup(): void;
 }
@@ -98,6 +107,10 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     restarts,
     drains: [],
     notReady: new Set(),
+    lbReloads: [],
+    lag: new Map(),
+    reported: [],
+    drainTimes: [],
     events,
     datastore,
     blocked,
@@ -126,8 +139,42 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     h.handle(/k3s --version/, () => ok(`k3s version ${/v\d+\.\d+\.\d+\+k3s\d+/.exec(h.text('/usr/local/bin/k3s') ?? '')?.[0] ?? 'unknown'} (fake)\n`));
     if (SERVERS.includes(name)) serverModel(fc, h);
     if (AGENTS.includes(name)) agentModel(fc, h);
+    if (name === 'infra') lbModel(fc, h);
   }
   return fc;
+}
+
+/** nginx on infra as the hold sees it: a checked write, a reload that records the upstream, no connections left. */
+function lbModel(fc: FakeCluster, h: MemoryHost): void {
+  h.handle(/^nginx -q -t -c /, () => ok());
+  h.handle(/^systemctl reload nginx$/, () => {
+    const state = h.text('/etc/nginx/k8s-ha-upstream.conf') ?? '';
+    fc.lbReloads.push({ at: Date.now(), down: [...state.matchAll(/ down; # (\S+)$/gm)].map((m) => m[1]!) });
+    return ok();
+  });
+  h.handle(/^ss -Htn state established/, () => ok('0\n'));
+}
+
+/** What a node's kubelet reports: the version of the binary it last started from, `lag` ms after that start for the nodes in `fc.lag`. */
+const kubelets = new WeakMap<FakeCluster, Map<string, { starts: number; version: string; next?: { version: string; at: number } }>>();
+function kubeletVersion(fc: FakeCluster, x: MemoryHost): string {
+  const seen = kubelets.get(fc) ?? new Map<string, { starts: number; version: string; next?: { version: string; at: number } }>();
+  kubelets.set(fc, seen);
+  const svc = x.services.get('k3s')?.active ? x.services.get('k3s')! : x.services.get('k3s-agent')!;
+  const starts = svc.starts + svc.restarts;
+  const now = /v\d+\.\d+\.\d+\+k3s\d+/.exec(x.text('/usr/local/bin/k3s') ?? '')?.[0] ?? '';
+  let k = seen.get(x.name);
+  if (!k) seen.set(x.name, (k = { starts, version: now }));
+  if (k.starts !== starts) {
+    k.starts = starts;
+    k.next = { version: now, at: Date.now() + (fc.lag.get(x.name) ?? 0) };
+  }
+  if (k.next && Date.now() >= k.next.at) {
+    k.version = k.next.version;
+    delete k.next;
+    fc.reported.push({ node: x.name, version: k.version, at: Date.now() });
+  }
+  return k.version;
 }
 
 function configToken(h: MemoryHost): string {
@@ -171,12 +218,15 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
   h.handle(/kubectl .* get nodes -o json/, () => {
     const items = [...fc.hosts.values()]
       .filter((x) => x.services.get('k3s')?.active || x.services.get('k3s-agent')?.active)
-      .map((x) => ({ metadata: { name: x.name }, status: { conditions: [{ type: 'Ready', status: fc.notReady.has(x.name) ? 'False' : 'True' }] } }));
+      .map((x) => ({ metadata: { name: x.name }, status: { conditions: [{ type: 'Ready', status: fc.notReady.has(x.name) ? 'False' : 'True' }], nodeInfo: { kubeletVersion: kubeletVersion(fc, x) } } }));
     return ok(JSON.stringify({ items }));
   });
   h.handle(/kubectl .* (cordon|uncordon|drain|annotate) /, (cmd) => {
     const m = /(cordon|uncordon|drain|annotate) (?:--overwrite )?(?:node )?(\S+)/.exec(cmd.text)!;
-    if (m[1] !== 'annotate') fc.drains.push(`${h.name}: ${m[1]} ${m[2]}`);
+    if (m[1] !== 'annotate') {
+      fc.drains.push(`${h.name}: ${m[1]} ${m[2]}`);
+      fc.drainTimes.push(Date.now());
+    }
     return ok();
   });
   h.handle(/kubectl .* get node /, (cmd) => {
@@ -285,7 +335,14 @@ test('a changed server setting restarts the servers one at a time, each ready be
   const run = await fc.open();
   const plan = await run.plan();
   assert.deepEqual(plan.steps.map((s) => s.host), SERVERS, 'only the servers change');
-  assert.deepEqual(plan.steps[0]!.changes.map((c) => c.summary), ['update /etc/rancher/k3s/config.yaml', 'restart k3s (/etc/rancher/k3s/config.yaml changed)']);
+  // The restart goes between a hold and a release on the load balancer (a change on infra), the release after the ready wait.
+  assert.deepEqual(plan.steps[0]!.changes.map((c) => `${c.target.host}: ${c.summary}`), [
+    'server1: update /etc/rancher/k3s/config.yaml',
+    'infra: take server1 out of the API load balancer on infra (nginx: marked down, graceful reload; its connections get 10 s to end, then are closed)',
+    'server1: restart k3s (/etc/rancher/k3s/config.yaml changed)',
+    'server1: wait until server1 is ready (its /readyz, its Node Ready on v1.31.4+k3s1) before it takes connections again',
+    'infra: put server1 back into the API load balancer on infra',
+  ]);
   const from = fc.restarts.length;
   await run.apply();
   await run.close();
@@ -293,6 +350,45 @@ test('a changed server setting restarts the servers one at a time, each ready be
   assert.deepEqual(restarts.map((r) => `${r.host} ${r.kind}`), ['server1 restart', 'server2 restart']);
   // Down from its restart until it answered ready: the intervals never overlap.
   assert.ok(restarts[1]!.at >= restarts[0]!.readyAt, `server2 went down at ${restarts[1]!.at} while server1 was down until ${restarts[0]!.readyAt}`);
+  // nginx on infra: each server marked down before its restart and back only once it was ready; never both down.
+  assert.deepEqual(fc.lbReloads.map((r) => r.down), [['server1'], [], ['server2'], []]);
+  restarts.forEach((r, i) => {
+    assert.ok(fc.lbReloads[2 * i]!.at <= r.at, `${r.host} restarted at ${r.at} before the LB took it out at ${fc.lbReloads[2 * i]!.at}`);
+    assert.ok(fc.lbReloads[2 * i + 1]!.at >= r.readyAt, `${r.host} was put back at ${fc.lbReloads[2 * i + 1]!.at}, before it was ready at ${r.readyAt}`);
+  });
+  assert.equal(fc.hosts.get('infra')!.files.has('/var/lib/k8s-ha/lb-held'), false, 'nothing is left held');
+  assert.equal((await (await fc.open()).plan()).empty, true);
+});
+
+test('a server left held out of the load balancer by a cut-off run is put back once it is ready, and an upgraded node counts only once its new kubelet reports the new version', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 10 });
+  t.after(fc.cleanup);
+  await (await fc.open()).apply();
+  const infra = fc.hosts.get('infra')!;
+  infra.setFile('/var/lib/k8s-ha/lb-held', 'server2\n');
+  const run = await fc.open();
+  const plan = await run.plan();
+  assert.deepEqual(plan.steps.map((s) => [s.host, s.changes.map((c) => `${c.target.host}: ${c.summary}`)]), [
+    ['server2', ['server2: wait until server2 is ready (its /readyz, its Node Ready on v1.31.4+k3s1) before it takes connections again', 'infra: put server2 back into the API load balancer on infra']],
+  ]);
+  await run.apply();
+  await run.close();
+  assert.equal(infra.files.has('/var/lib/k8s-ha/lb-held'), false);
+
+  // An upgrade where agent1's new kubelet posts its status late: agent2 is not cordoned before agent1 reports v1.31.5.
+  writeFileSync(fc.binary, standInK3s('v1.31.5+k3s1', 'fake k3s binary v1.31.5'));
+  writeFileSync(fc.file, clusterYaml(fc.binary).replace('version: v1.31.4+k3s1', 'version: v1.31.5+k3s1'));
+  fc.lag.set('agent1', 300);
+  fc.drains.length = 0;
+  fc.drainTimes.length = 0;
+  const up = await fc.open();
+  await up.apply();
+  await up.close();
+  assert.deepEqual(fc.drains.slice(0, 4), ['server1: cordon agent1', 'server1: drain agent1', 'server1: uncordon agent1', 'server1: cordon agent2']);
+  const agent1New = fc.reported.find((r) => r.node === 'agent1' && r.version === 'v1.31.5+k3s1')!;
+  assert.ok(fc.drainTimes[2]! >= agent1New.at, `agent1 was uncordoned at ${fc.drainTimes[2]}, before its new kubelet reported v1.31.5 at ${agent1New.at}`);
+  const nodes = (await readNodes([fc.hosts.get('server1')!])) ?? [];
+  assert.deepEqual(nodes.map((n) => `${n.name} ${n.kubelet}`).sort(), [...AGENTS, ...SERVERS].map((n) => `${n} v1.31.5+k3s1`).sort());
 });
 
 test('a new binary is uploaded and restarts the servers one at a time; the agents after them', async (t) => {

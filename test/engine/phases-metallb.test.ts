@@ -14,6 +14,8 @@ import { TEST_METALLB_MANIFEST } from '../support/offline-example.js';
 /** The same trimmed manifest the simulated fleet serves. */
 const MANIFEST = TEST_METALLB_MANIFEST;
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+/** The next release's manifest, as far as the fake cluster can tell (its images). */
+const MANIFEST_V2 = MANIFEST.replaceAll('v0.14.9', 'v0.15.3');
 
 const K3S_CONFIG = 'token: x\ndisable:\n  - servicelb\n  - traefik\n';
 
@@ -30,6 +32,7 @@ class FakeCluster {
   readonly objects = new Map<string, KubeItem>();
   dryRuns = 0;
   availablePolls = 0;
+  rolloutFails = false;
   readonly timeline: string[] = [];
   constructor(
     public webhookAfter = 2,
@@ -63,6 +66,11 @@ class FakeCluster {
         return this.webhookReady ? ok() : { code: 1, stdout: '', stderr: 'Internal error occurred: failed calling webhook "ipaddresspoolvalidationwebhook.metallb.io": dial tcp 10.43.0.9:443: connect: connection refused' };
       }
       if (/ apply --server-side --force-conflicts /.test(t)) return this.apply(stdin);
+      const rollout = / rollout status -n metallb-system (\S+) --timeout=\d+s$/.exec(t);
+      if (rollout) {
+        this.timeline.push(`rollout ${rollout[1]} ${this.controllerImage}`);
+        return this.rolloutFails ? { code: 1, stdout: '', stderr: `error: timed out waiting for the condition` } : ok(`${rollout[1]} successfully rolled out\n`);
+      }
       const del = /delete -n metallb-system (ipaddresspools|l2advertisements)\.metallb\.io\/(\S+)/.exec(t);
       if (del) {
         this.objects.delete(`${del[1] === 'ipaddresspools' ? 'IPAddressPool' : 'L2Advertisement'}/${del[2]}`);
@@ -74,9 +82,9 @@ class FakeCluster {
   }
 
   apply(stdin: string) {
-    if (stdin === MANIFEST || stdin.startsWith('apiVersion: v1\nkind: Namespace')) {
+    if (stdin === MANIFEST || stdin === MANIFEST_V2 || stdin.startsWith('apiVersion: v1\nkind: Namespace')) {
       this.manifest = sha(stdin);
-      this.controllerImage = 'quay.io/metallb/controller:v0.14.9';
+      this.controllerImage = stdin === MANIFEST_V2 ? 'quay.io/metallb/controller:v0.15.3' : 'quay.io/metallb/controller:v0.14.9';
       this.timeline.push('manifest');
       return ok();
     }
@@ -282,4 +290,38 @@ test('servicelb state is read from list, string and comma-separated forms of dis
   assert.equal(servicelbState('disable: servicelb\n'), 'disabled');
   assert.equal(servicelbState('disable: "traefik,servicelb"\n'), 'disabled');
   assert.equal(servicelbState('token: x\n'), 'enabled');
+});
+
+test('a changed metallb.version upgrades MetalLB: the plan shows the upgrade, apply waits for the new controller and every speaker to roll out, then a re-plan is empty', async () => {
+  const { fake, hosts } = setup();
+  await engine(deployment(), hosts).apply();
+  fake.timeline.length = 0;
+  const v2 = deployment((x) => {
+    x.spec.metallb!.version = 'v0.15.3';
+    x.spec.metallb!.manifest = { sha256: sha(MANIFEST_V2) };
+  });
+  const e = engine(v2, hosts, { fetchManifest: async () => Buffer.from(MANIFEST_V2) });
+  const plan = await e.plan();
+  assert.deepEqual(plan.steps[0]!.changes.map((c) => `${c.action} ${'object' in c.target ? c.target.object : ''}: ${c.summary.replace(/, sha256 [0-9a-f]{12}…/, '').replace(/ \(up to .*/, '')}`), [
+    'update metallb-system/metallb-native.yaml: apply MetalLB v0.15.3 manifest (upgrade from v0.14.9)',
+    "run DaemonSet/metallb-system/speaker: wait until MetalLB's controller and every speaker run v0.15.3 (rollout status, up to 300 s each)",
+    "run Deployment/metallb-system/controller: wait for MetalLB's controller and webhook",
+  ]);
+  assert.equal(plan.steps[0]!.changes[0]!.before, `v0.14.9 sha256 ${sha(MANIFEST)}`);
+  assert.equal(plan.steps[0]!.changes[0]!.after, `v0.15.3 sha256 ${sha(MANIFEST_V2)}`);
+  await e.apply(plan);
+  assert.deepEqual(fake.timeline.slice(0, 4), ['manifest', 'record', 'rollout deployment/controller quay.io/metallb/controller:v0.15.3', 'rollout daemonset/speaker quay.io/metallb/controller:v0.15.3']);
+  assert.deepEqual(fake.record, { version: 'v0.15.3', sha256: sha(MANIFEST_V2) });
+  assert.equal((await engine(v2, hosts, { fetchManifest: async () => Buffer.from(MANIFEST_V2) }).plan()).empty, true);
+});
+
+test('a MetalLB upgrade whose new pods never roll out stops with the bound, where to look, and the old pods serving', async () => {
+  const { fake, hosts } = setup();
+  await engine(deployment(), hosts).apply();
+  fake.rolloutFails = true;
+  const v2 = deployment((x) => {
+    x.spec.metallb!.version = 'v0.15.3';
+    x.spec.metallb!.manifest = { sha256: sha(MANIFEST_V2) };
+  });
+  await assert.rejects(engine(v2, hosts, { fetchManifest: async () => Buffer.from(MANIFEST_V2) }).apply(), /deployment\/controller did not finish rolling out v0\.15\.3 within 300 s \(error: timed out waiting for the condition\); the bound is waits\.metallbReady; the old pods keep serving/);
 });

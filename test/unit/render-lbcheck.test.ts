@@ -85,12 +85,14 @@ test('the checker refuses inputs that would break the script', () => {
  * (u = pong, d = no answer). Returns the upstream file at every reload, in
  * order, and the script's log.
  */
-function runChecker(input: LbCheckInput, patterns: Record<string, string>, rounds: number, initial = renderUpstreamState(input)): { reloads: string[]; log: string; state: string; ss: string } {
+function runChecker(input: LbCheckInput, patterns: Record<string, string>, rounds: number, initial = renderUpstreamState(input), held: string[] = []): { reloads: string[]; log: string; state: string; ss: string } {
   return withTempFile('k8s-ha-lbcheck', renderLbCheckScript(input), (script, dir) => {
     const bin = join(dir, 'bin');
     mkdirSync(bin);
     const state = join(dir, 'upstream.conf');
     writeFileSync(state, initial);
+    const hold = join(dir, 'lb-held');
+    if (held.length) writeFileSync(hold, held.map((h) => `${h}\n`).join(''));
     for (const [addr, p] of Object.entries(patterns)) writeFileSync(join(dir, `pattern.${addr}`), p + '\n');
     const fake = (name: string, body: string) => {
       writeFileSync(join(bin, name), `#!/bin/sh\nD='${dir}'\n${body}\n`);
@@ -108,7 +110,7 @@ exit 28`,
     fake('nginx', 'exit 0');
     fake('ss', `echo "$*" >> "$D/ss"`);
     fake('systemctl', `[ "$1 $2" = "reload nginx" ] || exit 1\nn=$(ls "$D" | grep -c '^reload\\.'); cp '${state}' "$D/reload.$n"`);
-    const r = run('sh', [script], undefined, { PATH: `${bin}:${process.env['PATH'] ?? ''}`, K8S_HA_LBCHECK_STATE: state, K8S_HA_LBCHECK_ROUNDS: String(rounds) });
+    const r = run('sh', [script], undefined, { PATH: `${bin}:${process.env['PATH'] ?? ''}`, K8S_HA_LBCHECK_STATE: state, K8S_HA_LBCHECK_HOLD: hold, K8S_HA_LBCHECK_ROUNDS: String(rounds) });
     assert.equal(r.status, 0, r.stderr);
     const reloads = readdirSync(dir)
       .filter((f) => f.startsWith('reload.'))
@@ -157,4 +159,18 @@ test('the checker puts a stale upstream file back in step on its first round, an
   const r = runChecker(two, { '10.0.0.5': 'uu', '10.0.0.6': 'uu' }, 2, stale);
   assert.deepEqual(r.reloads, [renderUpstreamState(two)], r.log);
   assert.deepEqual(runChecker(two, { '10.0.0.5': 'uu', '10.0.0.6': 'uu' }, 2).reloads, []);
+});
+
+test('a server k8s-ha holds out stays down whatever its checks say, also when every other server fails', (t) => {
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
+  // server-a is held (being restarted for an upgrade) and passes its checks; the
+  // file k8s-ha wrote (server-a down) is what the checker wants: no reload.
+  const heldFile = renderUpstreamState(two, ['server-a']);
+  assert.deepEqual(runChecker(two, { '10.0.0.5': 'uuuu', '10.0.0.6': 'uuuu' }, 4, heldFile, ['server-a']).reloads, []);
+  // server-b then fails too: it is not taken out (the last one in service), and server-a stays out.
+  const r = runChecker(two, { '10.0.0.5': 'uuuuuu', '10.0.0.6': 'uudddd' }, 6, heldFile, ['server-a']);
+  assert.deepEqual(r.reloads, [], r.log);
+  assert.equal(r.state, heldFile);
+  // Without the hold the same file is put back in step (server-a back in) on the first round.
+  assert.deepEqual(runChecker(two, { '10.0.0.5': 'uu', '10.0.0.6': 'uu' }, 2, heldFile).reloads, [renderUpstreamState(two)]);
 });
