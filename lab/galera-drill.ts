@@ -1,6 +1,10 @@
 import { request as httpsRequest } from 'node:https';
-import { KubeApiError, type KubeClient } from '../src/kube/client.js';
+import { KubeApiError, KubeClient } from '../src/kube/client.js';
+import { dirname } from 'node:path';
 import type { Lab } from './index.js';
+import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
+import { SHOW_WRITER } from '../src/phases/galera-writer.js';
+import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 
 /**
  * The proof under write load (issue 14): a writer creates objects through the
@@ -87,6 +91,54 @@ export class Writer {
   }
 }
 
+/**
+ * The API's availability apart from the datastore: GET /version through the
+ * virtual IP every 100 ms (answered by the API server without kine). The
+ * longest time without an answer is the API outage of a fault.
+ */
+export class ApiProbe {
+  readonly okMs: number[] = [];
+  #stop = false;
+  #done: Promise<void> | null = null;
+  readonly #client: KubeClient;
+  constructor(client: KubeClient) {
+    // One second per request and a fresh connection each time, so a request
+    // stuck on the dead load balancer does not hide the moment the API is back.
+    this.#client = new KubeClient(client.creds, { timeoutMs: 1000, freshConnections: true });
+  }
+
+  start(): void {
+    this.#done = (async () => {
+      while (!this.#stop) {
+        try {
+          await this.#client.request('GET', '/version');
+          this.okMs.push(performance.now());
+        } catch {
+          // counted as the absence of an answer
+        }
+        await sleep(100);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.#done;
+  }
+
+  /** The longest time without an answer from `fromMs` on (ms). */
+  longestGapMs(fromMs: number): number {
+    let last = fromMs;
+    let worst = 0;
+    for (const t of this.okMs) {
+      if (t < fromMs) continue;
+      worst = Math.max(worst, t - last);
+      last = t;
+    }
+    return worst;
+  }
+}
+
 export interface WatchEvent {
   type: string;
   name: string;
@@ -161,6 +213,11 @@ export class Watcher {
         },
       );
       this.#req = req;
+      // TCP keepalive after 1 s of silence, as client-go's HTTP/2 health ping
+      // does: when the VIP moves back, a stream through the other load
+      // balancer goes silent rather than failing; the probe draws the reset
+      // and the watch resumes from its last resourceVersion.
+      req.on('socket', (sock) => sock.setKeepAlive(true, 1000));
       req.on('error', reject);
       req.end();
     });
@@ -188,7 +245,17 @@ export interface DrillVerdict {
 
 /** Compare what the writer was told with what exists and what the watch saw. */
 export async function verdict(client: KubeClient, writer: Writer, watch: Watcher): Promise<DrillVerdict> {
-  const list = await client.request<{ items: { metadata: { name: string } }[] }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?labelSelector=${encodeURIComponent(`drill=${writer.prefix}`)}`);
+  // Bounded retries: a rejoining node may still cost the API a moment.
+  const path = `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?labelSelector=${encodeURIComponent(`drill=${writer.prefix}`)}`;
+  let list: { items: { metadata: { name: string } }[] } | undefined;
+  for (let attempt = 0; list === undefined; attempt++) {
+    try {
+      list = await client.request<{ items: { metadata: { name: string } }[] }>('GET', path);
+    } catch (e) {
+      if (attempt >= 20) throw e;
+      await sleep(1000);
+    }
+  }
   const exists = new Set(list.items.map((i) => i.metadata.name));
   const acked = writer.acked;
   const lost = acked.filter((r) => !exists.has(r.name)).map((r) => r.name);
@@ -232,10 +299,43 @@ export async function galeraState(lab: Lab, node: string): Promise<{ size: numbe
   return { size: Number(kv.wsrep_cluster_size), state: kv.wsrep_local_state_comment ?? '', status: kv.wsrep_cluster_status ?? '' };
 }
 
-/** The node HAProxy on `lb` sends datastore connections to (its stick table), or null. */
+/** The node HAProxy on `lb` sends datastore connections to (its writer table), or null. */
 export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
-  const r = await lab.exec(lb, ['sh', '-c', "echo 'show table k3s_datastore' | socat - UNIX:/run/haproxy/admin.sock"], { allowFailure: true });
-  return /server_key=(\S+)/.exec(r.stdout)?.[1] ?? null;
+  const r = await lab.exec(lb, ['sh', '-c', SHOW_WRITER.text], { allowFailure: true });
+  return parseWriterTable(r.stdout);
+}
+
+/** The infrastructure machine that holds the virtual IP now, or null. */
+export async function vipHolder(lab: Lab, machines: readonly string[] = ['infra1', 'infra2']): Promise<string | null> {
+  const vip = lab.virtualIP;
+  if (!vip) return null;
+  for (const m of machines) {
+    const r = await lab.exec(m, ['ip', '-o', '-4', 'addr', 'show'], { allowFailure: true });
+    if (r.stdout.includes(` ${vip}/`)) return m;
+  }
+  return null;
+}
+
+/**
+ * Make `target` the writer: drain the current writer (its check answers 503,
+ * the load balancers move the writer, as for maintenance), wait until every
+ * load balancer names `target`, then undrain. No-op when it already is.
+ */
+export async function moveWriterTo(lab: Lab, target: string, lbs: readonly string[] = ['infra1', 'infra2'], timeoutMs = 30_000): Promise<void> {
+  const current = await writerOf(lab, lbs[0]!);
+  if (current === target || current === null) return;
+  await lab.exec(current, ['sh', '-c', `mkdir -p ${dirname(GALERA_DRAIN_FLAG)} && touch ${GALERA_DRAIN_FLAG}`]);
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      // The other load balancer learns the writer from the peers, or on its first connection.
+      if ((await writerOf(lab, lbs[0]!)) === target) break;
+      if (Date.now() > until) throw new Error(`the writer did not move from ${current} to ${target} within ${timeoutMs / 1000} s`);
+      await sleep(250);
+    }
+  } finally {
+    await lab.exec(current, ['rm', '-f', GALERA_DRAIN_FLAG]);
+  }
 }
 
 export type Fault = 'kill-writer' | 'freeze-writer' | 'cut-writer' | 'kill-machine';
@@ -269,8 +369,12 @@ export interface FaultResult {
   writer: string;
   /** Longest time without an acknowledged write from the fault on (ms). */
   writeGapMs: number;
+  /** Longest time without an answer to GET /version through the virtual IP from the fault on (ms). */
+  apiOutageMs: number;
   failedWrites: number;
   verdict: DrillVerdict;
+  /** For the first unseen writes: their resourceVersion and the watch events around it. */
+  unseenDetail: string[];
   gapLines: string[];
   newGapRows: number;
 }
@@ -300,6 +404,8 @@ export async function runFault(
   watch.start();
   const writer = new Writer(client, o.prefix);
   writer.start();
+  const probe = new ApiProbe(client);
+  probe.start();
   await sleep(o.beforeMs ?? 2000);
   const t0 = performance.now();
   await FAULTS[fault].inject(lab, o.writerNode);
@@ -307,16 +413,26 @@ export async function runFault(
   await FAULTS[fault].recover(lab, o.writerNode);
   await sleep(o.afterMs ?? 4000);
   await writer.stop();
+  await probe.stop();
   // The watch may lag a reconnect behind: give it the time to catch up with the last write.
   const lastAcked = writer.acked.at(-1)?.name;
   const until = Date.now() + 20_000;
   while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
   await watch.stop();
   const v = await verdict(client, writer, watch);
+  const rvOf = new Map(writer.acked.map((r) => [r.name, r.resourceVersion]));
+  const unseenDetail = v.unseen.slice(0, 6).map((n) => {
+    const rv = BigInt(rvOf.get(n) ?? '0');
+    const before = watch.events.filter((e) => BigInt(e.resourceVersion) < rv).at(-1);
+    const after = watch.events.find((e) => BigInt(e.resourceVersion) > rv);
+    return `${n} rv ${rv}: watch had ${before?.name}@${before?.resourceVersion} then ${after?.name}@${after?.resourceVersion}`;
+  });
   return {
+    unseenDetail,
     fault,
     writer: o.writerNode,
     writeGapMs: Math.round(writer.longestGapMs(t0)),
+    apiOutageMs: Math.round(probe.longestGapMs(t0)),
     failedWrites: writer.records.filter((r) => !r.ok).length,
     verdict: v,
     gapLines: await gapLines(lab, o.servers, since),

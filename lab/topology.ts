@@ -87,7 +87,7 @@ export interface ClusterFileInput {
 /** The cluster file for the lab, in the format of examples/seed.yaml. */
 export function renderClusterFile(c: ClusterFileInput): string {
   const t = c.topology;
-  // One writer behind the load balancer is HAProxy's (stick table, peers).
+  // One writer behind the load balancer is HAProxy's (writer table, peers, hold-downs).
   const loadBalancer: Record<string, unknown> = { kind: t.galera ? 'haproxy' : 'nginx', port: 6443 };
   if (t.virtualIP) {
     // The router id only has to be unique on the lab's bridge: take it from the VIP.

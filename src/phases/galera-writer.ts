@@ -1,22 +1,19 @@
 import { galeraNodes, hostsWithRole, type Cluster } from '../spec/cluster.js';
-import { HAPROXY_ADMIN_SOCKET, HAPROXY_DATASTORE_BACKEND } from '../render/haproxy.js';
+import { HAPROXY_ADMIN_SOCKET } from '../render/haproxy.js';
+import { HAPROXY_DATASTORE_BACKEND, HAPROXY_WRITER_TABLE, parseWriterTable } from '../render/haproxy-datastore.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
 import { isSyncedPrimary, readGaleraNode } from './galera-state.js';
 
 /**
  * Which Galera data node takes the writes now: the one every load balancer's
- * stick table names (HAProxy moves it only when that node is marked down).
+ * writer table names (HAProxy moves it only when that node is marked down).
  * For backup (dump from the writer) and status. `host` opens a host of the
  * cluster file (the engine's `host`, or any connection cache).
  */
 
-/** `show table k3s_datastore` -> the server the one entry points at, or null. */
-export function parseStickTable(stdout: string): string | null {
-  return /server_key=(\S+)/.exec(stdout)?.[1] ?? null;
-}
-
-export const SHOW_WRITER = sh`echo ${`show table ${HAPROXY_DATASTORE_BACKEND}`} | socat - ${`UNIX:${HAPROXY_ADMIN_SOCKET}`}`;
+/** The writer table and the server ids it refers to, in one CLI call (parseWriterTable reads it). */
+export const SHOW_WRITER = sh`echo ${`show table ${HAPROXY_WRITER_TABLE}; show servers state ${HAPROXY_DATASTORE_BACKEND}`} | socat - ${`UNIX:${HAPROXY_ADMIN_SOCKET}`}`;
 
 /** The writer each load balancer names (null where it names none or cannot be asked). */
 export async function writersByLoadBalancer(c: Cluster, host: (name: string) => Promise<Host>): Promise<{ lb: string; writer: string | null; error?: string }[]> {
@@ -24,7 +21,7 @@ export async function writersByLoadBalancer(c: Cluster, host: (name: string) => 
     hostsWithRole(c, 'loadbalancer').map(async (lb) => {
       try {
         const r = await (await host(lb.name)).exec(SHOW_WRITER, { allowFailure: true, timeoutMs: 10_000 });
-        return { lb: lb.name, writer: r.code === 0 ? parseStickTable(r.stdout) : null, ...(r.code === 0 ? {} : { error: r.stderr.trim() || `exit ${r.code}` }) };
+        return { lb: lb.name, writer: r.code === 0 ? parseWriterTable(r.stdout) : null, ...(r.code === 0 ? {} : { error: r.stderr.trim() || `exit ${r.code}` }) };
       } catch (e) {
         return { lb: lb.name, writer: null, error: e instanceof Error ? e.message : String(e) };
       }

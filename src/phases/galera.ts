@@ -101,7 +101,7 @@ function nodeDesired(c: Cluster, self: ClusterHost, packageVersion: string | nul
     packages: PACKAGES,
     files: [
       { path: MARIADB_CNF_PATH, content: cnf, check: (tmp) => sh`mariadbd --defaults-file=${tmp} --user=mysql --help --verbose >/dev/null` },
-      { path: GALERA_CHECK_SCRIPT_PATH, content: renderGaleraCheckScript(), mode: 0o755 },
+      { path: GALERA_CHECK_SCRIPT_PATH, content: renderGaleraCheckScript({ kineUser: c.datastore.user }), mode: 0o755 },
       { path: GALERA_CHECK_SERVICE_PATH, content: renderGaleraCheckService() },
       { path: GALERA_CHECK_SOCKET_PATH, content: renderGaleraCheckSocket(self.address, g.checkPort) },
     ],

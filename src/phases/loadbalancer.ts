@@ -62,8 +62,9 @@ export function galeraRoute(c: Cluster, self: string): HaproxyDatastoreInput | u
     intervalMs: hc.intervalMs,
     fall: hc.fall,
     rise: hc.rise,
+    holdMs: g.writerHoldMs,
     proxyProtocol: true,
-    peers: { self, all: hostsWithRole(c, 'loadbalancer').map((h) => ({ name: h.name, address: h.address })) },
+    peers: { self, all: hostsWithRole(c, 'loadbalancer').map((h) => ({ name: h.name, address: h.address })), port: g.peerPort },
   };
 }
 

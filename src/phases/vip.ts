@@ -9,6 +9,8 @@ import { sh } from '../transport/quote.js';
 import type { Secret } from '../util/secret.js';
 import { LB_ALIVE_SCRIPT_PATH, lbAliveScriptTimeoutS, renderLbAliveScript } from '../render/lb-alive.js';
 import { apiUpstreams, renderProblem, tabLines } from './infra-common.js';
+import { HAPROXY_ADMIN_SOCKET } from '../render/haproxy.js';
+import { VIP_HOLD_SCRIPT_PATH, renderVipHoldScript } from '../render/haproxy-datastore.js';
 
 /**
  * How long the track script waits for an answer through the local listener
@@ -40,6 +42,9 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     servers: apiUpstreams(c),
     timeoutMs: LB_ALIVE_TIMEOUT_MS,
   };
+  // Galera behind HAProxy: taking the VIP starts the datastore hold-down.
+  const g = c.datastore.galera;
+  const datastoreHold = g !== undefined && g.writerHoldMs > 0 && c.loadBalancer.kind === 'haproxy';
   const conf = renderKeepalivedConf({
     hostName,
     routerId: vip.routerId,
@@ -54,6 +59,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     ...(v2 ? { authPass: vrrpPass } : {}),
     checkScript: LB_ALIVE_SCRIPT_PATH,
     checkTimeoutS: lbAliveScriptTimeoutS(alive),
+    ...(datastoreHold ? { notifyMaster: VIP_HOLD_SCRIPT_PATH } : {}),
   });
   return {
     // curl runs the track script's TLS requests.
@@ -61,6 +67,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     files: [
       // Before the config that names it: keepalived refuses a missing script.
       { path: LB_ALIVE_SCRIPT_PATH, content: renderLbAliveScript(alive), mode: 0o755 },
+      ...(datastoreHold ? [{ path: VIP_HOLD_SCRIPT_PATH, content: renderVipHoldScript(HAPROXY_ADMIN_SOCKET), mode: 0o755 }] : []),
       // 0600: it holds the VRRP password.
       { path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, secretsIn: keepalivedSecrets, check: (tmp) => sh`keepalived --config-test -f ${tmp}` },
     ],

@@ -29,9 +29,14 @@ export const GARB_UNIT = 'garb';
 /**
  * The check script (mode 0755). It reads the state with a bounded `timeout`
  * so a hung server answers nothing (and fails the check by timing out)
- * rather than piling up processes.
+ * rather than piling up processes. `kineUser` is the datastore user k3s's
+ * kine connects as: a node that holds none of its sessions (not the writer)
+ * must also show that it can commit now (see the script's comments).
  */
-export function renderGaleraCheckScript(): string {
+export function renderGaleraCheckScript(input: { kineUser: string }): string {
+  if (typeof input?.kineUser !== 'string' || !/^[A-Za-z0-9_]{1,80}$/.test(input.kineUser)) {
+    throw new RenderInputError('kineUser', `must be a MariaDB user name of letters, digits and '_', got ${JSON.stringify(input?.kineUser)}`);
+  }
   const l: string[] = [];
   l.push('#!/bin/sh');
   l.push(managedHeader('#', 'k8s-ha-galera-check: HTTP health check of this Galera node for the load balancer.').trimEnd());
@@ -41,18 +46,29 @@ export function renderGaleraCheckScript(): string {
   l.push('# Read the request up to its blank line first: closing with unread bytes');
   l.push('# would reset the connection and could lose the answer.');
   l.push("while IFS= read -r line; do case \"$line\" in ''|$(printf '\\r')) break ;; esac; done");
-  l.push('state=$(timeout 2 mariadb --batch --skip-column-names -e "SHOW GLOBAL STATUS WHERE Variable_name IN (\'wsrep_local_state_comment\', \'wsrep_cluster_status\', \'wsrep_ready\')" 2>/dev/null | tr \'\\t\\n\' \'= \')');
+  l.push(`state=$(timeout 1 mariadb --batch --skip-column-names -e "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment', 'wsrep_cluster_status', 'wsrep_ready'); SELECT 'kine_sessions', COUNT(*) FROM information_schema.processlist WHERE user = '${input.kineUser}'" 2>/dev/null | tr '\\t\\n' '= ')`);
+  l.push('# A node without kine\'s sessions would become the writer if chosen: it must');
+  l.push('# also pass a causal read (wsrep_sync_wait=1), a round through the group that');
+  l.push('# stalls while a silent member is not yet evicted. Writing then, while a lost');
+  l.push("# writer's last write sets are still being ordered, can fail certification,");
+  l.push("# and kine's read-back reports such a create as done. The writer itself is");
+  l.push('# not held to it: a member joining or leaving must not move the writer.');
   l.push('case " $state" in');
-  l.push('  *" wsrep_local_state_comment=Synced "*) synced=1 ;;');
-  l.push('  *) synced=0 ;;');
+  l.push('  *" kine_sessions=0 "*)');
+  l.push('    causal=$(timeout 1 mariadb --batch --skip-column-names -e "SET SESSION wsrep_sync_wait = 1; SELECT \'ON\'" 2>/dev/null)');
+  l.push('    state="$state wsrep_causal_read=${causal:-OFF} " ;;');
+  l.push('  *) state="$state wsrep_causal_read=writer " ;;');
   l.push('esac');
   l.push('ok=0');
-  l.push('if [ "$synced" = 1 ] && case " $state" in *" wsrep_cluster_status=Primary "*) true ;; *) false ;; esac && case " $state" in *" wsrep_ready=ON "*) true ;; *) false ;; esac; then ok=1; fi');
+  l.push('case " $state" in *" wsrep_local_state_comment=Synced "*) ok=1 ;; esac');
+  l.push('case " $state" in *" wsrep_cluster_status=Primary "*) ;; *) ok=0 ;; esac');
+  l.push('case " $state" in *" wsrep_ready=ON "*) ;; *) ok=0 ;; esac');
+  l.push('case " $state" in *" wsrep_causal_read=ON "*|*" wsrep_causal_read=writer "*) ;; *) ok=0 ;; esac');
   l.push(`[ -e ${GALERA_DRAIN_FLAG} ] && ok=0 state="$state drain=1"`);
   l.push('if [ "$ok" = 1 ]; then status="200 OK"; else status="503 Service Unavailable"; fi');
   l.push('body="$state"');
   l.push('printf \'HTTP/1.1 %s\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\nContent-Length: %d\\r\\n\\r\\n%s\' "$status" "$((${#body} + 1))" "$body"');
-  l.push('printf \'\\n\'');
+  l.push("printf '\\n'");
   return l.join('\n') + '\n';
 }
 

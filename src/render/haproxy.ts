@@ -3,7 +3,6 @@ import {
   assertListenerAndServers,
   assertInt,
   assertIp,
-  assertName,
   assertPath,
   assertPort,
   byString,
@@ -12,6 +11,7 @@ import {
   managedHeader,
 } from './common.js';
 import type { LbUpstream } from './nginx.js';
+import { datastoreLines, validateDatastore, type HaproxyDatastoreInput } from './haproxy-datastore.js';
 
 /** Where haproxy.cfg is installed (Debian packaging). */
 export const HAPROXY_CFG_PATH = '/etc/haproxy/haproxy.cfg';
@@ -70,63 +70,11 @@ export interface HaproxyLbInput {
   down?: readonly string[];
 }
 
-/** Backend of the datastore listener, for `show servers state` and `show table`. */
-export const HAPROXY_DATASTORE_BACKEND = 'k3s_datastore';
-
-export interface HaproxyDatastoreInput {
-  /** Port the k3s servers' datastore-endpoint names (3306). */
-  listenPort: number;
-  /**
-   * The data nodes, the preferred writer first: it is the only non-backup
-   * server, so every connection goes to it while it is up; the others are
-   * backups, tried in this order.
-   */
-  nodes: LbUpstream[];
-  /** Port of each node's Galera HTTP check (200 = Synced and Primary). */
-  checkPort: number;
-  intervalMs: number;
-  fall: number;
-  rise: number;
-  /** Send a PROXY protocol v2 header so MariaDB sees the k3s server's address. Default: false. */
-  proxyProtocol?: boolean;
-  /**
-   * This load balancer's name and every load balancer's address: HAProxy's
-   * `peers` keep the writer (the stick table) across a reload, whose old
-   * process still holds kine's sessions on it, and share it with the other
-   * load balancer so a virtual IP failover keeps the writer.
-   */
-  peers: { self: string; all: { name: string; address: string }[] };
-}
-
-/** TCP port HAProxy's peers use between the load balancers (and old/new process at a reload). */
-export const HAPROXY_PEER_PORT = 10000;
-
-function validateDatastore(input: HaproxyLbInput): void {
-  const d = input.datastore;
-  if (d === undefined) return;
-  assertPort('datastore.listenPort', d.listenPort);
-  if (d.listenPort === input.listenPort) throw new RenderInputError('datastore.listenPort', 'must differ from listenPort');
-  if (!Array.isArray(d.nodes) || d.nodes.length < 2) throw new RenderInputError('datastore.nodes', 'a Galera datastore needs at least two data nodes');
-  d.nodes.forEach((n, i) => {
-    if (typeof n.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(n.name)) throw new RenderInputError(`datastore.nodes[${i}].name`, `must be letters, digits, '.', '_' or '-', got ${JSON.stringify(n.name)}`);
-    assertIp(`datastore.nodes[${i}].address`, n.address);
-    assertPort(`datastore.nodes[${i}].port`, n.port);
-  });
-  if (new Set(d.nodes.map((n) => n.name)).size !== d.nodes.length) throw new RenderInputError('datastore.nodes', 'node names must be unique');
-  assertPort('datastore.checkPort', d.checkPort);
-  durationText('datastore.intervalMs', d.intervalMs);
-  assertInt('datastore.fall', d.fall, 1, 100);
-  assertInt('datastore.rise', d.rise, 1, 100);
-  d.peers.all.forEach((p, i) => {
-    assertName(`datastore.peers.all[${i}].name`, p.name);
-    assertIp(`datastore.peers.all[${i}].address`, p.address);
-  });
-  if (!d.peers.all.some((p) => p.name === d.peers.self)) throw new RenderInputError('datastore.peers.self', `must be one of the peers, got ${JSON.stringify(d.peers.self)}`);
-}
+export { HAPROXY_DATASTORE_BACKEND, HAPROXY_PEER_PORT, HAPROXY_WRITER_TABLE, type HaproxyDatastoreInput } from './haproxy-datastore.js';
 
 function validate(input: HaproxyLbInput): void {
   assertListenerAndServers(input);
-  validateDatastore(input);
+  validateDatastore(input.datastore, input.listenPort);
   durationText('connectTimeoutMs', input.connectTimeoutMs);
   durationText('idleTimeoutMs', input.idleTimeoutMs);
   const hc = input.healthCheck;
@@ -144,46 +92,6 @@ function validate(input: HaproxyLbInput): void {
     assertPort('statsListener.port', input.statsListener.port);
     if (input.statsListener.port === input.listenPort) throw new RenderInputError('statsListener.port', 'must differ from listenPort');
   }
-}
-
-/**
- * One writer (FACTS "Datastore HA with kine"): kine needs every server to
- * write to the same Galera node. `backup` alone is not enough: when the
- * preferred node comes back, new connections would go to it while the old
- * ones stay on the backup (two writers). The one-entry stick table under a
- * constant key holds the current writer, so HAProxy moves only when that
- * node is marked down, and never back by itself.
- */
-function datastoreLines(d: HaproxyDatastoreInput, listenAddress: string | undefined): string[] {
-  const bind = listenAddress === undefined ? `:${d.listenPort}` : hostPort(listenAddress, d.listenPort);
-  const l: string[] = [];
-  l.push('peers k8s_ha_lbs');
-  for (const p of [...d.peers.all].sort((a, b) => byString(a.name, b.name))) l.push(`    peer ${p.name} ${hostPort(p.address, HAPROXY_PEER_PORT)}`);
-  l.push('');
-  l.push('frontend k3s_datastore_in');
-  l.push(`    bind ${bind}`);
-  l.push('    option tcplog');
-  l.push(`    default_backend ${HAPROXY_DATASTORE_BACKEND}`);
-  l.push('');
-  l.push(`backend ${HAPROXY_DATASTORE_BACKEND}`);
-  l.push('    # Galera, one writer: the first node, the others only when it is down.');
-  l.push('    # The check asks each node whether it is Synced in the primary component');
-  l.push('    # (k8s-ha-galera-check); a plain TCP or mysql check passes on a Donor or a');
-  l.push('    # node cut off in a non-primary component.');
-  l.push('    option httpchk GET /');
-  l.push('    http-check expect status 200');
-  l.push('    # The current writer under one constant key: HAProxy moves it only when');
-  l.push('    # that node is marked down, never back by itself (no nopurge: with it the');
-  l.push('    # full table refuses the new writer and the old one gets writes back).');
-  l.push('    # Kept across reloads and shared with the other load balancer by the peers.');
-  l.push('    stick-table type integer size 1 peers k8s_ha_lbs');
-  l.push('    stick on int(1)');
-  l.push('    # The writer marked down: close its sessions (kine reconnects through the');
-  l.push('    # new writer) so no server keeps writing to a node the others have left.');
-  const proxy = d.proxyProtocol ? ' send-proxy-v2' : '';
-  l.push(`    default-server check port ${d.checkPort} inter ${durationText('datastore.intervalMs', d.intervalMs)} fall ${d.fall} rise ${d.rise} on-marked-down shutdown-sessions${proxy}`);
-  d.nodes.forEach((n, i) => l.push(`    server ${n.name} ${hostPort(n.address, n.port)}${i === 0 ? '' : ' backup'}`));
-  return l;
 }
 
 /**

@@ -50,6 +50,11 @@ export interface KeepalivedInput {
   checkTimeoutS: number;
   /** Return to the preferred LB when it recovers (a second short blip). Default true. */
   preempt?: boolean;
+  /**
+   * A script keepalived runs (as root) when this host takes the VIP, e.g.
+   * the datastore listener's hold-down (render/haproxy-datastore.ts). Default: none.
+   */
+  notifyMaster?: string;
 }
 
 const IFACE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -87,6 +92,7 @@ function validate(input: KeepalivedInput): void {
   }
   assertPath('checkScript', input.checkScript);
   assertInt('checkTimeoutS', input.checkTimeoutS, 1, 60);
+  if (input.notifyMaster !== undefined) assertPath('notifyMaster', input.notifyMaster);
   if (input.unicast) {
     assertIpv4('selfAddress', input.selfAddress);
     if (!Array.isArray(input.peers) || input.peers.length === 0) throw new RenderInputError('peers', 'unicast needs at least one peer');
@@ -176,6 +182,10 @@ export function renderKeepalivedConf(input: KeepalivedInput, opts?: SecretRender
   l.push('    track_script {');
   l.push('        chk_lb');
   l.push('    }');
+  if (input.notifyMaster !== undefined) {
+    l.push('    # Connections cut by the move fail on this host now: see the script.');
+    l.push(`    notify_master "${input.notifyMaster}"`);
+  }
   l.push('}');
   return l.join('\n') + '\n';
 }

@@ -170,7 +170,7 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
       error(
         'loadBalancer.kind',
         `a Galera datastore is routed by the load balancer to one writer, and k8s-ha does that with HAProxy (package) only so far; this file has ${f.loadBalancer.kind} (${f.loadBalancer.deploy})`,
-        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, with a stick table, and closes connections to a node marked down)',
+        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, closes connections to a node marked down and holds new ones off right after a switch)',
       ),
     );
   }
@@ -228,7 +228,7 @@ function checkGalera(f: ClusterFile, ds: Indexed[]): Diagnostic[] {
     out.push(
       error(
         'datastore.galera.experimental',
-        'the Galera datastore is experimental: a writer failover loses the acknowledged create in flight (a kine bug; README, "Galera datastore")',
+        'the Galera datastore is experimental: kine v0.17 reports a create whose INSERT failed as done when its read-back finds no row, and only the load balancers\' hold-downs keep a failover from acknowledging such a lost create (README, "Galera datastore")',
         'read the measured figures in the README; set datastore.galera.experimental: true to use it anyway, or keep one MariaDB',
       ),
     );
@@ -261,6 +261,15 @@ function checkGalera(f: ClusterFile, ds: Indexed[]): Diagnostic[] {
   }
   if (g.checkPort === g.nodePort || g.checkPort === f.datastore.port) {
     out.push(error('datastore.galera.checkPort', `port ${g.checkPort} is already the datastore's`, 'use 9200 (the usual Galera check port) or another free port'));
+  }
+  const hold = parseDuration(g.writerHold ?? '1500ms') ?? 0;
+  if (hold > 10_000) {
+    out.push(error('datastore.galera.writerHold', `${g.writerHold} of refused connections after every writer loss adds that much to each failover's write gap`, 'keep it between 1s and 3s (it only has to outlast kine\'s read-back right after a switch); 0s turns it off'));
+  }
+  const lbPorts = new Map<number, string>([[f.loadBalancer.port, 'loadBalancer.port'], [f.datastore.port, 'datastore.port'], [g.nodePort, 'datastore.galera.nodePort'], [g.checkPort, 'datastore.galera.checkPort']]);
+  const peerClash = lbPorts.get(g.peerPort ?? 10000);
+  if (peerClash !== undefined) {
+    out.push(error('datastore.galera.peerPort', `port ${g.peerPort ?? 10000} is already ${peerClash} on the load-balancer hosts`, 'use 10000 (HAProxy peers) or another free port'));
   }
   if (f.datastore.tls.enabled) {
     out.push(error('datastore.tls.enabled', 'TLS from k3s to a Galera datastore is not provided yet: each node would issue its own CA, and k3s trusts one', 'turn datastore.tls off with Galera (keep the datastore network private), or use a single MariaDB with TLS'));

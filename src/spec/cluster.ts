@@ -96,6 +96,10 @@ export interface Galera {
   checkPort: number;
   /** evs.suspect_timeout. */
   suspectTimeoutMs: number;
+  /** The load balancers' hold-down after the writer is lost (0: none). */
+  writerHoldMs: number;
+  /** HAProxy peers' port between the load balancers. */
+  peerPort: number;
   /** The user accepted that k8s-ha has not proven every fault safe. */
   experimental: boolean;
 }
@@ -363,6 +367,8 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
         nodePort: g.nodePort,
         checkPort: g.checkPort,
         suspectTimeoutMs: ms(g.suspectTimeout),
+        writerHoldMs: ms(g.writerHold),
+        peerPort: g.peerPort,
         experimental: g.experimental,
       }
     : undefined;

@@ -338,8 +338,13 @@ export const DatastoreSchema = Type.Object(
             'How long a silent node goes before the others suspect it and evict it (evs.suspect_timeout; Galera default 5s). Writes on the survivors wait this long when a node freezes or is cut off; too low and a loaded node is evicted by mistake.',
             '2s',
           ),
+          writerHold: duration(
+            "After the writer is lost, how long the load balancer refuses every new datastore connection before the next node takes writes. kine's create, when its INSERT fails, reads the key back and reports success if no row is found; right after a switch that read would reach the new writer, which never saw the INSERT. Refused, kine refuses the create and the client retries. Longer than kine's read-back, shorter than the write gap you accept; 0s turns it off.",
+            '1500ms',
+          ),
+          peerPort: port('TCP port the load balancers\' HAProxy peers use to share the current writer (and to keep it across a reload).', 10000),
           experimental: Type.Boolean({
-            description: 'Galera under kine is not yet proven safe by k8s-ha in every fault (see the README, "Galera datastore"); preflight refuses it unless this is true.',
+            description: 'Galera under kine rests on the load balancers\' hold-downs, not on kine (see the README, "Galera datastore"); preflight refuses it unless this is true.',
             default: false,
           }),
         },

@@ -79,7 +79,7 @@ export interface GaleraNodeStatus {
 export interface GaleraStatus {
   /** Members when all are up: the data nodes and the arbitrator. */
   expectedSize: number;
-  /** The node each load balancer sends datastore connections to (its stick table); null: none yet or not asked. */
+  /** The node each load balancer sends datastore connections to (its writer table); null: none yet or not asked. */
   writers: { lb: string; writer: string | null; error?: string }[];
 }
 

@@ -5,9 +5,9 @@
 // writes through the API with a watch open, the writer is killed, frozen,
 // cut off, and its whole machine powered off; finally every data node is
 // powered off and `apply` alone recovers the cluster from the most advanced
-// node. Each drill asserts what holds and records the figures; the
-// acknowledged writes a failover loses (a kine bug, see README "Galera
-// datastore") are a todo test that fails until kine is fixed.
+// node. Each drill asserts that no acknowledged create was lost (the
+// load balancers' hold-downs keep kine v0.17's read-back of a failed INSERT
+// from reporting it done; README "Galera datastore") and records the figures.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
-import { FAULTS, galeraState, gapRows, runFault, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { FAULTS, galeraState, gapRows, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
@@ -81,7 +81,7 @@ async function fullSize(lab: Lab, timeoutMs = 120_000): Promise<void> {
 
 function describe(r: FaultResult): string {
   const v = r.verdict;
-  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
+  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s, no API answer for ${(r.apiOutageMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
 }
 
 test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
@@ -120,8 +120,15 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
     for (const fault of faults) {
       await t.test(`${FAULTS[fault].what}: writes resume on the other node, no GAP line, the watch sees every ADDED event in order, resourceVersion never goes down, and the node rejoins on apply`, async () => {
         const c = await kube(lab, file);
-        const w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2'));
+        let w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2'));
         assert.ok(w && NODES.includes(w), `a writer: ${w}`);
+        if (fault === 'kill-machine') {
+          // The machine powered off holds the VIP and the writer: the worst case.
+          const holder = await vipHolder(lab);
+          assert.ok(holder && NODES.includes(holder), `a VIP holder: ${holder}`);
+          await moveWriterTo(lab, holder);
+          w = holder;
+        }
         const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
         results.push(r);
         t.diagnostic(describe(r));
@@ -131,8 +138,10 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
         assert.deepEqual(r.verdict.outOfOrder, []);
         assert.deepEqual(r.verdict.rvWentDown.filter((x) => x.startsWith('watch')), []);
         assert.deepEqual(r.verdict.refusals, [], 'no re-watch refused (410 Gone would mean a broken watch)');
-        // Whatever the watch missed is exactly what was lost (the kine bug): nothing else.
-        assert.deepEqual(r.verdict.unseen, r.verdict.lost);
+        // Every acknowledged create exists and the watch saw it (the hold-downs;
+        // README "Galera datastore"); r.unseenDetail says where a miss was.
+        assert.deepEqual(r.verdict.lost, [], 'acknowledged creates lost');
+        assert.deepEqual(r.verdict.unseen, [], r.unseenDetail.join('\n'));
         const other = NODES.find((n) => n !== w)!;
         assert.equal(await writerOf(lab, other), other, 'the other node is the writer now');
         const again = await apply(lab, file);
@@ -142,9 +151,20 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       });
     }
 
-    await t.test('every acknowledged write survives a failover (todo: kine reports a create whose insert failed as done, see README)', { todo: 'kine Create returns success when its INSERT fails and the follow-up read on the new writer finds no row' }, () => {
+    await t.test('every acknowledged write survived every failover', () => {
+      assert.equal(results.length, faults.length, 'every fault ran');
       const lost = results.flatMap((r) => r.verdict.lost.map((n) => `${r.fault}: ${n}`));
       assert.deepEqual(lost, []);
+      t.diagnostic(`write gaps ${results.map((r) => `${r.fault} ${(r.writeGapMs / 1000).toFixed(2)} s`).join(', ')}; API outage with the machine off ${((results.find((r) => r.fault === 'kill-machine')?.apiOutageMs ?? 0) / 1000).toFixed(2)} s`);
+    });
+
+    // A transaction cut after it took its auto-increment id (a writer switch
+    // or a VIP move closes its connection) leaves a hole that kine fills with
+    // a gap row; the row never commits later, so no watcher misses it (the
+    // watch assertions above), but the issue's goal is none. Seen once, in an
+    // intermediate version's cut drill on the lab h15g: a todo, not hidden.
+    await t.test('no fault left a new gap row in the kine table', { todo: 'a cut transaction leaves an auto-increment hole that kine fills (benign: it never commits later)' }, () => {
+      assert.deepEqual(results.map((r) => `${r.fault}: ${r.newGapRows}`), results.map((r) => `${r.fault}: 0`));
     });
 
     await t.test('every data node powered off: apply alone bootstraps from the most advanced node (not the preferred one) and the others rejoin with every write', async () => {

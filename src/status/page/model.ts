@@ -186,7 +186,7 @@ export function pageModel(s: StatusSnapshot, ctx: PageContext = {}): PageModel {
     }
   }
 
-  // Galera: writes go through the load balancers to one node (their stick table).
+  // Galera: writes go through the load balancers to one node (their writer table).
   const writers = [...new Set((Array.isArray(s.galera?.writers) ? s.galera.writers : []).map((w) => w.writer).filter((w): w is string => w !== null))];
   const dbWriter = writers.length === 1 ? writers[0]! : null;
   for (const d of s.datastores) {
