@@ -33,7 +33,11 @@ Options:
                           Exit 1 when anything does not match
 
 Scheduled backups on the datastore host: datastore.backup in the cluster file
-(see docs/cluster-file.md); \`status\` shows the newest one's age.
+(see docs/cluster-file.md); \`status\` shows the newest one's age. With
+datastore.backup.recipients (age public keys) every scheduled archive is
+encrypted on the host as it is written, and the token reaches the host only
+encrypted: no private key and no plaintext token is on the host, so a stolen
+datastore disk does not give cluster-admin. Open them with --identity.
 
 Examples:
   k8s-ha backup -f cluster.yaml
@@ -104,8 +108,13 @@ Options:
   --yes, -y        do not ask (needed off a terminal)
   --dry-run        show what it would do, change nothing
 
-Packages stay installed: k8s-ha does not record which it installed, and
-removes none it did not install.
+Packages: every install k8s-ha makes records on the host which packages it
+added (absent before, dependencies included) in
+/var/lib/k8s-ha/installed-packages. Once a reset removes everything k8s-ha
+runs on a host (a load balancer + datastore host needs both --loadbalancer
+and --datastore), it purges exactly those - with MariaDB's data folder when
+k8s-ha installed MariaDB and no other database was made in it - and leaves
+every package that was there before.
 
 Examples:
   k8s-ha reset -f cluster.yaml --dry-run

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
+import { dirname } from 'node:path';
+import { sh } from '../transport/quote.js';
 import type { Host } from '../transport/host.js';
 import { createExclusive, fileAge, touchFile } from '../transport/os.js';
 import type { EventSink } from './events.js';
@@ -141,7 +143,11 @@ export class ClusterLock {
     this.timer = null;
     heldHere.delete(this.info.id);
     const held = parseInfo(await this.host.readFile(LOCK_PATH));
-    if (held?.id === this.info.id) await this.host.removeFile(LOCK_PATH);
+    if (held?.id === this.info.id) {
+      await this.host.removeFile(LOCK_PATH);
+      // Its folder too when nothing else is in it (after a reset: the host as it was before k8s-ha).
+      await this.host.exec(sh`rmdir ${dirname(LOCK_PATH)}`, { allowFailure: true, sudo: true }).catch(() => undefined);
+    }
   }
 }
 

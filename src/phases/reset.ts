@@ -2,7 +2,7 @@ import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
 import { datastoreEndpointHost, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
-import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
+import { INSTALLED_PACKAGES_PATH, aptPurge, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
 import { sqlString } from '../render/mariadb.js';
 import { K3S_BINARY_PATH, K3S_CONFIG_PATH } from '../render/k3s.js';
@@ -195,6 +195,7 @@ function datastoreResetPhase(): Phase<Deployment, DbObserved> {
             for (const f of [...files, ...Object.values(DATASTORE_TLS)]) await h.removeFile(f);
             await h.exec(sh`rmdir /etc/mysql/k8s-ha-tls`, { allowFailure: true });
             if (o.cnf && o.up) await h.exec(systemctl('restart', 'mariadb'), { timeoutMs: 300_000 });
+            await h.exec(removeEmptyDirs, { allowFailure: true });
           },
         });
       }
@@ -218,7 +219,7 @@ function withoutBackup<T extends { cluster: Deployment }>(ctx: T): T {
   return { ...ctx, cluster: { ...ctx.cluster, spec: { ...spec, datastore } } };
 }
 
-/** What k8s-ha put on the load-balancer hosts; the packages themselves stay. */
+/** What k8s-ha put on the load-balancer hosts (the packages go in packagesResetPhase). */
 const LB_UNITS = ['keepalived', LBCHECK_UNIT, 'k8s-ha-lb', 'nginx', 'haproxy'];
 const LB_FILES = [KEEPALIVED_CONF_PATH, LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH, LBCHECK_STATE_PATH, LB_DOCKER_UNIT_PATH, '/etc/k8s-ha/lb'];
 
@@ -241,7 +242,80 @@ function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: 
         apply: async (h: Host) => void (await h.exec(sh`systemctl disable --now ${u}`)),
       }));
       for (const f of o.files) out.push({ action: 'delete', target: { host: hostName, file: f }, after: null, summary: `remove ${f}`, apply: async (h) => void (await h.exec(sh`rm -rf ${f}`)) });
-      if (o.files.length) out.push({ action: 'reload', target: { host: hostName, unit: 'systemd' }, summary: 'systemctl daemon-reload', apply: async (h) => void (await h.exec(systemctl('daemon-reload'))) });
+      if (o.files.length) {
+        out.push({ action: 'reload', target: { host: hostName, unit: 'systemd' }, summary: 'systemctl daemon-reload', apply: async (h) => {
+            await h.exec(systemctl('daemon-reload'));
+            await h.exec(removeEmptyDirs, { allowFailure: true });
+          } });
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * Folders only k8s-ha makes, removed when a reset step has emptied them (no
+ * change of their own: whether they end up empty is known only once the
+ * files in them are gone). /var/lib/k8s-ha goes with the cluster lock
+ * (engine/lock.ts) when nothing else is left in it.
+ */
+const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha'];
+const removeEmptyDirs = sh`for d in ${K8S_HA_DIRS}; do rmdir "$d" 2>/dev/null || true; done`;
+
+interface PackagesObserved {
+  /** What k8s-ha's record on the host says it installed (absent before), still installed. */
+  installed: string[];
+
+  /** MariaDB databases other than the system ones and the cluster's (they keep MariaDB's data folder). */
+  otherDatabases: string[];
+}
+
+/** The roles of a host this reset takes everything of k8s-ha's off; the host's packages go only when it covers all of them. */
+function uncovered(job: ResetJob, roles: readonly string[]): string[] {
+  return roles.filter((r) => (r === 'loadbalancer' && !job.loadBalancer) || (r === 'datastore' && !job.datastore));
+}
+
+const SYSTEM_DATABASES = new Set(['information_schema', 'mysql', 'performance_schema', 'sys']);
+
+/**
+ * The packages k8s-ha installed (INSTALLED_PACKAGES_PATH: every package its
+ * installs added, dependencies included, none that was there before),
+ * purged once the reset removes everything k8s-ha runs on that host (a load
+ * balancer and datastore host needs both --loadbalancer and --datastore).
+ * MariaDB's data folder goes with mariadb-server when k8s-ha installed it
+ * and no database but the cluster's was ever made in it.
+ */
+function packagesResetPhase(job: ResetJob): Phase<Deployment, PackagesObserved> {
+  return {
+    id: 'reset-packages',
+    title: 'Remove the packages k8s-ha installed',
+    targets: (ctx) => ctx.cluster.spec.hosts.filter((h) => !uncovered(job, h.roles).length).map((h) => h.name),
+    async observe(ctx, host) {
+      const recorded = ((await host.readFile(INSTALLED_PACKAGES_PATH))?.toString('utf8') ?? '').split('\n').map((l) => l.trim()).filter(Boolean);
+      const now = recorded.length ? parsePkgQuery((await host.exec(pkgQuery(recorded), { allowFailure: true })).stdout) : new Map<string, string>();
+      let otherDatabases: string[] = [];
+      if (now.has('mariadb-server')) {
+        const r = await host.exec(MARIADB_BATCH, { stdin: 'SELECT SCHEMA_NAME FROM information_schema.SCHEMATA;\n', allowFailure: true });
+        otherDatabases = r.code === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter((n) => n && !SYSTEM_DATABASES.has(n) && n !== ctx.cluster.spec.datastore.database) : ['(MariaDB did not answer)'];
+      }
+      return { installed: recorded.filter((p) => now.has(p)), otherDatabases };
+    },
+    diff(_ctx, hostName, o): Change[] {
+      const out: Change[] = [];
+      const dropData = o.installed.includes('mariadb-server') && !o.otherDatabases.length;
+      if (o.installed.length) {
+        out.push({
+          action: 'delete',
+          target: { host: hostName, packages: o.installed },
+          before: 'installed',
+          after: null,
+          summary: `purge ${o.installed.join(' ')} (k8s-ha installed them: they were not on ${hostName} before)${dropData ? ", and MariaDB's data folder /var/lib/mysql" : o.installed.includes('mariadb-server') ? ` (MariaDB's data folder stays: it holds ${o.otherDatabases.join(', ')})` : ''}`,
+          apply: async (h) => {
+            await h.exec(aptPurge(o.installed), { timeoutMs: 900_000 });
+            if (dropData) await h.exec(sh`rm -rf /var/lib/mysql`);
+          },
+        });
+      }
       return out;
     },
   };
@@ -258,6 +332,7 @@ export function resetPipeline(job: ResetJob): AnyPhase<Deployment>[] {
     uninstallPhase(job, 'server'),
     ...(job.datastore ? [backupTimerRemoval, datastoreResetPhase()] : []),
     ...(job.loadBalancer ? [loadBalancerResetPhase()] : []),
+    packagesResetPhase(job), // last: the daemons are stopped and their files gone
   ];
 }
 

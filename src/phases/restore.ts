@@ -216,6 +216,15 @@ function afterStop<O extends { state: ObservedState; version: K3sVersion | null 
         },
       ];
     },
+    /**
+     * Never the re-join's deletion of an old Node (k3s-nodes.ts): in a
+     * restore the node comes back as itself — its password was put back, or
+     * (no password in the backup) its stale node-password secret went with
+     * the load — so the restored Node object, its labels and taints stay.
+     */
+    diff(ctx, host, o, all) {
+      return phase.diff(ctx, host, o, all).filter((c) => !(c.action === 'delete' && 'object' in c.target && /^(Node|Secret)\//.test(c.target.object)));
+    },
     async observe(ctx, host) {
       const o = await phase.observe(ctx, host);
       if (job.loaded) return o;

@@ -11,7 +11,7 @@ import {
   type Host,
   type WriteOptions,
 } from './host.js';
-import { formatFacts, isOsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
+import { INSTALLED_PACKAGES_PATH, formatFacts, isOsCommand, type HostFacts, type OsOp, type SystemctlAction } from './os.js';
 import type { Command } from './quote.js';
 import { isSecret, maskSecrets, type Secret } from '../util/secret.js';
 
@@ -252,8 +252,15 @@ export class MemoryHost implements Host {
             .map((n) => `${n}\tii \t${this.packages.get(n)}\n`)
             .join(''),
         );
-      case 'aptInstall':
+      case 'aptInstall': {
+        const added = op.names.map((spec) => spec.split('=')[0]!).filter((n) => !this.packages.has(n));
         for (const spec of op.names) this.#install(spec);
+        recordPackages(this, added, []);
+        return ok();
+      }
+      case 'aptPurge':
+        for (const n of op.names) this.packages.delete(n);
+        recordPackages(this, [], op.names);
         return ok();
       case 'serviceState':
         return ok(
@@ -333,4 +340,13 @@ async function readAll(src: Readable): Promise<string> {
   const parts: Buffer[] = [];
   for await (const chunk of src) parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
   return Buffer.concat(parts).toString('utf8');
+}
+
+/** INSTALLED_PACKAGES_PATH as the real aptInstall / aptPurge keep it: sorted names, gone when empty. */
+export function recordPackages(h: { files: Map<string, unknown>; text(path: string): string | undefined; setFile(path: string, content: string): void }, added: readonly string[], removed: readonly string[]): void {
+  const have = new Set((h.text(INSTALLED_PACKAGES_PATH) ?? '').split('\n').filter(Boolean));
+  for (const n of added) have.add(n);
+  for (const n of removed) have.delete(n);
+  if (have.size) h.setFile(INSTALLED_PACKAGES_PATH, [...have].sort().map((n) => `${n}\n`).join(''));
+  else h.files.delete(INSTALLED_PACKAGES_PATH);
 }

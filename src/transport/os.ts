@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import { Command, quote } from './quote.js';
 
 /**
@@ -22,6 +23,7 @@ export type SystemctlAction =
 export type OsOp =
   | { kind: 'pkgQuery'; names: readonly string[] }
   | { kind: 'aptInstall'; names: readonly string[] }
+  | { kind: 'aptPurge'; names: readonly string[] }
   | { kind: 'systemctl'; action: SystemctlAction; unit?: string }
   | { kind: 'serviceState'; units: readonly string[] }
   | { kind: 'gatherFacts' }
@@ -98,15 +100,46 @@ const APT_OPTS =
  * lock held by unattended-upgrades instead of failing. Existing config files
  * are kept (confold): k8s-ha writes its own.
  */
+/**
+ * The packages k8s-ha installed on a host, one name per line: every package
+ * an install of k8s-ha's added (with its dependencies), i.e. absent before.
+ * On the host itself, written with the install, so it survives a lost or
+ * copied state file; `reset` removes exactly these (and no package that was
+ * there before k8s-ha).
+ */
+export const INSTALLED_PACKAGES_PATH = '/var/lib/k8s-ha/installed-packages';
+
 export function aptInstall(names: readonly string[]): OsCommand {
   if (!names.length) throw new Error('aptInstall needs at least one package name');
   const pkgs = names.map((n) => quote(n)).join(' ');
+  const r = INSTALLED_PACKAGES_PATH;
   const text = [
     'export DEBIAN_FRONTEND=noninteractive',
+    // What is installed before, to record what this install adds (dependencies included).
+    `installed() { dpkg-query -W -f='\${db:Status-Abbrev} \${Package}\n' | awk '$1 == "ii" { print $2 }' | LC_ALL=C sort -u; }`,
+    `mkdir -p ${dirname(r)}`,
+    `installed > ${r}.before`,
     `if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n 1)" ]; then apt-get update -q -o DPkg::Lock::Timeout=300; fi`,
     `apt-get install ${APT_OPTS} ${pkgs} || { apt-get update -q -o DPkg::Lock::Timeout=300 && apt-get install ${APT_OPTS} ${pkgs}; }`,
+    'rc=$?',
+    `{ installed | LC_ALL=C comm -13 ${r}.before -; cat ${r} 2>/dev/null; } | LC_ALL=C sort -u > ${r}.new`,
+    `mv ${r}.new ${r}`,
+    `rm -f ${r}.before`,
+    'exit $rc',
   ].join('; ');
   return new OsCommand(text, { kind: 'aptInstall', names: [...names] });
+}
+
+/** Purge packages (they and their config files go), without questions; the record of installed packages loses them. */
+export function aptPurge(names: readonly string[]): OsCommand {
+  if (!names.length) throw new Error('aptPurge needs at least one package name');
+  const r = INSTALLED_PACKAGES_PATH;
+  const text = [
+    'export DEBIAN_FRONTEND=noninteractive',
+    `apt-get purge -y -q -o DPkg::Lock::Timeout=300 ${names.map((n) => quote(n)).join(' ')}`,
+    `if [ -f ${r} ]; then grep -vxF ${names.map((n) => `-e ${quote(n)}`).join(' ')} ${r} > ${r}.new; mv ${r}.new ${r}; [ -s ${r} ] || rm -f ${r}; fi`,
+  ].join(' && ');
+  return new OsCommand(text, { kind: 'aptPurge', names: [...names] });
 }
 
 // ---- services ---------------------------------------------------------------

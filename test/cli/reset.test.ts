@@ -75,3 +75,35 @@ test('reset --datastore asks for the cluster name on a terminal, then drops the 
   for (const p of ['/etc/systemd/system/k8s-ha-backup.timer', '/etc/k8s-ha/backup-secrets.json', '/etc/mysql/mariadb.conf.d/60-k8s-ha.cnf']) assert.equal(infra.files.has(p), false, `${p} is still there`);
   assert.equal(existsSync(StateFile.pathFor(s.file)), false);
 });
+
+test('apply records on each host the packages it installed (absent before); reset purges those once it removes everything k8s-ha runs there, and leaves the packages that were there before', async (t) => {
+  const dir = tempDir(t);
+  const { file, text } = offlineCluster(SEED, dir);
+  // curl was on every machine before k8s-ha; nginx and MariaDB were not.
+  const fleet = simulatedFleet(text, { env: { HOME: dir }, preinstalled: ['curl'] });
+  const cli = (argv: string[]) => runCli([...argv, '-f', file], { cwd: dir, hooks: { open: { connect: fleet.connect } } });
+  assert.equal((await cli(['apply', '--yes', '--no-verify'])).code, 0);
+  const infra = fleet.hosts.get('infra')!;
+  const record = infra.text('/var/lib/k8s-ha/installed-packages')!.split('\n').filter(Boolean);
+  assert.ok(record.includes('mariadb-server') && record.includes('nginx-light'), record.join(' '));
+  assert.ok(!record.includes('curl'), 'curl was there before: not k8s-ha\'s');
+  const installed = [...infra.packages.keys()].filter((p) => p !== 'curl');
+
+  // infra is the load balancer and the datastore: --datastore alone keeps its packages (the LB still uses them).
+  const half = await cli(['reset', '--datastore', '--yes']);
+  assert.equal(half.code, 0, half.stderr + half.stdout);
+  assert.doesNotMatch(half.stdout, /purge/);
+  for (const p of installed) assert.ok(infra.packages.has(p), `${p} went with --datastore alone`);
+
+  const dry = await cli(['reset', '--datastore', '--loadbalancer', '--dry-run']);
+  assert.match(dry.stdout, new RegExp(`purge ${record.join(' ')} \\(k8s-ha installed them: they were not on infra before\\), and MariaDB's data folder /var/lib/mysql`));
+  const full = await cli(['reset', '--datastore', '--loadbalancer', '--yes']);
+  assert.equal(full.code, 0, full.stderr + full.stdout);
+  assert.deepEqual([...infra.packages.keys()], ['curl'], 'only what was there before stays');
+  assert.equal(infra.files.has('/var/lib/k8s-ha/installed-packages'), false);
+  assert.equal(infra.services.has('nginx') || infra.services.has('mariadb'), false);
+  for (const n of ['server1', 'agent1']) assert.deepEqual([...fleet.hosts.get(n)!.packages.keys()], ['curl']);
+  // A second reset has nothing left to remove.
+  const again = await cli(['reset', '--datastore', '--loadbalancer', '--dry-run']);
+  assert.doesNotMatch(again.stdout, /purge/);
+});

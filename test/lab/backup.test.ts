@@ -8,10 +8,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
+import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { parse, stringify } from 'yaml';
 import { openArchive, readSecretsPart } from '../../src/backup/archive.js';
 import { ClusterRun } from '../../src/cluster/open.js';
 import { StateFile } from '../../src/cluster/state.js';
+import { Secret } from '../../src/util/secret.js';
 import type { KubeClient, KubeObject } from '../../src/kube/client.js';
 import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import { labUp, type Lab } from '../../lab/index.js';
@@ -122,7 +124,8 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
     let maxSeen = 0;
     // The bare machines, before k8s-ha touched them: a reset must bring them back to this.
     const bare = new Map<string, string[]>();
-    for (const n of ['server2', 'agent3']) bare.set(n, await machineSnapshot(lab, n));
+    for (const n of ['server2', 'agent3', 'infra']) bare.set(n, await machineSnapshot(lab, n));
+    const barePackages = (await lab.exec('infra', ['sh', '-c', "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '$1 == \"ii\" { print $2 }' | sort"])).stdout;
 
     await t.test('the cluster is applied and holds objects; backup writes a 0600 archive with every node password that --check passes; no secret in any process list meanwhile', async () => {
       const a = await cli('apply', '--yes', '--no-verify');
@@ -241,8 +244,12 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       t.diagnostic(`${sampler.rounds} process-list rounds during the restore`);
     });
 
-    await t.test('a scheduled backup: the timer runs the service, rotation keeps N, the archive holds the token and passes --check', async () => {
-      writeFileSync(file, stringify({ ...(parse(readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>), datastore: { ...(parse(readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>).datastore, backup: { schedule: 'hourly', keep: 2, dir: '/var/backups/k8s-ha' } } }));
+    await t.test('a scheduled backup encrypted to an age recipient: the timer runs the service, rotation keeps N, no plaintext token anywhere on the datastore host, --check opens it with the identity and finds the token', async () => {
+      // The identity stays here; only its public key (the recipient) goes to the cluster file.
+      const identity = await generateIdentity();
+      writeFileSync(join(dir, 'backup-key.txt'), `${identity}\n`, { mode: 0o600 });
+      const recipient = await identityToRecipient(identity);
+      writeFileSync(file, stringify({ ...(parse(readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>), datastore: { ...(parse(readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>).datastore, backup: { schedule: 'hourly', keep: 2, dir: '/var/backups/k8s-ha', recipients: [recipient] } } }));
       const a = await cli('apply', '--yes', '--no-verify');
       assert.equal(a.code, 0, a.stderr + a.stdout);
       const timer = await lab.exec('infra', ['systemctl', 'is-active', 'k8s-ha-backup.timer']);
@@ -261,23 +268,42 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       const newest = lines.slice(1).map((l) => l.split(' ')[1]!).sort().pop()!;
       const b64 = await lab.exec('infra', ['base64', '-w0', newest]);
       writeFileSync(join(dir, 'scheduled.tar'), Buffer.from(b64.stdout, 'base64'), { mode: 0o600 });
-      const check = await cli('backup', '--check', 'scheduled.tar');
+      const archive = await openArchive(join(dir, 'scheduled.tar'));
+      assert.deepEqual(archive.manifest.encryption, { to: 'recipients', recipients: [recipient] });
+      assert.deepEqual(archive.manifest.parts.map((p) => p.name), ['kine.sql.gz.age', 'secrets.json.age']);
+      await assert.rejects(readSecretsPart(archive, {}), /is encrypted/);
+      const check = await cli('backup', '--check', 'scheduled.tar', '--identity', 'backup-key.txt');
       assert.equal(check.code, 0, check.stdout + check.stderr);
-      const s = await readSecretsPart(await openArchive(join(dir, 'scheduled.tar')), {});
+      const s = await readSecretsPart(archive, { identities: [new Secret(identity)] });
       const token = (parse(readFileSync(StateFile.pathFor(file), 'utf8')) as { secrets: Record<string, string> }).secrets.k3sToken!;
       assert.equal(s.serverToken, token);
+      // A stolen datastore disk: the token is in no file there (configs, MariaDB's data, the archives).
+      const found = await lab.exec('infra', ['sh', '-c', 'grep -rlF -f /dev/stdin /etc /var /usr/local /root /srv 2>/dev/null || true'], { input: `${token}\n`, timeoutMs: 120_000 });
+      assert.equal(found.stdout.trim(), '', `the token is readable in ${found.stdout}`);
       const journal = await lab.exec('infra', ['journalctl', '-u', 'k8s-ha-backup', '--no-pager', '-q']);
       assert.ok(!journal.stdout.includes(token), 'the token is in the journal');
     });
 
     await t.test('reset --datastore leaves servers and agents as the bare machines were (files, units, ports, cgroups, interfaces, rules); apply then builds the cluster again', async () => {
+      // infra (load balancer + datastore): the package k8s-ha installed there (age, for the encrypted
+      // scheduled backups) is purged; the lab image's own nginx, MariaDB... were there before and stay.
+      const infraRecord = await lab.exec('infra', ['sh', '-c', 'cat /var/lib/k8s-ha/installed-packages 2>/dev/null || echo none']);
+      t.diagnostic(`infra: k8s-ha's record of the packages it installed, before the reset: ${infraRecord.stdout.trim().split('\n').join(' ')}`);
+      assert.match(infraRecord.stdout, /^age$/m);
       const r = await cli('reset', '--datastore', '--loadbalancer', '--yes');
       assert.equal(r.code, 0, r.stderr + r.stdout);
+      assert.match(r.stdout, /purge age(?: \S+)* \(k8s-ha installed them: they were not on infra before\)/);
+      const nowPackages = (await lab.exec('infra', ['sh', '-c', "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '$1 == \"ii\" { print $2 }' | sort"])).stdout;
+      assert.equal(nowPackages, barePackages, 'infra does not have exactly the packages it had before k8s-ha');
       for (const [n, snap] of bare) {
         // Reached once (k3s's unit wants it), systemd keeps network-online.target and its
         // wait-online service active until the next boot: a state of systemd, nothing k3s left.
         const reached = /^(network-online\.target|systemd-networkd-wait-online\.service) loaded /;
         const d = snapshotDiff(snap.filter((l) => !reached.test(l)), (await machineSnapshot(lab, n)).filter((l) => !reached.test(l)));
+        if (n === 'infra') {
+          t.diagnostic(`infra after reset --datastore --loadbalancer, against the bare machine (${d.length} lines):\n${d.join('\n')}`);
+          continue;
+        }
         assert.deepEqual(d, [], `${n} differs from the bare machine after reset:\n${d.join('\n')}`);
       }
       const db = await lab.exec('infra', ['sh', '-c', "echo \"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'k3s'\" | mariadb --batch --skip-column-names"]);
@@ -299,7 +325,7 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       assert.match(fresh.stdout, /No such file/, 'not a fresh machine');
 
       // The state file pins the old machines' host keys: refused, with the fingerprint to check and the way out.
-      const refused = await cli('restore', 'scheduled.tar', '--yes', '--no-verify');
+      const refused = await cli('restore', 'scheduled.tar', '--yes', '--no-verify', '--identity', 'backup-key.txt');
       assert.equal(refused.code, 1, refused.stdout + refused.stderr);
       const offered = /infra \([^)]*\): connecting: the host key has changed: pinned (SHA256:\S+), offered (SHA256:\S+)\./.exec(refused.stderr);
       assert.ok(offered, refused.stderr);
@@ -310,9 +336,10 @@ test('backup, restore and scheduled backups on the lab', { skip: labSkip ?? fals
       const accept = everyMachine.flatMap((n) => ['--accept-new-host-key', n]);
 
       // The scheduled archive holds no node password (the datastore host cannot read the nodes).
-      assert.equal((await readSecretsPart(await openArchive(join(dir, 'scheduled.tar')), {})).nodePasswords, undefined);
+      const key = readFileSync(join(dir, 'backup-key.txt'), 'utf8').trim();
+      assert.equal((await readSecretsPart(await openArchive(join(dir, 'scheduled.tar')), { identities: [new Secret(key)] })).nodePasswords, undefined);
       const t0 = Date.now();
-      const r1 = await cli('restore', 'scheduled.tar', '--yes', '--no-verify', ...accept);
+      const r1 = await cli('restore', 'scheduled.tar', '--yes', '--no-verify', '--identity', 'backup-key.txt', ...accept);
       assert.equal(r1.code, 0, r1.stderr + r1.stdout);
       t.diagnostic(`restore of the scheduled archive onto the fresh lab (load balancer, VIP, MariaDB, k3s installed): ${Date.now() - t0} ms (whole command, in-process)`);
       assert.match(r1.stdout, /remove the node-password secrets of server1, server2, agent1, agent2, agent3 \(the backup has no node password for them: they join as new machines\)/);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ExecResult } from '../../src/transport/host.js';
-import { MemoryHost, ok, type MemoryHostOptions } from '../../src/transport/memory.js';
+import { MemoryHost, ok, recordPackages, type MemoryHostOptions } from '../../src/transport/memory.js';
 import { isOsCommand } from '../../src/transport/os.js';
 import type { Command } from '../../src/transport/quote.js';
 
@@ -223,6 +223,7 @@ export class Machine {
   aptInstall(names: readonly string[], catalog: Readonly<Record<string, DebianPackage>>): ExecResult {
     const unknown = names.map((n) => n.split('=')[0]!).filter((n) => !catalog[n]);
     if (unknown.length) return { code: 100, stdout: '', stderr: unknown.map((n) => `E: Unable to locate package ${n}`).join('\n') };
+    recordPackages(this.host, names.map((n) => n.split('=')[0]!).filter((n) => !this.host.packages.has(n)), []);
     for (const spec of names) {
       const [name = spec, pinned] = spec.split('=');
       const pkg = catalog[name]!;
@@ -235,6 +236,20 @@ export class Machine {
       }
     }
     return ok(`Setting up ${names.join(', ')} ...\n`);
+  }
+
+  /** `apt-get purge NAMES`: the packages, their files (config files too) and units go. */
+  aptPurge(names: readonly string[], catalog: Readonly<Record<string, DebianPackage>>): ExecResult {
+    for (const name of names) {
+      if (!this.host.packages.delete(name)) continue;
+      for (const path of Object.keys(catalog[name]?.files ?? {})) this.host.files.delete(path);
+      for (const unit of catalog[name]?.units ?? []) {
+        if (this.host.services.get(unit.name)?.active) this.systemctl('stop', unit.name);
+        this.host.services.delete(unit.name);
+      }
+    }
+    recordPackages(this.host, [], names);
+    return ok(`Purging configuration files for ${names.join(', ')} ...\n`);
   }
 
   /** The daemons' own checkers, given the temp file; each needs its package installed. */
@@ -291,6 +306,13 @@ function knowsSnapshotIsolation(pkgVersion: string): boolean {
 export function debianMachine(opts: MemoryHostOptions, iface: string, prefixLength: number, catalog: Readonly<Record<string, DebianPackage>>): Machine {
   const host = new MemoryHost(opts);
   const m = new Machine(host, iface, prefixLength);
+  // `rm -rf PATH` (reset's removals): the path and everything under it.
+  host.handle(/^rm -rf '?\/[^' ]+'?$/, (cmd) => {
+    const path = cmd.text.slice('rm -rf '.length).replace(/^'|'$/g, '');
+    for (const p of [...host.files.keys()]) if (p === path || p.startsWith(`${path}/`)) host.files.delete(p);
+    return ok();
+  });
+  host.handle((t) => t.includes('apt-get purge'), (cmd) => (isOsCommand(cmd) && cmd.op.kind === 'aptPurge' ? m.aptPurge(cmd.op.names, catalog) : { code: 100, stdout: '', stderr: 'E: simulated apt: unexpected command' }));
   host.handle((t) => t.includes('apt-get install'), (cmd) => (isOsCommand(cmd) && cmd.op.kind === 'aptInstall' ? m.aptInstall(cmd.op.names, catalog) : { code: 100, stdout: '', stderr: 'E: simulated apt: unexpected command' }));
   host.handle(/^systemctl (start|stop|restart|reload|enable|disable|daemon-reload)\b/, (cmd) => {
     const [, action = '', unit = ''] = words(cmd.text);

@@ -1,6 +1,7 @@
 import type { Cluster, ClusterHost } from '../../src/spec/cluster.js';
 import { parseCluster, type Env } from '../../src/spec/load.js';
 import { ConnectionError, type Host } from '../../src/transport/host.js';
+import { INSTALLED_PACKAGES_PATH } from '../../src/transport/os.js';
 import type { MemoryHost } from '../../src/transport/memory.js';
 import { BOOKWORM, debianMachine, type DebianPackage, type Machine } from './fleet-debian.js';
 import { attachK3s, K3sModel, type K3sModelOptions } from './fleet-k3s.js';
@@ -121,7 +122,11 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
     m.host.handle(/^ip -o -4 addr show dev \S+$/, (cmd) => m.ipAddr(cmd.text.split(' ').pop()!, vip && vipHolder(vip) === m ? [vip] : []));
     attachMariadb(m, mariadbOf(m));
     attachK3s(m, k3s, (text, stdin) => kube.kubectl(text, stdin));
-    if (opts.preinstalled?.length) m.aptInstall(opts.preinstalled, catalog);
+    if (opts.preinstalled?.length) {
+      m.aptInstall(opts.preinstalled, catalog);
+      // There before k8s-ha: not in its record of what it installed.
+      m.host.files.delete(INSTALLED_PACKAGES_PATH);
+    }
     machines.set(name, m);
     hosts.set(name, m.host);
     return m;
