@@ -153,6 +153,14 @@ function lbModel(fc: FakeCluster, h: MemoryHost): void {
     return ok();
   });
   h.handle(/^ss -Htn state established/, () => ok('0\n'));
+  // HAProxy: its checker, and its admin socket (what the hold says, with haproxy.cfg's server lines at that moment).
+  h.handle(/^haproxy -c -f /, () => ok());
+  h.handle(/\| socat stdio unix-connect:/, (cmd) => {
+    const what = /echo '?(set server \S+ state \w+)/.exec(cmd.text)?.[1] ?? cmd.text;
+    const disabled = [...(h.text('/etc/haproxy/haproxy.cfg') ?? '').matchAll(/^ +server (\S+) \S+ disabled$/gm)].map((m) => m[1]!);
+    fc.lbReloads.push({ at: Date.now(), down: [what, ...disabled] });
+    return ok('\n');
+  });
 }
 
 /** What a node's kubelet reports: the version of the binary it last started from, `lag` ms after that start for the nodes in `fc.lag`. */
@@ -657,4 +665,31 @@ test('a drain that fails stops the rollout at that agent with the reason and the
   await (await fc.open()).apply();
   assert.deepEqual(fc.drains, ['server1: cordon agent2', 'server1: drain agent2', 'server1: uncordon agent2', 'server1: cordon agent3', 'server1: drain agent3', 'server1: uncordon agent3']);
   for (const a of AGENTS) assert.equal(fc.hosts.get(a)!.text('/usr/local/bin/k3s'), standInK3s('v1.31.5+k3s1'));
+});
+
+test('with HAProxy the hold goes through the admin socket: drain, then maint, the restart, then ready; haproxy.cfg keeps the server disabled meanwhile, and is never reloaded', async (t) => {
+  const fc = fakeCluster({ readyDelayMs: 10 });
+  t.after(fc.cleanup);
+  const haproxy = (extra = '') => clusterYaml(fc.binary, extra).replace('loadBalancer: {kind: nginx, port: 6443}', 'loadBalancer: {kind: haproxy, port: 6443}');
+  writeFileSync(fc.file, haproxy());
+  await (await fc.open()).apply();
+  writeFileSync(fc.file, haproxy("  serverArgs: {kube-apiserver-arg: ['max-requests-inflight=500']}\n"));
+  const run = await fc.open();
+  const plan = await run.plan();
+  assert.match(plan.steps[0]!.changes[1]!.summary, /^take server1 out of the API load balancer on infra \(HAProxy: drain, then maint, through its admin socket; /);
+  const from = fc.restarts.length;
+  await run.apply();
+  await run.close();
+  assert.deepEqual(fc.lbReloads.map((r) => r.down.join(' + ')), [
+    'set server k3s_servers/server1 state drain + server1',
+    'set server k3s_servers/server1 state maint + server1',
+    'set server k3s_servers/server1 state ready',
+    'set server k3s_servers/server2 state drain + server2',
+    'set server k3s_servers/server2 state maint + server2',
+    'set server k3s_servers/server2 state ready',
+  ]);
+  const restarts = fc.restarts.slice(from);
+  assert.ok(fc.lbReloads[1]!.at <= restarts[0]!.at && fc.lbReloads[2]!.at >= restarts[0]!.readyAt, 'server1 was in maint from before its restart until it was ready');
+  assert.equal(fc.hosts.get('infra')!.log.some((l) => /reload haproxy/.test(l)), false, 'HAProxy is not reloaded for a hold');
+  assert.equal((await (await fc.open()).plan()).empty, true);
 });

@@ -131,7 +131,15 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     // (a versioned build left from older sources would not be the code under test).
     if (!(await labSkipReason())) execFileSync('bash', [join(REPO, 'scripts/build-labk3s.sh')], { env: { ...process.env, LABK3S_VERSION: k.version }, stdio: 'inherit' });
   }
+  const tLab = Date.now();
   await withLab({ lb2: true, skip: (r) => t.skip(r) }, async (lab) => {
+    // Where the file's time goes (CI's budget): lab up, first install, the web Deployment, the refusals, the rollout.
+    const stages: string[] = [`lab lock wait and lab up ${((Date.now() - tLab) / 1000).toFixed(0)} s`];
+    let tStage = Date.now();
+    const stage = (what: string) => {
+      stages.push(`${what} ${((Date.now() - tStage) / 1000).toFixed(0)} s`);
+      tStage = Date.now();
+    };
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-upgrade-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     let file = await clusterFile(lab, dir, OLD);
@@ -150,8 +158,10 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     };
     const kube = await kubeFor();
     await kube.waitForReadyNodes(5, { timeoutMs: 120_000 });
+    stage('install');
     const images = (await labImages())!;
     const address = await deployWeb(lab, images.verifyImage);
+    stage('web Deployment');
 
     // The refusals: nothing is touched, each says what to do.
     file = await clusterFile(lab, dir, DOWN);
@@ -165,6 +175,7 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     await waitFor('server2 back', 120_000, async () => (await lab.exec('server2', ['systemctl', 'is-active', 'k3s'])).stdout.trim() === 'active' || null);
     await kube.waitForReadyNodes(5, { timeoutMs: 120_000 });
 
+    stage('refusals');
     // The rollout, with the API (through the virtual IP) and the web address probed every 100 ms.
     // The rollout's steps with their times, shown when a probe failed (to tell which step it fell in).
     const timeline: string[] = [];
@@ -219,5 +230,7 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     const again = await open(lab, file);
     assert.equal((await again.plan()).empty, true);
     await again.close();
+    stage('rollout and checks');
+    t.diagnostic(`stages: ${stages.join(', ')}`);
   });
 });
