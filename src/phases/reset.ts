@@ -259,7 +259,7 @@ function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: 
  * files in them are gone). /var/lib/k8s-ha goes with the cluster lock
  * (engine/lock.ts) when nothing else is left in it.
  */
-const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha'];
+const K8S_HA_DIRS = ['/etc/k8s-ha', '/usr/local/lib/k8s-ha', '/var/lib/k8s-ha/pending'];
 const removeEmptyDirs = sh`for d in ${K8S_HA_DIRS}; do rmdir "$d" 2>/dev/null || true; done`;
 
 interface PackagesObserved {
