@@ -15,7 +15,9 @@ import { LB_CONTAINER_CONF, lbDesired, lbUnit } from './loadbalancer.js';
  * host (both of a keepalived pair), while k8s-ha restarts it (an upgrade, a
  * setting) or removes it: the one way k8s-ha does it. The servers phase
  * holds a server before its restart and releases it once its /readyz and
- * its Node are ready again; node removal holds it and never releases it.
+ * its Node are ready again; node removal holds it before its k3s stops and
+ * releases the hold once the host is uninstalled (a server of that name added
+ * back later must not be rendered down).
  *
  * How, by load balancer (FACTS, "The API load balancer"):
  * - nginx (package or container): the upstream is rendered with the server
