@@ -23,12 +23,14 @@ interface Rotation {
   state: string;
   /** The new value (keepalived reads only 8 characters of a VRRP password). */
   value: string;
+  /** What apply says instead of rotating, for a secret a running cluster cannot change. */
+  refused?: RegExp;
 }
 
 const ROTATIONS: Rotation[] = [
   { label: 'the datastore password', path: ['datastore', 'password'], state: 'datastorePassword', value: 'NewDatastorePassw0rd2026' },
-  { label: 'the k3s token', path: ['k3s', 'token'], state: 'k3sToken', value: 'NewClusterToken0123456789abcdef' },
-  { label: 'the agent token', path: ['k3s', 'agentToken'], state: 'agentToken', value: 'NewAgentToken0123456789abcdefgh' },
+  { label: 'the k3s token', path: ['k3s', 'token'], state: 'k3sToken', value: 'NewClusterToken0123456789abcdef', refused: /already belongs to a k3s cluster made with a different token/ },
+  { label: 'the agent token', path: ['k3s', 'agentToken'], state: 'agentToken', value: 'NewAgentToken0123456789abcdefgh', refused: /cannot be changed on a running cluster/ },
   { label: 'the VRRP password', path: ['loadBalancer', 'virtualIP', 'authPass'], state: 'vrrpPass', value: 'Vr9pNew7' },
 ];
 
@@ -63,6 +65,14 @@ for (const r of ROTATIONS) {
     for (const argv of [['plan'], ['plan', '--json'], ['apply', '--yes', '--no-verify'], ['plan'], ['apply', '--yes', '--no-verify', '--json']]) {
       outputs.push(await runCli([...argv, '-f', file], opts));
     }
+    // The rotation went through, or was refused with its reason (either way the test saw what a user sees).
+    for (const i of [2, 4]) {
+      const r2 = outputs[i]!;
+      if (r.refused) {
+        assert.notEqual(r2.code, 0);
+        assert.match(r2.stderr + r2.stdout, r.refused);
+      } else assert.equal(r2.code, 0, r2.stderr + r2.stdout);
+    }
     // The plan did show that the secret changes (masked), so the test looked at a real rotation.
     assert.match(outputs[0]!.stdout, /\*{8}/, outputs[0]!.stdout + outputs[0]!.stderr);
     assertHidden(outputs, { [`old ${r.state}`]: old[r.state]!, [`new ${r.state}`]: r.value });
@@ -78,5 +88,8 @@ test('a token whose source changed (generate to a file) shows neither value, nor
   writeFileSync(file, doc.toString());
   const opts = { cwd: dir, env: { AGENT: 'AgentTokenFromTheEnvironment99' }, hooks: { open: { connect: fleet.connect } } };
   const outputs = [await runCli(['plan', '-f', file], opts), await runCli(['plan', '--json', '-f', file], opts), await runCli(['apply', '--yes', '--no-verify', '-f', file], opts)];
+  // A running cluster's agent token cannot change: refused, with its reason (and still nothing shown).
+  assert.notEqual(outputs[2]!.code, 0);
+  assert.match(outputs[2]!.stderr, /agent-token \(secret\).*cannot be changed on a running cluster/);
   assertHidden(outputs, { ...old, newPassword: 'FromAFileDatastorePassword77', newAgentToken: 'AgentTokenFromTheEnvironment99' });
 });

@@ -47,6 +47,8 @@ export class FakeKube {
     return this.manifest !== null && this.dryRunsSinceManifest > this.opts.webhookAfter;
   }
 
+  /** What a node's kubelet reports (set by the fleet: the version of the k3s binary its k3s last started from). */
+  kubeletVersion: (name: string) => string = () => 'v1.31.4+k3s1';
   /** Names of the nodes whose k3s runs and was admitted (set by the fleet from its k3s model). */
   listNodes: () => string[] = () => [];
   /** Node objects deleted (`kubectl delete node`), in order. */
@@ -92,7 +94,7 @@ export class FakeKube {
       const items = this.#nodes().map((n) => ({
         metadata: { name: n, annotations: this.annotations.get(n) ?? {} },
         spec: this.cordoned.has(n) ? { unschedulable: true } : {},
-        status: { conditions: [{ type: 'Ready', status: this.#ready(n) ? 'True' : 'False' }], nodeInfo: { kubeletVersion: 'v1.31.4+k3s1' } },
+        status: { conditions: [{ type: 'Ready', status: this.#ready(n) ? 'True' : 'False' }], nodeInfo: { kubeletVersion: this.kubeletVersion(n) } },
       }));
       return ok(JSON.stringify({ kind: 'List', items }));
     }

@@ -107,6 +107,10 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   kube.hasNodePassword = k3s.hasNodePassword;
   // A Node is listed while its k3s runs and passed the node-password check (k3s#802); a deleted one only once its k3s starts again.
   kube.listNodes = () => [...machines.keys()].filter((n) => !kube.deleted(n) && k3s.nodeReady(n) !== undefined);
+  // A kubelet reports the version of the binary its k3s last started from (the stand-in binaries echo it).
+  const binaryVersion = (m: Machine): string | undefined => /v\d+\.\d+\.\d+\+k3s\d+/.exec(m.text('/usr/local/bin/k3s') ?? '')?.[0];
+  const startedFrom = new Map<string, string>();
+  kube.kubeletVersion = (n) => startedFrom.get(n) ?? (machines.get(n) && binaryVersion(machines.get(n)!)) ?? 'v1.31.4+k3s1';
   const timeline: string[] = [];
   const mariadbVersionPkg = opts.mariadbVersion ? `1:${opts.mariadbVersion.replace(/-MariaDB/, '')}` : undefined;
   if (mariadbVersionPkg) catalog['mariadb-server'] = { ...catalog['mariadb-server']!, version: mariadbVersionPkg };
@@ -116,7 +120,11 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
     m.hooks.push((_m, unit, how) => {
       timeline.push(`${name} ${how} ${unit}`);
       // A kubelet registers its Node when it starts (a deleted Node comes back only then).
-      if ((unit === 'k3s' || unit === 'k3s-agent') && how !== 'stop' && how !== 'reload') kube.registering(name);
+      if ((unit === 'k3s' || unit === 'k3s-agent') && how !== 'stop' && how !== 'reload') {
+        kube.registering(name);
+        const v = binaryVersion(m);
+        if (v) startedFrom.set(name, v);
+      }
     });
     const vip = spec.loadBalancer.virtualIP?.address;
     m.host.handle(/^ip -o -4 addr show dev \S+$/, (cmd) => m.ipAddr(cmd.text.split(' ').pop()!, vip && vipHolder(vip) === m ? [vip] : []));
