@@ -101,11 +101,18 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       await fullSize(lab);
       const c = await kube(lab, file);
       await c.waitForReadyNodes(3, { timeoutMs: 120_000 });
-      assert.equal(await writerOf(lab, 'infra1'), 'infra1');
+      // One writer. Usually the preferred one (infra1); in a CI run
+      // (2026-12-01) it was infra2 — likely infra1's check was not yet up
+      // again after donating infra2's state transfer when the first kine
+      // connection came (not traced) — and the writer never fails back.
+      // Either node is a correct outcome; which one is printed.
+      const writer = await writerOf(lab, 'infra1');
+      assert.ok(writer !== null && NODES.includes(writer), `the load balancer names a writer: ${writer}`);
+      if (writer !== 'infra1') t.diagnostic(`the writer after the bare apply is ${writer}, not the preferred infra1`);
       // PROXY protocol: MariaDB sees the servers, not the load balancer; and only the writer has clients.
       const clients = async (n: string) => (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT DISTINCT SUBSTRING_INDEX(host, ':', 1) FROM information_schema.processlist WHERE user = 'k3s'"])).stdout.trim().split('\n').filter(Boolean).sort();
-      assert.deepEqual(await clients('infra1'), SERVERS.map((s) => lab.machine(s).address).sort());
-      assert.deepEqual(await clients('infra2'), []);
+      assert.deepEqual(await clients(writer), SERVERS.map((s) => lab.machine(s).address).sort());
+      assert.deepEqual(await clients(NODES.find((n) => n !== writer)!), []);
       for (const n of NODES) {
         const v = (await lab.exec(n, ['mariadb', '-N', '-B', '-e', 'SELECT @@auto_increment_increment, @@auto_increment_offset, @@wsrep_auto_increment_control, @@binlog_format, @@innodb_autoinc_lock_mode'])).stdout.trim();
         assert.equal(v, '1\t1\t0\tROW\t2', `${n}: kine's settings`);
