@@ -16,7 +16,7 @@ import { k3sServersPhase } from '../../src/phases/k3s-servers.js';
 import { tokenPassphrase } from '../../src/phases/k3s-token.js';
 import { readNodes } from '../../src/phases/k3s-versions.js';
 import { MemoryHost, ok } from '../../src/transport/memory.js';
-import { standInK3s } from '../support/offline-example.js';
+import { standInK3s, standInVersion } from '../support/offline-example.js';
 
 /**
  * Memory hosts that behave like k3s where the phases look: a start writes
@@ -136,7 +136,7 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     });
     h.handle(/^mkdir -p \/var\/lib\/k8s-ha\/sha256 /, () => ok());
     // `k3s --version`: the version the fake binary names.
-    h.handle(/k3s --version/, () => ok(`k3s version ${/v\d+\.\d+\.\d+\+k3s\d+/.exec(h.text('/usr/local/bin/k3s') ?? '')?.[0] ?? 'unknown'} (fake)\n`));
+    h.handle(/k3s --version/, () => ok(`k3s version ${standInVersion(h.text('/usr/local/bin/k3s')) ?? 'unknown'} (fake)\n`));
     if (SERVERS.includes(name)) serverModel(fc, h);
     if (AGENTS.includes(name)) agentModel(fc, h);
     if (name === 'infra') lbModel(fc, h);
@@ -170,7 +170,7 @@ function kubeletVersion(fc: FakeCluster, x: MemoryHost): string {
   kubelets.set(fc, seen);
   const svc = x.services.get('k3s')?.active ? x.services.get('k3s')! : x.services.get('k3s-agent')!;
   const starts = svc.starts + svc.restarts;
-  const now = /v\d+\.\d+\.\d+\+k3s\d+/.exec(x.text('/usr/local/bin/k3s') ?? '')?.[0] ?? '';
+  const now = standInVersion(x.text('/usr/local/bin/k3s')) ?? '';
   let k = seen.get(x.name);
   if (!k) seen.set(x.name, (k = { starts, version: now }));
   if (k.starts !== starts) {

@@ -3,6 +3,7 @@ import { parseCluster, type Env } from '../../src/spec/load.js';
 import { ConnectionError, type Host } from '../../src/transport/host.js';
 import { INSTALLED_PACKAGES_PATH } from '../../src/transport/os.js';
 import type { MemoryHost } from '../../src/transport/memory.js';
+import { standInVersion } from './offline-example.js';
 import { BOOKWORM, debianMachine, type DebianPackage, type Machine } from './fleet-debian.js';
 import { attachK3s, K3sModel, type K3sModelOptions } from './fleet-k3s.js';
 import { FakeKube, type KubeOptions } from './fleet-kube.js';
@@ -108,7 +109,7 @@ export function simulatedFleet(cluster: string | Cluster, opts: FleetOptions = {
   // A Node is listed while its k3s runs and passed the node-password check (k3s#802); a deleted one only once its k3s starts again.
   kube.listNodes = () => [...machines.keys()].filter((n) => !kube.deleted(n) && k3s.nodeReady(n) !== undefined);
   // A kubelet reports the version of the binary its k3s last started from (the stand-in binaries echo it).
-  const binaryVersion = (m: Machine): string | undefined => /v\d+\.\d+\.\d+\+k3s\d+/.exec(m.text('/usr/local/bin/k3s') ?? '')?.[0];
+  const binaryVersion = (m: Machine): string | undefined => standInVersion(m.text('/usr/local/bin/k3s'));
   const startedFrom = new Map<string, string>();
   kube.kubeletVersion = (n) => startedFrom.get(n) ?? (machines.get(n) && binaryVersion(machines.get(n)!)) ?? 'v1.31.4+k3s1';
   const timeline: string[] = [];

@@ -59,3 +59,8 @@ export function offlineCluster(source: string | { text: string }, dir: string, n
 export function standInK3s(version: string, note = 'stands in for the k3s binary'): string {
   return `#!/bin/sh\n# ${note}\necho "k3s version ${version} (stand-in)"\n`;
 }
+
+/** The release a standInK3s script (or any text naming one) reports, or undefined. */
+export function standInVersion(script: string | null | undefined): string | undefined {
+  return /v\d+\.\d+\.\d+\+k3s\d+/.exec(script ?? '')?.[0];
+}
