@@ -1,8 +1,8 @@
 // The nginx pass of test/lab/galera.test.ts (issue 14), on its lab: the
 // cluster switched from HAProxy to nginx by apply, so k8s-ha-lbcheck routes
-// the Galera datastore (render/nginx-datastore.ts); then the writer killed
-// and its machine cut off under write load through the virtual IP, with the
-// same assertions as the HAProxy drills. Kept in its own file so the drills
+// the Galera datastore (render/nginx-datastore.ts); then the writer killed,
+// and the machine holding the writer and the virtual IP cut off, under write
+// load through the virtual IP, with the same assertions as the HAProxy drills. Kept in its own file so the drills
 // of the main file and this pass change apart.
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import type { TestContext } from 'node:test';
 import { parse, stringify } from 'yaml';
 import type { Lab } from '../../lab/index.js';
 import { waitFor } from '../../lab/testing.js';
-import { FAULTS, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { FAULTS, journalSince, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { ClusterRun } from '../../src/cluster/open.js';
 import { NGINX_DATASTORE_STATE_PATH, parseDatastoreState } from '../../src/render/nginx-datastore.js';
@@ -76,11 +76,27 @@ export async function nginxPass(t: TestContext, g: GaleraLab): Promise<void> {
   for (const fault of faults) {
     await t.test(`through nginx, ${FAULTS[fault].what}: writes resume on the other node, 0 acknowledged writes lost, no GAP line, the watch sees every ADDED event in order, and the node rejoins on apply`, async () => {
       const c = await g.kube(lab, file);
-      const w = await writerOf(lab, 'infra1', 'nginx');
+      let w = await writerOf(lab, 'infra1', 'nginx');
       assert.ok(w && NODES.includes(w), `a writer: ${w}`);
+      if (fault === 'cut-writer') {
+        // The machine cut off holds the VIP and the writer: the address moves
+        // to the other load balancer (its takeover hold-down), and back when
+        // the cut heals (keepalived preempts), where the returning load
+        // balancer must route to the writer the other one chose.
+        const holder = await vipHolder(lab);
+        assert.ok(holder && NODES.includes(holder), `a VIP holder: ${holder}`);
+        await moveWriterTo(lab, holder, NODES, 30_000, 'nginx');
+        w = holder;
+      }
+      const since = journalSince();
       const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: `nginx-${fault}` });
       results.push(r);
       t.diagnostic(`nginx, ${g.describe(r)}`);
+      // What each checker decided, for the record (the datastore lines of its journal).
+      for (const lb of NODES) {
+        const j = await lab.exec(lb, ['sh', '-c', `journalctl -u k8s-ha-lbcheck --since '${since}' --no-pager -o short-precise | grep -E 'datastore' || true`], { allowFailure: true });
+        t.diagnostic(`${lb} k8s-ha-lbcheck: ${j.stdout.trim().split('\n').map((l) => l.replace(/^\S+ (\S+) \S+ \S+: k8s-ha-lbcheck: /, '$1 ')).join(' | ')}`);
+      }
       assert.deepEqual(r.gapLines, []);
       assert.ok(r.verdict.acked > 50, `writes went on: ${r.verdict.acked} acknowledged`);
       assert.ok(r.writeGapMs < 30_000, `writes resumed within 30 s (took ${r.writeGapMs} ms)`);
