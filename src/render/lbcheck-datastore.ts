@@ -35,6 +35,14 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
     out.push(`ddst_${k}='${n.address.includes(':') ? `[${n.address}]` : n.address}' dport_${k}=${n.port}`);
     out.push(`dfails_${k}=0 doks_${k}=0 ddown_${k}=0`);
   });
+  out.push('# A node the live file marks down starts down (it needs `rise` passes): a');
+  out.push('# checker restarted during a hold-down must not reopen the lost writer.');
+  out.push('i=1');
+  out.push('while [ "$i" -le "$DN" ]; do');
+  out.push('  eval "line=\\$dline_$i name=\\$dname_$i"');
+  out.push('  grep -Fqx "$line down; # $name" "$DSTATE" 2>/dev/null && eval "ddown_$i=1"');
+  out.push('  i=$((i + 1))');
+  out.push('done');
   out.push('# The writer survives restarts: a new checker must not move it.');
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');

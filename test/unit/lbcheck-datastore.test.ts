@@ -229,6 +229,16 @@ test('the writer file survives a restart: a kept writer is not moved, and a name
   assert.deepEqual(runChecker(base, { '10.0.0.2': 'uu', '10.0.0.1': 'uu', '10.0.0.3': 'uu' }, 2, { writer: '*' }).reloads, ['infra2']);
 });
 
+test('a checker restarted during a hold-down does not reopen the lost writer: a node the file marks down starts down', (t) => {
+  if (skipNoSh(t)) return;
+  // infra2 is the writer, closed (the hold-down ran when the checker stopped) and still failing.
+  const r = runChecker(base, { '10.0.0.2': 'dddddd', '10.0.0.1': 'uuuuuu', '10.0.0.3': 'uuuuuu' }, 6, { writer: 'infra2' });
+  assert.deepEqual(r.reloads, ['infra1'], r.log);
+  assert.match(r.log, /the datastore writer infra2 is down: no datastore node for 300 ms/);
+  // A writer up in the file starts up: one failed check does not close it (fall 2).
+  assert.deepEqual(runChecker(base, { '10.0.0.2': 'duu', '10.0.0.1': 'uuu', '10.0.0.3': 'uuu' }, 3, { writer: 'infra2', initial: renderDatastoreState(ds, 'infra2') }).reloads, []);
+});
+
 test('with a virtual IP the datastore opens only on its holder, the hold-down after it took it; the other load balancer follows the writer the nodes show', (t) => {
   if (skipNoSh(t)) return;
   const vipInput = { ...base, datastore: { ...ds, virtualIP: '10.0.0.10' } };
