@@ -47,7 +47,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');
   out.push('case "$DNAMES" in *" $writer "*) ;; *) writer="" ;; esac');
-  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open=""');
+  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fseen=0');
   return out;
 }
 
@@ -151,7 +151,7 @@ export function datastoreDecide(): string[] {
   l.push('  [ "$wd" = 0 ] && wup=1');
   l.push('  # Open only on the holder of the virtual IP, and only the hold-down after it');
   l.push('  # took it (keepalived writes the time; the address seen arriving counts too).');
-  l.push('  vopen=1');
+  l.push('  vopen=1 holds=1 tk=0');
   l.push('  if [ -n "$VIP" ]; then');
   l.push('    holds=0');
   l.push('    case " $(ip -o -4 addr show 2>/dev/null | tr \'\\n\' \' \') " in *" $VIP/"*) holds=1 ;; esac');
@@ -168,15 +168,24 @@ export function datastoreDecide(): string[] {
   l.push('    log "the datastore writer $writer is down: no datastore node for ${HOLD_MS} ms (the hold-down), then the next fit one"');
   l.push('  fi');
   l.push('  [ "$wup" = 1 ] && lost=""');
+  l.push("  # The one fit node holding kine's sessions, and for how many rounds in a row.");
+  l.push('  if [ "$nsess" = 1 ]; then');
+  l.push('    if [ "$sess1" = "$fcand" ]; then fseen=$((fseen + 1)); else fcand=$sess1 fseen=1; fi');
+  l.push('  else');
+  l.push('    fcand=0 fseen=0');
+  l.push('  fi');
   l.push('  pick=0');
   l.push('  if [ "$wup" = 0 ] && [ "$now" -ge "$hold_until" ]; then');
-  l.push("    # No writer, or the hold-down is over: the fit node holding kine's sessions");
-  l.push('    # (the writer the other load balancer uses), else the first fit node.');
+  l.push("    # No writer, or the hold-down is over: the one fit node holding kine's");
+  l.push('    # sessions (the writer the other load balancer uses), else the first fit node.');
   l.push('    pick=$fit1');
-  l.push('    [ "$sess1" -gt 0 ] && pick=$sess1');
-  l.push('  elif [ "$vopen" = 0 ] && [ "$nsess" = 1 ] && [ "$sess1" != "$wi" ]; then');
-  l.push('    # Taking no datastore connections here: follow the writer the data nodes show.');
-  l.push('    pick=$sess1');
+  l.push('    [ "$nsess" = 1 ] && pick=$sess1');
+  l.push('  elif [ "$holds" = 0 ] && [ "$now" -ge $((tk + HOLD_MS)) ] && [ "$fseen" -ge 2 ] && [ "$fcand" != "$wi" ]; then');
+  l.push('    # Without the virtual IP (and not just taking it): follow the writer the data');
+  l.push('    # nodes show, seen two rounds in a row. Not while taking the address: the');
+  l.push("    # other load balancer has just closed its writer's sessions, and a node cut");
+  l.push('    # off in the middle of commits can show stale ones for seconds (measured).');
+  l.push('    pick=$fcand');
   l.push('  fi');
   l.push('  if [ "$pick" -gt 0 ]; then');
   l.push('    eval "writer=\\$dname_$pick"');

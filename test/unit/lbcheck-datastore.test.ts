@@ -215,6 +215,8 @@ test('a new writer is the fit node holding kine\'s sessions, the one the other l
   // After a loss too.
   const r = runChecker(base, { '10.0.0.2': 'uuddddddd', '10.0.0.1': 'uuuuuuuuu', '10.0.0.3': 'uuuusssss' }, 9);
   assert.deepEqual(r.reloads, ['infra2', null, 'infra3'], r.log);
+  // Two nodes holding sessions (one of them stale): the first fit node in order.
+  assert.deepEqual(runChecker(base, { '10.0.0.2': 'uu', '10.0.0.1': 'ss', '10.0.0.3': 'ss' }, 2).reloads, ['infra2']);
 });
 
 test('the writer file survives a restart: a kept writer is not moved, and a name the file should not hold is ignored', (t) => {
@@ -257,12 +259,22 @@ test('with a virtual IP the datastore opens only on its holder, the hold-down af
   assert.deepEqual(marked.reloads, ['infra2'], marked.log);
   // A restarted checker on the holder, long after the takeover: open at once (no hold-down on a restart).
   assert.deepEqual(runChecker(vipInput, { '10.0.0.2': 'u', '10.0.0.1': 'u', '10.0.0.3': 'u' }, 1, { vip: 'y', takeoverAt: 5 }).reloads, ['infra2']);
-  // Without the address, the one node holding kine's sessions is followed (infra1 from round 3).
+  // Without the address, the one node holding kine's sessions is followed once
+  // seen two rounds in a row (infra1 from round 3: at round 4).
   const follow = runChecker(vipInput, { '10.0.0.2': 'uuuuu', '10.0.0.1': 'uusss', '10.0.0.3': 'uuuuu' }, 5, { vip: 'nnnnn' });
   assert.equal(follow.writer, 'infra1', follow.log);
   assert.match(follow.log, /the datastore writer is now infra1/);
+  assert.equal(runChecker(vipInput, { '10.0.0.2': 'uuuu', '10.0.0.1': 'uusu', '10.0.0.3': 'uuuu' }, 4, { vip: 'nnnn' }).writer, 'infra2', 'one round is not enough');
   // Two nodes claiming sessions (one stale): nothing is followed.
   assert.equal(runChecker(vipInput, { '10.0.0.2': 'uusss', '10.0.0.1': 'uusss', '10.0.0.3': 'uuuuu' }, 5, { vip: 'nnnnn' }).writer, 'infra2');
+  // Not while taking the address (the lab's cut drill: the node cut off showed
+  // stale sessions after the other load balancer closed the writer's): the
+  // holder keeps its writer and opens it after the hold-down.
+  const taking = runChecker(vipInput, { '10.0.0.2': 'uuuuuuu', '10.0.0.1': 'uusssss', '10.0.0.3': 'uuuuuuu' }, 7, { vip: 'yyyyyyy', takeoverAt: 1_000_200, writer: 'infra2' });
+  assert.equal(taking.writer, 'infra2', taking.log);
+  assert.deepEqual(taking.reloads, ['infra2'], taking.log);
+  // ...nor just after it lost it to a takeover of its own (keepalived's time is recent).
+  assert.equal(runChecker(vipInput, { '10.0.0.2': 'uuuu', '10.0.0.1': 'ssss', '10.0.0.3': 'uuuu' }, 4, { vip: 'nnnn', takeoverAt: 1_000_300, writer: 'infra2' }).writer, 'infra2');
 });
 
 test('the checker without a datastore renders no datastore part', () => {
