@@ -25,6 +25,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push(`TAKEOVER=\${K8S_HA_LBCHECK_TAKEOVER:-${d.takeoverPath ?? NGINX_TAKEOVER_PATH}}`);
   out.push('PIDFILE=${K8S_HA_LBCHECK_PIDFILE:-/run/nginx.pid}');
   out.push(`HOLD_MS=${d.holdMs}`);
+  out.push(`FOLLOW_MS=${d.followMs ?? 5000}`);
   out.push(`VIP='${d.virtualIP ?? ''}'`);
   out.push(`DN=${d.nodes.length}`);
   out.push(`DNAMES=' ${d.nodes.map((n) => n.name).join(' ')} '`);
@@ -47,7 +48,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');
   out.push('case "$DNAMES" in *" $writer "*) ;; *) writer="" ;; esac');
-  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fseen=0');
+  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0');
   return out;
 }
 
@@ -168,11 +169,11 @@ export function datastoreDecide(): string[] {
   l.push('    log "the datastore writer $writer is down: no datastore node for ${HOLD_MS} ms (the hold-down), then the next fit one"');
   l.push('  fi');
   l.push('  [ "$wup" = 1 ] && lost=""');
-  l.push("  # The one fit node holding kine's sessions, and for how many rounds in a row.");
+  l.push("  # The one fit node holding kine's sessions, and since when it is.");
   l.push('  if [ "$nsess" = 1 ]; then');
-  l.push('    if [ "$sess1" = "$fcand" ]; then fseen=$((fseen + 1)); else fcand=$sess1 fseen=1; fi');
+  l.push('    [ "$sess1" = "$fcand" ] || fcand=$sess1 fsince=$now');
   l.push('  else');
-  l.push('    fcand=0 fseen=0');
+  l.push('    fcand=0');
   l.push('  fi');
   l.push('  pick=0');
   l.push('  if [ "$wup" = 0 ] && [ "$now" -ge "$hold_until" ]; then');
@@ -180,11 +181,12 @@ export function datastoreDecide(): string[] {
   l.push('    # sessions (the writer the other load balancer uses), else the first fit node.');
   l.push('    pick=$fit1');
   l.push('    [ "$nsess" = 1 ] && pick=$sess1');
-  l.push('  elif [ "$holds" = 0 ] && [ "$now" -ge $((tk + HOLD_MS)) ] && [ "$fseen" -ge 2 ] && [ "$fcand" != "$wi" ]; then');
+  l.push('  elif [ "$holds" = 0 ] && [ "$now" -ge $((tk + HOLD_MS)) ] && [ "$fcand" -gt 0 ] && [ "$fcand" != "$wi" ] && [ "$now" -ge $((fsince + FOLLOW_MS)) ]; then');
   l.push('    # Without the virtual IP (and not just taking it): follow the writer the data');
-  l.push('    # nodes show, seen two rounds in a row. Not while taking the address: the');
-  l.push("    # other load balancer has just closed its writer's sessions, and a node cut");
-  l.push('    # off in the middle of commits can show stale ones for seconds (measured).');
+  l.push('    # nodes show, the one node holding sessions for FOLLOW_MS. Not sooner: when');
+  l.push("    # the address moves the other load balancer closes its writer's sessions,");
+  l.push('    # and a node cut off in the middle of commits showed stale ones for more');
+  l.push('    # than 30 s in the lab.');
   l.push('    pick=$fcand');
   l.push('  fi');
   l.push('  if [ "$pick" -gt 0 ]; then');

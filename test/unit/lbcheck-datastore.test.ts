@@ -243,7 +243,7 @@ test('a checker restarted during a hold-down does not reopen the lost writer: a 
 
 test('with a virtual IP the datastore opens only on its holder, the hold-down after it took it; the other load balancer follows the writer the nodes show', (t) => {
   if (skipNoSh(t)) return;
-  const vipInput = { ...base, datastore: { ...ds, virtualIP: '10.0.0.10' } };
+  const vipInput = { ...base, datastore: { ...ds, virtualIP: '10.0.0.10', followMs: 200 } };
   // Without the address: closed every round, though the writer is chosen.
   const idle = runChecker(vipInput, { '10.0.0.2': 'uuuu', '10.0.0.1': 'uuuu', '10.0.0.3': 'uuuu' }, 4, { vip: 'nnnn' });
   assert.deepEqual(idle.reloads, [], idle.log);
@@ -260,11 +260,11 @@ test('with a virtual IP the datastore opens only on its holder, the hold-down af
   // A restarted checker on the holder, long after the takeover: open at once (no hold-down on a restart).
   assert.deepEqual(runChecker(vipInput, { '10.0.0.2': 'u', '10.0.0.1': 'u', '10.0.0.3': 'u' }, 1, { vip: 'y', takeoverAt: 5 }).reloads, ['infra2']);
   // Without the address, the one node holding kine's sessions is followed once
-  // seen two rounds in a row (infra1 from round 3: at round 4).
+  // it has been so for followMs (infra1 from round 3, 200 ms: at round 5).
   const follow = runChecker(vipInput, { '10.0.0.2': 'uuuuu', '10.0.0.1': 'uusss', '10.0.0.3': 'uuuuu' }, 5, { vip: 'nnnnn' });
   assert.equal(follow.writer, 'infra1', follow.log);
   assert.match(follow.log, /the datastore writer is now infra1/);
-  assert.equal(runChecker(vipInput, { '10.0.0.2': 'uuuu', '10.0.0.1': 'uusu', '10.0.0.3': 'uuuu' }, 4, { vip: 'nnnn' }).writer, 'infra2', 'one round is not enough');
+  assert.equal(runChecker(vipInput, { '10.0.0.2': 'uuuuu', '10.0.0.1': 'uussu', '10.0.0.3': 'uuuuu' }, 5, { vip: 'nnnnn' }).writer, 'infra2', 'less than followMs is not enough');
   // Two nodes claiming sessions (one stale): nothing is followed.
   assert.equal(runChecker(vipInput, { '10.0.0.2': 'uusss', '10.0.0.1': 'uusss', '10.0.0.3': 'uuuuu' }, 5, { vip: 'nnnnn' }).writer, 'infra2');
   // Not while taking the address (the lab's cut drill: the node cut off showed
