@@ -48,7 +48,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');
   out.push('case "$DNAMES" in *" $writer "*) ;; *) writer="" ;; esac');
-  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0');
+  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0 gen=0');
   return out;
 }
 
@@ -221,6 +221,10 @@ export function datastoreInstallState(apiKill: string[]): string[] {
   l.push('  render "$1" > "$TMP/new"');
   l.push('  drender "$2" > "$TMP/dnew"');
   l.push('  cmp -s "$TMP/new" "$STATE" && cmp -s "$TMP/dnew" "$DSTATE" && return 0');
+  l.push("  # This install's number: its closing of connections stops once a newer one");
+  l.push('  # has begun, which may have put a node it closes back up (the new writer).');
+  l.push('  gen=$((gen + 1))');
+  l.push('  echo "$gen" > "$TMP/gen"');
   l.push('  had_old=0 dhad_old=0');
   l.push('  if [ -f "$STATE" ]; then cp "$STATE" "$TMP/old" && had_old=1; fi');
   l.push('  if [ -f "$DSTATE" ]; then cp "$DSTATE" "$TMP/dold" && dhad_old=1; fi');
@@ -242,6 +246,7 @@ export function datastoreInstallState(apiKill: string[]): string[] {
   l.push('  ( quiesced "$old"');
   l.push('    for pause in 0 0.5 1; do');
   l.push('      sleep "$pause"');
+  l.push('      [ "$(cat "$TMP/gen" 2>/dev/null)" = "$gen" ] || exit 0');
   l.push('      dkill "$2"');
   l.push('    done ) &');
   l.push('}');

@@ -46,6 +46,8 @@ interface Run {
   log: string;
   writer: string | null;
   ss: string;
+  /** Closes of a node that was up in the live file when they ran (must be none). */
+  ssUp: string;
   state: string;
 }
 
@@ -96,7 +98,10 @@ esac`,
 [ "$(cut -c"$n" "$D/vip")" = y ] && echo "2: eth0    inet 10.0.0.10/32 scope global eth0"
 echo "2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0"`);
     fake('nginx', 'exit 0');
-    fake('ss', `echo "$*" >> "$D/ss"`);
+    // Records each close, and any close of a node up in the live file at that moment.
+    fake('ss', `echo "$*" >> "$D/ss"
+grep -q "^server $3:[0-9]* max_fails=0; #" "$D/datastore.conf" && echo "$*" >> "$D/ss-up"
+exit 0`);
     fake('systemctl', `[ "$1 $2" = "reload nginx" ] || exit 1\nn=$(ls "$D" | grep -c '^reload\\.'); cp '${dstate}' "$D/reload.$n"`);
     const r = run('sh', [script], undefined, {
       PATH: `${bin}:${process.env['PATH'] ?? ''}`,
@@ -114,7 +119,9 @@ echo "2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0"`);
       .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
       .map((f) => parseDatastoreState(readFileSync(join(dir, f), 'utf8')));
     const ss = join(dir, 'ss');
+    const up = join(dir, 'ss-up');
     return {
+      ssUp: existsSync(up) ? readFileSync(up, 'utf8') : '',
       reloads,
       log: r.stdout + r.stderr,
       writer: existsSync(wfile) ? readFileSync(wfile, 'utf8').trim() : null,
@@ -193,10 +200,12 @@ test('the writer lost: every node down for the hold-down, then the next fit node
   assert.equal(r.writer, 'infra1');
   assert.match(r.log, /the datastore writer infra2 is down: no datastore node for 300 ms/);
   assert.match(r.log, /datastore closed: no fit writer \(hold-down after losing infra2\)/);
-  // Every reload closes the connections to the nodes marked down, three times
-  // each: infra2 at the second and third, infra1 at the first and second.
-  assert.equal((r.ss.match(/^-K dst 10\.0\.0\.2 dport = :3307$/gm) ?? []).length, 6, r.ss);
-  assert.equal((r.ss.match(/^-K dst 10\.0\.0\.1 dport = :3307$/gm) ?? []).length, 6, r.ss);
+  // The old writer's connections are closed; and a close still pending from
+  // the hold-down's install never hits the new writer once it is up (the lab
+  // test lost a create to that before: the new writer's connections were cut).
+  assert.ok((r.ss.match(/^-K dst 10\.0\.0\.2 dport = :3307$/gm) ?? []).length >= 2, r.ss);
+  assert.ok((r.ss.match(/^-K dst 10\.0\.0\.1 dport = :3307$/gm) ?? []).length >= 1, r.ss);
+  assert.equal(r.ssUp, '', `closed while up:\n${r.ssUp}\nall:\n${r.ss}`);
 });
 
 test('with the hold-down off the next fit node takes writes at once; with no fit node the datastore stays closed', (t) => {
