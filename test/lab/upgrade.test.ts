@@ -5,7 +5,11 @@
 // LABK3S_VERSION): the refusals first (a downgrade, a skipped minor, a
 // server down), then the rollout with two probes the whole time: the API
 // through the virtual IP, and a two-replica Deployment (PodDisruptionBudget
-// minAvailable 1) behind its MetalLB address while its agents are drained.
+// minAvailable 1) while its agents are drained, behind two MetalLB addresses:
+// one a server announces (restarted, never cordoned: it must not move) and one
+// the first drained agent announces (MetalLB moves it away at the cordon and
+// back at the uncordon; a request open at that instant is reset, and only that
+// is allowed).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
