@@ -3,7 +3,7 @@ import { KubeApiError, KubeClient } from '../src/kube/client.js';
 import { dirname } from 'node:path';
 import type { Lab } from './index.js';
 import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
-import { SHOW_WRITER } from '../src/phases/galera-writer.js';
+import { SHOW_NGINX_WRITER, SHOW_WRITER, parseNginxWriter } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 import { gapAccount, gapSnapshot, type GapAccount } from './galera-gaps.js';
 
@@ -300,10 +300,16 @@ export async function galeraState(lab: Lab, node: string): Promise<{ size: numbe
   return { size: Number(kv.wsrep_cluster_size), state: kv.wsrep_local_state_comment ?? '', status: kv.wsrep_cluster_status ?? '' };
 }
 
-/** The node HAProxy on `lb` sends datastore connections to (its writer table), or null. */
-export async function writerOf(lab: Lab, lb: string): Promise<string | null> {
-  const r = await lab.exec(lb, ['sh', '-c', SHOW_WRITER.text], { allowFailure: true });
-  return parseWriterTable(r.stdout);
+/** The load balancer kind the lab's cluster runs (the lab makes HAProxy; a test may apply nginx). */
+export type LbKind = 'haproxy' | 'nginx';
+
+/**
+ * The node the load balancer on `lb` sends datastore connections to, or null:
+ * HAProxy's writer table, or the writer file of nginx's k8s-ha-lbcheck.
+ */
+export async function writerOf(lab: Lab, lb: string, kind: LbKind = 'haproxy'): Promise<string | null> {
+  const r = await lab.exec(lb, ['sh', '-c', (kind === 'nginx' ? SHOW_NGINX_WRITER : SHOW_WRITER).text], { allowFailure: true });
+  return kind === 'nginx' ? parseNginxWriter(r.stdout, ['infra1', 'infra2']) : parseWriterTable(r.stdout);
 }
 
 /** The infrastructure machine that holds the virtual IP now, or null. */
@@ -322,15 +328,15 @@ export async function vipHolder(lab: Lab, machines: readonly string[] = ['infra1
  * the load balancers move the writer, as for maintenance), wait until every
  * load balancer names `target`, then undrain. No-op when it already is.
  */
-export async function moveWriterTo(lab: Lab, target: string, lbs: readonly string[] = ['infra1', 'infra2'], timeoutMs = 30_000): Promise<void> {
-  const current = await writerOf(lab, lbs[0]!);
+export async function moveWriterTo(lab: Lab, target: string, lbs: readonly string[] = ['infra1', 'infra2'], timeoutMs = 30_000, kind: LbKind = 'haproxy'): Promise<void> {
+  const current = await writerOf(lab, lbs[0]!, kind);
   if (current === target || current === null) return;
   await lab.exec(current, ['sh', '-c', `mkdir -p ${dirname(GALERA_DRAIN_FLAG)} && touch ${GALERA_DRAIN_FLAG}`]);
   try {
     const until = Date.now() + timeoutMs;
     for (;;) {
       // The other load balancer learns the writer from the peers, or on its first connection.
-      if ((await writerOf(lab, lbs[0]!)) === target) break;
+      if ((await writerOf(lab, lbs[0]!, kind)) === target) break;
       if (Date.now() > until) throw new Error(`the writer did not move from ${current} to ${target} within ${timeoutMs / 1000} s`);
       await sleep(250);
     }

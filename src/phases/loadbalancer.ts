@@ -17,6 +17,7 @@ import {
   renderLbCheckUnit,
   renderUpstreamState,
 } from '../render/lbcheck.js';
+import { NGINX_DATASTORE_STATE_PATH, renderDatastoreState, type NginxDatastoreInput } from '../render/nginx-datastore.js';
 import { LB_CONTAINER_DEFAULT_IMAGE, LB_DOCKER_UNIT_PATH, renderLbComposeFile, renderLbDockerUnit } from '../render/docker.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
@@ -65,6 +66,27 @@ export function galeraRoute(c: Cluster, self: string): HaproxyDatastoreInput | u
     holdMs: g.writerHoldMs,
     proxyProtocol: true,
     peers: { self, all: hostsWithRole(c, 'loadbalancer').map((h) => ({ name: h.name, address: h.address })), port: g.peerPort },
+  };
+}
+
+/**
+ * The same route for nginx (render/nginx-datastore.ts): k8s-ha-lbcheck keeps
+ * one node up in the datastore upstream, and with a virtual IP only on the
+ * load balancer that holds it.
+ */
+export function nginxGaleraRoute(c: Cluster): NginxDatastoreInput | undefined {
+  const g = c.datastore.galera;
+  if (!g) return undefined;
+  const nodes = galeraNodes(c);
+  const ordered = [...nodes.filter((n) => n.name === g.writer), ...nodes.filter((n) => n.name !== g.writer)];
+  const vip = c.loadBalancer.virtualIP?.address;
+  return {
+    listenPort: c.datastore.port,
+    nodes: ordered.map((n) => ({ name: n.name, address: n.address, port: g.nodePort })),
+    checkPort: g.checkPort,
+    holdMs: g.writerHoldMs,
+    proxyProtocol: true,
+    ...(vip !== undefined ? { virtualIP: vip } : {}),
   };
 }
 
@@ -120,7 +142,9 @@ export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalan
   }
   const passive = { maxFails: lb.nginx.maxFails, failTimeoutMs: lb.nginx.failTimeoutMs };
   const active = nginxActiveCheck(c);
-  const conf = renderNginxConf({ ...common, ...passive, ...(active ? { upstreamInclude: LBCHECK_STATE_PATH } : {}) });
+  // Galera needs the checker (validate refuses it without): it marks the writer.
+  const datastore = nginxGaleraRoute(c);
+  const conf = renderNginxConf({ ...common, ...passive, ...(active ? { upstreamInclude: LBCHECK_STATE_PATH } : {}), ...(datastore ? { datastore } : {}) });
   const nginxConf = {
     path: NGINX_CONF_PATH,
     content: conf,
@@ -138,19 +162,23 @@ export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalan
   }
   // nginx open source cannot take out a server that accepts TCP but never
   // answers (frozen, hung): k8s-ha-lbcheck asks each one for /ping over TLS.
-  const check = { servers, ...passive, ...lb.healthCheck };
+  const check = { servers, ...passive, ...lb.healthCheck, ...(datastore ? { datastore } : {}) };
+  const dataNode = datastore !== undefined && hostByName(c, self)?.roles.includes('datastore') === true;
   return {
     packages: [...packages, 'curl'],
     files: [
       // Before nginx.conf, whose check reads it through the include. The
       // checker marks servers `down` in it; diff() ignores those marks.
       { path: LBCHECK_STATE_PATH, content: renderUpstreamState(check, down) },
+      // Every data node down until the checker has chosen the writer (the same marks are ignored).
+      ...(datastore ? [{ path: NGINX_DATASTORE_STATE_PATH, content: renderDatastoreState(datastore) }] : []),
       nginxConf,
       { path: LBCHECK_SCRIPT_PATH, content: renderLbCheckScript(check), mode: 0o755 },
       { path: LBCHECK_UNIT_PATH, content: renderLbCheckUnit() },
     ],
     services: [
-      { unit: 'nginx', reloadOn: [NGINX_CONF_PATH, LBCHECK_STATE_PATH] },
+      ...(dataNode ? [MARIADB_SOCKET_OFF] : []),
+      { unit: 'nginx', reloadOn: [NGINX_CONF_PATH, LBCHECK_STATE_PATH, ...(datastore ? [NGINX_DATASTORE_STATE_PATH] : [])] },
       // The server list is in the script: a new list restarts the checker,
       // which puts the file back in step with it on its first round.
       { unit: LBCHECK_UNIT, restartOn: [LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH] },
@@ -163,11 +191,13 @@ export function lbDesired(c: Cluster, self: string = hostsWithRole(c, 'loadbalan
  * the marks removed is no change (a second apply must not undo the checker).
  */
 function tolerateCheckerMarks(d: Desired, o: ObservedState): Desired {
-  const cur = o.files.get(LBCHECK_STATE_PATH)?.content;
-  if (cur == null) return d;
+  const marked = [LBCHECK_STATE_PATH, NGINX_DATASTORE_STATE_PATH];
   return {
     ...d,
-    files: (d.files ?? []).map((f) => (f.path === LBCHECK_STATE_PATH && normalizeUpstreamState(cur) === normalizeUpstreamState(f.content) ? { ...f, content: cur } : f)),
+    files: (d.files ?? []).map((f) => {
+      const cur = marked.includes(f.path) ? o.files.get(f.path)?.content : undefined;
+      return cur != null && normalizeUpstreamState(cur) === normalizeUpstreamState(f.content) ? { ...f, content: cur } : f;
+    }),
   };
 }
 

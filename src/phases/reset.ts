@@ -9,6 +9,8 @@ import { K3S_BINARY_PATH, K3S_CONFIG_PATH } from '../render/k3s.js';
 import { KILLALL_PATH, renderKillall, renderUninstall, uninstallPath } from '../render/k3s-scripts.js';
 import { KEEPALIVED_CONF_PATH } from '../render/keepalived.js';
 import { LBCHECK_SCRIPT_PATH, LBCHECK_STATE_PATH, LBCHECK_UNIT, LBCHECK_UNIT_PATH } from '../render/lbcheck.js';
+import { NGINX_DATASTORE_STATE_PATH, NGINX_WRITER_PATH } from '../render/nginx-datastore.js';
+import { VIP_HOLD_SCRIPT_PATH } from '../render/haproxy-datastore.js';
 import { LB_DOCKER_UNIT_PATH } from '../render/docker.js';
 import { MARIADB_CNF_PATH } from '../render/mariadb.js';
 import { dropDatastoreSql } from '../backup/sql.js';
@@ -221,7 +223,7 @@ function withoutBackup<T extends { cluster: Deployment }>(ctx: T): T {
 
 /** What k8s-ha put on the load-balancer hosts (the packages go in packagesResetPhase). */
 const LB_UNITS = ['keepalived', LBCHECK_UNIT, 'k8s-ha-lb', 'nginx', 'haproxy'];
-const LB_FILES = [KEEPALIVED_CONF_PATH, LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH, LBCHECK_STATE_PATH, LB_DOCKER_UNIT_PATH, '/etc/k8s-ha/lb'];
+const LB_FILES = [KEEPALIVED_CONF_PATH, VIP_HOLD_SCRIPT_PATH, LBCHECK_SCRIPT_PATH, LBCHECK_UNIT_PATH, LBCHECK_STATE_PATH, NGINX_DATASTORE_STATE_PATH, NGINX_WRITER_PATH, LB_DOCKER_UNIT_PATH, '/etc/k8s-ha/lb'];
 
 function loadBalancerResetPhase(): Phase<Deployment, { active: string[]; files: string[] }> {
   return {

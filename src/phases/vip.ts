@@ -11,6 +11,7 @@ import { LB_ALIVE_SCRIPT_PATH, lbAliveScriptTimeoutS, renderLbAliveScript } from
 import { apiUpstreams, renderProblem, tabLines } from './infra-common.js';
 import { HAPROXY_ADMIN_SOCKET } from '../render/haproxy.js';
 import { VIP_HOLD_SCRIPT_PATH, renderVipHoldScript } from '../render/haproxy-datastore.js';
+import { renderNginxTakeoverScript } from '../render/nginx-datastore.js';
 
 /**
  * How long the track script waits for an answer through the local listener
@@ -42,9 +43,11 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     servers: apiUpstreams(c),
     timeoutMs: LB_ALIVE_TIMEOUT_MS,
   };
-  // Galera behind HAProxy: taking the VIP starts the datastore hold-down.
+  // Galera: taking the VIP starts the datastore hold-down (HAProxy: marks its
+  // hold table; nginx: records the time, k8s-ha-lbcheck holds from it).
   const g = c.datastore.galera;
-  const datastoreHold = g !== undefined && g.writerHoldMs > 0 && c.loadBalancer.kind === 'haproxy';
+  const datastoreHold = g !== undefined && g.writerHoldMs > 0;
+  const holdScript = c.loadBalancer.kind === 'haproxy' ? renderVipHoldScript(HAPROXY_ADMIN_SOCKET) : renderNginxTakeoverScript();
   const conf = renderKeepalivedConf({
     hostName,
     routerId: vip.routerId,
@@ -67,7 +70,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     files: [
       // Before the config that names it: keepalived refuses a missing script.
       { path: LB_ALIVE_SCRIPT_PATH, content: renderLbAliveScript(alive), mode: 0o755 },
-      ...(datastoreHold ? [{ path: VIP_HOLD_SCRIPT_PATH, content: renderVipHoldScript(HAPROXY_ADMIN_SOCKET), mode: 0o755 }] : []),
+      ...(datastoreHold ? [{ path: VIP_HOLD_SCRIPT_PATH, content: holdScript, mode: 0o755 }] : []),
       // 0600: it holds the VRRP password.
       { path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, secretsIn: keepalivedSecrets, check: (tmp) => sh`keepalived --config-test -f ${tmp}` },
     ],

@@ -1,6 +1,9 @@
 import { RenderInputError, assertInt, assertPath, assertServers, managedHeader } from './common.js';
 import { nginxServerDirective, sortedUpstreams, type LbUpstream } from './nginx.js';
 import { renderUnit } from './systemd.js';
+import type { NginxDatastoreInput } from './nginx-datastore.js';
+import { validateNginxDatastore } from './nginx-datastore.js';
+import { datastoreDecide, datastoreFunctions, datastoreInstallState, datastoreLaunch, datastoreVars } from './lbcheck-datastore.js';
 
 /**
  * k8s-ha-lbcheck: the active health check open-source nginx lacks (FACTS: a
@@ -48,6 +51,12 @@ export interface LbCheckInput {
   statePath?: string;
   /** Default LB_HOLD_PATH. */
   holdPath?: string;
+  /**
+   * A Galera datastore routed to one writer through nginx (render/nginx-datastore.ts):
+   * the checker also reads each data node's Galera check and keeps exactly one
+   * node up in the datastore upstream's file. Default: none.
+   */
+  datastore?: NginxDatastoreInput;
 }
 
 function validate(input: LbCheckInput): void {
@@ -61,6 +70,7 @@ function validate(input: LbCheckInput): void {
   assertInt('rise', input.rise, 1, 100);
   if (input.statePath !== undefined) assertPath('statePath', input.statePath);
   if (input.holdPath !== undefined) assertPath('holdPath', input.holdPath);
+  if (input.datastore !== undefined) validateNginxDatastore(input.datastore);
 }
 
 const STATE_HEADER = [
@@ -95,6 +105,7 @@ const seconds = (ms: number) => String(ms / 1000);
 export function renderLbCheckScript(input: LbCheckInput): string {
   validate(input);
   const servers = sortedUpstreams(input.servers);
+  const ds = input.datastore;
   const statePath = input.statePath ?? LBCHECK_STATE_PATH;
   const header = renderUpstreamState(input).split('\n').filter((l) => l.startsWith('#'));
   const url = (s: LbUpstream) => `https://${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}${input.path}`;
@@ -120,6 +131,7 @@ export function renderLbCheckScript(input: LbCheckInput): string {
     out.push(`dst_${n}='${s.address.includes(':') ? `[${s.address}]` : s.address}' port_${n}=${s.port}`);
     out.push(`fails_${n}=0 oks_${n}=0 down_${n}=0`);
   });
+  if (ds) out.push(...datastoreVars(ds));
   out.push('');
   out.push('TMP=$(mktemp -d) || exit 1');
   out.push('trap \'rm -rf "$TMP"\' EXIT');
@@ -138,37 +150,46 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('  done');
   out.push('}');
   out.push('');
-  out.push('# Put the file for $1 in place if it differs, check it with nginx -t, reload.');
-  out.push('install_state() {');
-  out.push('  render "$1" > "$TMP/new"');
-  out.push('  cmp -s "$TMP/new" "$STATE" && return 0');
-  out.push('  had_old=0');
-  out.push('  if [ -f "$STATE" ]; then cp "$STATE" "$TMP/old" && had_old=1; fi');
-  out.push('  cp "$TMP/new" "$STATE.k8s-ha-tmp" && mv -f "$STATE.k8s-ha-tmp" "$STATE" || { log "cannot write $STATE"; return 1; }');
-  out.push('  if ! err=$(nginx -t -q 2>&1); then');
-  out.push('    log "nginx -t rejects the new server marks, keeping the old file: $err"');
-  out.push('    if [ "$had_old" = 1 ]; then mv -f "$TMP/old" "$STATE"; else rm -f "$STATE"; fi');
-  out.push('    return 1');
-  out.push('  fi');
-  out.push('  # A reload: old workers finish their connections, new ones avoid down servers.');
-  out.push('  systemctl reload nginx || { log "nginx reload failed"; return 1; }');
-  out.push('  # Connections already on a down server would hang with it: close them, as');
-  out.push("  # HAProxy's on-marked-down shutdown-sessions does, so clients reconnect.");
-  out.push('  # Again after 0.5 s and 1.5 s: until the reload has replaced them, the old');
-  out.push('  # workers still accept and send some new connections to the down server');
-  out.push('  # (measured on the lab: one such connection hung for the client\'s 4 s).');
-  out.push('  ( for pause in 0 0.5 1; do');
-  out.push('      sleep "$pause"');
-  out.push('      i=1');
-  out.push('      for d in $1; do');
-  out.push('        if [ "$d" = 1 ]; then');
-  out.push('          eval "dst=\\$dst_$i port=\\$port_$i"');
-  out.push('          ss -K dst "$dst" dport = ":$port" > /dev/null 2>&1 || log "cannot close the connections to $dst:$port"');
-  out.push('        fi');
-  out.push('        i=$((i + 1))');
-  out.push('      done');
-  out.push('    done ) &');
-  out.push('}');
+  const apiKill = [
+    "  # Connections already on a down server would hang with it: close them, as",
+    "  # HAProxy's on-marked-down shutdown-sessions does, so clients reconnect.",
+    '  # Again after 0.5 s and 1.5 s: until the reload has replaced them, the old',
+    '  # workers still accept and send some new connections to the down server',
+    "  # (measured on the lab: one such connection hung for the client's 4 s).",
+    '  ( for pause in 0 0.5 1; do',
+    '      sleep "$pause"',
+    '      i=1',
+    '      for d in $1; do',
+    '        if [ "$d" = 1 ]; then',
+    '          eval "dst=\\$dst_$i port=\\$port_$i"',
+    '          ss -K dst "$dst" dport = ":$port" > /dev/null 2>&1 || log "cannot close the connections to $dst:$port"',
+    '        fi',
+    '        i=$((i + 1))',
+    '      done',
+    '    done ) &',
+  ];
+  if (ds) {
+    out.push(...datastoreFunctions(ds));
+    out.push('');
+    out.push(...datastoreInstallState(apiKill));
+  } else {
+    out.push('# Put the file for $1 in place if it differs, check it with nginx -t, reload.');
+    out.push('install_state() {');
+    out.push('  render "$1" > "$TMP/new"');
+    out.push('  cmp -s "$TMP/new" "$STATE" && return 0');
+    out.push('  had_old=0');
+    out.push('  if [ -f "$STATE" ]; then cp "$STATE" "$TMP/old" && had_old=1; fi');
+    out.push('  cp "$TMP/new" "$STATE.k8s-ha-tmp" && mv -f "$STATE.k8s-ha-tmp" "$STATE" || { log "cannot write $STATE"; return 1; }');
+    out.push('  if ! err=$(nginx -t -q 2>&1); then');
+    out.push('    log "nginx -t rejects the new server marks, keeping the old file: $err"');
+    out.push('    if [ "$had_old" = 1 ]; then mv -f "$TMP/old" "$STATE"; else rm -f "$STATE"; fi');
+    out.push('    return 1');
+    out.push('  fi');
+    out.push('  # A reload: old workers finish their connections, new ones avoid down servers.');
+    out.push('  systemctl reload nginx || { log "nginx reload failed"; return 1; }');
+    out.push(...apiKill);
+    out.push('}');
+  }
   out.push('');
   out.push('applied="" allfail=0');
   out.push('round=0');
@@ -183,6 +204,7 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('    pids="$pids $!"');
   out.push('    i=$((i + 1))');
   out.push('  done');
+  if (ds) out.push(...datastoreLaunch());
   out.push('  sleep "$INTERVAL" &');
   out.push('  wait $pids $!');
   out.push('  # Servers k8s-ha holds out (a restart or removal under way) stay down.');
@@ -211,11 +233,20 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('  else');
   out.push('    allfail=0');
   out.push('  fi');
-  out.push('  # Also on the first round: puts the file back in step with this script.');
-  out.push('  if [ "$want" != "$applied" ]; then');
-  out.push('    install_state "$want"');
-  out.push('    applied=$want');
-  out.push('  fi');
+  if (ds) {
+    out.push(...datastoreDecide());
+    out.push('  # Also on the first round: puts the files back in step with this script.');
+    out.push('  if [ "$want|$dwant" != "$applied" ]; then');
+    out.push('    install_state "$want" "$dwant"');
+    out.push('    applied="$want|$dwant"');
+    out.push('  fi');
+  } else {
+    out.push('  # Also on the first round: puts the file back in step with this script.');
+    out.push('  if [ "$want" != "$applied" ]; then');
+    out.push('    install_state "$want"');
+    out.push('    applied=$want');
+    out.push('  fi');
+  }
   out.push('  round=$((round + 1))');
   out.push('  [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && { wait; exit 0; }');
   out.push('done');

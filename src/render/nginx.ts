@@ -8,6 +8,7 @@ import {
   hostPort,
   managedHeader,
 } from './common.js';
+import { nginxDatastoreLines, validateNginxDatastore, type NginxDatastoreInput } from './nginx-datastore.js';
 
 /** Where nginx.conf is installed on the LB host (Debian packaging). */
 export const NGINX_CONF_PATH = '/etc/nginx/nginx.conf';
@@ -63,6 +64,11 @@ export interface NginxLbInput {
    * (phases/lb-hold.ts). Default: none.
    */
   down?: readonly string[];
+  /**
+   * A Galera datastore routed to one writer (render/nginx-datastore.ts): a
+   * second upstream and listener whose servers k8s-ha-lbcheck marks. Default: none.
+   */
+  datastore?: NginxDatastoreInput;
 }
 
 const DEFAULT_WORKER_CONNECTIONS = 4096;
@@ -78,6 +84,11 @@ function validate(input: NginxLbInput): void {
     throw new RenderInputError('flavor', `must be 'debian' or 'official-image', got ${JSON.stringify(input.flavor)}`);
   }
   if (input.upstreamInclude !== undefined) assertPath('upstreamInclude', input.upstreamInclude);
+  if (input.datastore !== undefined) {
+    validateNginxDatastore(input.datastore, input.listenPort);
+    // Only the checker marks the datastore's nodes: without it every node would take writes.
+    if (input.upstreamInclude === undefined) throw new RenderInputError('datastore', 'a Galera datastore behind nginx needs k8s-ha-lbcheck (upstreamInclude)');
+  }
 }
 
 /** The servers of the upstream, sorted by name; shared with the active checker's state file. */
@@ -162,6 +173,10 @@ export function renderNginxConf(input: NginxLbInput): string {
   lines.push(`        proxy_next_upstream_tries ${servers.length};`);
   lines.push(`        proxy_next_upstream_timeout ${nextUpstreamTimeout};`);
   lines.push('    }');
+  if (input.datastore !== undefined) {
+    const o = { connectTimeoutMs: input.connectTimeoutMs, idleTimeoutMs: input.idleTimeoutMs, ...(input.listenAddress !== undefined ? { listenAddress: input.listenAddress } : {}) };
+    lines.push('', ...nginxDatastoreLines(input.datastore, o));
+  }
   lines.push('}');
   return lines.join('\n') + '\n';
 }

@@ -165,14 +165,26 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
       }
     });
   }
-  if (f.datastore.galera?.enabled && (f.loadBalancer.kind !== 'haproxy' || f.loadBalancer.deploy !== 'package')) {
-    out.push(
-      error(
-        'loadBalancer.kind',
-        `a Galera datastore is routed by the load balancer to one writer, and k8s-ha does that with HAProxy (package) only so far; this file has ${f.loadBalancer.kind} (${f.loadBalancer.deploy})`,
-        'set loadBalancer.kind: haproxy and deploy: package (HAProxy keeps the writer until it fails, closes connections to a node marked down and holds new ones off right after a switch)',
-      ),
-    );
+  if (f.datastore.galera?.enabled) {
+    // One writer needs an active Galera-aware check that marks nodes: HAProxy's
+    // own, or k8s-ha-lbcheck beside nginx (package deploy only).
+    if (f.loadBalancer.deploy !== 'package') {
+      out.push(
+        error(
+          'loadBalancer.deploy',
+          `a Galera datastore is routed by the load balancer to one writer, which k8s-ha does with HAProxy or with nginx and k8s-ha-lbcheck installed from packages; this file has deploy: ${f.loadBalancer.deploy}`,
+          'set loadBalancer.deploy: package',
+        ),
+      );
+    } else if (f.loadBalancer.kind === 'nginx' && !f.loadBalancer.nginx.activeCheck) {
+      out.push(
+        error(
+          'loadBalancer.nginx.activeCheck',
+          'a Galera datastore behind nginx is routed to one writer by k8s-ha-lbcheck (it reads each node\'s Galera check and marks every other node down), and this file turns it off',
+          'remove loadBalancer.nginx.activeCheck: false, or use loadBalancer.kind: haproxy',
+        ),
+      );
+    }
   }
   for (const { host, i } of lbs) {
     const k3sNode = host.roles.includes('server') || host.roles.includes('agent');

@@ -236,7 +236,7 @@ export const LoadBalancerSchema = Type.Object(
         failTimeout: duration('nginx fail_timeout: how long a failed server is skipped.', '10s'),
         activeCheck: Type.Boolean({
           description:
-            'Run k8s-ha-lbcheck beside nginx: a TLS check of healthCheck.path on each server every healthCheck.interval that marks failing servers down and reloads nginx. nginx open source only notices failed connects, so without it a frozen or hung server keeps getting about half the new connections for as long as it hangs. Needs curl (installed); package deploy only.',
+            'Run k8s-ha-lbcheck beside nginx: a TLS check of healthCheck.path on each server every healthCheck.interval that marks failing servers down and reloads nginx. nginx open source only notices failed connects, so without it a frozen or hung server keeps getting about half the new connections for as long as it hangs. Needs curl (installed); package deploy only. With a Galera datastore it also routes the one writer (it reads each data node\'s Galera check), so it cannot be turned off then.',
           default: true,
         }),
       },
@@ -342,7 +342,7 @@ export const DatastoreSchema = Type.Object(
             "After the writer is lost, how long the load balancer refuses every new datastore connection before the next node takes writes. kine's create, when its INSERT fails, reads the key back and reports success if no row is found; right after a switch that read would reach the new writer, which never saw the INSERT. Refused, kine refuses the create and the client retries. Longer than kine's read-back, shorter than the write gap you accept; 0s turns it off.",
             '1500ms',
           ),
-          peerPort: port('TCP port the load balancers\' HAProxy peers use to share the current writer (and to keep it across a reload).', 10000),
+          peerPort: port('TCP port the load balancers\' HAProxy peers use to share the current writer (and to keep it across a reload). HAProxy only: behind nginx, k8s-ha-lbcheck keeps the writer in a file and follows the node holding kine\'s sessions.', 10000),
           experimental: Type.Boolean({
             description: 'Galera under kine rests on the load balancers\' hold-downs, not on kine (see the README, "Galera datastore"); preflight refuses it unless this is true.',
             default: false,

@@ -23,6 +23,7 @@ import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 import { FAULTS, galeraState, gapRows, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { nginxPass } from './galera-nginx.js';
 
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
@@ -232,5 +233,9 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       assert.deepEqual(names.filter((n) => !have.has(n)), [], 'every write made through infra2 alone survived');
       assert.equal(await gapRows(lab, 'infra1'), await gapRows(lab, 'infra2'), 'both nodes hold the same kine table');
     });
+
+    // nginx as the routing point (k8s-ha-lbcheck): the same lab switched to
+    // nginx by apply, then faults through it (test/lab/galera-nginx.ts).
+    await nginxPass(t, { lab, file, apply, kube, open, fullSize, describe });
   });
 });

@@ -262,9 +262,22 @@ const CASES: Case[] = [
     expect: [['error', 'datastore.galera.arbitrator', /"nowhere" is not a host of the cluster file/]],
   },
   {
-    name: 'Galera behind nginx is refused: one writer is routed by HAProxy so far',
-    edits: [{ add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) }, { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', experimental: true } }],
-    expect: [['error', 'loadBalancer.kind', /routed by the load balancer to one writer, and k8s-ha does that with HAProxy/]],
+    name: 'Galera behind nginx without its checker is refused: k8s-ha-lbcheck routes the one writer',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'nginx'], to: { activeCheck: false } },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', experimental: true } },
+    ],
+    expect: [['error', 'loadBalancer.nginx.activeCheck', /routed to one writer by k8s-ha-lbcheck/]],
+  },
+  {
+    name: 'Galera behind a load balancer run as a container is refused',
+    edits: [
+      { add: ['hosts'], item: host('db2', '192.168.0.159', ['datastore']) },
+      { set: ['loadBalancer', 'deploy'], to: 'docker' },
+      { set: ['datastore', 'galera'], to: { enabled: true, arbitrator: 'agent1', experimental: true } },
+    ],
+    expect: [['error', 'loadBalancer.deploy', /routed by the load balancer to one writer, which k8s-ha does with HAProxy or with nginx/]],
   },
   {
     name: 'Galera with TLS to k3s is refused (one CA per node so far), and a node port equal to datastore.port on a load-balancer host too',
