@@ -194,12 +194,27 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       t.diagnostic(`write gaps ${results.map((r) => `${r.fault} ${(r.writeGapMs / 1000).toFixed(2)} s`).join(', ')}; API outage with the machine off ${((results.find((r) => r.fault === 'kill-machine')?.apiOutageMs ?? 0) / 1000).toFixed(2)} s`);
     });
 
-    // A transaction cut after it took its auto-increment id (a writer switch
-    // or a VIP move closes its connection) leaves a hole that kine fills with
-    // a gap row; the row never commits later, so no watcher misses it (the
-    // watch assertions above), but the issue's goal is none. Seen in two cut
-    // drills of about 28 (h15's note): a todo, not hidden.
-    await t.test('no fault left a new gap row in the kine table', { todo: 'a cut transaction leaves an auto-increment hole that kine fills (benign: it never commits later)' }, () => {
+    // Every new gap row must be the id of one of kine's own INSERTs that
+    // failed on its unique index (two servers writing one key at once, e.g.
+    // both deleting the same expired lease: it burns the id, with one MariaDB
+    // too), and no transaction may fail certification: a transaction of the
+    // failover (cut on the old writer, or certified away at the view change)
+    // would leave a gap row with no such INSERT. lab/galera-gaps.ts; README
+    // "Galera datastore".
+    await t.test('every new gap row is the id of a failed duplicate INSERT of kine\'s own, none of the failover, and no commit failed certification', () => {
+      assert.equal(results.length, faults.length, 'every fault ran');
+      for (const r of results) {
+        t.diagnostic(`${r.fault}: new gap rows [${r.gaps.gapIds.join(', ')}], kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}${r.gaps.duplicateInserts.length ? ` (${r.gaps.duplicateInserts.join('; ')})` : ''}, certification failures ${r.gaps.certFailures}`);
+        assert.ok(r.gaps.gapIds.length <= r.gaps.duplicateInserts.length, `${r.fault}: ${r.gaps.gapIds.length} new gap rows, ${r.gaps.duplicateInserts.length} ids burnt by kine's duplicate INSERTs`);
+        assert.equal(r.gaps.certFailures, 0, `${r.fault}: certification failures`);
+      }
+    });
+
+    // The issue's goal is none; measured: two servers' kine racing on one key
+    // (their TTL loops deleting an expired lease at once) burn an id in some
+    // drills, the same with one MariaDB (docs/performance.md). Not k8s-ha's to
+    // fix: a todo, not hidden.
+    await t.test('no fault left a new gap row in the kine table', { todo: "kine's two servers racing on one key burn an auto-increment id now and then (harmless: that id never commits)" }, () => {
       assert.deepEqual(results.map((r) => `${r.fault}: ${r.newGapRows}`), results.map((r) => `${r.fault}: 0`));
     });
 
