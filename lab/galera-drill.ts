@@ -5,6 +5,7 @@ import type { Lab } from './index.js';
 import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
 import { SHOW_NGINX_WRITER, SHOW_WRITER, parseNginxWriter } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
+import { gapAccount, gapSnapshot, type GapAccount } from './galera-gaps.js';
 
 /**
  * The proof under write load (issue 14): a writer creates objects through the
@@ -382,7 +383,10 @@ export interface FaultResult {
   /** For the first unseen writes: their resourceVersion and the watch events around it. */
   unseenDetail: string[];
   gapLines: string[];
+  /** Gap rows with an id above the highest before the drill (a count would drop when kine compacts an old one away). */
   newGapRows: number;
+  /** The new gap rows and what burnt their ids (lab/galera-gaps.ts). */
+  gaps: GapAccount;
 }
 
 /** journalctl's --since for "a second ago" on this host (the machines share its clock). */
@@ -403,7 +407,7 @@ export async function runFault(
 ): Promise<FaultResult> {
   const other = ['infra1', 'infra2'].find((n) => n !== o.writerNode)!;
   const since = journalSince();
-  const rows0 = await gapRows(lab, other);
+  const gaps0 = await gapSnapshot(lab, other);
   await ensureNamespace(client);
   const list = await client.request<{ metadata: { resourceVersion: string } }>('GET', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps?limit=1`);
   const watch = new Watcher(client, list.metadata.resourceVersion, `drill=${o.prefix}`);
@@ -426,6 +430,7 @@ export async function runFault(
   while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
   await watch.stop();
   const v = await verdict(client, writer, watch);
+  const gaps = await gapAccount(lab, other, gaps0);
   const rvOf = new Map(writer.acked.map((r) => [r.name, r.resourceVersion]));
   const unseenDetail = v.unseen.slice(0, 6).map((n) => {
     const rv = BigInt(rvOf.get(n) ?? '0');
@@ -442,6 +447,7 @@ export async function runFault(
     failedWrites: writer.records.filter((r) => !r.ok).length,
     verdict: v,
     gapLines: await gapLines(lab, o.servers, since),
-    newGapRows: (await gapRows(lab, other)) - rows0,
+    newGapRows: gaps.gapIds.length,
+    gaps,
   };
 }

@@ -8,6 +8,7 @@
 // node. Each drill asserts that no acknowledged create was lost (the
 // load balancers' hold-downs keep kine v0.17's read-back of a failed INSERT
 // from reporting it done; README "Galera datastore") and records the figures.
+// Replication runs over TLS throughout (datastore.galera.tls).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
-import { FAULTS, galeraState, gapRows, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { FAULTS, galeraState, gapRows, journalSince, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 import { nginxPass } from './galera-nginx.js';
 
 const NODES = ['infra1', 'infra2'];
@@ -32,11 +33,16 @@ const PHASES: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'm
 
 const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
 
-/** The lab's cluster file with the lab's k3s (labk3s/) from a local file. */
+/**
+ * The lab's cluster file with the lab's k3s (labk3s/) from a local file, and
+ * replication over TLS (datastore.galera.tls): the whole drill runs with it,
+ * as a user who wants the safety would.
+ */
 function clusterFile(lab: Lab, dir: string): string {
-  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
+  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown>; datastore: { galera: Record<string, unknown> } };
   delete doc.metallb;
   doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  doc.datastore.galera.tls = { enabled: true };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
@@ -102,14 +108,13 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       await fullSize(lab);
       const c = await kube(lab, file);
       await c.waitForReadyNodes(3, { timeoutMs: 120_000 });
-      // One writer. Usually the preferred one (infra1); in a CI run
-      // (2026-12-01) it was infra2 — likely infra1's check was not yet up
-      // again after donating infra2's state transfer when the first kine
-      // connection came (not traced) — and the writer never fails back.
-      // Either node is a correct outcome; which one is printed.
+      // One writer, the preferred one: apply waits after the join until every
+      // load balancer has infra1 up again (it was infra2's donor) before the
+      // k3s servers start (phases/galera-writer-wait.ts). Without the wait a
+      // CI run (2026-12-01) got infra2, and the writer never fails back.
       const writer = await writerOf(lab, 'infra1');
-      assert.ok(writer !== null && NODES.includes(writer), `the load balancer names a writer: ${writer}`);
-      if (writer !== 'infra1') t.diagnostic(`the writer after the bare apply is ${writer}, not the preferred infra1`);
+      assert.equal(writer, 'infra1', 'the preferred writer takes the writes after a bare apply');
+      assert.equal(await writerOf(lab, 'infra2'), 'infra1', 'both load balancers agree');
       // PROXY protocol: MariaDB sees the servers, not the load balancer; and only the writer has clients.
       const clients = async (n: string) => (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT DISTINCT SUBSTRING_INDEX(host, ':', 1) FROM information_schema.processlist WHERE user = 'k3s'"])).stdout.trim().split('\n').filter(Boolean).sort();
       assert.deepEqual(await clients(writer), SERVERS.map((s) => lab.machine(s).address).sort());
@@ -122,6 +127,24 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       const plan = await run.plan();
       await run.close();
       assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => [s.host, s.changes.map((x) => x.summary)])));
+    });
+
+    await t.test('replication is TLS: every member runs socket.ssl with k8s-ha\'s CA, 4567 answers TLS with the member\'s certificate, the joiner\'s full copy came over TLS, and the keys are 0600 for the daemon\'s user', async () => {
+      const cluster = (parse(readFileSync(file, 'utf8')) as { name: string }).name;
+      for (const n of NODES) {
+        const opts = (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT @@wsrep_provider_options"])).stdout;
+        assert.match(opts, /socket\.ssl = YES;/, `${n}: socket.ssl`);
+        assert.match(opts, /socket\.ssl_ca = \/etc\/k8s-ha\/galera-tls\/ca\.pem;/, `${n}: socket.ssl_ca`);
+        assert.equal((await lab.exec(n, ['stat', '-c', '%a %U', '/etc/k8s-ha/galera-tls/member-key.pem'])).stdout.trim(), '600 mysql');
+      }
+      assert.equal((await lab.exec('agent1', ['stat', '-c', '%a %U', '/etc/k8s-ha/galera-tls/member-key.pem'])).stdout.trim(), '600 nobody', 'garbd runs as nobody');
+      // From infra2, with the CA: infra1's group port completes a TLS handshake and shows infra1's certificate.
+      const hs = await lab.exec('infra2', ['sh', '-c', `echo | timeout 10 openssl s_client -connect ${lab.machine('infra1').address}:4567 -CAfile /etc/k8s-ha/galera-tls/ca.pem -verify_return_error -brief 2>&1`], { allowFailure: true });
+      assert.match(hs.stdout, /Verification: OK/, hs.stdout);
+      assert.match(hs.stdout, new RegExp(`Peer certificate: O = ${cluster}, CN = infra1`), hs.stdout);
+      const joiner = (await lab.exec('infra2', ['sh', '-c', 'journalctl -u mariadb --no-pager -o cat | grep -E "listening at|Decrypting with cert|IST receiver using" || true'])).stdout;
+      assert.match(joiner, /Decrypting with cert='\/etc\/k8s-ha\/galera-tls\/member\.pem'/, `the joiner's state transfer was over TLS:\n${joiner}`);
+      assert.doesNotMatch(joiner, /listening at tcp:\/\//, 'never plain TCP');
     });
 
     const faults: Fault[] = ['kill-writer', 'freeze-writer', 'cut-writer', 'kill-machine'];
@@ -137,6 +160,7 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
           await moveWriterTo(lab, holder);
           w = holder;
         }
+        const since = journalSince();
         const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
         results.push(r);
         t.diagnostic(describe(r));
@@ -156,6 +180,10 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
         t.diagnostic(`apply after ${fault}: ${again.summaries.join('; ') || 'nothing to do'}`);
         assert.ok(!again.summaries.some((s) => s.includes('bootstrap')), 'no bootstrap while a primary component runs');
         await fullSize(lab);
+        // A node restarted since the fault rejoined over TLS (IST, or a full copy), never plain TCP.
+        const rejoin = (await lab.exec(w, ['sh', '-c', `journalctl -u mariadb --since '${since}' --no-pager -o cat | grep -E "listening at|IST receiver using|Decrypting with cert" || true`])).stdout;
+        assert.doesNotMatch(rejoin, /listening at tcp:\/\/|IST receiver using tcp/, rejoin);
+        if (fault === 'kill-writer') assert.match(rejoin, /listening at ssl:\/\/[\s\S]*(IST receiver using ssl|Decrypting with cert)/, `the killed writer rejoined over TLS:\n${rejoin}`);
       });
     }
 
@@ -166,12 +194,27 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       t.diagnostic(`write gaps ${results.map((r) => `${r.fault} ${(r.writeGapMs / 1000).toFixed(2)} s`).join(', ')}; API outage with the machine off ${((results.find((r) => r.fault === 'kill-machine')?.apiOutageMs ?? 0) / 1000).toFixed(2)} s`);
     });
 
-    // A transaction cut after it took its auto-increment id (a writer switch
-    // or a VIP move closes its connection) leaves a hole that kine fills with
-    // a gap row; the row never commits later, so no watcher misses it (the
-    // watch assertions above), but the issue's goal is none. Seen in two cut
-    // drills of about 28 (h15's note): a todo, not hidden.
-    await t.test('no fault left a new gap row in the kine table', { todo: 'a cut transaction leaves an auto-increment hole that kine fills (benign: it never commits later)' }, () => {
+    // Every new gap row must be the id of one of kine's own INSERTs that
+    // failed on its unique index (two servers writing one key at once, e.g.
+    // both deleting the same expired lease: it burns the id, with one MariaDB
+    // too), and no transaction may fail certification: a transaction of the
+    // failover (cut on the old writer, or certified away at the view change)
+    // would leave a gap row with no such INSERT. lab/galera-gaps.ts; README
+    // "Galera datastore".
+    await t.test('every new gap row is the id of a failed duplicate INSERT of kine\'s own, none of the failover, and no commit failed certification', () => {
+      assert.equal(results.length, faults.length, 'every fault ran');
+      for (const r of results) {
+        t.diagnostic(`${r.fault}: new gap rows [${r.gaps.gapIds.join(', ')}], kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}${r.gaps.duplicateInserts.length ? ` (${r.gaps.duplicateInserts.join('; ')})` : ''}, certification failures ${r.gaps.certFailures}`);
+        assert.ok(r.gaps.gapIds.length <= r.gaps.duplicateInserts.length, `${r.fault}: ${r.gaps.gapIds.length} new gap rows, ${r.gaps.duplicateInserts.length} ids burnt by kine's duplicate INSERTs`);
+        assert.equal(r.gaps.certFailures, 0, `${r.fault}: certification failures`);
+      }
+    });
+
+    // The issue's goal is none; measured: two servers' kine racing on one key
+    // (their TTL loops deleting an expired lease at once) burn an id in some
+    // drills, the same with one MariaDB (docs/performance.md). Not k8s-ha's to
+    // fix: a todo, not hidden.
+    await t.test('no fault left a new gap row in the kine table', { todo: "kine's two servers racing on one key burn an auto-increment id now and then (harmless: that id never commits)" }, () => {
       assert.deepEqual(results.map((r) => `${r.fault}: ${r.newGapRows}`), results.map((r) => `${r.fault}: 0`));
     });
 
