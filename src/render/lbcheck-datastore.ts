@@ -48,7 +48,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');
   out.push('case "$DNAMES" in *" $writer "*) ;; *) writer="" ;; esac');
-  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0 gen=0');
+  out.push('lost="" hold_until=0 hstart=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0 gen=0');
   return out;
 }
 
@@ -80,7 +80,7 @@ export function datastoreFunctions(d: NginxDatastoreInput): string[] {
   out.push('  while [ "$n" -lt 30 ]; do');
   out.push('    busy=0');
   out.push('    for w in $1; do');
-  out.push('      case "$(tr \'\\0\' \' \' < "/proc/$w/cmdline" 2>/dev/null)" in \'\'|*"shutting down"*) ;; *) busy=1 ;; esac');
+  out.push('      case "$(tr \'\\0\' \' \' 2>/dev/null < "/proc/$w/cmdline")" in \'\'|*"shutting down"*) ;; *) busy=1 ;; esac');
   out.push('    done');
   out.push('    [ "$busy" = 0 ] && return 0');
   out.push('    sleep 0.1');
@@ -165,7 +165,7 @@ export function datastoreDecide(): string[] {
   l.push('  fi');
   l.push('  # The writer lost: every node down for the hold-down (once per loss).');
   l.push('  if [ -n "$writer" ] && [ "$wup" = 0 ] && [ "$lost" != "$writer" ]; then');
-  l.push('    lost=$writer hold_until=$((now + HOLD_MS))');
+  l.push('    lost=$writer hold_until=$((now + HOLD_MS)) hstart=1');
   l.push('    log "the datastore writer $writer is down: no datastore node for ${HOLD_MS} ms (the hold-down), then the next fit one"');
   l.push('  fi');
   l.push('  [ "$wup" = 1 ] && lost=""');
