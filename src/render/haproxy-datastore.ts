@@ -225,8 +225,8 @@ export function renderVipHoldScript(adminSocket: string): string {
  * one never hears of it and keeps the server side open (`timeout server`): a
  * kine transaction whose INSERT had run and whose COMMIT went to the other
  * host stays open on the writer, holding its auto-increment id and row lock.
- * kine's fill of that id then waits for the lock (35 s measured) with every
- * watch of the server stalled, and skips it with a `GAP` line (measured in
+ * kine's fill of that id then waits for the lock (35 s measured), in the poll
+ * loop that feeds every watch, and skips it with a `GAP` line (measured in
  * the lab when the VIP failed back to a machine that came back, g-gap).
  * Closed, MariaDB rolls the transaction back at once and kine fills the id.
  * Like the hold script, it never fails keepalived.

@@ -3,8 +3,8 @@
 // to a machine that came back, a kine transaction through the other load
 // balancer had run its INSERT and sent its COMMIT to the new VIP holder; the
 // old HAProxy kept the server side open, the transaction held its id and
-// lock on the writer, kine's fill of that id waited 35 s with every watch
-// stalled, then skipped it with a GAP line. Here: the rendered script and
+// lock on the writer, kine's fill of that id waited 35 s (in the poll loop
+// that feeds every watch), then skipped it with a GAP line. Here: the rendered script and
 // keepalived lines, the vip phase wiring, and a real HAProxy on loopback
 // whose long-lived session through it is closed at the data node's end.
 import assert from 'node:assert/strict';
