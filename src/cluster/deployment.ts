@@ -1,5 +1,6 @@
 import type { Cluster } from '../spec/cluster.js';
 import type { Secret } from '../util/secret.js';
+import type { GaleraTls } from './galera-tls.js';
 
 /**
  * The cluster context every phase works from: the loaded cluster file and
@@ -47,4 +48,6 @@ export interface ClusterSecrets {
   datastorePassword: Secret;
   /** keepalived's VRRP password (only 8 characters are used by keepalived). */
   vrrpPass: Secret;
+  /** datastore.galera.tls: the CA and each member's key and certificate (cluster/galera-tls.ts). */
+  galeraTls?: GaleraTls;
 }

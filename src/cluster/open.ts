@@ -15,6 +15,7 @@ import type { AnyPhase } from '../engine/phase.js';
 import type { ClusterSecrets, Deployment, RunOptions } from './deployment.js';
 import { applyPipeline } from './pipelines.js';
 import { StateFile, type SecretKind } from './state.js';
+import { galeraTls } from './galera-tls.js';
 import { SERVER_TOKEN_PATH, findServerToken } from '../phases/k3s-token.js';
 
 export type { ClusterSecrets, Deployment } from './deployment.js';
@@ -140,6 +141,9 @@ export class ClusterRun {
       vrrpPass: cluster.loadBalancer.virtualIP?.authPass ?? new Secret(state.secret('vrrpPass', 'password').reveal().slice(0, 8)),
       ...(cluster.k3s.agentToken ? { agentToken: await resolveSecret(cluster.k3s.agentToken, state, 'agentToken', 'token') } : {}),
     };
+    const tls = galeraTls(cluster, state);
+    if (tls) secrets.galeraTls = tls;
+
     const stateRecord = {
       path: state.path,
       remembers: (name: string) => state.appliedHosts().some((h) => h.name === name),
@@ -150,7 +154,7 @@ export class ClusterRun {
       },
     };
     const deployment: Deployment = { spec: cluster, secrets, file, ...(opts.run ? { options: opts.run } : {}), ...(opts.readOnly ? {} : { state: stateRecord }) };
-    known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken);
+    known.add(secrets.k3sToken, secrets.datastorePassword, secrets.vrrpPass, secrets.agentToken, ...[...(tls?.members.values() ?? [])].map((m) => m.key), ...state.allSecrets());
     const engine = new Engine<Deployment>({
       cluster: deployment,
       // An agent that cannot be reached does not stop the rest (its node just

@@ -23,6 +23,11 @@ export interface StateData {
    * (its k3s may still run, its account and upstream still exist).
    */
   hosts?: Record<string, string>;
+  /**
+   * Certificates k8s-ha issued (public; their keys are under `secrets`):
+   * the Galera replication CA and each member's (cluster/galera-tls.ts).
+   */
+  certificates?: Record<string, string>;
 }
 
 export type SecretKind = 'token' | 'password';
@@ -67,7 +72,7 @@ export class StateFile {
     if (raw.cluster && raw.cluster !== cluster) {
       throw new UserError(`${path} belongs to cluster "${raw.cluster}", not "${cluster}": point k8s-ha at the right cluster file, or move the state file away`);
     }
-    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) }, hosts: { ...(raw.hosts ?? {}) } }, true, readOnly);
+    return new StateFile(path, { version: 1, cluster, secrets: { ...(raw.secrets ?? {}) }, hostKeys: { ...(raw.hostKeys ?? {}) }, hosts: { ...(raw.hosts ?? {}) }, certificates: { ...(raw.certificates ?? {}) } }, true, readOnly);
   }
 
   /**
@@ -95,6 +100,30 @@ export class StateFile {
       }
       delete this.generated[name];
     }
+    for (const [name, v] of Object.entries(this.issued.secrets)) {
+      if (this.data.secrets[name] !== v) ((this.data.secrets[name] = v), (this.dirty = true));
+    }
+    for (const [name, v] of Object.entries(this.issued.certificates)) {
+      const certs = (this.data.certificates ??= {});
+      if (certs[name] !== v) ((certs[name] = v), (this.dirty = true));
+    }
+    this.issued = { secrets: {}, certificates: {} };
+  }
+
+  /**
+   * Made this run to add or replace a stored value (a certificate and its
+   * key, issued or renewed): seen by `stored()` at once, written to the file
+   * only by `keepGenerated()`, as generated secrets are.
+   */
+  private issued: { secrets: Record<string, string>; certificates: Record<string, string> } = { secrets: {}, certificates: {} };
+
+  issue(kind: 'secrets' | 'certificates', name: string, value: string): void {
+    this.issued[kind][name] = value;
+  }
+
+  /** The value this run issued, else the stored one. */
+  stored(kind: 'secrets' | 'certificates', name: string): string | undefined {
+    return this.issued[kind][name] ?? (kind === 'secrets' ? this.data.secrets[name] : this.data.certificates?.[name]);
   }
 
   has(name: string): boolean {
@@ -111,7 +140,7 @@ export class StateFile {
 
   /** Every secret held, also those the cluster file no longer uses (for masking output). */
   allSecrets(): Secret[] {
-    return [...Object.values(this.data.secrets), ...Object.values(this.generated)].map((v) => new Secret(v));
+    return [...Object.values(this.data.secrets), ...Object.values(this.generated), ...Object.values(this.issued.secrets)].map((v) => new Secret(v));
   }
 
   /** Every stored secret, revealed: only for a backup's encrypted secrets part. */
@@ -191,6 +220,7 @@ export class StateFile {
       secrets: Object.fromEntries(Object.entries(this.data.secrets).sort()),
       hostKeys: Object.fromEntries(Object.entries(this.data.hostKeys).sort()),
       ...(Object.keys(this.data.hosts ?? {}).length ? { hosts: Object.fromEntries(Object.entries(this.data.hosts!).sort()) } : {}),
+      ...(Object.keys(this.data.certificates ?? {}).length ? { certificates: Object.fromEntries(Object.entries(this.data.certificates!).sort()) } : {}),
     };
     const header = '# k8s-ha state: generated secrets and pinned SSH host keys. Keep it private (mode 0600)\n# and back it up with the datastore: the k3s token cannot be recovered from the database.\n';
     await writePrivateFile(this.path, header + stringify(sorted));
@@ -218,7 +248,7 @@ function parseState(text: string, path: string): Partial<StateData> {
   const raw = doc as Record<string, unknown>;
   if (raw.version !== undefined && raw.version !== 1) throw bad(`version ${JSON.stringify(raw.version)} is not one this k8s-ha reads (1)`);
   if (raw.cluster !== undefined && typeof raw.cluster !== 'string') throw bad('cluster is not a name');
-  for (const key of ['secrets', 'hostKeys', 'hosts'] as const) {
+  for (const key of ['secrets', 'hostKeys', 'hosts', 'certificates'] as const) {
     const m = raw[key];
     if (m === undefined || m === null) continue;
     if (typeof m !== 'object' || Array.isArray(m)) throw bad(`${key} is not a mapping of names to values`);

@@ -25,6 +25,13 @@ export interface GaleraNodeView {
   error?: string;
   /** mariadb.service is active. */
   running: boolean;
+  /**
+   * `systemctl is-active mariadb` as read (active, activating, inactive,
+   * failed...). Only an inactive or failed unit has no server process: a
+   * node that is activating is mid-start (a state transfer takes its whole
+   * length) and not "stopped". Absent: not read.
+   */
+  unit?: string;
   /** `wsrep_*` status of the running server (lower-case names), or null. */
   status: Map<string, string> | null;
   grastate: Grastate | null;
@@ -64,15 +71,16 @@ export const RECOVER_POSITION: Command = sh`galera_recovery`;
 
 export function parseNodeRead(name: string, stdout: string): GaleraNodeView {
   let running = false;
+  let unit: string | undefined;
   const status = new Map<string, string>();
   const gra: string[] = [];
   for (const line of stdout.split('\n')) {
     const [tag, ...rest] = line.split('\t');
-    if (tag === 'active') running = rest[0] === 'active';
+    if (tag === 'active') ((unit = rest[0]?.trim() || undefined), (running = rest[0] === 'active'));
     else if (tag === 'grastate') gra.push(rest.join('\t'));
     else if (tag === 'status' && rest[0]) status.set(rest[0].toLowerCase(), rest[1] ?? '');
   }
-  return { name, reachable: true, running, status: running && status.size ? status : null, grastate: gra.length ? parseGrastate(gra.join('\n')) : null, recovered: null };
+  return { name, reachable: true, running, ...(unit !== undefined ? { unit } : {}), status: running && status.size ? status : null, grastate: gra.length ? parseGrastate(gra.join('\n')) : null, recovered: null };
 }
 
 /** Read one node; a node that cannot be read is reported as such, not thrown. */
@@ -80,7 +88,7 @@ export async function readGaleraNode(name: string, host: () => Promise<Host>): P
   try {
     const h = await host();
     const v = parseNodeRead(name, (await h.exec(READ_NODE, { timeoutMs: 20_000 })).stdout);
-    if (!v.running && v.grastate && holdsData(v.grastate) && v.grastate.seqno < 0) {
+    if (isStopped(v) && v.grastate && holdsData(v.grastate) && v.grastate.seqno < 0) {
       const r = await h.exec(RECOVER_POSITION, { allowFailure: true, timeoutMs: 120_000 });
       v.recovered = parseRecovered(r.stdout + '\n' + r.stderr);
     }
@@ -88,6 +96,20 @@ export async function readGaleraNode(name: string, host: () => Promise<Host>): P
   } catch (e) {
     return { name, reachable: false, error: e instanceof Error ? e.message : String(e), running: false, status: null, grastate: null, recovered: null };
   }
+}
+
+/**
+ * No server process runs: the unit is inactive or failed. galera_recovery
+ * (mariadbd --wsrep-recover) must only run then. On a node that is starting
+ * — seqno is -1 in grastate.dat from the first moment, and a joiner's unit
+ * stays "activating" through its whole state transfer — it is a second server
+ * on the same data directory: measured on the lab, it waits 30 s for the
+ * running server's Aria lock (so every wait that read the node stalled 30 s
+ * after a bootstrap), and during a state transfer, before the joiner locks
+ * its files, it would open a data directory mbstream is still writing.
+ */
+export function isStopped(v: GaleraNodeView): boolean {
+  return !v.running && (v.unit === undefined || v.unit === 'inactive' || v.unit === 'failed' || v.unit === 'unknown');
 }
 
 /** A grastate.dat with a cluster uuid: the node has been part of a cluster and holds its data. */
@@ -160,7 +182,15 @@ export function decideGalera(views: readonly GaleraNodeView[], order: readonly s
       hint: `if the other nodes are gone, stop mariadb on ${running.map((v) => v.name).join(', ')} (systemctl stop mariadb) and run apply again: it then bootstraps from the most advanced node`,
     };
   }
-  const unknown = views.filter((v) => position(v) === null && holdsData(v.grastate));
+  const starting = views.filter((v) => !v.running && !isStopped(v));
+  if (starting.length) {
+    return {
+      kind: 'blocked',
+      reason: `${starting.map((v) => `${v.name} (mariadb ${v.unit})`).join(', ')} ${starting.length > 1 ? 'are' : 'is'} starting or stopping, with no primary component to join: its position is known only once it is up or down`,
+      hint: `wait for it (journalctl -u mariadb on ${starting.map((v) => v.name).join(', ')}) and run apply again`,
+    };
+  }
+    const unknown = views.filter((v) => position(v) === null && holdsData(v.grastate));
   if (unknown.length) {
     return {
       kind: 'blocked',

@@ -1,9 +1,12 @@
 import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { clearPending, diffDesired, markPending, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
+import { clearPending, diffDesired, markPending, observeDesired, type Desired, type DesiredFile, type ObservedState } from '../engine/desired.js';
 import { galeraNodes, hostByName, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
-import { MARIADB_CNF_PATH, renderDatastoreSql, renderMariadbCnf } from '../render/mariadb.js';
+import { GALERA_TLS_FILES, MARIADB_CNF_PATH, renderDatastoreSql, renderMariadbCnf } from '../render/mariadb.js';
+import { privateKeyLines } from '../util/x509.js';
+import { tlsChangeProblems } from './galera-tls.js';
+import { waitForPreferredWriter } from './galera-writer-wait.js';
 import {
   GALERA_CHECK_SCRIPT_PATH,
   GALERA_CHECK_SERVICE_PATH,
@@ -87,7 +90,33 @@ function proxyNetworks(c: Cluster): string[] {
   return [...hostsWithRole(c, 'loadbalancer').map((h) => h.address), ...(vip ? [vip] : [])];
 }
 
-function nodeDesired(c: Cluster, self: ClusterHost, packageVersion: string | null): Desired {
+/**
+ * A member's TLS files (datastore.galera.tls): the CA, its certificate and
+ * key, all 0600 and owned by the user its daemon runs as (mysql; garbd runs
+ * as nobody in Debian's garb.service).
+ */
+function tlsFiles(d: Deployment, host: string, owner: string, group: string): DesiredFile[] {
+  const tls = d.secrets.galeraTls;
+  const mine = tls?.members.get(host);
+  if (!tls || !mine) {
+    if (d.spec.datastore.galera?.tls) throw new Error(`no Galera TLS certificate was issued for ${host}`);
+    return [];
+  }
+  const f = GALERA_TLS_FILES;
+  const own = { mode: 0o600, owner, group };
+  return [
+    { path: f.caFile, content: tls.caCert, ...own },
+    { path: f.certFile, content: mine.cert, ...own },
+    { path: f.keyFile, content: mine.key.reveal(), secretsIn: privateKeyLines, ...own },
+  ];
+}
+
+const TLS_PATHS: readonly string[] = [GALERA_TLS_FILES.caFile, GALERA_TLS_FILES.certFile, GALERA_TLS_FILES.keyFile];
+/** What MariaDB reads only at start: its drop-in and, with TLS, the certificate files. */
+const READ_AT_START: readonly string[] = [MARIADB_CNF_PATH, ...TLS_PATHS];
+
+function nodeDesired(d: Deployment, self: ClusterHost, packageVersion: string | null): Desired {
+  const c = d.spec;
   const g = galeraOf(c);
   const cnf = renderMariadbCnf({
     bindAddress: self.address,
@@ -95,25 +124,35 @@ function nodeDesired(c: Cluster, self: ClusterHost, packageVersion: string | nul
     maxConnections: c.datastore.maxConnections,
     hasSnapshotIsolationSetting: hasSnapshotIsolation(parseMariadbVersion(packageVersion ?? '')),
     proxyProtocolNetworks: proxyNetworks(c),
-    galera: { clusterName: c.name, nodeName: self.name, nodeAddress: self.address, members: members(c), suspectTimeoutMs: g.suspectTimeoutMs },
+    galera: { clusterName: c.name, nodeName: self.name, nodeAddress: self.address, members: members(c), suspectTimeoutMs: g.suspectTimeoutMs, ...(g.tls ? { tls: GALERA_TLS_FILES } : {}) },
   });
   return {
-    packages: PACKAGES,
+    // openssl: the state transfer script checks the certificates with it.
+    packages: g.tls ? [...PACKAGES, 'socat', 'openssl'] : PACKAGES,
     files: [
+      // The certificates first: the drop-in's check (and a restart) reads them.
+      ...tlsFiles(d, self.name, 'mysql', 'mysql'),
       { path: MARIADB_CNF_PATH, content: cnf, check: (tmp) => sh`mariadbd --defaults-file=${tmp} --user=mysql --help --verbose >/dev/null` },
       { path: GALERA_CHECK_SCRIPT_PATH, content: renderGaleraCheckScript({ kineUser: c.datastore.user }), mode: 0o755 },
       { path: GALERA_CHECK_SERVICE_PATH, content: renderGaleraCheckService() },
       { path: GALERA_CHECK_SOCKET_PATH, content: renderGaleraCheckSocket(self.address, g.checkPort) },
     ],
+    // TLS turned off: no key left behind.
+    ...(g.tls ? {} : { absent: [...TLS_PATHS] }),
     services: [MARIADB_SOCKET_OFF, { unit: GALERA_CHECK_SOCKET, restartOn: [GALERA_CHECK_SOCKET_PATH] }],
   };
 }
 
-function arbitratorDesired(c: Cluster): Desired {
+function arbitratorDesired(d: Deployment, host: string): Desired {
+  const c = d.spec;
   const g = galeraOf(c);
   return {
-    packages: ['galera-arbitrator-4'],
-    files: [{ path: GARB_DEFAULTS_PATH, content: renderGarbDefaults({ clusterName: c.name, nodes: galeraNodes(c).map((h) => h.address), suspectTimeoutMs: g.suspectTimeoutMs }) }],
+    packages: g.tls ? ['galera-arbitrator-4', 'openssl'] : ['galera-arbitrator-4'],
+    files: [
+      ...tlsFiles(d, host, 'nobody', 'nogroup'),
+      { path: GARB_DEFAULTS_PATH, content: renderGarbDefaults({ clusterName: c.name, nodes: galeraNodes(c).map((h) => h.address), suspectTimeoutMs: g.suspectTimeoutMs, ...(g.tls ? { tls: GALERA_TLS_FILES } : {}) }) },
+    ],
+    ...(g.tls ? {} : { absent: [...TLS_PATHS] }),
   };
 }
 
@@ -204,6 +243,8 @@ function joinChange(ctx: RunContext<Deployment>, host: string, summary: string):
         await clearPending(h, UNIT);
         await waitSynced(ctx, h.name);
       });
+      // Its donor may still be marked down: no first k3s connection before the preferred writer is up.
+      await waitForPreferredWriter(ctx, h.name);
     },
   };
 }
@@ -255,10 +296,10 @@ function accountsChange(ctx: RunContext<Deployment>, host: string, server: Maria
 
 function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<GaleraObserved, { role: 'node' }>): Change[] {
   const c = ctx.cluster.spec;
-  const d = nodeDesired(c, self, o.packageVersion);
+  const d = nodeDesired(ctx.cluster, self, o.packageVersion);
   const changes = diffDesired(d, o.state, ctx.secrets).map((ch): Change => {
-    // The cnf is read only at start: record the restart it owes before it is written.
-    if (!('file' in ch.target) || ch.target.file !== MARIADB_CNF_PATH) return ch;
+    // Read only at start: record the restart it owes before it is written.
+    if (!('file' in ch.target) || !READ_AT_START.includes(ch.target.file)) return ch;
     return { ...ch, apply: async (h) => (await markPending(h, UNIT, 'restart'), await ch.apply(h)) };
   });
   const svc = o.state.services.get(UNIT);
@@ -266,7 +307,8 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
   // primary component that nobody bootstraps. `apply` brings a node back,
   // with the bootstrap decided from every node's position.
   if (svc?.enabled) changes.push({ action: 'update', target: { host: self.name, unit: UNIT }, before: 'enabled', after: 'disabled', summary: `disable ${UNIT} at boot (apply rejoins a rebooted node; after a full outage it bootstraps from the most advanced one)`, apply: async (h) => void (await h.exec(sh`systemctl disable ${UNIT}`)) });
-  const cnfChanged = changes.some((ch) => 'file' in ch.target && ch.target.file === MARIADB_CNF_PATH);
+  const changedAtStart = changes.flatMap((ch) => ('file' in ch.target && READ_AT_START.includes(ch.target.file) ? [ch.target.file] : []));
+  const cnfChanged = changedAtStart.length > 0;
   const owed = o.state.pending.get(UNIT) === 'restart';
   const decision = decideGalera(o.views, preferenceOrder(c));
   const me = o.views.find((v) => v.name === self.name);
@@ -276,7 +318,7 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
   } else if (decision.kind === 'running' && me) {
     if (!isGaleraRunning(me)) changes.push(joinChange(ctx, self.name, `start ${UNIT}: rejoin the primary component of ${decision.primary.join(', ')} (IST or full copy)`));
     else if (!isPrimary(me)) changes.push(joinChange(ctx, self.name, `restart ${UNIT}: ${self.name} is outside the primary component of ${decision.primary.join(', ')}`));
-    else if (cnfChanged || owed) changes.push(rollingRestart(ctx, self.name, cnfChanged ? `${MARIADB_CNF_PATH} changed` : 'owed since an interrupted apply'));
+    else if (cnfChanged || owed) changes.push(rollingRestart(ctx, self.name, cnfChanged ? `${changedAtStart.join(', ')} changed` : 'owed since an interrupted apply'));
   }
   if (accountsNode(c, decision, o.views) === self.name) {
     const server = me && isSyncedPrimary(me) ? o.server : null;
@@ -287,7 +329,7 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
 }
 
 function arbitratorDiff(ctx: RunContext<Deployment>, host: string, o: Extract<GaleraObserved, { role: 'arbitrator' }>): Change[] {
-  const changes = diffDesired(arbitratorDesired(ctx.cluster.spec), o.state, ctx.secrets);
+  const changes = diffDesired(arbitratorDesired(ctx.cluster, host), o.state, ctx.secrets);
   const svc = o.state.services.get(GARB_UNIT);
   const changed = changes.some((ch) => 'file' in ch.target);
   if (!svc?.enabled) changes.push({ action: 'update', target: { host, unit: GARB_UNIT }, before: 'disabled', after: 'enabled', summary: `enable ${GARB_UNIT}`, apply: async (h) => void (await h.exec(sh`systemctl enable ${GARB_UNIT}`)) });
@@ -323,10 +365,10 @@ export const galeraPhase: Phase<Deployment, GaleraObserved> = {
     if (!self) throw new Error(`${host.name} is not in the cluster file`);
     const views = await readAllNodes(ctx);
     if (!self.roles.includes('datastore')) {
-      const state = await observeDesired(host, { ...arbitratorDesired(c), services: [{ unit: GARB_UNIT }] });
+      const state = await observeDesired(host, { ...arbitratorDesired(ctx.cluster, host.name), services: [{ unit: GARB_UNIT }] });
       return { role: 'arbitrator', state, views };
     }
-    const d = nodeDesired(c, self, null);
+    const d = nodeDesired(ctx.cluster, self, null);
     const state = await observeDesired(host, { ...d, services: [...(d.services ?? []), { unit: UNIT }] });
     let packageVersion = state.packages.get('mariadb-server') ?? null;
     if (!packageVersion) {
@@ -366,6 +408,12 @@ export const galeraPhase: Phase<Deployment, GaleraObserved> = {
       const d = decideGalera(first.views, preferenceOrder(c));
       if (d.kind === 'blocked') problems.push({ severity: 'error', path: 'datastore.galera', message: d.reason, hint: d.hint });
     }
+    problems.push(
+      ...tlsChangeProblems(
+        ctx.cluster,
+        [...observed].flatMap(([name, o]) => (o.role === 'node' && o.server ? [{ name, providerOptions: o.server.variables.get('WSREP_PROVIDER_OPTIONS'), state: o.state }] : [])),
+      ),
+    );
     const need = neededConnections(c);
     if (c.datastore.maxConnections < need) {
       problems.push({ severity: 'error', path: 'datastore.maxConnections', message: `${c.datastore.maxConnections} connections is too few for ${hostsWithRole(c, 'server').length} servers`, hint: `raise it to at least ${need}, or remove it` });
@@ -374,7 +422,8 @@ export const galeraPhase: Phase<Deployment, GaleraObserved> = {
       if (o.role !== 'node' || !o.server) continue;
       const self = hostByName(c, name)!;
       // Only what the running server has although our drop-in is in place: something overrides it.
-      if (o.state.files.get(MARIADB_CNF_PATH)?.content !== nodeDesired(c, self, o.packageVersion).files![0]!.content) continue;
+      const cnf = nodeDesired(ctx.cluster, self, o.packageVersion).files!.find((f) => f.path === MARIADB_CNF_PATH)!;
+      if (o.state.files.get(MARIADB_CNF_PATH)?.content !== cnf.content) continue;
       const v = (k: string) => o.server!.variables.get(k);
       const bad: [string, string | undefined, string][] = [
         ['auto_increment_increment', v('AUTO_INCREMENT_INCREMENT'), '1'],

@@ -21,6 +21,8 @@ export const CHECKED_VARIABLES = [
   'MAX_CONNECTIONS',
   'WSREP_ON',
   'WSREP_AUTO_INCREMENT_CONTROL',
+  // Galera's running options: whether it talks TLS (socket.ssl), for the Galera phase's preflight.
+  'WSREP_PROVIDER_OPTIONS',
 ] as const;
 
 // Same session sql_mode as renderDatastoreSql: sqlString's backslash

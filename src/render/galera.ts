@@ -1,5 +1,5 @@
 import { RenderInputError, assertInt, assertIp, assertPort, hostPort, managedHeader, sortedUnique } from './common.js';
-import { GALERA_PORT, galeraProviderOptions } from './mariadb.js';
+import { GALERA_PORT, galeraProviderOptions, type GaleraTlsFiles } from './mariadb.js';
 import { renderUnit } from './systemd.js';
 
 /**
@@ -114,6 +114,8 @@ export interface GarbInput {
   /** Every data node's address. */
   nodes: string[];
   suspectTimeoutMs: number;
+  /** Replication over TLS with these files, as the data nodes. Default: plain TCP. */
+  tls?: GaleraTlsFiles;
 }
 
 /** /etc/default/garb for Debian's garb.service (garb-systemd). */
@@ -129,6 +131,6 @@ export function renderGarbDefaults(input: GarbInput): string {
   l.push(`GALERA_GROUP="${input.clusterName}"`);
   l.push('# The same failure detection as the data nodes, or the arbitrator would keep');
   l.push('# a frozen node in the primary component longer than they do.');
-  l.push(`GALERA_OPTIONS="${galeraProviderOptions(input.suspectTimeoutMs)}"`);
+  l.push(`GALERA_OPTIONS="${galeraProviderOptions(input.suspectTimeoutMs, input.tls)}"`);
   return l.join('\n') + '\n';
 }

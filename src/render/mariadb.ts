@@ -67,7 +67,20 @@ export interface GaleraCnf {
   members: string[];
   /** evs.suspect_timeout; inactive_timeout is twice it. */
   suspectTimeoutMs: number;
+  /** Replication and state transfers over TLS with these files. Default: plain TCP. */
+  tls?: GaleraTlsFiles;
 }
+
+/** A Galera member's TLS files (PEM; the key 0600, owned by the daemon's user). */
+export interface GaleraTlsFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** Where every Galera member (data node or garbd) keeps its replication TLS files. */
+export const GALERA_TLS_DIR = '/etc/k8s-ha/galera-tls';
+export const GALERA_TLS_FILES: GaleraTlsFiles = { caFile: `${GALERA_TLS_DIR}/ca.pem`, certFile: `${GALERA_TLS_DIR}/member.pem`, keyFile: `${GALERA_TLS_DIR}/member-key.pem` };
 
 /** Galera's shared library on Debian 12 (galera-4). */
 export const GALERA_PROVIDER = '/usr/lib/galera/libgalera_smm.so';
@@ -84,14 +97,23 @@ export function galeraDuration(ms: number): string {
  * defaults (suspect 5 s, inactive 15 s, keepalive 1 s) leave the survivors'
  * writes waiting at least 5 s for a frozen or cut-off node to be evicted.
  */
-export function galeraProviderOptions(suspectTimeoutMs: number): string {
+export function galeraProviderOptions(suspectTimeoutMs: number, tls?: GaleraTlsFiles): string {
   const keepalive = Math.min(1000, Math.max(200, Math.round(suspectTimeoutMs / 4)));
+  if (tls !== undefined) {
+    assertPath('tls.caFile', tls.caFile);
+    assertPath('tls.certFile', tls.certFile);
+    assertPath('tls.keyFile', tls.keyFile);
+  }
   return [
     `evs.keepalive_period=${galeraDuration(keepalive)}`,
     `evs.inactive_check_period=${galeraDuration(Math.min(keepalive, 500))}`,
     `evs.suspect_timeout=${galeraDuration(suspectTimeoutMs)}`,
     `evs.inactive_timeout=${galeraDuration(suspectTimeoutMs * 2)}`,
     `evs.install_timeout=${galeraDuration(suspectTimeoutMs * 2)}`,
+    // Group communication and IST over TLS; Galera checks the peer's chain
+    // against ssl_ca. Every member must agree: a TLS member and a plain one
+    // cannot talk (socket.dynamic, which accepts both, is left off).
+    ...(tls !== undefined ? ['socket.ssl=YES', `socket.ssl_ca=${tls.caFile}`, `socket.ssl_cert=${tls.certFile}`, `socket.ssl_key=${tls.keyFile}`] : []),
   ].join('; ');
 }
 
@@ -164,6 +186,8 @@ export function renderMariadbCnf(input: MariadbCnfInput): string {
       l.push('require_secure_transport = ON');
     }
   }
+  // Last: a new group ends [mysqld].
+  if (input.galera?.tls !== undefined) l.push(...sstTlsLines(input.galera.tls));
   return l.join('\n') + '\n';
 }
 
@@ -187,7 +211,26 @@ function galeraLines(g: GaleraCnf): string[] {
     '# A joiner gets a full copy from a donor that keeps serving (rsync would lock it).',
     'wsrep_sst_method = mariabackup',
     '# Detect a frozen or cut-off node in about suspect_timeout, not 5-15 s.',
-    `wsrep_provider_options = "${galeraProviderOptions(g.suspectTimeoutMs)}"`,
+    `wsrep_provider_options = "${galeraProviderOptions(g.suspectTimeoutMs, g.tls)}"`,
+  ];
+}
+
+/**
+ * The state transfer script's settings (wsrep_sst_mariabackup reads [sst]):
+ * socat over TLS with the member's certificate, the peer's chain checked
+ * against the CA (VERIFY_CA: its name is not, as with Galera's own link), and
+ * no fallback to cleartext — with ssl-mode set and no usable certificate the
+ * script refuses the transfer.
+ */
+function sstTlsLines(tls: GaleraTlsFiles): string[] {
+  return [
+    '',
+    '[sst]',
+    '# Full state transfers (mariabackup streamed by socat) over TLS as well.',
+    'ssl-mode = VERIFY_CA',
+    `ssl-ca = ${tls.caFile}`,
+    `ssl-cert = ${tls.certFile}`,
+    `ssl-key = ${tls.keyFile}`,
   ];
 }
 

@@ -98,6 +98,8 @@ export interface Galera {
   suspectTimeoutMs: number;
   /** The load balancers' hold-down after the writer is lost (0: none). */
   writerHoldMs: number;
+  /** Replication and state transfers over TLS, with k8s-ha's CA (cluster/galera-tls.ts). */
+  tls: boolean;
   /** HAProxy peers' port between the load balancers. */
   peerPort: number;
   /** The user accepted that k8s-ha has not proven every fault safe. */
@@ -368,6 +370,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
         checkPort: g.checkPort,
         suspectTimeoutMs: ms(g.suspectTimeout),
         writerHoldMs: ms(g.writerHold),
+        tls: g.tls.enabled,
         peerPort: g.peerPort,
         experimental: g.experimental,
       }

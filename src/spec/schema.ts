@@ -343,6 +343,16 @@ export const DatastoreSchema = Type.Object(
             '1500ms',
           ),
           peerPort: port('TCP port the load balancers\' HAProxy peers use to share the current writer (and to keep it across a reload). HAProxy only: behind nginx, k8s-ha-lbcheck keeps the writer in a file and follows the node holding kine\'s sessions.', 10000),
+          tls: Type.Object(
+            {
+              enabled: Type.Boolean({
+                description:
+                  "Encrypt replication between the data nodes and garbd (Galera's group communication and incremental transfers, socket.ssl) and full state transfers (mariabackup over socat, [sst] ssl-mode=VERIFY_CA), with certificates from a CA k8s-ha makes and keeps in the state file (its key never goes to a host). Every member must agree: a TLS node and a plain one cannot talk, so turning it on or off while data nodes run is refused with the way to do it (README, \"Galera datastore\").",
+                default: false,
+              }),
+            },
+            { additionalProperties: false, default: {}, description: 'TLS for Galera replication and state transfers.' },
+          ),
           experimental: Type.Boolean({
             description: 'Galera under kine rests on the load balancers\' hold-downs, not on kine (see the README, "Galera datastore"); preflight refuses it unless this is true.',
             default: false,

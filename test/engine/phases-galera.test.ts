@@ -17,6 +17,8 @@ const UUID = '6f2c1a3e-1d6b-11ef-8a40-2b7d9c0e4f11';
 
 function ctx(edit: (d: Deployment) => void = () => {}): RunContext<Deployment> {
   const { cluster } = loadCluster('examples/ha-galera.yaml', { HOME: '/root' });
+  // The example runs replication over TLS; the phase's TLS files have their own test (test/unit/galera-tls.test.ts).
+  cluster.datastore.galera!.tls = false;
   const d: Deployment = { spec: cluster, secrets: { k3sToken: new Secret('t'), datastorePassword: new Secret('p'), vrrpPass: new Secret('v') }, file: 'examples/ha-galera.yaml' };
   edit(d);
   return { cluster: d, secrets: new SecretSet(), facts: new Map(), host: () => Promise.reject(new Error('no host in this test')), events: noEvents };

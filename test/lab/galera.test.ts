@@ -8,6 +8,7 @@
 // node. Each drill asserts that no acknowledged create was lost (the
 // load balancers' hold-downs keep kine v0.17's read-back of a failed INSERT
 // from reporting it done; README "Galera datastore") and records the figures.
+// Replication runs over TLS throughout (datastore.galera.tls).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../../src/kube/fetch.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
-import { FAULTS, galeraState, gapRows, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
+import { FAULTS, galeraState, gapRows, journalSince, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 import { nginxPass } from './galera-nginx.js';
 
 const NODES = ['infra1', 'infra2'];
@@ -32,11 +33,16 @@ const PHASES: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'm
 
 const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
 
-/** The lab's cluster file with the lab's k3s (labk3s/) from a local file. */
+/**
+ * The lab's cluster file with the lab's k3s (labk3s/) from a local file, and
+ * replication over TLS (datastore.galera.tls): the whole drill runs with it,
+ * as a user who wants the safety would.
+ */
 function clusterFile(lab: Lab, dir: string): string {
-  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown> };
+  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown>; datastore: { galera: Record<string, unknown> } };
   delete doc.metallb;
   doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+  doc.datastore.galera.tls = { enabled: true };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
@@ -102,14 +108,13 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       await fullSize(lab);
       const c = await kube(lab, file);
       await c.waitForReadyNodes(3, { timeoutMs: 120_000 });
-      // One writer. Usually the preferred one (infra1); in a CI run
-      // (2026-12-01) it was infra2 — likely infra1's check was not yet up
-      // again after donating infra2's state transfer when the first kine
-      // connection came (not traced) — and the writer never fails back.
-      // Either node is a correct outcome; which one is printed.
+      // One writer, the preferred one: apply waits after the join until every
+      // load balancer has infra1 up again (it was infra2's donor) before the
+      // k3s servers start (phases/galera-writer-wait.ts). Without the wait a
+      // CI run (2026-12-01) got infra2, and the writer never fails back.
       const writer = await writerOf(lab, 'infra1');
-      assert.ok(writer !== null && NODES.includes(writer), `the load balancer names a writer: ${writer}`);
-      if (writer !== 'infra1') t.diagnostic(`the writer after the bare apply is ${writer}, not the preferred infra1`);
+      assert.equal(writer, 'infra1', 'the preferred writer takes the writes after a bare apply');
+      assert.equal(await writerOf(lab, 'infra2'), 'infra1', 'both load balancers agree');
       // PROXY protocol: MariaDB sees the servers, not the load balancer; and only the writer has clients.
       const clients = async (n: string) => (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT DISTINCT SUBSTRING_INDEX(host, ':', 1) FROM information_schema.processlist WHERE user = 'k3s'"])).stdout.trim().split('\n').filter(Boolean).sort();
       assert.deepEqual(await clients(writer), SERVERS.map((s) => lab.machine(s).address).sort());
@@ -122,6 +127,24 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       const plan = await run.plan();
       await run.close();
       assert.equal(plan.empty, true, JSON.stringify(plan.steps.map((s) => [s.host, s.changes.map((x) => x.summary)])));
+    });
+
+    await t.test('replication is TLS: every member runs socket.ssl with k8s-ha\'s CA, 4567 answers TLS with the member\'s certificate, the joiner\'s full copy came over TLS, and the keys are 0600 for the daemon\'s user', async () => {
+      const cluster = (parse(readFileSync(file, 'utf8')) as { name: string }).name;
+      for (const n of NODES) {
+        const opts = (await lab.exec(n, ['mariadb', '-N', '-B', '-e', "SELECT @@wsrep_provider_options"])).stdout;
+        assert.match(opts, /socket\.ssl = YES;/, `${n}: socket.ssl`);
+        assert.match(opts, /socket\.ssl_ca = \/etc\/k8s-ha\/galera-tls\/ca\.pem;/, `${n}: socket.ssl_ca`);
+        assert.equal((await lab.exec(n, ['stat', '-c', '%a %U', '/etc/k8s-ha/galera-tls/member-key.pem'])).stdout.trim(), '600 mysql');
+      }
+      assert.equal((await lab.exec('agent1', ['stat', '-c', '%a %U', '/etc/k8s-ha/galera-tls/member-key.pem'])).stdout.trim(), '600 nobody', 'garbd runs as nobody');
+      // From infra2, with the CA: infra1's group port completes a TLS handshake and shows infra1's certificate.
+      const hs = await lab.exec('infra2', ['sh', '-c', `echo | timeout 10 openssl s_client -connect ${lab.machine('infra1').address}:4567 -CAfile /etc/k8s-ha/galera-tls/ca.pem -verify_return_error -brief 2>&1`], { allowFailure: true });
+      assert.match(hs.stdout, /Verification: OK/, hs.stdout);
+      assert.match(hs.stdout, new RegExp(`Peer certificate: O = ${cluster}, CN = infra1`), hs.stdout);
+      const joiner = (await lab.exec('infra2', ['sh', '-c', 'journalctl -u mariadb --no-pager -o cat | grep -E "listening at|Decrypting with cert|IST receiver using" || true'])).stdout;
+      assert.match(joiner, /Decrypting with cert='\/etc\/k8s-ha\/galera-tls\/member\.pem'/, `the joiner's state transfer was over TLS:\n${joiner}`);
+      assert.doesNotMatch(joiner, /listening at tcp:\/\//, 'never plain TCP');
     });
 
     const faults: Fault[] = ['kill-writer', 'freeze-writer', 'cut-writer', 'kill-machine'];
@@ -137,6 +160,7 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
           await moveWriterTo(lab, holder);
           w = holder;
         }
+        const since = journalSince();
         const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
         results.push(r);
         t.diagnostic(describe(r));
@@ -156,6 +180,10 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
         t.diagnostic(`apply after ${fault}: ${again.summaries.join('; ') || 'nothing to do'}`);
         assert.ok(!again.summaries.some((s) => s.includes('bootstrap')), 'no bootstrap while a primary component runs');
         await fullSize(lab);
+        // A node restarted since the fault rejoined over TLS (IST, or a full copy), never plain TCP.
+        const rejoin = (await lab.exec(w, ['sh', '-c', `journalctl -u mariadb --since '${since}' --no-pager -o cat | grep -E "listening at|IST receiver using|Decrypting with cert" || true`])).stdout;
+        assert.doesNotMatch(rejoin, /listening at tcp:\/\/|IST receiver using tcp/, rejoin);
+        if (fault === 'kill-writer') assert.match(rejoin, /listening at ssl:\/\/[\s\S]*(IST receiver using ssl|Decrypting with cert)/, `the killed writer rejoined over TLS:\n${rejoin}`);
       });
     }
 

@@ -98,3 +98,27 @@ test('grastate.dat, galera_recovery output and the node read are parsed', () => 
   assert.equal(v.running, true);
   assert.deepEqual(position(v), { uuid: UUID, seqno: 812 });
 });
+
+test('a node whose unit is still starting is not stopped: no galera_recovery runs beside its server, and no bootstrap is decided from it', async () => {
+  const { MemoryHost } = await import('../../src/transport/memory.js');
+  const { readGaleraNode, isStopped } = await import('../../src/phases/galera-state.js');
+  const ran: string[] = [];
+  const host = (unit: string) =>
+    new MemoryHost({ name: 'db1' }).handle(
+      () => true,
+      (cmd) => {
+        ran.push(cmd.text);
+        return { code: 0, stdout: cmd.text.includes('galera_recovery') ? `--wsrep_start_position=${UUID}:7\n` : `active\t${unit}\ngrastate\tuuid:    ${UUID}\ngrastate\tseqno:   -1\n`, stderr: '' };
+      },
+    );
+  const starting = await readGaleraNode('db1', async () => host('activating'));
+  assert.equal(starting.unit, 'activating');
+  assert.equal(isStopped(starting), false);
+  assert.equal(starting.recovered, null);
+  assert.ok(!ran.some((c) => c.includes('galera_recovery')), 'no recovery beside a starting server');
+  const d = decideGalera([starting, { ...starting, name: 'db2', unit: 'inactive', grastate: { uuid: UUID, seqno: 5, safeToBootstrap: false } }], ['db1', 'db2']);
+  assert.equal(d.kind, 'blocked');
+  assert.match(d.kind === 'blocked' ? d.reason : '', /db1 \(mariadb activating\) is starting or stopping/);
+  const stopped = await readGaleraNode('db1', async () => host('failed'));
+  assert.deepEqual(stopped.recovered, { uuid: UUID, seqno: 7 }, 'a failed unit has no server: recovery runs');
+});
