@@ -207,10 +207,28 @@ function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addr
       await new Promise((r) => setTimeout(r, 300));
     }
   })();
+  // Each server's kube-proxy: when it last programmed the Service rules, and the oldest update
+  // it has not programmed yet (its metrics): a node that forwards to a pod already gone shows here.
+  const proxies = (async () => {
+    const last = new Map<string, string>();
+    while (on) {
+      for (const n of ['server1', 'server2']) {
+        const r = await lab.exec(n, ['sh', '-c', 'curl -s --max-time 1 http://127.0.0.1:10249/metrics | grep -E "^kubeproxy_sync_proxy_rules_last_(queued_)?timestamp_seconds"'], { allowFailure: true }).catch(() => null);
+        // One line per IP family; the newest of each kind counts.
+        const newest = (kind: RegExp) => Math.max(0, ...(r?.stdout ?? '').split('\n').filter((l) => kind.test(l)).map((l) => Number(l.split(' ')[1]) || 0));
+        const at = (x: number) => (x ? new Date(x * 1000).toISOString().slice(11, 23) : 'never');
+        const v = r?.stdout.trim() ? `synced ${at(newest(/_last_timestamp/))}, last update queued ${at(newest(/_last_queued_timestamp/))}` : '';
+        if (v !== last.get(n)) lines.push(`${new Date().toISOString()} kube-proxy ${n}: ${v || 'no metrics'}`);
+        last.set(n, v);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
   return {
     stop: async () => {
       on = false;
       await loop;
+      await proxies;
       return { lines, moves };
     },
   };
