@@ -188,7 +188,7 @@ function checkLoadBalancer(f: ClusterFile): Diagnostic[] {
       out.push(
         warning(
           'loadBalancer.kind',
-          'the Galera route through nginx (k8s-ha-lbcheck) is less proven than HAProxy\'s: in the lab it lost one acknowledged create in 14 failover drills before a fix, and none in the 2 since (README, "Galera datastore")',
+          'the Galera route through nginx (k8s-ha-lbcheck) is less proven than HAProxy\'s: in the lab it lost one acknowledged create in the 12 failover drills before a fix, and none in the 2 after it (README, "Galera datastore")',
           'use loadBalancer.kind: haproxy for a Galera datastore unless you need nginx',
         ),
       );
