@@ -7,6 +7,7 @@
  * `lab stop --hard`) and the address is polled over HTTP from this machine
  * until it answers again.
  */
+import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import type { Kubectl, KubeItem, KubeList } from '../src/kube/kubectl-host.js';
 import type { Lab } from './index.js';
@@ -89,6 +90,17 @@ export async function deployFailoverWeb(k: Kubectl, image: string, agents: numbe
   });
   await until(`HTTP from http://${address}/`, 120_000, async () => ((await httpStatus(`http://${address}/`, 2_000)) === 200 ? true : null));
   return address;
+}
+
+/**
+ * The nodes in the order MetalLB v0.14's layer-2 election ranks them for one
+ * address (speaker/layer2_controller.go: sha256 of "node#address"): the first
+ * eligible one announces it. A node that is cordoned (unschedulable) or has
+ * NetworkUnavailable is not eligible, so a drain moves the address to the next.
+ */
+export function l2Order(address: string, nodes: string[]): string[] {
+  const key = (n: string) => createHash('sha256').update(`${n}#${address}`).digest('hex');
+  return [...nodes].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Problem } from '../engine/errors.js';
 import type { Change, Phase, RunContext } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
-import { hostsWithRole, type Cluster } from '../spec/cluster.js';
+import { galeraNodes, hostsWithRole, type Cluster } from '../spec/cluster.js';
 import { KEEPALIVED_CONF_PATH, keepalivedSecrets, renderKeepalivedConf } from '../render/keepalived.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
@@ -10,7 +10,7 @@ import type { Secret } from '../util/secret.js';
 import { LB_ALIVE_SCRIPT_PATH, lbAliveScriptTimeoutS, renderLbAliveScript } from '../render/lb-alive.js';
 import { apiUpstreams, renderProblem, tabLines } from './infra-common.js';
 import { HAPROXY_ADMIN_SOCKET } from '../render/haproxy.js';
-import { VIP_HOLD_SCRIPT_PATH, renderVipHoldScript } from '../render/haproxy-datastore.js';
+import { VIP_HOLD_SCRIPT_PATH, VIP_RELEASE_SCRIPT_PATH, renderVipHoldScript, renderVipReleaseScript } from '../render/haproxy-datastore.js';
 import { renderNginxTakeoverScript } from '../render/nginx-datastore.js';
 
 /**
@@ -48,6 +48,9 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
   const g = c.datastore.galera;
   const datastoreHold = g !== undefined && g.writerHoldMs > 0;
   const holdScript = c.loadBalancer.kind === 'haproxy' ? renderVipHoldScript(HAPROXY_ADMIN_SOCKET) : renderNginxTakeoverScript();
+  // HAProxy with Galera: giving the VIP up closes the datastore sessions
+  // through this host (renderVipReleaseScript).
+  const release = g !== undefined && c.loadBalancer.kind === 'haproxy' ? renderVipReleaseScript(HAPROXY_ADMIN_SOCKET, galeraNodes(c).map((h) => h.name)) : undefined;
   const conf = renderKeepalivedConf({
     hostName,
     routerId: vip.routerId,
@@ -63,6 +66,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     checkScript: LB_ALIVE_SCRIPT_PATH,
     checkTimeoutS: lbAliveScriptTimeoutS(alive),
     ...(datastoreHold ? { notifyMaster: VIP_HOLD_SCRIPT_PATH } : {}),
+    ...(release !== undefined ? { notifyRelease: VIP_RELEASE_SCRIPT_PATH } : {}),
   });
   return {
     // curl runs the track script's TLS requests.
@@ -71,6 +75,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
       // Before the config that names it: keepalived refuses a missing script.
       { path: LB_ALIVE_SCRIPT_PATH, content: renderLbAliveScript(alive), mode: 0o755 },
       ...(datastoreHold ? [{ path: VIP_HOLD_SCRIPT_PATH, content: holdScript, mode: 0o755 }] : []),
+      ...(release !== undefined ? [{ path: VIP_RELEASE_SCRIPT_PATH, content: release, mode: 0o755 }] : []),
       // 0600: it holds the VRRP password.
       { path: KEEPALIVED_CONF_PATH, content: conf, mode: 0o600, secretsIn: keepalivedSecrets, check: (tmp) => sh`keepalived --config-test -f ${tmp}` },
     ],

@@ -14,6 +14,8 @@ export const HAPROXY_HOLD_TABLE = 'k3s_datastore_hold';
 export const VIP_HOLD_MARK = 1000;
 /** Run by keepalived when this load balancer takes the virtual IP (renderVipHoldScript). */
 export const VIP_HOLD_SCRIPT_PATH = '/usr/local/sbin/k8s-ha-datastore-hold';
+/** Run by keepalived when this load balancer gives up the virtual IP (renderVipReleaseScript). */
+export const VIP_RELEASE_SCRIPT_PATH = '/usr/local/sbin/k8s-ha-datastore-release';
 /** Default TCP port HAProxy's peers use between the load balancers (and old/new process at a reload). */
 export const HAPROXY_PEER_PORT = 10000;
 
@@ -210,6 +212,36 @@ export function renderVipHoldScript(adminSocket: string): string {
     "# HAProxy refuses new datastore connections, so kine's read-back of a create",
     '# whose INSERT the move cut fails instead of reporting a row never written.',
     `echo 'set table ${HAPROXY_HOLD_TABLE} key 1 data.gpt0 ${VIP_HOLD_MARK}' | socat - UNIX:${adminSocket} >/dev/null 2>&1`,
+    'exit 0',
+    '',
+  ].join('\n');
+}
+
+/**
+ * keepalived's notify_backup/notify_fault/notify_stop script on a load
+ * balancer with the datastore listener: close every datastore session through
+ * this HAProxy. Once the virtual IP is elsewhere the k3s servers' packets for
+ * these sessions reach the other load balancer (which resets them), but this
+ * one never hears of it and keeps the server side open (`timeout server`): a
+ * kine transaction whose INSERT had run and whose COMMIT went to the other
+ * host stays open on the writer, holding its auto-increment id and row lock.
+ * kine's fill of that id then waits for the lock (35 s measured), in the poll
+ * loop that feeds every watch, and skips it with a `GAP` line (measured in
+ * the lab when the VIP failed back to a machine that came back, g-gap).
+ * Closed, MariaDB rolls the transaction back at once and kine fills the id.
+ * Like the hold script, it never fails keepalived.
+ */
+export function renderVipReleaseScript(adminSocket: string, nodes: readonly string[]): string {
+  nodes.forEach((n, i) => assertName(`nodes[${i}]`, n));
+  const cmds = [...nodes].sort(byString).map((n) => `shutdown sessions server ${HAPROXY_DATASTORE_BACKEND}/${n}`);
+  return [
+    '#!/bin/sh',
+    '# Managed by k8s-ha: local edits are overwritten on the next apply.',
+    '# Run by keepalived when this host gives up the virtual IP: the datastore',
+    "# sessions through it have lost their clients (their packets reach the other",
+    "# host now); closed, MariaDB rolls back a kine transaction left open in them",
+    "# instead of holding its id and lock until HAProxy's idle timeout.",
+    `echo '${cmds.join('; ')}' | socat - UNIX:${adminSocket} >/dev/null 2>&1`,
     'exit 0',
     '',
   ].join('\n');

@@ -55,6 +55,13 @@ export interface KeepalivedInput {
    * the datastore listener's hold-down (render/haproxy-datastore.ts). Default: none.
    */
   notifyMaster?: string;
+  /**
+   * A script keepalived runs (as root) when this host gives up the VIP or
+   * holds it no more (BACKUP, FAULT, keepalived stopping), e.g. closing the
+   * datastore sessions through this load balancer (render/haproxy-datastore.ts).
+   * Default: none.
+   */
+  notifyRelease?: string;
 }
 
 const IFACE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -93,6 +100,7 @@ function validate(input: KeepalivedInput): void {
   assertPath('checkScript', input.checkScript);
   assertInt('checkTimeoutS', input.checkTimeoutS, 1, 60);
   if (input.notifyMaster !== undefined) assertPath('notifyMaster', input.notifyMaster);
+  if (input.notifyRelease !== undefined) assertPath('notifyRelease', input.notifyRelease);
   if (input.unicast) {
     assertIpv4('selfAddress', input.selfAddress);
     if (!Array.isArray(input.peers) || input.peers.length === 0) throw new RenderInputError('peers', 'unicast needs at least one peer');
@@ -185,6 +193,10 @@ export function renderKeepalivedConf(input: KeepalivedInput, opts?: SecretRender
   if (input.notifyMaster !== undefined) {
     l.push('    # Connections cut by the move fail on this host now: see the script.');
     l.push(`    notify_master "${input.notifyMaster}"`);
+  }
+  if (input.notifyRelease !== undefined) {
+    l.push('    # Sessions left behind by the move (their clients now reach the other host): see the script.');
+    for (const k of ['notify_backup', 'notify_fault', 'notify_stop']) l.push(`    ${k} "${input.notifyRelease}"`);
   }
   l.push('}');
   return l.join('\n') + '\n';

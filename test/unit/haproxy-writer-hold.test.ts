@@ -165,8 +165,10 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   assert.ok(firstRefused && firstB, JSON.stringify(lost));
   // The first refused connection started before the hold-down did, and
   // infra2's first answer came after it ended: a lower bound that holds
-  // however late a loaded host delivers the answers.
-  assert.ok(firstB.at - firstRefused.from >= HOLD_MS, `infra2 answered ${Math.round(firstB.at - firstRefused.from)} ms after the first refused connection started (hold-down ${HOLD_MS} ms)`);
+  // however late a loaded host delivers the answers. 5 ms of slack: HAProxy
+  // reads its clock once per loop in whole milliseconds, Node in fractions
+  // (a run measured 799.6 ms, reported as 800).
+  assert.ok(firstB.at - firstRefused.from >= HOLD_MS - 5, `infra2 answered ${Math.round(firstB.at - firstRefused.from)} ms after the first refused connection started (hold-down ${HOLD_MS} ms)`);
   assert.ok(lost.filter((r) => r.at > firstB.at).every((r) => r.got === 'infra2'), 'after the hold-down: infra2 only');
 
   // 3. infra1 healthy again: the writer stays infra2 (no fail back).
@@ -184,7 +186,7 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
   const firstFail = killed.find((r) => r.got !== 'infra2');
   const firstA = killed.find((r) => r.got === 'infra1');
   assert.ok(firstFail && firstA, JSON.stringify(killed));
-  assert.ok(firstA.at - firstFail.from >= HOLD_MS, `infra1 answered ${Math.round(firstA.at - firstFail.from)} ms after the first failed connection started: ${JSON.stringify(killed)}`);
+  assert.ok(firstA.at - firstFail.from >= HOLD_MS - 5, `infra1 answered ${Math.round(firstA.at - firstFail.from)} ms after the first failed connection started: ${JSON.stringify(killed)}`);
   // 5. keepalived's notify_master script on this load balancer: refused for
   //    the hold-down, then the same writer again.
   const script = join(dir, 'hold.sh');
