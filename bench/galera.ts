@@ -8,7 +8,7 @@ import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labUp, type Lab } from '../lab/index.js';
 import { waitFor } from '../lab/testing.js';
 import { onBenchLab } from './lab.js';
-import { galeraState, runFault, writerOf, type Fault } from '../lab/galera-drill.js';
+import { galeraState, moveWriterTo, runFault, vipHolder, writerOf, type Fault } from '../lab/galera-drill.js';
 import { LAB_K3S } from '../lab/components.js';
 import type { BenchResult } from './result.js';
 
@@ -90,7 +90,15 @@ export async function benchGalera(): Promise<BenchResult[]> {
         ['kill-machine', 'write gap, whole infrastructure machine (LB + VIP holder + writer) powered off', 5000],
       ];
       for (const [fault, label, goal] of faults) {
-        const w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2')) ?? 'infra1';
+        let w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2')) ?? 'infra1';
+        if (fault === 'kill-machine') {
+          // As the lab test: the machine powered off holds the VIP and the writer (the worst case).
+          const holder = await vipHolder(lab);
+          if (holder && NODES.includes(holder)) {
+            await moveWriterTo(lab, holder);
+            w = holder;
+          }
+        }
         const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}` });
         const v = r.verdict;
         out.push({
@@ -101,7 +109,7 @@ export async function benchGalera(): Promise<BenchResult[]> {
           note: `${v.acked} writes acknowledged, ${r.failedWrites} refused, ${v.lost.length} acknowledged but lost, ${v.unseen.length} not seen by the watch, ${v.outOfOrder.length} out of order, GAP lines ${r.gapLines.length}, new gap rows ${r.newGapRows} (kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}, certification failures ${r.gaps.certFailures})`,
         });
         if (fault === 'kill-machine') {
-          out.push({ name: 'API outage (GET /version through the VIP), whole infrastructure machine powered off', value: r.apiOutageMs, unit: 'ms', target: 3000, note: `writer ${w}; the VIP holder is the writer's machine only when they coincide` });
+          out.push({ name: 'API outage (GET /version through the VIP), whole infrastructure machine powered off', value: r.apiOutageMs, unit: 'ms', target: 3000, note: `writer ${w}, moved to the VIP holder first` });
         }
         await apply();
         await fullSize(lab);
