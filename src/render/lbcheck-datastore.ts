@@ -25,6 +25,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push(`TAKEOVER=\${K8S_HA_LBCHECK_TAKEOVER:-${d.takeoverPath ?? NGINX_TAKEOVER_PATH}}`);
   out.push('PIDFILE=${K8S_HA_LBCHECK_PIDFILE:-/run/nginx.pid}');
   out.push(`HOLD_MS=${d.holdMs}`);
+  out.push(`FOLLOW_MS=${d.followMs ?? 5000}`);
   out.push(`VIP='${d.virtualIP ?? ''}'`);
   out.push(`DN=${d.nodes.length}`);
   out.push(`DNAMES=' ${d.nodes.map((n) => n.name).join(' ')} '`);
@@ -47,7 +48,7 @@ export function datastoreVars(d: NginxDatastoreInput): string[] {
   out.push('mkdir -p "$(dirname "$WFILE")"');
   out.push('writer=$(cat "$WFILE" 2>/dev/null)');
   out.push('case "$DNAMES" in *" $writer "*) ;; *) writer="" ;; esac');
-  out.push('lost="" hold_until=0 vip_was="" vip_since=0 was_open=""');
+  out.push('lost="" hold_until=0 hstart=0 vip_was="" vip_since=0 was_open="" fcand=0 fsince=0 gen=0');
   return out;
 }
 
@@ -79,7 +80,7 @@ export function datastoreFunctions(d: NginxDatastoreInput): string[] {
   out.push('  while [ "$n" -lt 30 ]; do');
   out.push('    busy=0');
   out.push('    for w in $1; do');
-  out.push('      case "$(tr \'\\0\' \' \' < "/proc/$w/cmdline" 2>/dev/null)" in \'\'|*"shutting down"*) ;; *) busy=1 ;; esac');
+  out.push('      case "$(tr \'\\0\' \' \' 2>/dev/null < "/proc/$w/cmdline")" in \'\'|*"shutting down"*) ;; *) busy=1 ;; esac');
   out.push('    done');
   out.push('    [ "$busy" = 0 ] && return 0');
   out.push('    sleep 0.1');
@@ -151,7 +152,7 @@ export function datastoreDecide(): string[] {
   l.push('  [ "$wd" = 0 ] && wup=1');
   l.push('  # Open only on the holder of the virtual IP, and only the hold-down after it');
   l.push('  # took it (keepalived writes the time; the address seen arriving counts too).');
-  l.push('  vopen=1');
+  l.push('  vopen=1 holds=1 tk=0');
   l.push('  if [ -n "$VIP" ]; then');
   l.push('    holds=0');
   l.push('    case " $(ip -o -4 addr show 2>/dev/null | tr \'\\n\' \' \') " in *" $VIP/"*) holds=1 ;; esac');
@@ -164,19 +165,29 @@ export function datastoreDecide(): string[] {
   l.push('  fi');
   l.push('  # The writer lost: every node down for the hold-down (once per loss).');
   l.push('  if [ -n "$writer" ] && [ "$wup" = 0 ] && [ "$lost" != "$writer" ]; then');
-  l.push('    lost=$writer hold_until=$((now + HOLD_MS))');
+  l.push('    lost=$writer hold_until=$((now + HOLD_MS)) hstart=1');
   l.push('    log "the datastore writer $writer is down: no datastore node for ${HOLD_MS} ms (the hold-down), then the next fit one"');
   l.push('  fi');
   l.push('  [ "$wup" = 1 ] && lost=""');
+  l.push("  # The one fit node holding kine's sessions, and since when it is.");
+  l.push('  if [ "$nsess" = 1 ]; then');
+  l.push('    [ "$sess1" = "$fcand" ] || fcand=$sess1 fsince=$now');
+  l.push('  else');
+  l.push('    fcand=0');
+  l.push('  fi');
   l.push('  pick=0');
   l.push('  if [ "$wup" = 0 ] && [ "$now" -ge "$hold_until" ]; then');
-  l.push("    # No writer, or the hold-down is over: the fit node holding kine's sessions");
-  l.push('    # (the writer the other load balancer uses), else the first fit node.');
+  l.push("    # No writer, or the hold-down is over: the one fit node holding kine's");
+  l.push('    # sessions (the writer the other load balancer uses), else the first fit node.');
   l.push('    pick=$fit1');
-  l.push('    [ "$sess1" -gt 0 ] && pick=$sess1');
-  l.push('  elif [ "$vopen" = 0 ] && [ "$nsess" = 1 ] && [ "$sess1" != "$wi" ]; then');
-  l.push('    # Taking no datastore connections here: follow the writer the data nodes show.');
-  l.push('    pick=$sess1');
+  l.push('    [ "$nsess" = 1 ] && pick=$sess1');
+  l.push('  elif [ "$holds" = 0 ] && [ "$now" -ge $((tk + HOLD_MS)) ] && [ "$fcand" -gt 0 ] && [ "$fcand" != "$wi" ] && [ "$now" -ge $((fsince + FOLLOW_MS)) ]; then');
+  l.push('    # Without the virtual IP (and not just taking it): follow the writer the data');
+  l.push('    # nodes show, the one node holding sessions for FOLLOW_MS. Not sooner: when');
+  l.push("    # the address moves the other load balancer closes its writer's sessions,");
+  l.push('    # and a node cut off in the middle of commits showed stale ones for more');
+  l.push('    # than 30 s in the lab.');
+  l.push('    pick=$fcand');
   l.push('  fi');
   l.push('  if [ "$pick" -gt 0 ]; then');
   l.push('    eval "writer=\\$dname_$pick"');
@@ -210,6 +221,10 @@ export function datastoreInstallState(apiKill: string[]): string[] {
   l.push('  render "$1" > "$TMP/new"');
   l.push('  drender "$2" > "$TMP/dnew"');
   l.push('  cmp -s "$TMP/new" "$STATE" && cmp -s "$TMP/dnew" "$DSTATE" && return 0');
+  l.push("  # This install's number: its closing of connections stops once a newer one");
+  l.push('  # has begun, which may have put a node it closes back up (the new writer).');
+  l.push('  gen=$((gen + 1))');
+  l.push('  echo "$gen" > "$TMP/gen"');
   l.push('  had_old=0 dhad_old=0');
   l.push('  if [ -f "$STATE" ]; then cp "$STATE" "$TMP/old" && had_old=1; fi');
   l.push('  if [ -f "$DSTATE" ]; then cp "$DSTATE" "$TMP/dold" && dhad_old=1; fi');
@@ -231,6 +246,7 @@ export function datastoreInstallState(apiKill: string[]): string[] {
   l.push('  ( quiesced "$old"');
   l.push('    for pause in 0 0.5 1; do');
   l.push('      sleep "$pause"');
+  l.push('      [ "$(cat "$TMP/gen" 2>/dev/null)" = "$gen" ] || exit 0');
   l.push('      dkill "$2"');
   l.push('    done ) &');
   l.push('}');

@@ -240,6 +240,11 @@ export function renderLbCheckScript(input: LbCheckInput): string {
     out.push('    install_state "$want" "$dwant"');
     out.push('    applied="$want|$dwant"');
     out.push('  fi');
+    out.push('  # A hold-down that began this round counts from when nginx has every node');
+    out.push('  # down (the reload is under way), not from the decision.');
+    out.push('  if [ "$hstart" = 1 ]; then');
+    out.push('    hold_until=$(($(date +%s%3N) + HOLD_MS)) hstart=0');
+    out.push('  fi');
   } else {
     out.push('  # Also on the first round: puts the file back in step with this script.');
     out.push('  if [ "$want" != "$applied" ]; then');

@@ -25,7 +25,7 @@ import type { LbUpstream } from './nginx.js';
  *   writes the time, renderNginxTakeoverScript; the checker also notices the
  *   address arriving). A load balancer without the address takes no datastore
  *   connections and follows the writer the data nodes show, the one fit node
- *   holding kine's sessions, so both agree when the address moves;
+ *   holding kine's sessions for followMs, so both agree when the address moves;
  * - a node taken out of the file has its connections closed (`ss -K`) once
  *   the reload has told the old workers to stop accepting: they keep their
  *   connections across a reload, and kine would go on writing to the old node.
@@ -53,6 +53,13 @@ export interface NginxDatastoreInput {
   virtualIP?: string;
   /** Send a PROXY protocol header so MariaDB sees the k3s server's address. Default: false. */
   proxyProtocol?: boolean;
+  /**
+   * How long the one node holding kine's sessions must be so before a load
+   * balancer without the virtual IP takes it as its writer (ms). Default 5000:
+   * far longer than the moment a takeover closes the real writer's sessions,
+   * while a node cut off in the middle of commits can show stale ones.
+   */
+  followMs?: number;
   /** Default NGINX_DATASTORE_STATE_PATH. */
   statePath?: string;
   /** Default NGINX_WRITER_PATH. */
@@ -75,6 +82,7 @@ export function validateNginxDatastore(d: NginxDatastoreInput, apiPort?: number)
   assertPort('datastore.checkPort', d.checkPort);
   assertInt('datastore.holdMs', d.holdMs, 0, 60_000);
   if (d.virtualIP !== undefined) assertIp('datastore.virtualIP', d.virtualIP);
+  if (d.followMs !== undefined) assertInt('datastore.followMs', d.followMs, 0, 600_000);
   if (d.statePath !== undefined) assertPath('datastore.statePath', d.statePath);
   if (d.writerPath !== undefined) assertPath('datastore.writerPath', d.writerPath);
   if (d.takeoverPath !== undefined) assertPath('datastore.takeoverPath', d.takeoverPath);

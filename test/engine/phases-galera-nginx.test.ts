@@ -27,9 +27,11 @@ function nginxCluster(edit: (doc: Record<string, Record<string, unknown>>) => vo
   return { cluster: r.cluster!, diagnostics: r.diagnostics };
 }
 
-test('Galera behind nginx validates; without the checker or as a container it is refused, naming the field', () => {
+test('Galera behind nginx validates with a warning; without the checker or as a container it is refused, naming the field', () => {
   const ok = nginxCluster();
   assert.deepEqual(ok.diagnostics.filter((d) => d.severity === 'error' && !d.path.startsWith('ssh')).map((d) => `${d.path}: ${d.message}`), []);
+  // Accepted with a warning that says how proven it is.
+  assert.ok(ok.diagnostics.some((d) => d.severity === 'warning' && d.path === 'loadBalancer.kind' && /less proven than HAProxy/.test(d.message)), JSON.stringify(ok.diagnostics));
   const off = nginxCluster((d) => (d.loadBalancer = { ...d.loadBalancer, nginx: { activeCheck: false } }));
   assert.ok(off.diagnostics.some((d) => d.severity === 'error' && d.path === 'loadBalancer.nginx.activeCheck'), JSON.stringify(off.diagnostics));
   const docker = nginxCluster((d) => (d.loadBalancer = { ...d.loadBalancer, deploy: 'docker' }));

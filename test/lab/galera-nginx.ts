@@ -89,7 +89,10 @@ export async function nginxPass(t: TestContext, g: GaleraLab): Promise<void> {
         w = holder;
       }
       const since = journalSince();
-      const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: `nginx-${fault}` });
+      // After a cut, writes go on for 12 s: keepalived moves the VIP back to
+      // the healed machine (it preempts) within that window in the lab, so the
+      // verdict covers the fail-back too.
+      const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: `nginx-${fault}`, ...(fault === 'cut-writer' ? { afterMs: 12_000 } : {}) });
       results.push(r);
       t.diagnostic(`nginx, ${g.describe(r)}`);
       // What each checker decided, for the record (the datastore lines of its journal).
@@ -106,7 +109,12 @@ export async function nginxPass(t: TestContext, g: GaleraLab): Promise<void> {
       assert.deepEqual(r.verdict.lost, [], 'acknowledged creates lost');
       assert.deepEqual(r.verdict.unseen, [], r.unseenDetail.join('\n'));
       const other = NODES.find((n) => n !== w)!;
-      // Both load balancers name the new writer: the VIP holder chose it, the other followed.
+      if (fault === 'cut-writer') {
+        const back = await waitFor('the VIP back on the healed machine', 30_000, async () => ((await vipHolder(lab)) === w ? true : null)).then(() => 'back', () => 'not back');
+        t.diagnostic(`the VIP after the cut healed: ${back} on ${w}`);
+      }
+      // Both load balancers name the new writer: the VIP holder chose it, the
+      // other followed; after the fail-back, the returning one routes to it.
       await waitFor('both load balancers name the other node', 30_000, async () => ((await Promise.all(NODES.map((n) => writerOf(lab, n, 'nginx')))).every((x) => x === other) ? true : null));
       const again = await g.apply(lab, file);
       t.diagnostic(`apply after ${fault} through nginx: ${again.summaries.join('; ') || 'nothing to do'}`);
