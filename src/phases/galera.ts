@@ -249,6 +249,19 @@ function joinChange(ctx: RunContext<Deployment>, host: string, summary: string):
   };
 }
 
+/** A node already starting (mariadb activating): wait for it to be Synced instead of restarting it. */
+function joiningChange(ctx: RunContext<Deployment>, host: string): Change {
+  return {
+    action: 'run',
+    target: { host, unit: UNIT },
+    summary: `wait for ${host} to finish joining (${UNIT} is starting: a state transfer under way)`,
+    apply: async () => {
+      await waitSynced(ctx, host);
+      await waitForPreferredWriter(ctx, host);
+    },
+  };
+}
+
 function rollingRestart(ctx: RunContext<Deployment>, host: string, why: string): Change {
   return {
     action: 'restart',
@@ -316,7 +329,9 @@ function nodeDiff(ctx: RunContext<Deployment>, self: ClusterHost, o: Extract<Gal
     if (decision.bootstrap === self.name) changes.push(bootstrapChange(ctx, self.name, decision));
     else changes.push(joinChange(ctx, self.name, `${decision.kind === 'new' ? 'join the new cluster' : 'rejoin after the full outage'} once ${decision.bootstrap} is up (full copy or IST from a synced node)`));
   } else if (decision.kind === 'running' && me) {
-    if (!isGaleraRunning(me)) changes.push(joinChange(ctx, self.name, `start ${UNIT}: rejoin the primary component of ${decision.primary.join(', ')} (IST or full copy)`));
+    // Mid-start (a state transfer keeps the unit activating): a restart would cut the transfer off.
+    if (me.unit === 'activating') changes.push(joiningChange(ctx, self.name));
+    else if (!isGaleraRunning(me)) changes.push(joinChange(ctx, self.name, `start ${UNIT}: rejoin the primary component of ${decision.primary.join(', ')} (IST or full copy)`));
     else if (!isPrimary(me)) changes.push(joinChange(ctx, self.name, `restart ${UNIT}: ${self.name} is outside the primary component of ${decision.primary.join(', ')}`));
     else if (cnfChanged || owed) changes.push(rollingRestart(ctx, self.name, cnfChanged ? `${changedAtStart.join(', ')} changed` : 'owed since an interrupted apply'));
   }

@@ -260,3 +260,13 @@ test('preflight refuses turning TLS on or off while data nodes run, and a runnin
   const down = new Map<string, GaleraObserved>([['infra1', node([stopped('infra1'), stopped('infra2')], observed('infra1'))]]);
   assert.deepEqual(galeraPhase.preflight!(on, down).filter((x) => x.path.startsWith('datastore.galera.tls')), [], 'every node stopped: the way out is allowed');
 });
+
+test('a node mid-join (mariadb activating) is waited for, not restarted: a restart would cut its state transfer off', async (t) => {
+  const c = await ctx(t, false);
+  const joining: GaleraNodeView = { ...stopped('infra2'), unit: 'activating' };
+  const s = galeraPhase.diff(c, 'infra2', node([synced('infra1'), joining], observed('infra2')), new Map()).map((x) => x.summary);
+  assert.ok(s.includes('wait for infra2 to finish joining (mariadb is starting: a state transfer under way)'), s.join('\n'));
+  assert.ok(!s.some((x) => /^(start|restart) mariadb/.test(x)), s.join('\n'));
+  const down = galeraPhase.diff(c, 'infra2', node([synced('infra1'), { ...stopped('infra2'), unit: 'failed' }], observed('infra2')), new Map()).map((x) => x.summary);
+  assert.ok(down.some((x) => x.startsWith('start mariadb: rejoin the primary component of infra1')), down.join('\n'));
+});
