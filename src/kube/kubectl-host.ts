@@ -79,5 +79,9 @@ export interface KubeList<T = KubeItem> {
 /** True when kubectl failed because the API (or k3s) is not there, rather than for the request itself. */
 export function apiUnavailable(r: ExecResult): boolean {
   if (r.code === 127) return true;
-  return /connection refused|was refused|no such host|i\/o timeout|Unable to connect to the server|k3s: (command )?not found|ServiceUnavailable|the server is currently unable/i.test(r.stderr);
+  if (/connection refused|was refused|no such host|i\/o timeout|Unable to connect to the server|k3s: (command )?not found|ServiceUnavailable|the server is currently unable/i.test(r.stderr)) return true;
+  // The API server answers but its datastore does not (kine's errors passed through): a
+  // datastore being recovered, e.g. a Galera cluster after a full outage, before its k3s
+  // servers are back. Not the object's fault either.
+  return /invalid connection|WSREP has not yet prepared|Error 1047|context deadline exceeded|Timeout: request did not complete|the server was unable to return a response|etcdserver: request timed out/i.test(r.stderr);
 }
