@@ -97,7 +97,11 @@ async function deployWeb(lab: Lab, image: string): Promise<{ server: string; age
             },
             // A pod being evicted keeps serving until every node's kube-proxy has dropped it
             // from the Service: the usual preStop pause of a web server that stops at once on SIGTERM.
-            terminationGracePeriodSeconds: 10,
+            // Kubernetes' default grace (30 s; it was 10 s here): busybox httpd as PID 1 ignores
+            // SIGTERM, so the pod serves until the grace ends. Right after the servers restart, the
+            // controller-manager's leadership can take ~10 s to move, and the endpoints are not
+            // updated meanwhile (CI 2026-12-01: a pod killed at 10 s was still listed; refused).
+            terminationGracePeriodSeconds: 30,
             containers: [{ name: 'http', image, ports: [{ containerPort: 80 }], readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 }, lifecycle: { preStop: { exec: { command: ['/bin/busybox', 'sleep', '4'] } } } }],
           },
         },
