@@ -89,7 +89,14 @@ export async function benchGalera(): Promise<BenchResult[]> {
         ['cut-writer', 'write gap, writer machine cut off', 5000],
         ['kill-machine', 'write gap, whole infrastructure machine (LB + VIP holder + writer) powered off', 5000],
       ];
-      for (const [fault, label, goal] of faults) {
+      // K8S_HA_BENCH_GALERA_FAULTS=freeze-writer,kill-writer picks faults,
+      // K8S_HA_BENCH_GALERA_REPEAT=N runs each N times on the one lab (a
+      // larger sample of the rare loss; README "Galera datastore").
+      const only = (process.env.K8S_HA_BENCH_GALERA_FAULTS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+      const repeat = Math.max(1, Number(process.env.K8S_HA_BENCH_GALERA_REPEAT ?? '1') || 1);
+      const runs = faults.filter(([f]) => only.length === 0 || only.includes(f)).flatMap((f) => Array.from({ length: repeat }, (_, k) => [...f, k] as const));
+      for (const [fault, label0, goal, k] of runs) {
+        const label = repeat > 1 ? `${label0} (run ${k + 1} of ${repeat})` : label0;
         let w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2')) ?? 'infra1';
         if (fault === 'kill-machine') {
           // As the lab test: the machine powered off holds the VIP and the writer (the worst case).
@@ -99,7 +106,8 @@ export async function benchGalera(): Promise<BenchResult[]> {
             w = holder;
           }
         }
-        const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}` });
+        const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}-${k}` });
+        for (const l of r.lostDetail) console.error(`[galera ${fault} ${k + 1}] ${l}`);
         const v = r.verdict;
         out.push({
           name: label,
@@ -115,6 +123,7 @@ export async function benchGalera(): Promise<BenchResult[]> {
         await fullSize(lab);
       }
 
+      if (only.length > 0) return;
       // Write cost: a single MariaDB on agent1 (no replication) beside Galera.
       const agent = lab.machine('agent1').address;
       const s1 = lab.machine('server1').address;

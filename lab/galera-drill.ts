@@ -6,6 +6,7 @@ import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
 import { SHOW_NGINX_WRITER, SHOW_WRITER, parseNginxWriter } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 import { gapAccount, gapSnapshot, type GapAccount } from './galera-gaps.js';
+import { explainLost, LbSampler } from './galera-forensics.js';
 
 /**
  * The proof under write load (issue 14): a writer creates objects through the
@@ -24,6 +25,9 @@ export interface WriteRecord {
   /** performance.now() when the request was sent and when it was answered. */
   sentMs: number;
   doneMs: number;
+  /** The same two moments as wall-clock times (Date.now()), to match the machines' journals. */
+  sentAt: number;
+  doneAt: number;
   ok: boolean;
   resourceVersion?: string;
   error?: string;
@@ -54,6 +58,7 @@ export class Writer {
       for (let i = 0; !this.#stop; i++) {
         const name = `${this.prefix}-${i}`;
         const sentMs = performance.now();
+        const sentAt = Date.now();
         try {
           const obj = await this.client.request<{ metadata: { resourceVersion: string } }>('POST', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps`, {
             apiVersion: 'v1',
@@ -61,9 +66,9 @@ export class Writer {
             metadata: { name, labels: { drill: this.prefix } },
             data: { i: String(i) },
           });
-          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: true, resourceVersion: obj.metadata.resourceVersion });
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), doneAt: Date.now(), sentAt, ok: true, resourceVersion: obj.metadata.resourceVersion });
         } catch (e) {
-          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: false, error: e instanceof Error ? e.message : String(e) });
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), doneAt: Date.now(), sentAt, ok: false, error: e instanceof Error ? e.message : String(e) });
           await sleep(50); // a refused connection answers at once: do not spin
         }
       }
@@ -382,6 +387,8 @@ export interface FaultResult {
   verdict: DrillVerdict;
   /** For the first unseen writes: their resourceVersion and the watch events around it. */
   unseenDetail: string[];
+  /** For the first lost writes: what the kine table, the load balancers and the servers show (lab/galera-forensics.ts). */
+  lostDetail: string[];
   gapLines: string[];
   /** Gap rows with an id above the highest before the drill (a count would drop when kine compacts an old one away). */
   newGapRows: number;
@@ -416,8 +423,12 @@ export async function runFault(
   writer.start();
   const probe = new ApiProbe(client);
   probe.start();
+  const lbs = ['infra1', 'infra2'];
+  const sampler = new LbSampler(lab, lbs);
+  await sampler.start();
   await sleep(o.beforeMs ?? 2000);
   const t0 = performance.now();
+  const faultAt = Date.now();
   await FAULTS[fault].inject(lab, o.writerNode);
   await sleep(o.holdMs ?? 8000);
   await FAULTS[fault].recover(lab, o.writerNode);
@@ -429,7 +440,10 @@ export async function runFault(
   const until = Date.now() + 20_000;
   while (lastAcked && !watch.events.some((e) => e.name === lastAcked) && Date.now() < until) await sleep(250);
   await watch.stop();
+  const samples = await sampler.stop();
   const v = await verdict(client, writer, watch);
+  const lostSet = new Set(v.lost);
+  const lostDetail = v.lost.length === 0 ? [] : await explainLost(lab, { lost: writer.acked.filter((r) => lostSet.has(r.name)), faultAt, dataNodes: [other, o.writerNode], lbs, servers: o.servers, samples });
   const gaps = await gapAccount(lab, other, gaps0);
   const rvOf = new Map(writer.acked.map((r) => [r.name, r.resourceVersion]));
   const unseenDetail = v.unseen.slice(0, 6).map((n) => {
@@ -440,6 +454,7 @@ export async function runFault(
   });
   return {
     unseenDetail,
+    lostDetail,
     fault,
     writer: o.writerNode,
     writeGapMs: Math.round(writer.longestGapMs(t0)),

@@ -1,0 +1,131 @@
+import type { Lab } from './index.js';
+import { HAPROXY_ADMIN_SOCKET } from '../src/render/haproxy.js';
+import { HAPROXY_DATASTORE_BACKEND, HAPROXY_HOLD_TABLE, HAPROXY_WRITER_TABLE } from '../src/render/haproxy-datastore.js';
+import { NGINX_DATASTORE_STATE_PATH, NGINX_WRITER_PATH } from '../src/render/nginx-datastore.js';
+import { DRILL_NAMESPACE, type WriteRecord } from './galera-drill.js';
+
+/**
+ * What the lab saw around an acknowledged create that does not exist
+ * afterwards (issue 14's lost writes), so a loss is explained from its own
+ * run instead of inferred: the revision the API answered and whose row that
+ * id is in the kine table, every row of the key, the load balancers' writer
+ * and hold-down state sampled every 200 ms, HAProxy's session log lines and
+ * the k3s servers' errors in the same seconds. Observation only.
+ *
+ * A create kine acknowledged after its INSERT failed (kine v0.17's
+ * `LogStructured.Create`, README "Galera datastore") shows as: the answered
+ * revision is the id of another key's row (adjustRevision filled in the
+ * current revision) and the key has no row at all.
+ */
+
+const SAMPLE_LOG = '/run/k8s-ha-drill-lb-samples.log';
+const SAMPLE_PID = '/run/k8s-ha-drill-lb-samples.pid';
+
+/** Samples each HAProxy's writer table, hold table and datastore server states every 200 ms, inside the machine. */
+export class LbSampler {
+  constructor(
+    private readonly lab: Lab,
+    private readonly lbs: readonly string[],
+  ) {}
+
+  async start(): Promise<void> {
+    const cmd = `show table ${HAPROXY_WRITER_TABLE}; show table ${HAPROXY_HOLD_TABLE}; show servers state ${HAPROXY_DATASTORE_BACKEND}`;
+    // One line per sample: the time, then HAProxy's admin socket's answer (or
+    // nginx's checker's writer file and datastore server lines) folded onto the line.
+    const read = `if [ -S ${HAPROXY_ADMIN_SOCKET} ]; then echo '${cmd}' | socat -t 1 - UNIX:${HAPROXY_ADMIN_SOCKET} 2>&1; else echo "writer=$(cat ${NGINX_WRITER_PATH} 2>/dev/null)"; grep -o 'server [^;]*' ${NGINX_DATASTORE_STATE_PATH} 2>/dev/null; fi`;
+    const loop = `while :; do t=$(date +%s.%3N); s=$( (${read}) | grep -v '^$' | tr '\\n' '|'); echo "$t $s"; sleep 0.2; done`;
+    await Promise.all(
+      this.lbs.map((lb) =>
+        this.lab.exec(lb, ['sh', '-c', `rm -f ${SAMPLE_LOG}; setsid sh -c '${loop.replace(/'/g, `'\\''`)}' > ${SAMPLE_LOG} 2>&1 < /dev/null & echo $! > ${SAMPLE_PID}`], { allowFailure: true }),
+      ),
+    );
+  }
+
+  /** Stops the loops; returns each load balancer's samples (none from a machine that was powered off). */
+  async stop(): Promise<Map<string, { t: number; state: string }[]>> {
+    const out = new Map<string, { t: number; state: string }[]>();
+    for (const lb of this.lbs) {
+      const r = await this.lab.exec(lb, ['sh', '-c', `kill $(cat ${SAMPLE_PID} 2>/dev/null) 2>/dev/null; cat ${SAMPLE_LOG} 2>/dev/null; rm -f ${SAMPLE_LOG} ${SAMPLE_PID}`], { allowFailure: true });
+      const rows: { t: number; state: string }[] = [];
+      for (const line of r.stdout.split('\n')) {
+        const m = /^(\d+\.\d+) (.*)$/.exec(line);
+        if (m) rows.push({ t: Math.round(Number(m[1]) * 1000), state: compactState(m[2]!) });
+      }
+      out.set(lb, rows);
+    }
+    return out;
+  }
+}
+
+/** The parts of a sample that matter: the tables' entries and each server's name, operational and admin state. */
+export function compactState(raw: string): string {
+  const parts: string[] = [];
+  for (const seg of raw.split('|')) {
+    const s = seg.trim();
+    if (!s) continue;
+    const table = /^# table: ([^,\s]+)/.exec(s);
+    if (table) {
+      parts.push(`${table[1]!.replace('k3s_datastore_', '')}:`);
+      continue;
+    }
+    if (s.startsWith('#') || /^\d+$/.test(s)) continue;
+    if (/^0x[0-9a-f]+: /.test(s)) {
+      // use= and exp= change every sample; the sample's time says as much.
+      parts.push(`entry ${s.replace(/^0x[0-9a-f]+: /, '').replace(/ (use|exp)=\S+/g, '')}`);
+      continue;
+    }
+    // show servers state: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+    const f = s.split(/\s+/);
+    if (f.length > 7 && /^\d+$/.test(f[0]!) && /^\d+$/.test(f[2]!)) {
+      parts.push(`${f[3]}=op${f[5]}/adm${f[6]}`);
+      continue;
+    }
+    parts.push(s);
+  }
+  return parts.join(' ');
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+
+async function sql(lab: Lab, nodes: readonly string[], q: string): Promise<string> {
+  for (const n of nodes) {
+    const r = await lab.exec(n, ['sh', '-c', `timeout 10 mariadb --batch --skip-column-names -e "${q}"`], { allowFailure: true });
+    if (r.code === 0) return r.stdout.trim();
+  }
+  return '(no data node answered)';
+}
+
+/**
+ * One paragraph per lost create (the first `max`): what the API answered,
+ * what the kine table holds for that revision and that key, and what the
+ * load balancers and servers did in the same seconds.
+ */
+export async function explainLost(
+  lab: Lab,
+  o: { lost: WriteRecord[]; faultAt: number; dataNodes: readonly string[]; lbs: readonly string[]; servers: readonly string[]; samples: Map<string, { t: number; state: string }[]>; max?: number },
+): Promise<string[]> {
+  const out: string[] = [];
+  for (const r of o.lost.slice(0, o.max ?? 3)) {
+    const from = r.sentAt - 1500;
+    const to = r.doneAt + 1500;
+    out.push(`lost ${r.name}: sent ${iso(r.sentAt)} (fault +${r.sentAt - o.faultAt} ms), answered ${iso(r.doneAt)} after ${r.doneAt - r.sentAt} ms with resourceVersion ${r.resourceVersion}`);
+    const rv = Number(r.resourceVersion);
+    if (Number.isInteger(rv)) out.push(`  kine row ${rv}: ${(await sql(lab, o.dataNodes, `SELECT id, name, created, deleted FROM k3s.kine WHERE id = ${rv}`)) || '(none)'}`);
+    out.push(`  kine rows of the key: ${(await sql(lab, o.dataNodes, `SELECT id, created, deleted FROM k3s.kine WHERE name = '/registry/configmaps/${DRILL_NAMESPACE}/${r.name}'`)).replace(/\n/g, '; ') || '(none)'}`);
+    for (const lb of o.lbs) {
+      let last = '';
+      for (const s of o.samples.get(lb) ?? []) {
+        if (s.t < from || s.t > to || s.state === last) continue;
+        last = s.state;
+        out.push(`  ${lb} ${iso(s.t)}: ${s.state}`);
+      }
+      const j = await lab.exec(lb, ['sh', '-c', `journalctl -t haproxy --since @${Math.floor(from / 1000)} --until @${Math.ceil(to / 1000)} -o short-precise --no-pager | grep -v k3s_servers | tail -n 40`], { allowFailure: true });
+      for (const l of j.stdout.split('\n').filter((x) => x.trim())) out.push(`  ${lb} haproxy: ${l}`);
+    }
+    for (const s of o.servers) {
+      const j = await lab.exec(s, ['sh', '-c', `journalctl -u k3s --since @${Math.floor(from / 1000)} --until @${Math.ceil(to / 1000)} -o short-precise --no-pager | grep -iE 'error|fail|invalid|deadlock|wsrep|refused|reset|broken' | tail -n 15`], { allowFailure: true });
+      for (const l of j.stdout.split('\n').filter((x) => x.trim())) out.push(`  ${s}: ${l.slice(0, 400)}`);
+    }
+  }
+  return out;
+}
