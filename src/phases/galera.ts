@@ -21,6 +21,7 @@ import {
 } from '../render/galera.js';
 import type { Host } from '../transport/host.js';
 import { sh } from '../transport/quote.js';
+import { journalTail, NotReadyError } from './k3s-health.js';
 import { Secret } from '../util/secret.js';
 import { accountWork, neededConnections } from './datastore.js';
 import { MARIADB_SOCKET_OFF } from './loadbalancer.js';
@@ -181,6 +182,18 @@ const waitPrimary = (ctx: RunContext<Deployment>) => waitNodes(ctx, 'a Synced no
 const waitSynced = (ctx: RunContext<Deployment>, name: string) =>
   waitNodes(ctx, `${name} to be Synced in the primary component`, (v) => v.some((n) => n.name === name && isSyncedPrimary(n)), SYNCED_WAIT_MS);
 
+/**
+ * `systemctl <verb> mariadb` (or galera_new_cluster): when it fails, the error
+ * carries the unit's last journal lines, so the failure explains itself (a
+ * joiner's state transfer failing, a signal) without a second look.
+ */
+async function startMariadb(h: Host, cmd: ReturnType<typeof sh>, what: string): Promise<void> {
+  const r = await h.exec(cmd, { timeoutMs: SYNCED_WAIT_MS, allowFailure: true });
+  if (r.code === 0) return;
+  const said = (r.stderr.trim() || r.stdout.trim()).split('\n')[0] ?? '';
+  throw new NotReadyError(h.name, `${what} exited with ${r.code}`, said, await journalTail(h, UNIT, 40), `look at \`journalctl -u ${UNIT}\` on ${h.name}, then run apply again: it reads every node's state anew and rejoins or recovers from there`);
+}
+
 /** One restart at a time across the run's data nodes (never two nodes down at once). */
 const restartLocks = new WeakMap<object, Promise<void>>();
 async function oneAtATime<T>(ctx: object, fn: () => Promise<T>): Promise<T> {
@@ -223,7 +236,7 @@ function bootstrapChange(ctx: RunContext<Deployment>, host: string, d: GaleraDec
       // Galera refuses to bootstrap from a node that was not the last to leave
       // unless told; we chose it by its position, so tell it.
       if (d.kind === 'recover') await h.exec(sh`sed -i 's/^safe_to_bootstrap:.*/safe_to_bootstrap: 1/' ${GRASTATE_PATH}`);
-      await h.exec(sh`galera_new_cluster`, { timeoutMs: SYNCED_WAIT_MS });
+      await startMariadb(h, sh`galera_new_cluster`, 'galera_new_cluster (the bootstrap)');
       await clearPending(h, UNIT);
       await waitSynced(ctx, h.name);
     },
@@ -239,7 +252,7 @@ function joinChange(ctx: RunContext<Deployment>, host: string, summary: string):
     apply: async (h) => {
       await waitPrimary(ctx);
       await oneAtATime(ctx, async () => {
-        await h.exec(sh`systemctl restart ${UNIT}`, { timeoutMs: SYNCED_WAIT_MS });
+        await startMariadb(h, sh`systemctl restart ${UNIT}`, `systemctl restart ${UNIT}`);
         await clearPending(h, UNIT);
         await waitSynced(ctx, h.name);
       });
@@ -271,7 +284,7 @@ function rollingRestart(ctx: RunContext<Deployment>, host: string, why: string):
       await oneAtATime(ctx, async () => {
         const others = galeraNodes(ctx.cluster.spec).filter((n) => n.name !== h.name).map((n) => n.name);
         await waitNodes(ctx, `${others.join(', ')} to be Synced before ${h.name} restarts`, (v) => v.filter((n) => others.includes(n.name)).every(isSyncedPrimary), SYNCED_WAIT_MS);
-        await h.exec(sh`systemctl restart ${UNIT}`, { timeoutMs: SYNCED_WAIT_MS });
+        await startMariadb(h, sh`systemctl restart ${UNIT}`, `systemctl restart ${UNIT}`);
         await clearPending(h, UNIT);
         await waitSynced(ctx, h.name);
       });
