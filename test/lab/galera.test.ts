@@ -25,11 +25,15 @@ import type { Lab } from '../../lab/index.js';
 import { waitFor, withLab, skipOrFail } from '../../lab/testing.js';
 import { FAULTS, galeraState, gapRows, journalSince, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type FaultResult } from '../../lab/galera-drill.js';
 import { nginxPass } from './galera-nginx.js';
+import { LAB_IMAGES_DIR, LAB_METALLB_VERSION, labImages, labMetallbManifest } from '../../lab/components.js';
 
 const NODES = ['infra1', 'infra2'];
 const SERVERS = ['server1', 'server2'];
-// Without MetalLB: its own phase and tests.
+// Without MetalLB (its own phase and tests) until the full outage, whose
+// recovery must also get past the MetalLB phase (ALL_PHASES): its read of the
+// API happens while the API has no datastore yet.
 const PHASES: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
+const ALL_PHASES: AnyPhase<Deployment>[] = applyPipeline();
 
 const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
 
@@ -38,22 +42,25 @@ const LAB_K3S = resolve(import.meta.dirname, '../../labk3s/bin/k3s');
  * replication over TLS (datastore.galera.tls): the whole drill runs with it,
  * as a user who wants the safety would.
  */
-function clusterFile(lab: Lab, dir: string): string {
-  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown>; datastore: { galera: Record<string, unknown> } };
-  delete doc.metallb;
-  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
+async function clusterFile(lab: Lab, dir: string): Promise<string> {
+  const images = await labImages();
+  if (!images) throw new Error(`the lab's images are not built in ${LAB_IMAGES_DIR}: run labk3s/images/build.sh`);
+  const doc = parse(readFileSync(lab.clusterFile, 'utf8')) as Record<string, unknown> & { k3s: Record<string, unknown>; metallb: Record<string, unknown>; datastore: { galera: Record<string, unknown> } };
+  // MetalLB's images from the start, so turning its phase on later changes nothing but MetalLB.
+  doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S, airgapImages: images.airgapImages } };
+  doc.metallb = { ...doc.metallb, version: LAB_METALLB_VERSION, manifest: { file: (await labMetallbManifest(dir)).file } };
   doc.datastore.galera.tls = { enabled: true };
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, stringify(doc));
   return file;
 }
 
-async function open(lab: Lab, file: string): Promise<ClusterRun> {
-  return ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases: PHASES });
+async function open(lab: Lab, file: string, phases = PHASES): Promise<ClusterRun> {
+  return ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases });
 }
 
-async function apply(lab: Lab, file: string): Promise<{ changed: number; summaries: string[] }> {
-  const run = await open(lab, file);
+async function apply(lab: Lab, file: string, phases = PHASES): Promise<{ changed: number; summaries: string[] }> {
+  const run = await open(lab, file, phases);
   let summaries: string[] = [];
   try {
     const plan = await run.plan();
@@ -96,7 +103,7 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
   await withLab({ galera: true, servers: 2, agents: 1, skip: (r) => t.skip(r) }, async (lab) => {
     const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-lab-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const file = clusterFile(lab, dir);
+    const file = await clusterFile(lab, dir);
     const results: FaultResult[] = [];
 
     // The first apply from bare machines failed now and then (1 of 7 bare applies in one
@@ -244,7 +251,13 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       assert.deepEqual(results.map((r) => `${r.fault}: ${r.newGapRows}`), results.map((r) => `${r.fault}: 0`));
     });
 
-    await t.test('every data node powered off: apply alone bootstraps from the most advanced node (not the preferred one) and the others rejoin with every write', async () => {
+    await t.test('with MetalLB on, every data node powered off: apply alone (MetalLB\'s phase too) bootstraps from the most advanced node (not the preferred one) and the others rejoin with every write', async () => {
+      // MetalLB first, by the whole pipeline: the recovery below must get past its phase.
+      const m0 = Date.now();
+      const withMetallb = await apply(lab, file, ALL_PHASES);
+      t.diagnostic(`MetalLB turned on: ${((Date.now() - m0) / 1000).toFixed(1)} s, ${withMetallb.changed} changes`);
+      t.diagnostic(`MetalLB's changes: ${withMetallb.summaries.join('; ')}`);
+      assert.ok(!withMetallb.summaries.some((x) => /restart|bootstrap/.test(x)), `turning MetalLB on restarts nothing:\n${withMetallb.summaries.join('\n')}`);
       const c = await kube(lab, file);
       // Make infra2 the most advanced: infra1 goes first, writes go on through infra2, then infra2 goes.
       await lab.stop('infra1', { hard: true });
@@ -268,12 +281,12 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       // (PlanChangedError) and says to apply again, which is what a user does.
       let r: { changed: number; summaries: string[] };
       try {
-        r = await apply(lab, file);
+        r = await apply(lab, file, ALL_PHASES);
       } catch (e) {
         if (!(e instanceof PlanChangedError)) throw e;
         t.diagnostic(`first apply after the outage stopped on unseen work (${e.message.split('\n').slice(1, 3).join('; ').trim()}); applying again`);
         const first = (e as PlanChangedError & { summaries?: string[] }).summaries ?? [];
-        const again = await apply(lab, file);
+        const again = await apply(lab, file, ALL_PHASES);
         r = { changed: again.changed, summaries: [...first, ...again.summaries] };
       }
       t.diagnostic(`recovery: ${r.summaries.filter((s) => /bootstrap|rejoin|join/.test(s)).join('; ')}`);
@@ -293,7 +306,7 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
       // Twice in a row, 2 s apart: a server in systemd's restart back-off can look active to one plan.
       let empties = 0;
       const rounds = await waitFor('a plan after the outage is empty twice in a row', 180_000, async () => {
-        const run = await open(lab, file);
+        const run = await open(lab, file, ALL_PHASES);
         try {
           const plan = await run.plan();
           if (plan.empty) return ++empties >= 2 ? true : null;
