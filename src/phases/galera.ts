@@ -187,7 +187,7 @@ const waitSynced = (ctx: RunContext<Deployment>, name: string) =>
  * carries the unit's last journal lines, so the failure explains itself (a
  * joiner's state transfer failing, a signal) without a second look.
  */
-async function startMariadb(h: Host, cmd: ReturnType<typeof sh>, what: string): Promise<void> {
+export async function startMariadb(h: Host, cmd: ReturnType<typeof sh>, what: string): Promise<void> {
   const r = await h.exec(cmd, { timeoutMs: SYNCED_WAIT_MS, allowFailure: true });
   if (r.code === 0) return;
   const said = (r.stderr.trim() || r.stdout.trim()).split('\n')[0] ?? '';
