@@ -208,7 +208,8 @@ export function renderLbCheckScript(input: LbCheckInput): string {
   out.push('  sleep "$INTERVAL" &');
   out.push('  wait $pids $!');
   out.push('  # Servers k8s-ha holds out (a restart or removal under way) stay down.');
-  out.push('  held=" $(tr \'\\n\' \' \' < "$HOLD" 2>/dev/null) "');
+  out.push('  # 2>/dev/null before the < : the shell reports a missing file on the stderr of that moment.');
+  out.push('  held=" $(tr \'\\n\' \' \' 2>/dev/null < "$HOLD") "');
   out.push('  want="" hwant="" ndown=0 i=1');
   out.push('  while [ "$i" -le "$N" ]; do');
   out.push('    eval "name=\\$name_$i f=\\$fails_$i o=\\$oks_$i d=\\$down_$i"');

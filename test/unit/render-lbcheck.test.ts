@@ -136,6 +136,12 @@ test('a server is marked down after `fall` failed checks and back after `rise` p
   assert.equal(r.ss, '-K dst 10.0.0.6 dport = :6443\n'.repeat(3));
 });
 
+test('with no hold file the checker logs nothing about it (a round used to print "cannot open ... lb-held" to the journal)', (t) => {
+  if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
+  const r = runChecker(two, { '10.0.0.5': 'uuu', '10.0.0.6': 'uuu' }, 3);
+  assert.doesNotMatch(r.log, /lb-held|cannot open|No such file/, r.log);
+});
+
 test('one failed check is not enough to take a server out', (t) => {
   if (which('dash') === undefined && which('sh') === undefined) return t.skip(skipOrFail('no sh') || undefined);
   const r = runChecker(two, { '10.0.0.5': 'uuuuuu', '10.0.0.6': 'ududud' }, 6);
