@@ -8,7 +8,8 @@ import { clientFor, fetchKubeconfigFromAny } from '../src/kube/fetch.js';
 import { labUp, type Lab } from '../lab/index.js';
 import { waitFor } from '../lab/testing.js';
 import { onBenchLab } from './lab.js';
-import { galeraState, moveWriterTo, runFault, vipHolder, writerOf, type Fault } from '../lab/galera-drill.js';
+import { galeraState, moveWriterTo, runFault, vipHolder, writerOf, type Fault, type LbKind } from '../lab/galera-drill.js';
+import { PlanChangedError } from '../src/engine/engine.js';
 import { LAB_K3S } from '../lab/components.js';
 import type { BenchResult } from './result.js';
 
@@ -83,6 +84,29 @@ export async function benchGalera(): Promise<BenchResult[]> {
       const client = clientFor(kc, { timeoutMs: 5000 });
       await client.waitForReadyNodes(3, { timeoutMs: 120_000 });
 
+      // K8S_HA_BENCH_GALERA_LB=nginx: the faults through nginx (k8s-ha-lbcheck
+      // routing the datastore), switched from HAProxy by apply as a user would.
+      const kind: LbKind = process.env.K8S_HA_BENCH_GALERA_LB === 'nginx' ? 'nginx' : 'haproxy';
+      if (kind === 'nginx') {
+        const sw = parse(readFileSync(file, 'utf8')) as { loadBalancer: Record<string, unknown> };
+        sw.loadBalancer = { ...sw.loadBalancer, kind: 'nginx' };
+        writeFileSync(file, stringify(sw));
+        const t1 = Date.now();
+        await apply().catch(async (e: unknown) => {
+          // A server restarting under the switch: apply stops and says to apply again.
+          if (!(e instanceof PlanChangedError)) throw e;
+          return apply();
+        });
+        out.push({ name: 'HAProxy to nginx on the Galera lab, by apply', value: round((Date.now() - t1) / 1000, 1), unit: 's' });
+        await fullSize(lab);
+        await client.waitForReadyNodes(3, { timeoutMs: 120_000 });
+        await waitFor('both nginx load balancers name one writer', 60_000, async () => {
+          const [a, b] = await Promise.all(NODES.map((n) => writerOf(lab, n, 'nginx')));
+          return a && a === b ? true : null;
+        });
+      }
+      const via = kind === 'nginx' ? ', through nginx' : '';
+
       const faults: [Fault, string, number][] = [
         ['kill-writer', 'write gap, writer mariadbd killed', 5000],
         ['freeze-writer', 'write gap, writer mariadbd frozen', 5000],
@@ -96,13 +120,13 @@ export async function benchGalera(): Promise<BenchResult[]> {
       const repeat = Math.max(1, Number(process.env.K8S_HA_BENCH_GALERA_REPEAT ?? '1') || 1);
       const runs = faults.filter(([f]) => only.length === 0 || only.includes(f)).flatMap((f) => Array.from({ length: repeat }, (_, k) => [...f, k] as const));
       for (const [fault, label0, goal, k] of runs) {
-        const label = repeat > 1 ? `${label0} (run ${k + 1} of ${repeat})` : label0;
-        let w = (await writerOf(lab, 'infra1')) ?? (await writerOf(lab, 'infra2')) ?? 'infra1';
+        const label = `${label0}${via}${repeat > 1 ? ` (run ${k + 1} of ${repeat})` : ''}`;
+        let w = (await writerOf(lab, 'infra1', kind)) ?? (await writerOf(lab, 'infra2', kind)) ?? 'infra1';
         if (fault === 'kill-machine') {
           // As the lab test: the machine powered off holds the VIP and the writer (the worst case).
           const holder = await vipHolder(lab);
           if (holder && NODES.includes(holder)) {
-            await moveWriterTo(lab, holder);
+            await moveWriterTo(lab, holder, NODES, 30_000, kind);
             w = holder;
           }
         }
@@ -117,13 +141,13 @@ export async function benchGalera(): Promise<BenchResult[]> {
           note: `${v.acked} writes acknowledged, ${r.failedWrites} refused, ${v.lost.length} acknowledged but lost, ${v.unseen.length} not seen by the watch, ${v.outOfOrder.length} out of order, GAP lines ${r.gapLines.length}, new gap rows ${r.newGapRows} (kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}, certification failures ${r.gaps.certFailures})`,
         });
         if (fault === 'kill-machine') {
-          out.push({ name: 'API outage (GET /version through the VIP), whole infrastructure machine powered off', value: r.apiOutageMs, unit: 'ms', target: 3000, note: `writer ${w}, moved to the VIP holder first` });
+          out.push({ name: `API outage (GET /version through the VIP), whole infrastructure machine powered off${via}`, value: r.apiOutageMs, unit: 'ms', target: 3000, note: `writer ${w}, moved to the VIP holder first` });
         }
         await apply();
         await fullSize(lab);
       }
 
-      if (only.length > 0) return;
+      if (only.length > 0 || kind === 'nginx') return;
       // Write cost: a single MariaDB on agent1 (no replication) beside Galera.
       const agent = lab.machine('agent1').address;
       const s1 = lab.machine('server1').address;
