@@ -62,6 +62,7 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     selfAddress: self.address,
     unicast: vip.unicast,
     advertIntervalMs: vip.advertIntervalMs,
+    preempt: vip.preempt,
     ...(v2 ? { authPass: vrrpPass } : {}),
     checkScript: LB_ALIVE_SCRIPT_PATH,
     checkTimeoutS: lbAliveScriptTimeoutS(alive),

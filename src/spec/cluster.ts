@@ -56,6 +56,8 @@ export interface VirtualIp {
   priority: number;
   advertIntervalMs: number;
   unicast: boolean;
+  /** false: nopreempt, the VIP stays where it is when the first host returns. */
+  preempt: boolean;
   authPass?: Secret;
 }
 
@@ -340,6 +342,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
             priority: vip.priority,
             advertIntervalMs: ms(vip.advertInterval),
             unicast: vip.unicast,
+            preempt: vip.preempt,
             ...(vip.authPass !== undefined
               ? (() => {
                   const path = 'loadBalancer.virtualIP.authPass';

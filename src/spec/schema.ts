@@ -208,6 +208,11 @@ export const VirtualIpSchema = Type.Object(
       '500ms',
     ),
     unicast: Type.Boolean({ description: 'Send VRRP to the peer\'s address instead of multicast (for networks that filter multicast).', default: false }),
+    preempt: Type.Boolean({
+      description:
+        'Move the virtual IP back to the first load-balancer host when it returns (keepalived preempts). false keeps it where it is (nopreempt): one move per failure instead of two, each move a short API and datastore blip; the first host then takes it back only when the other fails.',
+      default: true,
+    }),
     authPass: Type.Optional(
       Type.String({ description: 'VRRP password; keepalived uses only the first 8 characters. "${env:NAME}" reads it from the environment.', minLength: 1 }),
     ),

@@ -392,10 +392,8 @@ test('max_connections below what the servers need is refused', async (t) => {
   assert.match(p.hint!, /at least 50/);
 });
 
-test('two load balancers get keepalived with the first preferred, unicast peers and a 0600 config', async (t) => {
-  const f = infraFake(vipYaml());
-  t.after(f.cleanup);
-  // openssl on the datastore host, modelled: issuing writes the four files, the status reads them.
+/** openssl on the datastore host, modelled: issuing writes the four files, the status reads them. */
+function modelDatastoreTls(f: InfraFake): MemoryHost {
   const infra = f.hosts.get('infra')!;
   const tlsDir = '/etc/mysql/k8s-ha-tls';
   infra.handle((c) => c.startsWith(`if [ -s ${tlsDir}/ca.pem ]`), () => ok(infra.files.has(`${tlsDir}/ca.pem`) ? 'ca=yes\ncert=ok\n' : 'ca=no\ncert=missing\n'));
@@ -403,6 +401,13 @@ test('two load balancers get keepalived with the first preferred, unicast peers 
     for (const [n, mode] of [['ca.pem', 0o644], ['ca-key.pem', 0o600], ['server.pem', 0o644], ['server-key.pem', 0o600]] as const) infra.setFile(`${tlsDir}/${n}`, `PEM ${n}\n`, { mode });
     return ok();
   });
+  return infra;
+}
+
+test('two load balancers get keepalived with the first preferred, unicast peers and a 0600 config', async (t) => {
+  const f = infraFake(vipYaml());
+  t.after(f.cleanup);
+  const infra = modelDatastoreTls(f);
   const plan = await withRun(f, (r) => r.plan());
   assert.deepEqual(lbSummaries(plan, 'vip', 'lb1'), ['install keepalived curl', 'create /usr/local/sbin/k8s-ha-lb-alive', 'create /etc/keepalived/keepalived.conf', 'enable keepalived', 'start keepalived']);
   assert.deepEqual(lbSummaries(plan, 'loadbalancer', 'lb2'), ['install haproxy socat', 'create /etc/haproxy/haproxy.cfg', 'enable haproxy', 'start haproxy']);
@@ -433,6 +438,23 @@ test('two load balancers get keepalived with the first preferred, unicast peers 
   assert.equal((await withRun(f, (r) => r.plan())).empty, true);
   assert.ok([...f.db.users.values()].every((u) => u.ssl === 'ANY'));
   assert.match(k1.text('/etc/haproxy/haproxy.cfg')!, /option httpchk GET \/ping/);
+});
+
+test('virtualIP.preempt: false gives both load balancers nopreempt (an update of keepalived.conf); the default preempts', async (t) => {
+  const f = infraFake(vipYaml());
+  t.after(f.cleanup);
+  modelDatastoreTls(f);
+  await withRun(f, (r) => r.apply());
+  for (const lb of ['lb1', 'lb2']) assert.doesNotMatch(f.hosts.get(lb)!.text('/etc/keepalived/keepalived.conf')!, /nopreempt/, lb);
+  f.write(vipYaml().replace('unicast: true}', 'unicast: true, preempt: false}'));
+  const plan = await withRun(f, (r) => r.plan());
+  for (const lb of ['lb1', 'lb2']) assert.ok(lbSummaries(plan, 'vip', lb).some((x) => x.startsWith('update /etc/keepalived/keepalived.conf')), `${lb}: ${lbSummaries(plan, 'vip', lb).join('; ')}`);
+  await withRun(f, (r) => r.apply());
+  for (const lb of ['lb1', 'lb2']) {
+    const conf = f.hosts.get(lb)!.text('/etc/keepalived/keepalived.conf')!;
+    assert.match(conf, /state BACKUP\n[\s\S]*\n {4}nopreempt\n/, lb);
+  }
+  assert.equal((await withRun(f, (r) => r.plan())).empty, true);
 });
 
 test('deploy: docker without a docker command on the host is refused with how to fix it', async (t) => {
