@@ -131,7 +131,7 @@ export async function benchGalera(): Promise<BenchResult[]> {
           }
         }
         const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}-${k}` });
-        for (const l of r.lostDetail) console.error(`[galera ${fault} ${k + 1}] ${l}`);
+        for (const l of [...r.lostDetail, ...r.orderDetail]) console.error(`[galera ${fault} ${k + 1}] ${l}`);
         const v = r.verdict;
         out.push({
           name: label,

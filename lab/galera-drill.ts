@@ -6,7 +6,7 @@ import { GALERA_DRAIN_FLAG } from '../src/render/galera.js';
 import { SHOW_NGINX_WRITER, SHOW_WRITER, parseNginxWriter } from '../src/phases/galera-writer.js';
 import { parseWriterTable } from '../src/render/haproxy-datastore.js';
 import { gapAccount, gapSnapshot, type GapAccount } from './galera-gaps.js';
-import { explainLost, LbSampler } from './galera-forensics.js';
+import { explainLost, explainOrder, LbSampler } from './galera-forensics.js';
 
 /**
  * The proof under write load (issue 14): a writer creates objects through the
@@ -389,6 +389,8 @@ export interface FaultResult {
   unseenDetail: string[];
   /** For the first lost writes: what the kine table, the load balancers and the servers show (lab/galera-forensics.ts). */
   lostDetail: string[];
+  /** For the first ADDED events out of creation order: what the writer was told of each, where the watch had it, and its kine rows. */
+  orderDetail: string[];
   gapLines: string[];
   /** Gap rows with an id above the highest before the drill (a count would drop when kine compacts an old one away). */
   newGapRows: number;
@@ -452,9 +454,11 @@ export async function runFault(
     const after = watch.events.find((e) => BigInt(e.resourceVersion) > rv);
     return `${n} rv ${rv}: watch had ${before?.name}@${before?.resourceVersion} then ${after?.name}@${after?.resourceVersion}`;
   });
+  const orderDetail = v.outOfOrder.length === 0 ? [] : await explainOrder(lab, { records: writer.records, events: watch.events, pairs: v.outOfOrder, faultAt, dataNodes: [other, o.writerNode] });
   return {
     unseenDetail,
     lostDetail,
+    orderDetail,
     fault,
     writer: o.writerNode,
     writeGapMs: Math.round(writer.longestGapMs(t0)),

@@ -2,7 +2,7 @@ import type { Lab } from './index.js';
 import { HAPROXY_ADMIN_SOCKET } from '../src/render/haproxy.js';
 import { HAPROXY_DATASTORE_BACKEND, HAPROXY_HOLD_TABLE, HAPROXY_WRITER_TABLE } from '../src/render/haproxy-datastore.js';
 import { NGINX_DATASTORE_STATE_PATH, NGINX_WRITER_PATH } from '../src/render/nginx-datastore.js';
-import { DRILL_NAMESPACE, type WriteRecord } from './galera-drill.js';
+import { DRILL_NAMESPACE, type WatchEvent, type WriteRecord } from './galera-drill.js';
 
 /**
  * What the lab saw around an acknowledged create that does not exist
@@ -125,6 +125,35 @@ export async function explainLost(
     for (const s of o.servers) {
       const j = await lab.exec(s, ['sh', '-c', `journalctl -u k3s --since @${Math.floor(from / 1000)} --until @${Math.ceil(to / 1000)} -o short-precise --no-pager | grep -iE 'error|fail|invalid|deadlock|wsrep|refused|reset|broken' | tail -n 15`], { allowFailure: true });
       for (const l of j.stdout.split('\n').filter((x) => x.trim())) out.push(`  ${s}: ${l.slice(0, 400)}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * One paragraph per ADDED event out of creation order (the first `max`
+ * pairs "A then B"): for each name, what the writer was told (acknowledged
+ * with which resourceVersion, or the error) and when, every event the watch
+ * had for it (position and resourceVersion), and its rows in the kine table.
+ * Tells a create that was refused at the time and committed later (its row's
+ * id above the later creates') from a watch that delivered an event twice
+ * (the same resourceVersion seen at two positions).
+ */
+export async function explainOrder(
+  lab: Lab,
+  o: { records: WriteRecord[]; events: WatchEvent[]; pairs: string[]; faultAt: number; dataNodes: readonly string[]; max?: number },
+): Promise<string[]> {
+  const out: string[] = [];
+  const byName = new Map(o.records.map((r) => [r.name, r]));
+  for (const pair of o.pairs.slice(0, o.max ?? 3)) {
+    out.push(`out of order: ${pair}`);
+    for (const name of pair.split(' then ')) {
+      const r = byName.get(name);
+      const told = !r ? 'never sent' : r.ok ? `acknowledged rv ${r.resourceVersion}` : `refused (${(r.error ?? '').slice(0, 160)})`;
+      out.push(`  ${name}: sent fault ${r ? `${r.sentAt - o.faultAt >= 0 ? '+' : ''}${r.sentAt - o.faultAt} ms, answered after ${r.doneAt - r.sentAt} ms` : '?'}, ${told}`);
+      const seen = o.events.map((e, i) => ({ e, i })).filter(({ e }) => e.name === name).map(({ e, i }) => `#${i} ${e.type} rv ${e.resourceVersion}`);
+      out.push(`  ${name}: watch events ${seen.join(', ') || 'none'} (of ${o.events.length})`);
+      out.push(`  ${name}: kine rows ${(await sql(lab, o.dataNodes, `SELECT id, created, deleted FROM k3s.kine WHERE name = '/registry/configmaps/${DRILL_NAMESPACE}/${name}'`)).replace(/\n/g, '; ') || '(none)'}`);
     }
   }
   return out;

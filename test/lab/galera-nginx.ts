@@ -107,7 +107,7 @@ export async function nginxPass(t: TestContext, g: GaleraLab): Promise<void> {
       const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: `nginx-${fault}`, ...(fault === 'cut-writer' ? { afterMs: 12_000 } : {}) });
       results.push(r);
       t.diagnostic(`nginx, ${g.describe(r)}`);
-      for (const l of r.lostDetail) t.diagnostic(l);
+      for (const l of [...r.lostDetail, ...r.orderDetail]) t.diagnostic(l);
       // What each checker decided, for the record (the datastore lines of its journal).
       for (const lb of NODES) {
         const j = await lab.exec(lb, ['sh', '-c', `journalctl -u k8s-ha-lbcheck --since '${since}' --no-pager -o short-precise | grep -E 'datastore' || true`], { allowFailure: true });

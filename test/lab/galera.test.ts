@@ -186,7 +186,7 @@ test('Galera datastore: one writer behind the virtual IP, faults under write loa
         const r = await runFault(lab, c, fault, { writerNode: w, servers: SERVERS, prefix: fault });
         results.push(r);
         t.diagnostic(describe(r));
-        for (const l of r.lostDetail) t.diagnostic(l);
+        for (const l of [...r.lostDetail, ...r.orderDetail]) t.diagnostic(l);
         assert.deepEqual(r.gapLines, []);
         assert.ok(r.verdict.acked > 50, `writes went on: ${r.verdict.acked} acknowledged`);
         assert.ok(r.writeGapMs < 30_000, `writes resumed within 30 s (took ${r.writeGapMs} ms)`);
