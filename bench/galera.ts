@@ -130,7 +130,8 @@ export async function benchGalera(): Promise<BenchResult[]> {
             w = holder;
           }
         }
-        const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}-${k}` });
+        // After a cut, writes go on for 12 s: the VIP fails back to the healed machine within them (as in the lab test).
+        const r = await runFault(lab, client, fault, { writerNode: w, servers: SERVERS, prefix: `bench-${fault}-${k}`, ...(fault === 'cut-writer' ? { afterMs: 12_000 } : {}) });
         for (const l of [...r.lostDetail, ...r.orderDetail]) console.error(`[galera ${fault} ${k + 1}] ${l}`);
         const v = r.verdict;
         out.push({
