@@ -75,7 +75,19 @@ export async function benchGalera(): Promise<BenchResult[]> {
         }
       };
       const t0 = Date.now();
-      await apply();
+      await apply().catch(async (e: unknown) => {
+        // What the machines did meanwhile, kept for the reader (the lab goes down next).
+        const dump = join(process.env.K8S_HA_BENCH_DUMP_DIR ?? '/tmp', `bench-galera-bare-apply-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
+        const since = `@${Math.floor(t0 / 1000)}`;
+        const parts: string[] = [`the bare apply failed: ${e instanceof Error ? e.message : String(e)}`];
+        for (const m of [...NODES, ...SERVERS, 'agent1']) {
+          const r = await lab.exec(m, ['sh', '-c', `journalctl --since ${since} --no-pager -o short-precise | grep -v -E 'sshd\\[|session-' | tail -n 3000`], { allowFailure: true, timeoutMs: 60_000 });
+          parts.push(`===== ${m}\n${r.stdout}`);
+        }
+        writeFileSync(dump, parts.join('\n'));
+        console.error(`galera: the bare apply failed; the machines' journals since it began are in ${dump}`);
+        throw e;
+      });
       out.push({ name: 'bare machines to k3s on Galera (2 HAProxy + Galera machines, VIP, garbd, 2 servers, 1 agent)', value: round((Date.now() - t0) / 1000, 1), unit: 's' });
       await fullSize(lab);
       const run = await open();

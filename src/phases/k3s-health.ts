@@ -29,10 +29,28 @@ export function serverProbe(cursor: string | null): ReturnType<typeof sh> {
   const journal = cursor ? sh`journalctl -u k3s ${`--after-cursor=${cursor}`} --no-pager -o cat` : sh`journalctl -u k3s --no-pager -o cat`;
   // curl when present (it reaches /ping without credentials, as the LB's
   // checks do); otherwise kubectl's client, which the binary always has.
-  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi; printf 'cursor=%s\n' "$(journalctl -u k3s -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')"`;
+  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi; printf 'cursor=%s\n' "$(journalctl -u k3s -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')"; printf 'failing=%s\n' "$(${journal} 2>/dev/null | grep -F ${K3S_WAITING_APISERVER_LOG} | tail -n 1 | grep -o '\\[-\\][A-Za-z0-9/_.-]*' | sed 's/^\\[-\\]//' | tr '\n' ' ')"`;
 }
 
+/** What k3s logs every 15 s while its API server's /readyz fails, with each check as [+] or [-]. */
+export const K3S_WAITING_APISERVER_LOG = 'Waiting for kube-apiserver to be ready';
+
+/**
+ * A readiness check that, once failed, never passes without a restart of
+ * the API server: autoregister-completion waits until every built-in
+ * APIService is in the API server's cache. kube-aggregator's autoregister
+ * controller creates each one once and records it done when the create
+ * succeeds (autoregister_controller.go, checkAPIService); kine v0.17
+ * reports a create whose INSERT failed as done when its read-back finds no
+ * row (README "Galera datastore"), so a datastore connection cut while k3s
+ * starts (seen in the lab on a Galera bare apply) leaves one APIService
+ * never written and the check failed for good. A restart creates them again.
+ */
+export const NEVER_RECOVERING_CHECKS: readonly string[] = ['autoregister-completion'];
+
 export interface ServerProbe {
+  /** The checks the last "Waiting for kube-apiserver" line since the cursor says fail (no poststarthook/ prefix for this one). */
+  failing: string[];
   ping: string;
   readyz: string;
   active: string;
@@ -49,7 +67,17 @@ export function parseServerProbe(stdout: string): ServerProbe {
     const i = line.indexOf('=');
     if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
   }
-  return { ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', entered: Number(kv.get('entered')) || 0, differentToken: kv.get('tokenlog') === 'yes', cursor: kv.get('cursor') ?? '' };
+  return { failing: (kv.get('failing') ?? '').split(/\s+/).filter(Boolean), ping: kv.get('ping') ?? '', readyz: kv.get('readyz') ?? '', active: kv.get('active') ?? '', entered: Number(kv.get('entered')) || 0, differentToken: kv.get('tokenlog') === 'yes', cursor: kv.get('cursor') ?? '' };
+}
+
+/**
+ * The check that holds the API server back for good (NEVER_RECOVERING_CHECKS),
+ * when it is the only failing one and the server answers /ping; else null.
+ */
+export function stuckBootCheck(p: ServerProbe): string | null {
+  if (p.ping !== 'pong' || p.failing.length === 0) return null;
+  const stuck = p.failing.map((c) => c.replace(/^poststarthook\//, ''));
+  return stuck.every((c) => NEVER_RECOVERING_CHECKS.includes(c)) ? stuck.join(', ') : null;
 }
 
 /** Why a probe is not ready yet, in words; null when ready. */

@@ -29,7 +29,7 @@ import { isIp } from '../render/common.js';
 import { Secret } from '../util/secret.js';
 import { DATASTORE_TLS } from './infra-tls.js';
 import { renderProblem } from './infra-common.js';
-import { NotReadyError, journalTail, parseServerProbe, serverNotReady, serverProbe, serverProgress, lastSeenText, waitFailureText, waitUntil } from './k3s-health.js';
+import { NotReadyError, journalTail, parseServerProbe, seconds, serverNotReady, serverProbe, serverProgress, lastSeenText, stuckBootCheck, waitFailureText, waitUntil } from './k3s-health.js';
 import { K3sArtifacts, installChanges, observeInstalled, wantedArtifacts, type InstalledArtifacts, type WantedArtifacts } from './k3s-install.js';
 import { installedVersion, nodeNotBack, parseK3sVersion, readNodes, upgradeProblems, type K3sVersion, type NodeState } from './k3s-versions.js';
 import { heldOn, holdChanges, lbHostNames, releaseChanges } from './lb-hold.js';
@@ -65,6 +65,8 @@ export interface K3sPhaseOptions {
   noProgressMs?: number;
   /** Default 2 s. */
   pollIntervalMs?: number;
+  /** How long a check that never recovers (stuckBootCheck) may hold a server back before k3s is restarted once. Default 60 s. */
+  stuckRestartMs?: number;
 }
 
 export interface ServerObserved {
@@ -240,14 +242,29 @@ export function k3sServersPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, S
     let differentToken = false;
     const readyTimeoutMs = opts.readyTimeoutMs ?? ctx.cluster.spec.waits.serverReadyMs;
     const noProgressMs = opts.noProgressMs ?? ctx.cluster.spec.waits.noProgressMs;
+    const stuckRestartMs = opts.stuckRestartMs ?? 60_000;
+    // A check that never passes on its own (k3s-health.ts NEVER_RECOVERING_CHECKS):
+    // since when it alone has held the server back, and whether k3s was restarted for it.
+    let stuckSince: number | null = null;
+    let restartedForStuck = false;
     const last = await waitUntil(
       { timeoutMs: readyTimeoutMs, intervalMs: pollIntervalMs, signal: ctx.signal, noProgressMs },
       async () => {
         const p = parseServerProbe((await host.exec(serverProbe(cursor), { allowFailure: true, timeoutMs: 30_000 })).stdout);
         differentToken ||= p.differentToken;
         const notReady = serverNotReady(p);
+        const stuck = notReady === null ? null : stuckBootCheck(p);
+        stuckSince = stuck === null ? null : (stuckSince ?? Date.now());
+        if (stuck !== null && stuckSince !== null && !restartedForStuck && Date.now() - stuckSince >= stuckRestartMs) {
+          restartedForStuck = true;
+          stuckSince = null;
+          const message = `restarting k3s: its API server has been held back by ${stuck} for ${seconds(stuckRestartMs)}, a check that does not recover by itself (an APIService create reported done but never written, kine v0.17; see README "Galera datastore")`;
+          ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message });
+          await host.exec(sh`systemctl --no-block restart ${SERVER_UNIT}`, { timeoutMs: 30_000 });
+          return { why: message, progress: `restarted for ${stuck}` };
+        }
         const why = p.entered > before ? notReady : `k3s has not signalled READY to systemd since the restart (${p.active || 'state unknown'}); ${notReady ?? 'the API answers'}`;
-        if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: why });
+        if (why) ctx.events({ type: 'wait', phase: 'k3s-servers', host: host.name, message: stuck === null ? why : `${why}; only ${stuck} fails` });
         return why === null ? null : { why, progress: serverProgress(p) };
       },
       () => (differentToken ? 'token' : null),

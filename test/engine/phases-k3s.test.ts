@@ -44,6 +44,8 @@ interface FakeCluster {
   blocked: Map<string, Map<string, 'timeout' | 'refused'>>;
   /** Servers that never become ready. */
   stuck: Set<string>;
+  /** Servers whose API server, on its next start, stays held back by autoregister-completion until k3s restarts. */
+  bootStuck: Set<string>;
   readyDelayMs: number;
   /** `kubectl cordon|drain|uncordon NODE` as run on a server, in order: `server: verb node`. */
   drains: string[];
@@ -87,7 +89,7 @@ k3s:
 ${extraK3s}`;
 }
 
-function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; readyTimeoutMs?: number } = {}): FakeCluster {
+function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; readyTimeoutMs?: number; stuckRestartMs?: number } = {}): FakeCluster {
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-k3s-'));
   const binary = join(dir, 'k3s');
   writeFileSync(binary, standInK3s('v1.31.4+k3s1', 'fake k3s binary v1'), { mode: 0o755 });
@@ -98,6 +100,7 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
   const datastore = { token: null as string | null };
   const blocked = new Map<string, Map<string, 'timeout' | 'refused'>>();
   const stuck = new Set<string>();
+  const bootStuck = new Set<string>();
   const hosts = new Map<string, MemoryHost>();
   const fc: FakeCluster = {
     dir,
@@ -115,10 +118,11 @@ function fakeCluster(opts: { readyDelayMs?: number; pollIntervalMs?: number; rea
     datastore,
     blocked,
     stuck,
+    bootStuck,
     readyDelayMs: opts.readyDelayMs ?? 30,
     async open(o = {}) {
       const artifacts = new K3sArtifacts({ cacheDir: join(dir, 'cache') });
-      const po = { artifacts, pollIntervalMs: opts.pollIntervalMs ?? 5, readyTimeoutMs: opts.readyTimeoutMs ?? 5000 };
+      const po = { artifacts, pollIntervalMs: opts.pollIntervalMs ?? 5, readyTimeoutMs: opts.readyTimeoutMs ?? 5000, ...(opts.stuckRestartMs !== undefined ? { stuckRestartMs: opts.stuckRestartMs } : {}) };
       const phases = o.phases === 'servers' ? [k3sServersPhase(po)] : [k3sServersPhase(po), k3sAgentsPhase(po)];
       return ClusterRun.open(file, { env: {}, connect: async (h) => hosts.get(h.name)!, phases, events: (e) => void events.push(e), ...(o.force ? { run: { force: true } } : {}) });
     },
@@ -193,6 +197,7 @@ function configToken(h: MemoryHost): string {
 function serverModel(fc: FakeCluster, h: MemoryHost): void {
   let readyAt = Infinity;
   let badToken = false;
+  let bootStuckNow = false;
   // systemd's ActiveEnterTimestampMonotonic: moves when a start signals READY=1.
   let entered = 0;
   h.handle(/systemctl --no-block restart k3s$/, () => {
@@ -207,7 +212,9 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
     fc.datastore.token ??= token;
     badToken = fc.datastore.token !== token;
     const at = Date.now();
-    readyAt = badToken || fc.stuck.has(h.name) ? Infinity : at + fc.readyDelayMs;
+    // Held back by autoregister-completion on this start; the restart after it starts clean.
+    bootStuckNow = kind === 'restart' && bootStuckNow ? (fc.bootStuck.delete(h.name), false) : fc.bootStuck.has(h.name);
+    readyAt = badToken || fc.stuck.has(h.name) || bootStuckNow ? Infinity : at + fc.readyDelayMs;
     // k3s writes its token file on first start with the datastore's token.
     if (!badToken && !h.files.has('/var/lib/rancher/k3s/server/token')) {
       h.setFile('/var/lib/rancher/k3s/server/token', `K10${CA_HASH}::server:${token}\n`, { mode: 0o600 });
@@ -221,6 +228,7 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
     if (ready && rec && rec.readyAt === Infinity) rec.readyAt = Date.now();
     if (ready) entered = readyAt * 1000;
     if (badToken) return ok(`ping=curl: (7) Failed to connect to 127.0.0.1 port 6443\nreadyz=\nactive=activating\nentered=${entered}\ntokenlog=yes\n`);
+    if (bootStuckNow) return ok(`ping=pong\nreadyz=error: stat /etc/rancher/k3s/k3s.yaml: no such file or directory\nactive=activating\nentered=${entered}\nfailing=autoregister-completion \n`);
     return ok(ready ? `ping=pong\nreadyz=ok\nactive=active\nentered=${entered}\n` : `ping=curl: (7) Failed to connect\nreadyz=\nactive=active\nentered=${entered}\n`);
   });
   h.handle(/kubectl .* get nodes -o json/, () => {
@@ -519,6 +527,31 @@ test('a datastore bootstrapped with another token: the start fails at once with 
   await run.close();
   assert.ok(Date.now() - t0 < 3000, 'did not wait for the full timeout');
   assert.equal(fc.hosts.get('server2')!.writes.length, 0, 'server2 was touched after server1 failed');
+});
+
+test('a server held back only by autoregister-completion (a check that never recovers) is restarted once, then the apply goes on', async (t) => {
+  const fc = fakeCluster({ stuckRestartMs: 100 });
+  t.after(fc.cleanup);
+  fc.bootStuck.add('server1');
+  const run = await fc.open({ phases: 'servers' });
+  await run.apply();
+  await run.close();
+  const s1 = fc.restarts.filter((r) => r.host === 'server1');
+  assert.deepEqual(s1.map((r) => r.kind), ['start', 'restart'], 'started, then restarted once for the stuck check');
+  assert.ok(s1[1]!.readyAt < Infinity, 'ready after the restart');
+  assert.ok(fc.events.some((e) => e.type === 'wait' && e.host === 'server1' && /restarting k3s: its API server has been held back by autoregister-completion for 0\.1 s/.test(e.message)), JSON.stringify(fc.events.filter((e) => e.type === 'wait').slice(-3)));
+  assert.ok(fc.events.some((e) => e.type === 'wait' && /only autoregister-completion fails/.test(e.message)));
+});
+
+test('a server held back by autoregister-completion again after its one restart fails after the bounded wait (no restart loop)', async (t) => {
+  const fc = fakeCluster({ stuckRestartMs: 50, readyTimeoutMs: 600 });
+  t.after(fc.cleanup);
+  fc.bootStuck.add('server1');
+  fc.stuck.add('server1'); // stays not ready after the restart too
+  const run = await fc.open({ phases: 'servers' });
+  await assert.rejects(run.apply(), /server1: k3s server not ready within/);
+  await run.close();
+  assert.deepEqual(fc.restarts.filter((r) => r.host === 'server1').map((r) => r.kind), ['start', 'restart']);
 });
 
 test('a server that never gets ready fails after the bounded wait, naming the host, the last error and the journal', async (t) => {
