@@ -178,6 +178,12 @@ async function waitNodes(ctx: RunContext<Deployment>, what: string, ok: (v: Gale
   }
 }
 
+/** A Synced node's view counts a member beyond the Synced data nodes: the arbitrator has joined. */
+export function arbitratorJoined(v: readonly GaleraNodeView[]): boolean {
+  const synced = v.filter(isSyncedPrimary);
+  return synced.some((n) => Number(n.status?.get('wsrep_cluster_size') ?? 0) >= synced.length + 1);
+}
+
 const waitPrimary = (ctx: RunContext<Deployment>) => waitNodes(ctx, 'a Synced node in a primary component', (v) => v.some(isSyncedPrimary), PRIMARY_WAIT_MS);
 const waitSynced = (ctx: RunContext<Deployment>, name: string) =>
   waitNodes(ctx, `${name} to be Synced in the primary component`, (v) => v.some((n) => n.name === name && isSyncedPrimary(n)), SYNCED_WAIT_MS);
@@ -367,10 +373,18 @@ function arbitratorDiff(ctx: RunContext<Deployment>, host: string, o: Extract<Ga
       target: { host, unit: GARB_UNIT },
       before: svc?.active ? 'active' : 'inactive',
       after: 'active',
-      summary: `${svc?.active ? 'restart' : 'start'} ${GARB_UNIT} (the arbitrator) once a data node is Synced`,
+      summary: `${svc?.active ? 'restart' : 'start'} ${GARB_UNIT} (the arbitrator) once a data node is Synced, never while a data node starts`,
       apply: async (h) => {
-        await waitPrimary(ctx);
-        await h.exec(sh`systemctl restart ${GARB_UNIT}`);
+        // Under the data nodes' restart lock, until garbd is a member: a member
+        // joining during a joiner's full copy broke the copy (lab, 2026-12-01
+        // 19:04: garbd restarted 1.5 s into infra2's mariabackup transfer, the
+        // donor then saw infra2 partitioned, and infra2 got an empty state and
+        // aborted: "a fatal signal was delivered to the control process").
+        await oneAtATime(ctx, async () => {
+          await waitPrimary(ctx);
+          await h.exec(sh`systemctl restart ${GARB_UNIT}`);
+          await waitNodes(ctx, `${host}'s garbd to be a member of the primary component`, arbitratorJoined, PRIMARY_WAIT_MS);
+        });
       },
     });
   }
