@@ -151,7 +151,7 @@ export async function benchGalera(): Promise<BenchResult[]> {
           value: r.writeGapMs,
           unit: 'ms',
           target: goal,
-          note: `${v.acked} writes acknowledged, ${r.failedWrites} refused, ${v.lost.length} acknowledged but lost, ${v.unseen.length} not seen by the watch, ${v.outOfOrder.length} out of order, GAP lines ${r.gapLines.length}, new gap rows ${r.newGapRows} (kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}, certification failures ${r.gaps.certFailures})`,
+          note: `${v.acked} writes acknowledged, ${r.failedWrites} refused, ${v.lost.length} acknowledged but lost, ${v.unseen.length} not seen by the watch, ${v.outOfOrder.length} out of order, ${v.refusedButCreated.length} refused yet created, GAP lines ${r.gapLines.length}, new gap rows ${r.newGapRows} (kine's INSERTs failed on its unique index ${r.gaps.duplicateInserts.length}, certification failures ${r.gaps.certFailures})`,
         });
         if (fault === 'kill-machine') {
           out.push({ name: `API outage (GET /version through the VIP), whole infrastructure machine powered off${via}`, value: r.apiOutageMs, unit: 'ms', target: 3000, note: `writer ${w}, moved to the VIP holder first` });

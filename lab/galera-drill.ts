@@ -242,8 +242,15 @@ export interface DrillVerdict {
   lost: string[];
   /** Acknowledged writes whose ADDED event the watch never delivered. */
   unseen: string[];
-  /** ADDED events out of creation order, and resourceVersion going down (watch or writer). */
+  /**
+   * ADDED events of acknowledged creates out of creation order, and
+   * resourceVersion going down (watch or writer). A create the writer was told
+   * failed may still take effect, then or later (a request held in a cut
+   * network and delivered after the client gave up): its event is not in the
+   * acknowledged order, and is counted in refusedButCreated instead.
+   */
   outOfOrder: string[];
+  refusedButCreated: string[];
   rvWentDown: string[];
   refusals: string[];
   reconnects: number;
@@ -270,7 +277,10 @@ export async function verdict(client: KubeClient, writer: Writer, watch: Watcher
   const unseen = acked.filter((r) => !seen.has(r.name)).map((r) => r.name);
   const outOfOrder: string[] = [];
   const index = (n: string) => Number(n.slice(writer.prefix.length + 1));
-  for (let i = 1; i < added.length; i++) if (index(added[i]!.name) <= index(added[i - 1]!.name)) outOfOrder.push(`${added[i - 1]!.name} then ${added[i]!.name}`);
+  const ackedNames = new Set(acked.map((r) => r.name));
+  const addedAcked = added.filter((e) => ackedNames.has(e.name));
+  for (let i = 1; i < addedAcked.length; i++) if (index(addedAcked[i]!.name) <= index(addedAcked[i - 1]!.name)) outOfOrder.push(`${addedAcked[i - 1]!.name} then ${addedAcked[i]!.name}`);
+  const refusedButCreated = [...new Set(added.filter((e) => !ackedNames.has(e.name)).map((e) => e.name))];
   const rvWentDown: string[] = [];
   for (let i = 1; i < watch.events.length; i++) {
     if (BigInt(watch.events[i]!.resourceVersion) <= BigInt(watch.events[i - 1]!.resourceVersion)) rvWentDown.push(`watch: ${watch.events[i - 1]!.resourceVersion} then ${watch.events[i]!.resourceVersion}`);
@@ -278,7 +288,7 @@ export async function verdict(client: KubeClient, writer: Writer, watch: Watcher
   for (let i = 1; i < acked.length; i++) {
     if (BigInt(acked[i]!.resourceVersion!) <= BigInt(acked[i - 1]!.resourceVersion!)) rvWentDown.push(`writes: ${acked[i - 1]!.name} rv ${acked[i - 1]!.resourceVersion}, ${acked[i]!.name} rv ${acked[i]!.resourceVersion}`);
   }
-  return { acked: acked.length, lost, unseen, outOfOrder, rvWentDown, refusals: watch.refusals, reconnects: watch.reconnects };
+  return { acked: acked.length, lost, unseen, outOfOrder, refusedButCreated, rvWentDown, refusals: watch.refusals, reconnects: watch.reconnects };
 }
 
 /** kine's GAP lines in every server's journal since `since` (a `journalctl --since` value). */
@@ -454,7 +464,9 @@ export async function runFault(
     const after = watch.events.find((e) => BigInt(e.resourceVersion) > rv);
     return `${n} rv ${rv}: watch had ${before?.name}@${before?.resourceVersion} then ${after?.name}@${after?.resourceVersion}`;
   });
-  const orderDetail = v.outOfOrder.length === 0 ? [] : await explainOrder(lab, { records: writer.records, events: watch.events, pairs: v.outOfOrder, faultAt, dataNodes: [other, o.writerNode] });
+  // Out-of-order acknowledged creates, and the refused creates that took effect (the first few), explained from the run.
+  const orderPairs = [...v.outOfOrder, ...v.refusedButCreated.slice(0, 2)];
+  const orderDetail = orderPairs.length === 0 ? [] : await explainOrder(lab, { records: writer.records, events: watch.events, pairs: orderPairs, faultAt, dataNodes: [other, o.writerNode] });
   return {
     unseenDetail,
     lostDetail,

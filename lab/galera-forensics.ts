@@ -146,7 +146,7 @@ export async function explainOrder(
   const out: string[] = [];
   const byName = new Map(o.records.map((r) => [r.name, r]));
   for (const pair of o.pairs.slice(0, o.max ?? 3)) {
-    out.push(`out of order: ${pair}`);
+    out.push(pair.includes(' then ') ? `out of order: ${pair}` : `refused, yet created: ${pair}`);
     for (const name of pair.split(' then ')) {
       const r = byName.get(name);
       const told = !r ? 'never sent' : r.ok ? `acknowledged rv ${r.resourceVersion}` : `refused (${(r.error ?? '').slice(0, 160)})`;

@@ -95,7 +95,7 @@ async function fullSize(lab: Lab, timeoutMs = 120_000): Promise<void> {
 
 function describe(r: FaultResult): string {
   const v = r.verdict;
-  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s, no API answer for ${(r.apiOutageMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
+  return `${r.fault} (writer ${r.writer}): no acknowledged write for ${(r.writeGapMs / 1000).toFixed(2)} s, no API answer for ${(r.apiOutageMs / 1000).toFixed(2)} s; ${r.failedWrites} writes refused; ${v.acked} acknowledged, ${v.lost.length} lost (${v.lost.slice(0, 3).join(', ')}); watch: ${v.unseen.length} unseen, ${v.outOfOrder.length} out of order, ${v.refusedButCreated.length} refused yet created, ${v.reconnects} re-watches, ${v.refusals.length} refused; GAP lines ${r.gapLines.length}; new gap rows ${r.newGapRows}`;
 }
 
 test('Galera datastore: one writer behind the virtual IP, faults under write load, full outage recovered by apply', { timeout: 1_200_000 }, async (t) => {
