@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { AnyPhase } from '../src/engine/phase.js';
@@ -65,7 +65,9 @@ export async function benchGalera(): Promise<BenchResult[]> {
       doc.k3s = { ...doc.k3s, install: { source: 'local', path: LAB_K3S } };
       writeFileSync(file, stringify(doc));
       const phases: AnyPhase<Deployment>[] = applyPipeline().filter((p) => p.id !== 'metallb');
-      const open = () => ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases });
+      // Every apply's events, timed, in one file beside the results: a slow or failed apply explains itself.
+      const eventLog = join(process.env.K8S_HA_BENCH_DUMP_DIR ?? '/tmp', `bench-galera-events-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
+      const open = () => ClusterRun.open(file, { connect: (h) => lab.connect(h.name), phases, events: (e) => appendFileSync(eventLog, `${new Date().toISOString()} ${JSON.stringify(e)}\n`) });
       const apply = async () => {
         const run = await open();
         try {
