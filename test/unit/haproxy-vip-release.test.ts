@@ -21,32 +21,18 @@ import { vipDesired } from '../../src/phases/vip.js';
 import { loadClusterFile } from '../../src/spec/index.js';
 import { Secret } from '../../src/util/secret.js';
 import { which, withTempFile } from '../fixtures/render/helpers.js';
+import { galeraLbKeepalived } from '../fixtures/render/keepalived-galera-lb.js';
 import { datastoreOnlyInput, loopbackHaproxyCfg, startHaproxy } from '../support/haproxy-loopback.js';
 import { StandinNode, freePorts, openSession, sleep } from '../support/standin-nodes.js';
-
-const keepalivedInput = {
-  hostName: 'infra1',
-  routerId: 51,
-  interface: 'eth0',
-  virtualAddress: '10.0.0.5',
-  prefixLength: 24,
-  priority: 150,
-  peers: ['10.0.0.11'],
-  selfAddress: '10.0.0.10',
-  unicast: false,
-  advertIntervalMs: 1000,
-  checkScript: '/usr/local/sbin/k8s-ha-lb-alive',
-  checkTimeoutS: 2,
-};
 
 test('giving up the virtual IP runs the release script (BACKUP, FAULT, keepalived stopping), which closes every datastore session and never fails', (t) => {
   const script = renderVipReleaseScript('/run/haproxy/admin.sock', ['infra2', 'infra1']);
   assert.match(script, /^echo 'shutdown sessions server k3s_datastore\/infra1; shutdown sessions server k3s_datastore\/infra2' \| socat - UNIX:\/run\/haproxy\/admin\.sock >\/dev\/null 2>&1$/m);
   assert.match(script, /^exit 0$/m);
   assert.throws(() => renderVipReleaseScript('/run/haproxy/admin.sock', ['infra1; reload']), /nodes\[0\]/);
-  const conf = renderKeepalivedConf({ ...keepalivedInput, notifyRelease: VIP_RELEASE_SCRIPT_PATH });
+  const conf = renderKeepalivedConf({ ...galeraLbKeepalived, notifyRelease: VIP_RELEASE_SCRIPT_PATH });
   for (const k of ['notify_backup', 'notify_fault', 'notify_stop']) assert.match(conf, new RegExp(`^\\s+${k} "/usr/local/sbin/k8s-ha-datastore-release"$`, 'm'));
-  assert.doesNotMatch(renderKeepalivedConf(keepalivedInput), /notify_/);
+  assert.doesNotMatch(renderKeepalivedConf(galeraLbKeepalived), /notify_/);
   const keepalived = which('keepalived');
   if (keepalived === undefined) return t.skip('keepalived not installed: the config test did not run');
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-release-'));
@@ -56,7 +42,7 @@ test('giving up the virtual IP runs the release script (BACKUP, FAULT, keepalive
   const alive = join(dir, 'alive.sh');
   writeFileSync(scriptPath, script, { mode: 0o755 });
   writeFileSync(alive, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
-  writeFileSync(join(dir, 'keepalived.conf'), renderKeepalivedConf({ ...keepalivedInput, checkScript: alive, notifyRelease: scriptPath }));
+  writeFileSync(join(dir, 'keepalived.conf'), renderKeepalivedConf({ ...galeraLbKeepalived, checkScript: alive, notifyRelease: scriptPath }));
   const r = spawnSync(keepalived, ['--config-test', '-f', join(dir, 'keepalived.conf')], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr + r.stdout);
 });
