@@ -490,6 +490,12 @@ export function datastoreEndpointHost(c: Cluster): ClusterHost | undefined {
   return name !== undefined ? hostByName(c, name) : hostsWithRole(c, 'datastore')[0];
 }
 
+/** The datastore endpoint host's name as a phase's targets (backup, restore, reset): one, or none when there is no such host. */
+export function datastoreEndpointTargets(c: Cluster): string[] {
+  const ds = datastoreEndpointHost(c);
+  return ds ? [ds.name] : [];
+}
+
 /**
  * The address and port in k3s's datastore-endpoint. With Galera it is the
  * load balancer (its virtual IP when there is one) on datastore.port, which
