@@ -129,7 +129,9 @@ Upgrades: change k3s.version and apply. The plan shows the rollout: servers
 one at a time, each taken out of every load balancer first (waits.lbDrain
 for its connections), restarted, and put back once ready (/readyz, its node
 Ready on the new version); then agents in batches of upgrade.agentBatch,
-each cordoned, drained (evictions honour PodDisruptionBudgets), upgraded,
+each cordoned, drained (evictions honour PodDisruptionBudgets; first,
+kube-controller-manager and kube-scheduler must have leaders again, bounded
+by waits.leaderElection), upgraded,
 Ready on the new version, uncordoned. A new metallb.version is applied and
 waited for (controller and speakers rolled out). Refused with the way
 out: a downgrade, a skipped minor version, an agent newer than the servers,

@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { join, dirname } from 'node:path';
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
+import { datastoreEndpointTargets, hostsWithRole } from '../spec/cluster.js';
 import { sh } from '../transport/quote.js';
 import type { Host } from '../transport/host.js';
 import { Secret } from '../util/secret.js';
@@ -121,10 +121,7 @@ function dumpPhase(job: BackupJob): Phase<Deployment, DumpRead> {
   return {
     id: 'backup-dump',
     title: 'Dump the kine database',
-    targets: (ctx) => {
-      const ds = datastoreEndpointHost(ctx.cluster.spec);
-      return ds ? [ds.name] : [];
-    },
+    targets: (ctx) => datastoreEndpointTargets(ctx.cluster.spec),
     async observe(ctx, host: Host): Promise<DumpRead> {
       const db = ctx.cluster.spec.datastore.database;
       const v = await host.exec(MARIADB_BATCH, { stdin: "SELECT 'version', VERSION();\n", allowFailure: true });

@@ -19,6 +19,7 @@ import { CORDON_ANNOTATION, agentBatchSize, installedVersion, nodeNotBack, parse
 import { K3S_BINARY_PATH } from '../render/k3s.js';
 import type { RunOptions } from '../cluster/deployment.js';
 import { NODE_PASSWORD_FILE, rejoinChanges } from './k3s-nodes.js';
+import { leaderWaitChange } from './k3s-leaders.js';
 
 /**
  * k3s agents, joined through the load balancer (or VIP) with the token.
@@ -201,7 +202,7 @@ export function k3sAgentsPhase(opts: K3sPhaseOptions = {}): Phase<Deployment, Ag
       // takes new ones only once it is Ready on the new version.
       if (binaryChanged && o.installed.binary && o.node && o.via) {
         const drain = drainChanges(ctx, name, o.via, d.options ?? {}, opts.readyTimeoutMs ?? d.spec.waits.agentReadyMs, pollIntervalMs);
-        return [...(o.node.unschedulable && o.node.cordonedByUs ? [] : [drain.cordon]), drain.drain, ...base, drain.uncordon];
+        return [...drain.leaders, ...(o.node.unschedulable && o.node.cordonedByUs ? [] : [drain.cordon]), drain.drain, ...base, drain.uncordon];
       }
       // Left cordoned by an upgrade cut off after its restart: put it back in service.
       if (o.node?.cordonedByUs && o.via) return [...base, drainChanges(ctx, name, o.via, d.options ?? {}, opts.readyTimeoutMs ?? d.spec.waits.agentReadyMs, pollIntervalMs).uncordon];
@@ -313,18 +314,22 @@ async function upgradedVersion(ctx: RunContext<Deployment>, host: Host): Promise
 }
 
 /**
- * Cordon, drain and uncordon of one agent, run through a server's kubectl.
+ * Cordon, drain and uncordon of one agent, run through a server's kubectl,
+ * after a wait for the control plane's leaders (k3s-leaders.ts).
  * `kubectl drain` evicts through the eviction API, so PodDisruptionBudgets
  * hold (it retries an eviction a budget refuses until its timeout); DaemonSet
  * pods stay (they would come back at once). `--force` and
  * `--delete-emptydir-data` are passed only when asked, as with kubectl.
  */
-export function drainChanges(ctx: RunContext<Deployment>, name: string, via: string, opts: RunOptions, readyTimeoutMs: number, pollIntervalMs: number): { cordon: Change; drain: Change; uncordon: Change } {
+export function drainChanges(ctx: RunContext<Deployment>, name: string, via: string, opts: RunOptions, readyTimeoutMs: number, pollIntervalMs: number, phase = 'k3s-agents'): { leaders: Change[]; cordon: Change; drain: Change; uncordon: Change } {
   const node = { host: via, object: `Node/${name}` };
+  // Before each drain, not only the first after a server restart: one read when the leaders are there (k3s-leaders.ts).
+  const leaders = leaderWaitChange(ctx, phase, name, via, pollIntervalMs);
   const timeoutS = opts.drainTimeoutS ?? 300;
   const kubectl = async (h: Host, args: string[], timeoutMs = 60_000) => h.exec(sh`${kubectlArgs(...args)}`, { timeoutMs });
   const extra = [...(opts.force ? ['--force'] : []), ...(opts.deleteEmptyDirData ? ['--delete-emptydir-data'] : [])];
   return {
+    leaders: leaders ? [leaders] : [],
     cordon: {
       action: 'update',
       target: node,

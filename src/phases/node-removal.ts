@@ -76,7 +76,8 @@ export function nodeRemovalPhase(opts: { pollIntervalMs?: number } = {}): Phase<
       const hold = o.role === 'server' && o.k3s.installed && self;
       if (hold) out.push(...holdChanges(ctx, { name, address: self.address }));
       if (via && o.node) {
-        const drain = drainChanges(ctx, name, via, d.options ?? {}, d.spec.waits.agentReadyMs, opts.pollIntervalMs ?? 2000);
+        const drain = drainChanges(ctx, name, via, d.options ?? {}, d.spec.waits.agentReadyMs, opts.pollIntervalMs ?? 2000, 'node-removal');
+        out.push(...drain.leaders);
         if (!o.node.unschedulable) out.push({ ...drain.cordon, summary: `cordon node ${name} (through ${via}): no new pods` });
         out.push(drain.drain);
       }

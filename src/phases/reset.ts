@@ -1,6 +1,6 @@
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { datastoreEndpointHost, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
+import { datastoreEndpointTargets, hostsWithRole, type Cluster, type ClusterHost } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { INSTALLED_PACKAGES_PATH, aptPurge, parsePkgQuery, pkgQuery, parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { sh } from '../transport/quote.js';
@@ -156,10 +156,7 @@ function datastoreResetPhase(): Phase<Deployment, DbObserved> {
   return {
     id: 'reset-datastore',
     title: "Drop the k3s database and its accounts",
-    targets: (ctx) => {
-      const ds = datastoreEndpointHost(ctx.cluster.spec);
-      return ds ? [ds.name] : [];
-    },
+    targets: (ctx) => datastoreEndpointTargets(ctx.cluster.spec),
     async observe(ctx, host): Promise<DbObserved> {
       const ds = ctx.cluster.spec.datastore;
       const has = await existing(host, [REVISION_FLOOR_PATH, DATASTORE_TLS.caFile, MARIADB_CNF_PATH]);

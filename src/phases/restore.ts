@@ -1,7 +1,7 @@
 import { diffDesired, observeDesired, type Desired, type ObservedState } from '../engine/desired.js';
 import type { AnyPhase, Change, Phase } from '../engine/phase.js';
 import type { Deployment } from '../cluster/deployment.js';
-import { datastoreEndpointHost, hostsWithRole } from '../spec/cluster.js';
+import { datastoreEndpointTargets, hostsWithRole } from '../spec/cluster.js';
 import type { Host } from '../transport/host.js';
 import { parseServiceState, serviceState, systemctl } from '../transport/os.js';
 import { dumpSqlStream } from '../backup/archive.js';
@@ -107,10 +107,7 @@ function loadPhase(job: RestoreJob): Phase<Deployment, LoadObserved> {
   return {
     id: 'restore-datastore',
     title: 'Restore the kine database from the backup',
-    targets: (ctx) => {
-      const ds = datastoreEndpointHost(ctx.cluster.spec);
-      return ds ? [ds.name] : [];
-    },
+    targets: (ctx) => datastoreEndpointTargets(ctx.cluster.spec),
     async observe(ctx, host) {
       const v = await host.exec(MARIADB_BATCH, { stdin: "SELECT 'version', VERSION();\n", allowFailure: true });
       if (v.code !== 0) return { mariadbUp: false, current: null, floor: 0 };

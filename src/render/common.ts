@@ -152,3 +152,27 @@ export function assertServers(servers: readonly { name: string; address: string;
   });
   assertUnique('servers[].name', servers, (s) => s.name);
 }
+
+/**
+ * The datastore listener both load balancers put in front of Galera
+ * (haproxy-datastore.ts, nginx-datastore.ts): its port, which must differ
+ * from the API listener's `apiPort` when given; at least two data nodes, each
+ * with a name that is safe in single-quoted sh words and case patterns (no
+ * glob characters), an IP address and a port, the names unique; and the port
+ * of their Galera check.
+ */
+export function assertDatastoreListener(
+  d: { listenPort: number; nodes: readonly { name: string; address: string; port: number }[]; checkPort: number },
+  apiPort?: number,
+): void {
+  assertPort('datastore.listenPort', d.listenPort);
+  if (apiPort !== undefined && d.listenPort === apiPort) throw new RenderInputError('datastore.listenPort', 'must differ from listenPort');
+  if (!Array.isArray(d.nodes) || d.nodes.length < 2) throw new RenderInputError('datastore.nodes', 'a Galera datastore needs at least two data nodes');
+  d.nodes.forEach((n, i) => {
+    if (typeof n.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(n.name)) throw new RenderInputError(`datastore.nodes[${i}].name`, `must be letters, digits, '.', '_' or '-', got ${JSON.stringify(n.name)}`);
+    assertIp(`datastore.nodes[${i}].address`, n.address);
+    assertPort(`datastore.nodes[${i}].port`, n.port);
+  });
+  if (new Set(d.nodes.map((n) => n.name)).size !== d.nodes.length) throw new RenderInputError('datastore.nodes', 'node names must be unique');
+  assertPort('datastore.checkPort', d.checkPort);
+}

@@ -1,4 +1,4 @@
-import { RenderInputError, assertInt, assertIp, assertName, assertPort, byString, durationText, hostPort } from './common.js';
+import { RenderInputError, assertDatastoreListener, assertInt, assertIp, assertName, assertPort, byString, durationText, hostPort } from './common.js';
 import type { LbUpstream } from './nginx.js';
 
 /** Backend of the datastore listener, for `show servers state`. */
@@ -52,16 +52,7 @@ export interface HaproxyDatastoreInput {
 
 export function validateDatastore(d: HaproxyDatastoreInput | undefined, apiPort: number): void {
   if (d === undefined) return;
-  assertPort('datastore.listenPort', d.listenPort);
-  if (d.listenPort === apiPort) throw new RenderInputError('datastore.listenPort', 'must differ from listenPort');
-  if (!Array.isArray(d.nodes) || d.nodes.length < 2) throw new RenderInputError('datastore.nodes', 'a Galera datastore needs at least two data nodes');
-  d.nodes.forEach((n, i) => {
-    if (typeof n.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(n.name)) throw new RenderInputError(`datastore.nodes[${i}].name`, `must be letters, digits, '.', '_' or '-', got ${JSON.stringify(n.name)}`);
-    assertIp(`datastore.nodes[${i}].address`, n.address);
-    assertPort(`datastore.nodes[${i}].port`, n.port);
-  });
-  if (new Set(d.nodes.map((n) => n.name)).size !== d.nodes.length) throw new RenderInputError('datastore.nodes', 'node names must be unique');
-  assertPort('datastore.checkPort', d.checkPort);
+  assertDatastoreListener(d, apiPort);
   durationText('datastore.intervalMs', d.intervalMs);
   assertInt('datastore.fall', d.fall, 1, 100);
   assertInt('datastore.rise', d.rise, 1, 100);

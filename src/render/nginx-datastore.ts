@@ -1,4 +1,4 @@
-import { RenderInputError, assertInt, assertIp, assertPath, assertPort, durationText, hostPort, managedHeader } from './common.js';
+import { assertDatastoreListener, assertInt, assertIp, assertPath, durationText, hostPort, managedHeader } from './common.js';
 import type { LbUpstream } from './nginx.js';
 
 /**
@@ -69,17 +69,7 @@ export interface NginxDatastoreInput {
 }
 
 export function validateNginxDatastore(d: NginxDatastoreInput, apiPort?: number): void {
-  assertPort('datastore.listenPort', d.listenPort);
-  if (apiPort !== undefined && d.listenPort === apiPort) throw new RenderInputError('datastore.listenPort', 'must differ from listenPort');
-  if (!Array.isArray(d.nodes) || d.nodes.length < 2) throw new RenderInputError('datastore.nodes', 'a Galera datastore needs at least two data nodes');
-  d.nodes.forEach((n, i) => {
-    // Names go into single-quoted sh words and case patterns: no glob characters.
-    if (typeof n.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(n.name)) throw new RenderInputError(`datastore.nodes[${i}].name`, `must be letters, digits, '.', '_' or '-', got ${JSON.stringify(n.name)}`);
-    assertIp(`datastore.nodes[${i}].address`, n.address);
-    assertPort(`datastore.nodes[${i}].port`, n.port);
-  });
-  if (new Set(d.nodes.map((n) => n.name)).size !== d.nodes.length) throw new RenderInputError('datastore.nodes', 'node names must be unique');
-  assertPort('datastore.checkPort', d.checkPort);
+  assertDatastoreListener(d, apiPort);
   assertInt('datastore.holdMs', d.holdMs, 0, 60_000);
   if (d.virtualIP !== undefined) assertIp('datastore.virtualIP', d.virtualIP);
   if (d.followMs !== undefined) assertInt('datastore.followMs', d.followMs, 0, 600_000);

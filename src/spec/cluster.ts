@@ -156,13 +156,15 @@ export interface MetalLB {
   l2Advertisement: boolean;
 }
 
-/** waits: bounds of apply's waits, in ms (defaults 5m, 5m, 5m and 45s). */
+/** waits: bounds of apply's waits, in ms (defaults 5m, 5m, 5m, 10s, 60s and 45s). */
 export interface Waits {
   serverReadyMs: number;
   agentReadyMs: number;
   metallbReadyMs: number;
   /** How long a load balancer's connections to a server it holds out get to end before they are closed (default 10s). */
   lbDrainMs: number;
+  /** Before a drain: how long kube-controller-manager and kube-scheduler may take to have a renewing leader (default 60s). */
+  leaderElectionMs: number;
   /** A server or agent wait gives up when what it watches has not changed for this long. */
   noProgressMs: number;
 }
@@ -462,6 +464,7 @@ export function resolveCluster(file: ClusterFile, ctx: ResolveContext, out: Diag
       agentReadyMs: ms(file.waits.agentReady),
       metallbReadyMs: ms(file.waits.metallbReady),
       lbDrainMs: ms(file.waits.lbDrain),
+      leaderElectionMs: ms(file.waits.leaderElection),
       noProgressMs: ms(file.waits.noProgress),
     },
     verify: file.verify?.image !== undefined ? { image: file.verify.image } : {},
@@ -488,6 +491,12 @@ export function hostByName(c: Cluster, name: string): ClusterHost | undefined {
 export function datastoreEndpointHost(c: Cluster): ClusterHost | undefined {
   const name = c.datastore.galera?.writer;
   return name !== undefined ? hostByName(c, name) : hostsWithRole(c, 'datastore')[0];
+}
+
+/** The datastore endpoint host's name as a phase's targets (backup, restore, reset): one, or none when there is no such host. */
+export function datastoreEndpointTargets(c: Cluster): string[] {
+  const ds = datastoreEndpointHost(c);
+  return ds ? [ds.name] : [];
 }
 
 /**

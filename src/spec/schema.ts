@@ -499,6 +499,10 @@ export const WaitsSchema = Type.Object(
       'Before a k3s server restarts (an upgrade, a setting) or is removed, every load balancer takes it out of its upstreams; its open connections through the load balancer then get this long to end on their own before they are closed (watches never end by themselves; their clients reconnect through another server).',
       '10s',
     ),
+    leaderElection: duration(
+      'Before a node is drained (an upgrade, a removal), how long apply waits for kube-controller-manager and kube-scheduler each to have a leader renewing its Lease in kube-system: right after the server that led restarts, none leads for up to ~15 s, and a pod evicted then is neither replaced nor dropped from its Services. When it runs out, apply stops before the drain, naming the Lease.',
+      '60s',
+    ),
     noProgress: duration(
       'A wait for a server or agent gives up early when nothing it watches changes for this long: the probe\'s answer, the unit\'s state, the journal (a frozen or hung host). Below serverReady and agentReady to matter.',
       '45s',

@@ -82,7 +82,8 @@ test('node remove of an agent: plan first, then cordon, drain, delete Node and i
   const step = plan.steps.find((x) => x.phase === 'node-removal')!;
   assert.deepEqual(
     step.changes.map((c) => `${c.action} ${c.target.host} ${c.target.object ?? ''}`),
-    ['update server1 Node/agent3', 'run server1 Node/agent3', 'delete server1 Node/agent3', 'delete server1 Secret/kube-system/agent3.node-password.k3s', 'delete agent3 k3s agent'],
+    // First a wait for the control plane's leaders (k3s-leaders.ts): a pod evicted while none leads is neither replaced nor dropped from its Services.
+    ['run server1 Lease/kube-system/kube-controller-manager,kube-scheduler', 'update server1 Node/agent3', 'run server1 Node/agent3', 'delete server1 Node/agent3', 'delete server1 Secret/kube-system/agent3.node-password.k3s', 'delete agent3 k3s agent'],
   );
   assert.deepEqual([...new Set(plan.steps.map((x) => x.phase))], ['node-removal', 'node-removal-forget'], 'an agent touches no load balancer and no account');
   assert.ok(s.fleet.hosts.get('agent3')!.services.get('k3s-agent')?.active, '--dry-run changed nothing');
@@ -94,6 +95,8 @@ test('node remove of an agent: plan first, then cordon, drain, delete Node and i
   const done = await s.cli('node', 'remove', 'agent3', '--yes');
   assert.equal(done.code, 0, done.stderr + done.stdout);
   assert.deepEqual(s.fleet.kube.timeline.filter((e) => /agent3/.test(e)), ['cordon agent3', 'drain agent3', 'delete node agent3']);
+  assert.equal(s.fleet.k3s.leases.reads.length, 1, 'the leaders were read once before the drain');
+  assert.match(done.stdout, /leaders before draining agent3: kube-controller-manager held by server1_\S+, renewed 0\.0 s ago; kube-scheduler held by server1_\S+, renewed 0\.0 s ago \(waited \d+\.\d s\)/);
   assert.equal(s.fleet.kube.hasNodePassword('agent3'), false, 'the secret went with the Node');
   const a3 = s.fleet.timeline.filter((e) => e.startsWith('agent3 '));
   assert.equal(a3.at(-1), 'agent3 stop k3s-agent', 'uninstalled last');

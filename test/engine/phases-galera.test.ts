@@ -12,8 +12,7 @@ import { galeraPhase, type GaleraObserved } from '../../src/phases/galera.js';
 import type { GaleraNodeView } from '../../src/phases/galera-state.js';
 import { MARIADB_CNF_PATH } from '../../src/render/mariadb.js';
 import { Secret, SecretSet } from '../../src/util/secret.js';
-
-const UUID = '6f2c1a3e-1d6b-11ef-8a40-2b7d9c0e4f11';
+import { stopped, synced } from '../support/galera-views.js';
 
 function ctx(edit: (d: Deployment) => void = () => {}): RunContext<Deployment> {
   const { cluster } = loadCluster('examples/ha-galera.yaml', { HOME: '/root' });
@@ -39,15 +38,6 @@ function state(files: Record<string, string> = {}, mariadb = { active: false, en
   };
 }
 
-const stopped = (name: string, seqno: number | null): GaleraNodeView => ({ name, reachable: true, running: false, status: null, grastate: seqno === null ? null : { uuid: UUID, seqno, safeToBootstrap: false }, recovered: null });
-const synced = (name: string): GaleraNodeView => ({
-  name,
-  reachable: true,
-  running: true,
-  status: new Map([['wsrep_cluster_status', 'Primary'], ['wsrep_local_state_comment', 'Synced'], ['wsrep_ready', 'ON'], ['wsrep_cluster_state_uuid', UUID], ['wsrep_last_committed', '90']]),
-  grastate: { uuid: UUID, seqno: -1, safeToBootstrap: false },
-  recovered: null,
-});
 
 /** The k3s database and the servers' accounts as the phase left them. */
 const accounts = {

@@ -245,6 +245,12 @@ function serverModel(fc: FakeCluster, h: MemoryHost): void {
     }
     return ok();
   });
+  // kube-system's Leases (k3s-leaders.ts): the first server's instances lead, renewing now.
+  h.handle(/ get leases -n kube-system /, () => {
+    const now = Date.now();
+    const lease = (name: string) => ({ metadata: { name }, spec: { holderIdentity: `server1_${name}`, leaseDurationSeconds: 15, renewTime: new Date(now - 300).toISOString() } });
+    return ok(`rc=0\nnow=${(now / 1000).toFixed(3)}\n${JSON.stringify({ items: [lease('kube-controller-manager'), lease('kube-scheduler')] })}\n`);
+  });
   h.handle(/kubectl .* get node /, (cmd) => {
     const node = /get node (\S+)/.exec(cmd.text)![1]!;
     const agent = fc.hosts.get(node);
@@ -672,8 +678,10 @@ test('upgrade rules: a skipped minor, a downgrade and an unhealthy start are ref
   assert.deepEqual(forced.rollouts.map((r) => [r.phase, r.batches]), [['k3s-servers', [['server1'], ['server2']]], ['k3s-agents', [['agent1'], ['agent2'], ['agent3']]]]);
   assert.match(forced.rollouts[1]!.describe ?? '', /one agent at a time: cordon, drain/);
   const a1 = forced.steps.find((s) => s.host === 'agent1')!.changes;
-  assert.deepEqual(a1.filter((c) => c.target.host !== 'agent1').map((c) => `${c.action} ${c.target.host} ${'object' in c.target ? c.target.object : ''}`), ['update server1 Node/agent1', 'run server1 Node/agent1', 'update server1 Node/agent1']);
-  assert.equal(a1[0]!.summary, 'cordon node agent1 (through server1)');
+  assert.deepEqual(a1.filter((c) => c.target.host !== 'agent1').map((c) => `${c.action} ${c.target.host} ${'object' in c.target ? c.target.object : ''}`), ['run server1 Lease/kube-system/kube-controller-manager,kube-scheduler', 'update server1 Node/agent1', 'run server1 Node/agent1', 'update server1 Node/agent1']);
+  // First the control plane's leaders (a pod evicted while none leads is neither replaced nor dropped from its Services), then the cordon.
+  assert.equal(a1[0]!.summary, 'wait until kube-controller-manager and kube-scheduler have leaders (a Lease holder renewing; up to 60 s) before agent1 is drained');
+  assert.equal(a1[1]!.summary, 'cordon node agent1 (through server1)');
   assert.equal(a1.at(-1)!.summary, 'uncordon node agent1 once it is Ready');
 });
 

@@ -24,6 +24,7 @@ import { hostKubectl, type KubeList } from '../../src/kube/kubectl-host.js';
 import type { Lab } from '../../lab/index.js';
 import { LAB_IMAGES_DIR, LAB_METALLB_VERSION, labImages, labMetallbManifest } from '../../lab/components.js';
 import { httpStatus, l2Order } from '../../lab/l2-failover.js';
+import { LEADER_LEASES, freshWithinMs, parseLeases } from '../../src/phases/k3s-leaders.js';
 import { labSkipReason, waitFor, withLab } from '../../lab/testing.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -98,9 +99,9 @@ async function deployWeb(lab: Lab, image: string): Promise<{ server: string; age
             // A pod being evicted keeps serving until every node's kube-proxy has dropped it
             // from the Service: the usual preStop pause of a web server that stops at once on SIGTERM.
             // Kubernetes' default grace (30 s; it was 10 s here): busybox httpd as PID 1 ignores
-            // SIGTERM, so the pod serves until the grace ends. Right after the servers restart, the
-            // controller-manager's leadership can take ~10 s to move, and the endpoints are not
-            // updated meanwhile (CI 2026-12-01: a pod killed at 10 s was still listed; refused).
+            // SIGTERM, so the pod serves until the grace ends. CI 2026-12-01 saw a pod killed at 10 s
+            // still listed by the endpoints: right after the servers' restarts no controller-manager
+            // led. apply now waits for the leaders before each drain (src/phases/k3s-leaders.ts).
             terminationGracePeriodSeconds: 30,
             containers: [{ name: 'http', image, ports: [{ containerPort: 80 }], readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 }, lifecycle: { preStop: { exec: { command: ['/bin/busybox', 'sleep', '4'] } } } }],
           },
@@ -152,6 +153,45 @@ function prober(fn: () => Promise<unknown>): { stop(): Promise<{ probes: number;
   };
 }
 
+/** One read of a leader Lease: its holder and how old its renewTime was (the lab's machines share this host's clock). */
+interface LeaseSample {
+  at: number;
+  name: string;
+  holder: string;
+  ageMs: number;
+  durationS: number;
+}
+
+async function leaseHolders(kube: { raw(path: string): Promise<string> }): Promise<Omit<LeaseSample, 'at'>[]> {
+  const leases = parseLeases(await kube.raw('/apis/coordination.k8s.io/v1/namespaces/kube-system/leases'));
+  const now = Date.now();
+  return LEADER_LEASES.map((name) => {
+    const l = leases.get(name);
+    return { name, holder: l?.holder ?? '', ageMs: l?.renewMs != null ? now - l.renewMs : Infinity, durationS: l?.leaseDurationS ?? 15 };
+  });
+}
+
+/** The intervals each Lease had no fresh holder in, from the observer's samples (a gap still open at the end runs to the last sample). */
+function leaderGaps(samples: LeaseSample[]): { name: string; holder: string; from: number; to: number }[] {
+  const out: { name: string; holder: string; from: number; to: number }[] = [];
+  for (const name of LEADER_LEASES) {
+    let open: { holder: string; from: number } | null = null;
+    const mine = samples.filter((x) => x.name === name);
+    for (const x of mine) {
+      const fresh = freshWithinMs({ leaseDurationS: x.durationS });
+      if (x.ageMs > fresh && !open) open = { holder: x.holder, from: Number.isFinite(x.ageMs) ? x.at - x.ageMs + fresh : x.at };
+      else if (x.ageMs <= fresh && open) {
+        out.push({ name, ...open, to: x.at - x.ageMs });
+        open = null;
+      }
+    }
+    if (open) out.push({ name, ...open, to: mine.at(-1)!.at });
+  }
+  return out;
+}
+
+const leaseText = (ls: Omit<LeaseSample, 'at'>[]) => ls.map((l) => `${l.name} ${l.holder || 'no holder'} (renewed ${(l.ageMs / 1000).toFixed(1)} s ago)`).join(', ');
+
 /** A change of the machine that answers ARP for an address, as this host saw it. */
 interface Move {
   address: string;
@@ -163,13 +203,16 @@ interface Move {
 /**
  * Watches what the web addresses depend on while the rollout runs, every 300 ms, and keeps
  * each change with its time: which machine answers ARP for each address (this host's
- * neighbour entry: a MetalLB announcer move shows as a new owner), and the Service's
- * endpoints and pods with their nodes and conditions. The lines go out with the test's
+ * neighbour entry: a MetalLB announcer move shows as a new owner), the Service's
+ * endpoints and pods with their nodes and conditions, and who holds the
+ * kube-controller-manager and kube-scheduler Leases (the EndpointSlice controller and
+ * the scheduler run only in the leaders). The lines go out with the test's
  * output (a failure in CI is diagnosed from them).
  */
-function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addresses: string[]): { stop(): Promise<{ lines: string[]; moves: Move[] }> } {
+function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addresses: string[]): { stop(): Promise<{ lines: string[]; moves: Move[]; leases: LeaseSample[] }> } {
   const lines: string[] = [];
   const moves: Move[] = [];
+  const leaseSamples: LeaseSample[] = [];
   let on = true;
   const loop = (async () => {
     const macs = new Map<string, string>();
@@ -178,6 +221,7 @@ function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addr
     const owner = new Map<string, string>();
     let lastEps = '';
     let lastPods = '';
+    const lastLease = new Map<string, string>();
     const now = () => new Date().toISOString();
     while (on) {
       try {
@@ -205,6 +249,14 @@ function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addr
           .sort()
           .join(' ');
         if (pods !== lastPods) lines.push(`${now()} pods: ${(lastPods = pods) || 'none'}`);
+        // The control plane's leaders: a line when a holder changes or its Lease goes stale / fresh again.
+        const at = Date.now();
+        for (const l of await leaseHolders(kube)) {
+          const state = `${l.holder || 'no holder'}${l.ageMs > freshWithinMs({ leaseDurationS: l.durationS }) ? ' stale' : ''}`;
+          if (state !== lastLease.get(l.name)) lines.push(`${now()} lease ${l.name}: ${state} (renewed ${(l.ageMs / 1000).toFixed(1)} s ago)`);
+          lastLease.set(l.name, state);
+          leaseSamples.push({ at, ...l });
+        }
       } catch (e) {
         lines.push(`${now()} observe: ${(e as Error).message.slice(0, 100)}`);
       }
@@ -233,7 +285,7 @@ function observeWeb(lab: Lab, kube: { raw(path: string): Promise<string> }, addr
       on = false;
       await loop;
       await proxies;
-      return { lines, moves };
+      return { lines, moves, leases: leaseSamples };
     },
   };
 }
@@ -324,8 +376,17 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     // The rollout, with the API (through the virtual IP) and the web address probed every 100 ms.
     // The rollout's steps with their times, shown when a probe failed (to tell which step it fell in).
     const steps: string[] = [];
+    /** The wait for the leaders before each drain (k3s-leaders.ts): its info line, its measured time; and when server2 went back into the load balancers. */
+    const leaderInfo: string[] = [];
+    const leaderWaits: { host: string; at: number; ms: number }[] = [];
+    const stepsDone: { at: number; host: string; summary: string }[] = [];
     const run = await open(lab, file, {
       events: (e) => {
+        if (e.type === 'info' && e.message.startsWith('leaders before draining')) leaderInfo.push(`${new Date().toISOString()} ${e.message}`);
+        if (e.type === 'change-done') {
+          stepsDone.push({ at: Date.now(), host: e.host, summary: e.summary });
+          if (e.summary.startsWith('wait until kube-controller-manager')) leaderWaits.push({ host: e.host, at: Date.now(), ms: e.ms });
+        }
         if (e.type === 'change-start' || e.type === 'change-done') steps.push(`${new Date().toISOString()} ${e.type === 'change-start' ? 'start' : 'done '} ${e.host}: ${e.summary.slice(0, 90)}`);
         else if (e.type === 'info' || e.type === 'wait') steps.push(`${new Date().toISOString()} ${e.type} ${e.host}: ${e.message.slice(0, 120)}`);
       },
@@ -342,6 +403,12 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
       const restart = seq.indexOf(`${s} restart k3s`);
       assert.deepEqual(seq.slice(restart - 2, restart + 4), [`infra update lb-upstream/${s}`, `lb2 update lb-upstream/${s}`, `${s} restart k3s`, `${s} run k3s`, `infra update lb-upstream/${s}`, `lb2 update lb-upstream/${s}`], seq.join('\n'));
     }
+    // Each agent: first the wait for the control plane's leaders, then the cordon (a pod evicted while none leads stays listed by its Services).
+    for (const a of ['agent1', 'agent2', 'agent3']) {
+      const seq = plan.steps.find((x) => x.phase === 'k3s-agents' && x.host === a)!.changes.map((c) => `${c.action} ${'object' in c.target ? c.target.object : ''}`);
+      assert.deepEqual(seq.slice(0, 2), ['run Lease/kube-system/kube-controller-manager,kube-scheduler', `update Node/${a}`], seq.join('\n'));
+    }
+    const leasesBefore = await leaseHolders(kube);
     const api = prober(() => kube.raw('/version'));
     const webProbe = (ip: string) =>
       prober(async () => {
@@ -356,7 +423,7 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
     let apiResult: Result;
     let serverResult: Result;
     let agentResult: Result;
-    let observed: { lines: string[]; moves: Move[] };
+    let observed: { lines: string[]; moves: Move[]; leases: LeaseSample[] };
     try {
       await run.apply(plan);
     } finally {
@@ -369,6 +436,25 @@ test('upgrade on the lab: refusals with the way out, then servers one at a time 
       const show = (r: Result) => `${r.failures.length} failed of ${r.probes}${r.failures.length ? ` (${r.failures.slice(0, 3).map((f) => `${new Date(f.at).toISOString()} ${f.message}`).join(' | ')})` : ''}`;
       t.diagnostic(`upgrade ${OLD.version} -> ${NEW.version} of 2 servers + 3 agents in ${secs.toFixed(1)} s; API through the virtual IP: ${show(apiResult)}; web behind ${web.server} (server2 announces): ${show(serverResult)}; web behind ${web.agent} (agent1 announces, moved by its drain): ${show(agentResult)}`);
     }
+    // The leaders: who held the Leases before and after, how long each drain's wait took, and from when after server2 was back.
+    const leasesAfter = await leaseHolders(kube);
+    const server2Back = stepsDone.filter((x) => x.host === 'server2' && /put server2 back/.test(x.summary)).at(-1)?.at;
+    t.diagnostic(`leases before the rollout: ${leaseText(leasesBefore)}; after: ${leaseText(leasesAfter)}`);
+    for (const w of leaderWaits) t.diagnostic(`leader wait before draining ${w.host}: ${(w.ms / 1000).toFixed(1)} s, done ${server2Back ? `${((w.at - server2Back) / 1000).toFixed(1)} s after server2 went back into the load balancers` : '(server2 not seen going back)'}`);
+    for (const l of leaderInfo) t.diagnostic(l);
+    // What the observer saw at each drain's start: the youngest renewal of each leader Lease in the 2 s after it.
+    for (const d of steps.filter((l) => / start (agent\d): drain node /.test(l))) {
+      const at = Date.parse(d.slice(0, 24));
+      const near = observed.leases.filter((x) => x.at >= at && x.at <= at + 2_000);
+      t.diagnostic(`at ${d.slice(0, 24)} (${/start (agent\d)/.exec(d)![1]} drain starts) the observer saw: ${LEADER_LEASES.map((n) => { const xs = near.filter((x) => x.name === n); return xs.length ? `${n} ${xs[0]!.holder || 'no holder'} renewed ${(Math.min(...xs.map((x) => x.ageMs)) / 1000).toFixed(1)} s ago` : `${n} not sampled`; }).join(', ')}`);
+    }
+    // When no one led, as the observer saw it: from a holder's last renewal plus the freshness bound (5 s) until a fresh holder was seen.
+    const gaps = leaderGaps(observed.leases);
+    const drainStarts = steps.filter((l) => / start agent\d: drain node /.test(l)).map((l) => ({ at: Date.parse(l.slice(0, 24)), node: /start (agent\d)/.exec(l)![1]! }));
+    for (const g of gaps) t.diagnostic(`no ${g.name} leader from ${new Date(g.from).toISOString()} to ${new Date(g.to).toISOString()} (${((g.to - g.from) / 1000).toFixed(1)} s, renewed last by ${g.holder || 'no holder'}); the first drain started ${((drainStarts[0]?.at ?? NaN) - g.to) / 1000} s after it ended`);
+    assert.deepEqual(leaderInfo.map((l) => / draining (\S+):/.exec(l)?.[1]), ['agent1', 'agent2', 'agent3'], 'each drain waited for the leaders first');
+    // The property the wait is for: no drain starts while a leader Lease is stale.
+    assert.deepEqual(drainStarts.filter((d) => gaps.some((g) => d.at > g.from && d.at < g.to)).map((d) => d.node), [], 'no drain starts while no controller-manager or scheduler leads');
     const moves = (ip: string) => observed.moves.filter((m) => m.address === ip);
     const serverWeb = explainByMoves(serverResult.failures, moves(web.server));
     const agentWeb = explainByMoves(agentResult.failures, moves(web.agent));

@@ -5,6 +5,7 @@ import { sha256, type Machine } from './fleet-debian.js';
 import { kineTable, loginProblem, type FakeMariadb } from './fleet-mariadb.js';
 import { insertRow } from './fleet-kine.js';
 import { nodePasswordKey } from '../../src/backup/sql.js';
+import { FakeLeases, leaseProbeAnswer, type LeaseOptions } from './fleet-leases.js';
 
 /**
  * k3s where k8s-ha looks: the binary's hash record, a server that reads its
@@ -44,6 +45,8 @@ interface ServerRun {
 export interface K3sModelOptions {
   /** Readiness probes that see a (re)started server not ready yet. Default 0. */
   startupPolls?: number;
+  /** The controller manager's and scheduler's leader election (fleet-leases.ts). */
+  leases?: LeaseOptions;
 }
 
 /** The world the k3s model needs from the fleet. */
@@ -69,11 +72,25 @@ export class K3sModel {
   /** systemd's ActiveEnterTimestampMonotonic per host (µs). */
   readonly entered = new Map<string, number>();
   step = 0;
+  readonly leases: FakeLeases;
 
   constructor(
     private readonly world: K3sWorldView,
     private readonly opts: K3sModelOptions = {},
-  ) {}
+  ) {
+    this.leases = new FakeLeases(opts.leases);
+  }
+
+  /** k3s-leaders.ts's leaseProbe on a ready server: its clock and kube-system's Leases. */
+  leaseRead(m: Machine): ExecResult {
+    const servers = [...this.world.machines()].filter((x) => this.runs.has(x.host.name)).map((x) => x.host.name).sort();
+    const runOf = (name: string) => {
+      const x = [...this.world.machines()].find((y) => y.host.name === name);
+      const run = this.runs.get(name);
+      return x && run && this.ready(x) ? this.restarts.indexOf(run.record) : null;
+    };
+    return ok(leaseProbeAnswer(this.leases.read(m.host.name, servers, runOf)));
+  }
 
   config(m: Machine): Record<string, unknown> {
     try {
@@ -182,6 +199,7 @@ export class K3sModel {
     if (run.pollsLeft > 0) return;
     run.state = 'ready';
     run.record.readyAt = ++this.step;
+    this.leases.serverUp(m.host.name, this.restarts.indexOf(run.record));
     this.entered.set(m.host.name, this.step * 1000);
     if (!m.has(TOKEN_FILE)) m.host.setFile(TOKEN_FILE, `K10${caHash(ds.database)}::server:${run.token}\n`, { mode: 0o600 });
     if (!m.has('/etc/rancher/k3s/k3s.yaml')) m.host.setFile('/etc/rancher/k3s/k3s.yaml', 'apiVersion: v1\nkind: Config\n# simulated admin kubeconfig\n', { mode: 0o600 });
@@ -319,6 +337,11 @@ export function attachK3s(m: Machine, k3s: K3sModel, kubectl: (text: string, std
     return ok(v ? `${v}\n` : '');
   });
   h.handle(/\/dev\/tcp\//, (cmd) => k3s.reach(m, cmd.text));
+  h.handle(/^out=\$\(\/usr\/local\/bin\/k3s kubectl .* get leases -n kube-system /, () => {
+    if (!m.has('/usr/local/bin/k3s')) return ok('rc=127\nnow=0\nbash: line 1: /usr/local/bin/k3s: No such file or directory\n');
+    if (!k3s.ready(m)) return ok('rc=1\nnow=0\nThe connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?\n');
+    return k3s.leaseRead(m);
+  });
   h.handle(/^\/usr\/local\/bin\/k3s kubectl /, (cmd, stdin) => {
     if (!m.has('/usr/local/bin/k3s')) return { code: 127, stdout: '', stderr: 'bash: line 1: /usr/local/bin/k3s: No such file or directory' };
     if (!k3s.ready(m)) return { code: 1, stdout: '', stderr: 'The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?' };

@@ -25,6 +25,7 @@ import type { ObservedState } from '../../src/engine/desired.js';
 import { noEvents } from '../../src/engine/events.js';
 import type { RunContext } from '../../src/engine/phase.js';
 import { Secret, SecretSet } from '../../src/util/secret.js';
+import { stopped, synced } from '../support/galera-views.js';
 
 function tmp(t: { after: (f: () => void) => void }): string {
   const d = mkdtempSync(join(tmpdir(), 'k8s-ha-galera-tls-'));
@@ -154,8 +155,6 @@ test('runsTls reads wsrep_provider_options as MariaDB 10.11 prints it', () => {
 
 // --- the phase -------------------------------------------------------------
 
-const UUID = '6f2c1a3e-1d6b-11ef-8a40-2b7d9c0e4f11';
-
 async function ctx(t: { after: (f: () => void) => void }, tls = true): Promise<RunContext<Deployment>> {
   const c = cluster();
   c.datastore.galera!.tls = tls;
@@ -179,15 +178,6 @@ function observed(host: string, files: Record<string, { content: string; mode?: 
     pending: new Map(),
   };
 }
-const synced = (name: string): GaleraNodeView => ({
-  name,
-  reachable: true,
-  running: true,
-  status: new Map([['wsrep_cluster_status', 'Primary'], ['wsrep_local_state_comment', 'Synced'], ['wsrep_ready', 'ON'], ['wsrep_cluster_state_uuid', UUID], ['wsrep_last_committed', '90']]),
-  grastate: { uuid: UUID, seqno: -1, safeToBootstrap: false },
-  recovered: null,
-});
-const stopped = (name: string): GaleraNodeView => ({ name, reachable: true, running: false, status: null, grastate: null, recovered: null });
 const server = (providerOptions: string) => ({
   version: '10.11.19-MariaDB',
   variables: new Map([['AUTO_INCREMENT_INCREMENT', '1'], ['AUTO_INCREMENT_OFFSET', '1'], ['WSREP_AUTO_INCREMENT_CONTROL', 'OFF'], ['WSREP_ON', 'ON'], ['WSREP_PROVIDER_OPTIONS', providerOptions]]),

@@ -8,10 +8,8 @@
 // keepalived lines, the vip phase wiring, and a real HAProxy on loopback
 // whose long-lived session through it is closed at the data node's end.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
-import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -23,32 +21,18 @@ import { vipDesired } from '../../src/phases/vip.js';
 import { loadClusterFile } from '../../src/spec/index.js';
 import { Secret } from '../../src/util/secret.js';
 import { which, withTempFile } from '../fixtures/render/helpers.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const keepalivedInput = {
-  hostName: 'infra1',
-  routerId: 51,
-  interface: 'eth0',
-  virtualAddress: '10.0.0.5',
-  prefixLength: 24,
-  priority: 150,
-  peers: ['10.0.0.11'],
-  selfAddress: '10.0.0.10',
-  unicast: false,
-  advertIntervalMs: 1000,
-  checkScript: '/usr/local/sbin/k8s-ha-lb-alive',
-  checkTimeoutS: 2,
-};
+import { galeraLbKeepalived } from '../fixtures/render/keepalived-galera-lb.js';
+import { datastoreOnlyInput, loopbackHaproxyCfg, startHaproxy } from '../support/haproxy-loopback.js';
+import { StandinNode, freePorts, openSession, sleep } from '../support/standin-nodes.js';
 
 test('giving up the virtual IP runs the release script (BACKUP, FAULT, keepalived stopping), which closes every datastore session and never fails', (t) => {
   const script = renderVipReleaseScript('/run/haproxy/admin.sock', ['infra2', 'infra1']);
   assert.match(script, /^echo 'shutdown sessions server k3s_datastore\/infra1; shutdown sessions server k3s_datastore\/infra2' \| socat - UNIX:\/run\/haproxy\/admin\.sock >\/dev\/null 2>&1$/m);
   assert.match(script, /^exit 0$/m);
   assert.throws(() => renderVipReleaseScript('/run/haproxy/admin.sock', ['infra1; reload']), /nodes\[0\]/);
-  const conf = renderKeepalivedConf({ ...keepalivedInput, notifyRelease: VIP_RELEASE_SCRIPT_PATH });
+  const conf = renderKeepalivedConf({ ...galeraLbKeepalived, notifyRelease: VIP_RELEASE_SCRIPT_PATH });
   for (const k of ['notify_backup', 'notify_fault', 'notify_stop']) assert.match(conf, new RegExp(`^\\s+${k} "/usr/local/sbin/k8s-ha-datastore-release"$`, 'm'));
-  assert.doesNotMatch(renderKeepalivedConf(keepalivedInput), /notify_/);
+  assert.doesNotMatch(renderKeepalivedConf(galeraLbKeepalived), /notify_/);
   const keepalived = which('keepalived');
   if (keepalived === undefined) return t.skip('keepalived not installed: the config test did not run');
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-release-'));
@@ -58,7 +42,7 @@ test('giving up the virtual IP runs the release script (BACKUP, FAULT, keepalive
   const alive = join(dir, 'alive.sh');
   writeFileSync(scriptPath, script, { mode: 0o755 });
   writeFileSync(alive, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
-  writeFileSync(join(dir, 'keepalived.conf'), renderKeepalivedConf({ ...keepalivedInput, checkScript: alive, notifyRelease: scriptPath }));
+  writeFileSync(join(dir, 'keepalived.conf'), renderKeepalivedConf({ ...galeraLbKeepalived, checkScript: alive, notifyRelease: scriptPath }));
   const r = spawnSync(keepalived, ['--config-test', '-f', join(dir, 'keepalived.conf')], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr + r.stdout);
 });
@@ -82,61 +66,21 @@ test('the vip phase installs the release script with HAProxy and Galera, and not
   assert.equal(n.files?.some((f) => f.path === VIP_RELEASE_SCRIPT_PATH), false);
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
 test('in a real HAProxy, the release script closes a long-lived datastore session at the data node\'s end; new connections still reach the writer', { timeout: 30_000 }, async (t) => {
   const haproxy = which('haproxy');
   if (haproxy === undefined) return t.skip('haproxy not installed');
   if (which('socat') === undefined) return t.skip('socat not installed');
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-release-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const [apiPort, dsPort, peerPort, a, ac, b, bc] = await Promise.all(Array.from({ length: 7 }, freePort));
-  // Stand-in data nodes: greet with their name (MySQL speaks first) and keep
-  // the session open, like a kine connection between statements.
-  const sessions: { node: string; closedAt: number | null }[] = [];
-  const nodes = [
-    { name: 'infra1', port: a!, checkPort: ac! },
-    { name: 'infra2', port: b!, checkPort: bc! },
-  ];
-  const servers = nodes.map((n) => {
-    const open: Socket[] = [];
-    const tcp = createServer((s) => {
-      const rec = { node: n.name, closedAt: null as number | null };
-      sessions.push(rec);
-      open.push(s);
-      s.on('error', () => undefined);
-      s.on('close', () => (rec.closedAt = performance.now()));
-      s.write(`${n.name}\n`);
-    });
-    const http = createHttpServer((_q, res) => {
-      res.writeHead(200);
-      res.end();
-    });
-    return { tcp, http, open };
-  });
-  await Promise.all(servers.flatMap((s, i) => [new Promise<void>((r) => s.tcp.listen(nodes[i]!.port, '127.0.0.1', r)), new Promise<void>((r) => s.http.listen(nodes[i]!.checkPort, '127.0.0.1', r))]));
-  t.after(() => {
-    for (const s of servers) {
-      for (const c of s.open) c.destroy();
-      s.tcp.close();
-      s.http.closeAllConnections();
-      s.http.close();
-    }
-  });
-  let cfg = renderHaproxyCfg({
-    listenPort: apiPort!,
-    listenAddress: '127.0.0.1',
-    servers: [{ name: 'server1', address: '127.0.0.1', port: apiPort! }],
-    connectTimeoutMs: 1000,
-    idleTimeoutMs: 3_600_000,
-    healthCheck: { path: '/ping', intervalMs: 1000, fall: 2, rise: 2 },
-    datastore: {
+  const [apiPort, dsPort, peerPort, a, ac, b, bc] = await freePorts(7);
+  // Stand-in data nodes that keep each session open, like a kine connection
+  // between statements; their checks always pass.
+  const nodes = [new StandinNode({ name: 'infra1', port: a!, checkPort: ac! }), new StandinNode({ name: 'infra2', port: b!, checkPort: bc! })];
+  await Promise.all(nodes.map((n) => n.start()));
+  t.after(() => Promise.all(nodes.map((n) => n.kill())));
+  const sessions = () => nodes.flatMap((n) => n.sessions);
+  const cfg = renderHaproxyCfg(
+    datastoreOnlyInput(apiPort!, {
       listenPort: dsPort!,
       nodes: nodes.map((n) => ({ name: n.name, address: '127.0.0.1', port: n.port })),
       checkPort: ac!,
@@ -145,53 +89,32 @@ test('in a real HAProxy, the release script closes a long-lived datastore sessio
       rise: 1,
       holdMs: 800,
       peers: { self: 'infra1', all: [{ name: 'infra1', address: '127.0.0.1' }], port: peerPort! },
-    },
-  });
-  // Unprivileged on loopback: no chroot/user, a private admin socket, a check port per stand-in.
+    }),
+  );
   const sock = join(dir, 'admin.sock');
-  cfg = cfg
-    .replace(/^\s+(chroot|user|group) .*\n/gm, '')
-    .replace(/^\s+log \/dev\/log local0\n/m, '')
-    .replace(/stats socket \S+/, `stats socket ${sock}`)
-    .replace(/default-server check port \d+/, 'default-server check');
-  for (const n of nodes) cfg = cfg.replace(new RegExp(`(server ${n.name} 127\\.0\\.0\\.1:${n.port} id \\d)`), `$1 port ${n.checkPort}`);
-  writeFileSync(join(dir, 'haproxy.cfg'), cfg);
-  const proc: ChildProcess = spawn(haproxy, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d.toString()));
-  t.after(() => proc.kill('SIGKILL'));
-  await sleep(1200);
-  assert.equal(proc.exitCode, null, stderr);
+  await startHaproxy(t, haproxy, dir, loopbackHaproxyCfg(cfg, sock, nodes), 1200);
 
-  const connect = () =>
-    new Promise<{ sock: Socket; greeting: string; closed: Promise<void> }>((resolve, reject) => {
-      const c = createConnection({ host: '127.0.0.1', port: dsPort! });
-      const closed = new Promise<void>((r) => c.on('close', () => r()));
-      c.on('error', () => undefined);
-      c.once('data', (d) => resolve({ sock: c, greeting: d.toString().trim(), closed }));
-      setTimeout(() => reject(new Error('no greeting through HAProxy')), 5000);
-    });
-  const kine = await connect();
+  const kine = await openSession(dsPort!);
   assert.equal(kine.greeting, 'infra1');
   await sleep(300);
-  assert.equal(sessions.length, 1);
-  assert.equal(sessions[0]!.closedAt, null, 'the session stays open until released');
+  assert.equal(sessions().length, 1);
+  assert.equal(sessions()[0]!.closedAt, null, 'the session stays open until released');
 
   const script = join(dir, 'release.sh');
   writeFileSync(script, renderVipReleaseScript(sock, nodes.map((n) => n.name)), { mode: 0o755 });
   const ran = performance.now();
   assert.equal(spawnSync(script).status, 0);
-  await Promise.race([kine.closed, sleep(3000)]);
+  await Promise.race([kine.closedAt, sleep(3000)]);
   await sleep(100);
-  const closedAt = sessions[0]!.closedAt;
+  const closedAt = sessions()[0]!.closedAt;
   assert.ok(closedAt !== null, 'the data node saw its session closed');
   t.diagnostic(`session closed at the data node ${Math.round(closedAt - ran)} ms after the release script ran`);
   assert.ok(closedAt - ran < 2000, `closed ${Math.round(closedAt - ran)} ms after the script`);
 
   // The writer did not move: a new connection reaches infra1 again.
-  const next = await connect();
+  const next = await openSession(dsPort!);
   assert.equal(next.greeting, 'infra1');
-  next.sock.destroy();
+  next.socket.destroy();
   // Without HAProxy (no admin socket) the script still exits 0.
   writeFileSync(script, renderVipReleaseScript(join(dir, 'missing.sock'), ['infra1']), { mode: 0o755 });
   assert.equal(spawnSync(script).status, 0);

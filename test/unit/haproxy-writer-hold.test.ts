@@ -7,120 +7,33 @@
 // never fails back; and a retry while the dead writer is still marked up
 // never lands on the other node before the hold-down.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createConnection, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { renderHaproxyCfg } from '../../src/render/index.js';
 import { renderVipHoldScript } from '../../src/render/haproxy-datastore.js';
 import { which } from '../fixtures/render/helpers.js';
+import { datastoreOnlyInput, loopbackHaproxyCfg, startHaproxy } from '../support/haproxy-loopback.js';
+import { StandinNode, freePorts, probe, sleep } from '../support/standin-nodes.js';
 
 const HOLD_MS = 800;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-class FakeNode {
-  healthy = true;
-  #tcp: Server | null = null;
-  #http: HttpServer | null = null;
-  constructor(
-    readonly name: string,
-    readonly port: number,
-    readonly checkPort: number,
-  ) {}
-  async start(): Promise<void> {
-    this.#tcp = createServer((s) => {
-      s.on('error', () => undefined);
-      s.end(`${this.name}\n`);
-    });
-    this.#http = createHttpServer((_req, res) => {
-      res.writeHead(this.healthy ? 200 : 503);
-      res.end();
-    });
-    await new Promise<void>((r) => this.#tcp!.listen(this.port, '127.0.0.1', r));
-    await new Promise<void>((r) => this.#http!.listen(this.checkPort, '127.0.0.1', r));
-  }
-  /** Like a killed mariadbd: the node and its check refuse connections. */
-  async kill(): Promise<void> {
-    const tcp = this.#tcp;
-    const http = this.#http;
-    this.#tcp = this.#http = null;
-    http?.closeAllConnections();
-    await Promise.all([tcp && new Promise((r) => tcp.close(r)), http && new Promise((r) => http.close(r))]);
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
-/** One connection: the node's name, or 'refused' when HAProxy closes it without one. */
-function connectOnce(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const c = createConnection({ host: '127.0.0.1', port });
-    let buf = '';
-    const done = (v: string) => {
-      c.destroy();
-      resolve(v);
-    };
-    c.setTimeout(3000, () => done('timeout'));
-    c.on('data', (d) => {
-      buf += d.toString();
-      if (buf.includes('\n')) done(buf.trim());
-    });
-    c.on('end', () => done(buf.trim() || 'refused'));
-    c.on('error', () => done('refused'));
-  });
-}
-
-/**
- * Connect every 20 ms for `ms`, recording when each connection started
- * (`from`) and when its answer came (`at`).
- */
-async function probe(port: number, ms: number, during?: () => Promise<void>): Promise<{ from: number; at: number; got: string }[]> {
-  const out: { from: number; at: number; got: string }[] = [];
-  const t0 = performance.now();
-  let stop = false;
-  const loop = (async () => {
-    while (!stop) {
-      const from = performance.now() - t0;
-      const got = await connectOnce(port);
-      out.push({ from, at: performance.now() - t0, got });
-      await sleep(20);
-    }
-  })();
-  if (during) await during();
-  await sleep(ms);
-  stop = true;
-  await loop;
-  return out;
-}
 
 test('datastore route in a real HAProxy: a hold-down after the writer is lost, no fail back, no retry past the hold-down', { timeout: 60_000 }, async (t) => {
   const haproxy = which('haproxy');
   if (haproxy === undefined) return t.skip('haproxy not installed');
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-hold-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const [apiPort, dsPort, peerPort, a, ac, b, bc] = await Promise.all(Array.from({ length: 7 }, freePort));
-  const nodeA = new FakeNode('infra1', a!, ac!);
-  const nodeB = new FakeNode('infra2', b!, bc!);
+  const [apiPort, dsPort, peerPort, a, ac, b, bc] = await freePorts(7);
+  // Greet and close: each probe connection needs only the name.
+  const nodeA = new StandinNode({ name: 'infra1', port: a!, checkPort: ac!, session: 'close' });
+  const nodeB = new StandinNode({ name: 'infra2', port: b!, checkPort: bc!, session: 'close' });
   await nodeA.start();
   await nodeB.start();
   t.after(() => Promise.all([nodeA.kill(), nodeB.kill()]));
-  let cfg = renderHaproxyCfg({
-    listenPort: apiPort!,
-    listenAddress: '127.0.0.1',
-    servers: [{ name: 'server1', address: '127.0.0.1', port: apiPort! }],
-    connectTimeoutMs: 1000,
-    idleTimeoutMs: 3_600_000,
-    healthCheck: { path: '/ping', intervalMs: 1000, fall: 2, rise: 2 },
-    datastore: {
+  const cfg = renderHaproxyCfg(
+    datastoreOnlyInput(apiPort!, {
       listenPort: dsPort!,
       // The check ports differ per node here (one host); in a cluster they are all checkPort.
       nodes: [
@@ -134,23 +47,9 @@ test('datastore route in a real HAProxy: a hold-down after the writer is lost, n
       rise: 1,
       holdMs: HOLD_MS,
       peers: { self: 'infra1', all: [{ name: 'infra1', address: '127.0.0.1' }], port: peerPort! },
-    },
-  });
-  // Run unprivileged-style on loopback: no chroot/user, a private admin socket.
-  cfg = cfg
-    .replace(/^\s+(chroot|user|group) .*\n/gm, '')
-    .replace(/^\s+log \/dev\/log local0\n/m, '')
-    .replace(/stats socket \S+/, `stats socket ${join(dir, 'admin.sock')}`)
-    .replace(new RegExp(`(server infra2 127\\.0\\.0\\.1:${b} id 2)`), `$1 port ${bc}`)
-    .replace(/default-server check port \d+/, 'default-server check');
-  cfg = cfg.replace(new RegExp(`(server infra1 127\\.0\\.0\\.1:${a} id 1)`), `$1 port ${ac}`);
-  writeFileSync(join(dir, 'haproxy.cfg'), cfg);
-  const proc: ChildProcess = spawn(haproxy, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d.toString()));
-  t.after(() => proc.kill('SIGKILL'));
-  await sleep(800);
-  assert.equal(proc.exitCode, null, stderr);
+    }),
+  );
+  await startHaproxy(t, haproxy, dir, loopbackHaproxyCfg(cfg, join(dir, 'admin.sock'), [nodeA, nodeB]), 800);
 
   // 1. The preferred node takes every connection.
   const start = await probe(dsPort!, 1000);

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { KubeApiError, KubeClient, collectionPath } from '../../src/kube/client.js';
 
@@ -72,13 +72,21 @@ async function apiDouble(p: ReturnType<typeof pki>): Promise<ApiDouble> {
   return { url: `https://127.0.0.1:${port}`, objects, nodes, close: () => new Promise((r) => server.close(() => r())) };
 }
 
-test('the client authenticates with the kubeconfig certificate, lists nodes, creates, reads and deletes objects', async (t) => {
+/**
+ * A fresh PKI in a temp dir, the API double serving it and a client with the
+ * kubeconfig certificate; the directory and the server go when the test ends.
+ */
+async function withApiDouble(t: TestContext): Promise<{ p: ReturnType<typeof pki>; api: Awaited<ReturnType<typeof apiDouble>>; client: KubeClient }> {
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-kube-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const p = pki(dir);
   const api = await apiDouble(p);
   t.after(() => api.close());
-  const c = new KubeClient({ server: api.url, ca: p.ca, cert: p.cert, key: p.key });
+  return { p, api, client: new KubeClient({ server: api.url, ca: p.ca, cert: p.cert, key: p.key }) };
+}
+
+test('the client authenticates with the kubeconfig certificate, lists nodes, creates, reads and deletes objects', async (t) => {
+  const { api, client: c } = await withApiDouble(t);
   assert.equal(await c.raw('/readyz'), 'ok');
   api.nodes.push({ name: 'server1', ready: true, role: 'control-plane' }, { name: 'agent1', ready: false });
   assert.deepEqual(await c.nodes(), [
@@ -95,12 +103,7 @@ test('the client authenticates with the kubeconfig certificate, lists nodes, cre
 });
 
 test('waiting for Ready nodes is bounded and says what it saw last', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-kube-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const p = pki(dir);
-  const api = await apiDouble(p);
-  t.after(() => api.close());
-  const c = new KubeClient({ server: api.url, ca: p.ca, cert: p.cert, key: p.key });
+  const { api, client: c } = await withApiDouble(t);
   api.nodes.push({ name: 's1', ready: true }, { name: 'a1', ready: false });
   setTimeout(() => (api.nodes[1]!.ready = true), 60);
   assert.equal((await c.waitForReadyNodes(2, { timeoutMs: 2000, intervalMs: 20 })).length, 2);
@@ -108,11 +111,7 @@ test('waiting for Ready nodes is bounded and says what it saw last', async (t) =
 });
 
 test('a certificate the cluster CA did not sign is refused by the server, and a server the CA did not sign by the client', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-kube-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const p = pki(dir);
-  const api = await apiDouble(p);
-  t.after(() => api.close());
+  const { p, api } = await withApiDouble(t);
   await assert.rejects(new KubeClient({ server: api.url, ca: p.ca, cert: p.otherCert, key: p.otherKey }).nodes(), /HTTP 401: Unauthorized/);
   await assert.rejects(new KubeClient({ server: api.url, ca: p.otherCert, cert: p.cert, key: p.key }).nodes(), (e: Error) => e instanceof KubeApiError && e.status === null);
 });

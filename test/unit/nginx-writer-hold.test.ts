@@ -14,8 +14,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -24,103 +22,12 @@ import { renderDatastoreState, renderNginxTakeoverScript, type NginxDatastoreInp
 import { renderNginxConf } from '../../src/render/nginx.js';
 import { which } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
+import { StandinNode, connectOnce, freePorts, openSession, probe, sleep } from '../support/standin-nodes.js';
 
 const HOLD_MS = 800;
 const VIP = '10.255.255.10';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-class FakeNode {
-  healthy = true;
-  #tcp: Server | null = null;
-  #http: HttpServer | null = null;
-  readonly #conns = new Set<Socket>();
-  constructor(
-    readonly name: string,
-    readonly address: string,
-    readonly port: number,
-    readonly checkPort: number,
-  ) {}
-  async start(): Promise<void> {
-    // Greets and keeps the connection, as MariaDB does.
-    this.#tcp = createServer((s) => {
-      this.#conns.add(s);
-      s.on('close', () => this.#conns.delete(s));
-      s.on('error', () => undefined);
-      s.write(`${this.name}\n`);
-    });
-    this.#http = createHttpServer((_req, res) => {
-      res.writeHead(this.healthy ? 200 : 503);
-      res.end(this.healthy ? 'wsrep_local_state_comment=Synced kine_sessions=0 wsrep_causal_read=ON\n' : 'wsrep_local_state_comment=Donor/Desynced\n');
-    });
-    await new Promise<void>((r) => this.#tcp!.listen(this.port, this.address, r));
-    await new Promise<void>((r) => this.#http!.listen(this.checkPort, this.address, r));
-  }
-  /** Like a killed mariadbd: the node and its check refuse connections. */
-  async kill(): Promise<void> {
-    const tcp = this.#tcp;
-    const http = this.#http;
-    this.#tcp = this.#http = null;
-    for (const s of this.#conns) s.destroy();
-    http?.closeAllConnections();
-    await Promise.all([tcp && new Promise((r) => tcp.close(r)), http && new Promise((r) => http.close(r))]);
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '0.0.0.0', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
-/** One connection: the node's name, or 'refused' when nginx closes it without one. */
-function connectOnce(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const c = createConnection({ host: '127.0.0.1', port });
-    let buf = '';
-    const done = (v: string) => {
-      c.destroy();
-      resolve(v);
-    };
-    c.setTimeout(3000, () => done('timeout'));
-    c.on('data', (d) => {
-      buf += d.toString();
-      if (buf.includes('\n')) done(buf.trim());
-    });
-    c.on('end', () => done(buf.trim() || 'refused'));
-    c.on('error', () => done('refused'));
-  });
-}
-
-/** A connection kept open: the node that greeted it and when it was closed (performance.now()). */
-async function holdOpen(port: number): Promise<{ node: string; closedAt: Promise<number> }> {
-  const c = createConnection({ host: '127.0.0.1', port });
-  c.on('error', () => undefined);
-  const closedAt = new Promise<number>((r) => c.on('close', () => r(performance.now())));
-  const node = await new Promise<string>((r) => c.once('data', (d) => r(d.toString().trim())));
-  return { node, closedAt };
-}
-
-/** Connect every 20 ms for `ms` after `during`, recording when each started (`from`) and was answered (`at`). */
-async function probe(port: number, ms: number, during?: () => Promise<void> | void): Promise<{ from: number; at: number; got: string }[]> {
-  const out: { from: number; at: number; got: string }[] = [];
-  const t0 = performance.now();
-  let stop = false;
-  const loop = (async () => {
-    while (!stop) {
-      const from = performance.now() - t0;
-      const got = await connectOnce(port);
-      out.push({ from, at: performance.now() - t0, got });
-      await sleep(20);
-    }
-  })();
-  if (during) await during();
-  await sleep(ms);
-  stop = true;
-  await loop;
-  return out;
-}
+/** What k8s-ha-galera-check answers. */
+const checkBody = (healthy: boolean) => (healthy ? 'wsrep_local_state_comment=Synced kine_sessions=0 wsrep_causal_read=ON\n' : 'wsrep_local_state_comment=Donor/Desynced\n');
 
 async function until<T>(what: string, ms: number, f: () => Promise<T | null>): Promise<T> {
   const end = Date.now() + ms;
@@ -139,9 +46,10 @@ test('datastore route in a real nginx with k8s-ha-lbcheck: one writer, a hold-do
   for (const p of ['curl', 'ss']) if (which(p) === undefined) return t.skip(skipOrFail(`${p} not installed`) || undefined);
   const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-nginx-hold-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const [apiPort, dsPort, nodePort, checkPort, deadApi] = await Promise.all(Array.from({ length: 5 }, freePort));
-  const nodeA = new FakeNode('infra1', '127.0.0.1', nodePort!, checkPort!);
-  const nodeB = new FakeNode('infra2', '127.0.0.2', nodePort!, checkPort!);
+  // Free on 0.0.0.0: the nodes listen on 127.0.0.1 and 127.0.0.2 with the same ports.
+  const [apiPort, dsPort, nodePort, checkPort, deadApi] = await freePorts(5, '0.0.0.0');
+  const nodeA = new StandinNode({ name: 'infra1', address: '127.0.0.1', port: nodePort!, checkPort: checkPort!, checkBody });
+  const nodeB = new StandinNode({ name: 'infra2', address: '127.0.0.2', port: nodePort!, checkPort: checkPort!, checkBody });
   await nodeA.start();
   await nodeB.start();
   t.after(() => Promise.all([nodeA.kill(), nodeB.kill()]));
@@ -207,8 +115,8 @@ test('datastore route in a real nginx with k8s-ha-lbcheck: one writer, a hold-do
 
   // 2. infra1 fails its check: refused for the hold-down, then infra2; the
   //    connection kept on infra1 is closed (an old worker held it).
-  const kept = await holdOpen(dsPort!);
-  assert.equal(kept.node, 'infra1');
+  const kept = await openSession(dsPort!);
+  assert.equal(kept.greeting, 'infra1');
   let failedAt = 0;
   const lost = await probe(dsPort!, HOLD_MS + 3000, () => {
     failedAt = performance.now();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { LbContainerInput, RenderInputError, renderLbComposeFile, renderLbDockerUnit, renderUnit } from '../../src/render/index.js';
-import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { assertFieldErrors, assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
 
 // Exercised by rendering only: there is no Docker engine on this machine.
@@ -37,10 +37,8 @@ test('the LB container files refuse image names and paths that would break the c
     ['confPath', { confPath: '/etc/nginx %n.conf' }],
     ['containerName', { containerName: '-x' }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(() => renderLbDockerUnit({ ...input, ...patch }), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
-    assert.throws(() => renderLbComposeFile({ ...input, ...patch }), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
-  }
+  assertFieldErrors(renderLbDockerUnit, input, bad);
+  assertFieldErrors(renderLbComposeFile, input, bad);
   assert.doesNotThrow(() => renderLbDockerUnit({ ...input, image: `registry.example:5000/lib/nginx@sha256:${'a'.repeat(64)}` }));
 });
 

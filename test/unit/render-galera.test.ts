@@ -9,6 +9,7 @@ import { renderGaleraCheckScript, renderGaleraCheckSocket, renderGarbDefaults } 
 import { parseWriterTable, renderVipHoldScript } from '../../src/render/haproxy-datastore.js';
 import { renderKeepalivedConf } from '../../src/render/keepalived.js';
 import { run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { galeraLbKeepalived } from '../fixtures/render/keepalived-galera-lb.js';
 
 const galeraCnf = () =>
   renderMariadbCnf({
@@ -184,21 +185,7 @@ test('taking the virtual IP starts the datastore hold-down: keepalived runs the 
   assert.match(script, /^exit 0$/m);
   const cfg = renderHaproxyCfg(lbBase);
   assert.match(cfg, /\|\| held_vip hold_running$/m, 'the mark 1000 holds like a lost writer');
-  const conf = renderKeepalivedConf({
-    hostName: 'infra1',
-    routerId: 51,
-    interface: 'eth0',
-    virtualAddress: '10.0.0.5',
-    prefixLength: 24,
-    priority: 150,
-    peers: ['10.0.0.11'],
-    selfAddress: '10.0.0.10',
-    unicast: false,
-    advertIntervalMs: 1000,
-    checkScript: '/usr/local/sbin/k8s-ha-lb-alive',
-    checkTimeoutS: 2,
-    notifyMaster: '/usr/local/sbin/k8s-ha-datastore-hold',
-  });
+  const conf = renderKeepalivedConf({ ...galeraLbKeepalived, notifyMaster: '/usr/local/sbin/k8s-ha-datastore-hold' });
   assert.match(conf, /^\s+notify_master "\/usr\/local\/sbin\/k8s-ha-datastore-hold"$/m);
 });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HaproxyLbInput, RenderInputError, renderHaproxyCfg } from '../../src/render/index.js';
-import { assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
+import { HaproxyLbInput, renderHaproxyCfg } from '../../src/render/index.js';
+import { assertFieldErrors, assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
 
 const base: HaproxyLbInput = {
@@ -65,13 +65,7 @@ test('haproxy.cfg refuses values that would inject or break a line', () => {
     ['servers[].name', { servers: [base.servers[0]!, base.servers[0]!] }],
     ['servers', { servers: [] }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(
-      () => renderHaproxyCfg({ ...base, ...patch }),
-      (e: unknown) => e instanceof RenderInputError && e.field === field,
-      `expected a RenderInputError on ${field} for ${JSON.stringify(patch)}`,
-    );
-  }
+  assertFieldErrors(renderHaproxyCfg, base, bad);
 });
 
 test('haproxy -c accepts the rendered haproxy.cfg without warnings', (t) => {

@@ -18,7 +18,7 @@ import {
   renderK3sUnit,
 } from '../../src/render/index.js';
 import { MASK, Secret } from '../../src/util/secret.js';
-import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { assertFieldErrors, assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
 
 const TOKEN = 'K10abc::server:s3cr3t-token';
@@ -118,9 +118,7 @@ test('k3s config refuses extra args that would override a managed key and values
     ['datastoreCaFile', { datastoreCaFile: 'ca.pem' }],
     ['datastoreCertFile', { datastoreCertFile: '/etc/c.pem' }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(() => renderK3sConfig({ ...server, ...patch }), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
-  }
+  assertFieldErrors(renderK3sConfig, server, bad);
   assert.throws(() => renderK3sConfig({ ...agent, server: { host: 'lb;x', port: 6443 } }), RenderInputError);
 });
 

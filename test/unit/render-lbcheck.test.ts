@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { RenderInputError } from '../../src/render/common.js';
 import { type LbCheckInput, normalizeUpstreamState, renderLbCheckScript, renderLbCheckUnit, renderUpstreamState } from '../../src/render/lbcheck.js';
 import { renderNginxConf } from '../../src/render/nginx.js';
-import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { assertFieldErrors, assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
 
 const base: LbCheckInput = {
@@ -70,13 +69,7 @@ test('the checker refuses inputs that would break the script', () => {
     ['statePath', { statePath: '/etc/nginx/a b.conf' }],
     ['servers[0].address', { servers: [{ name: 'a', address: '10.0.0.5;reboot', port: 6443 }] }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(
-      () => renderLbCheckScript({ ...base, ...patch }),
-      (e: unknown) => e instanceof RenderInputError && e.field === field,
-      `expected a RenderInputError on ${field} for ${JSON.stringify(patch)}`,
-    );
-  }
+  assertFieldErrors(renderLbCheckScript, base, bad);
 });
 
 /**

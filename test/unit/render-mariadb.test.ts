@@ -17,7 +17,7 @@ import {
   staleUserHosts,
 } from '../../src/render/index.js';
 import { MASK, Secret } from '../../src/util/secret.js';
-import { assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
+import { assertFieldErrors, assertGolden, run, which, withTempFile } from '../fixtures/render/helpers.js';
 
 const cnf: MariadbCnfInput = {
   bindAddress: '10.0.0.2',
@@ -61,9 +61,7 @@ test('the MariaDB drop-in refuses values that would break an option file', () =>
     ['tls.keyFile', { tls: { ...cnf.tls!, keyFile: 'relative.pem' } }],
     ['maxConnections', { maxConnections: 0 }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(() => renderMariadbCnf({ ...cnf, ...patch }), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
-  }
+  assertFieldErrors(renderMariadbCnf, cnf, bad);
 });
 
 test('mariadbd parses the rendered drop-in and takes its values', (t) => {
@@ -144,9 +142,7 @@ test('the datastore SQL refuses names that are not plain identifiers and passwor
     ['serverAddresses[0]', { serverAddresses: ["10.0.0.5' OR 1=1"] }],
     ['serverAddresses', { serverAddresses: [] }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(() => renderDatastoreSql({ ...sql, ...patch }), (e: unknown) => e instanceof RenderInputError && e.field === field, field);
-  }
+  assertFieldErrors(renderDatastoreSql, sql, bad);
   assert.throws(() => renderUserHostsQuery("k3s' OR '1"), RenderInputError);
 });
 

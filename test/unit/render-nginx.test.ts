@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { NginxLbInput, RenderInputError, renderNginxConf } from '../../src/render/index.js';
-import { assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
+import { assertFieldErrors, assertGolden, run, shuffled, which, withTempFile } from '../fixtures/render/helpers.js';
 import { skipOrFail } from '../../lab/testing.js';
 
 const base: NginxLbInput = {
@@ -76,13 +76,7 @@ test('nginx.conf refuses values that would inject or break directives', () => {
     ['idleTimeoutMs', { idleTimeoutMs: 1.5 }],
     ['maxFails', { maxFails: -1 }],
   ];
-  for (const [field, patch] of bad) {
-    assert.throws(
-      () => renderNginxConf({ ...base, ...patch }),
-      (e: unknown) => e instanceof RenderInputError && e.field === field,
-      `expected a RenderInputError on ${field} for ${JSON.stringify(patch)}`,
-    );
-  }
+  assertFieldErrors(renderNginxConf, base, bad);
 });
 
 test('nginx -t accepts the rendered nginx.conf', (t) => {

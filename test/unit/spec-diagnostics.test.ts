@@ -14,6 +14,13 @@ function positionOf(text: string, needle: string, after = ''): { line: number; c
   return { line: before.length, column: before[before.length - 1]!.length + 1 };
 }
 
+/** The diagnostic on `path` that parsing `text` gives is located where `at` first stands. */
+function assertLocatedAt(text: string, path: string, at: string): void {
+  const d = parseCluster(text, 'seed.yaml', {}).diagnostics.find((x) => x.path === path);
+  assert.ok(d);
+  assert.deepEqual({ line: d.line, column: d.column }, positionOf(text, at));
+}
+
 test('a bad value is located at the value in the YAML source', () => {
   const text = SEED_TEXT.replace('address: 192.168.0.158', 'address: 192.168.0.1x');
   const [d] = parseCluster(text, 'seed.yaml', {}).diagnostics;
@@ -34,30 +41,22 @@ test('the formatted line reads file:line:column severity path: message — fix: 
 
 test('an unknown field is located at its key', () => {
   const text = SEED_TEXT.replace('  port: 22\n', '  prot: 22\n');
-  const d = parseCluster(text, 'seed.yaml', {}).diagnostics.find((x) => x.path === 'ssh.prot');
-  assert.ok(d);
-  assert.deepEqual({ line: d.line, column: d.column }, positionOf(text, 'prot: 22'));
+  assertLocatedAt(text, 'ssh.prot', 'prot: 22');
 });
 
 test('a missing field is located at the mapping that lacks it', () => {
   const text = SEED_TEXT.replace('    address: 192.168.0.157\n', '');
-  const d = parseCluster(text, 'seed.yaml', {}).diagnostics.find((x) => x.path === 'hosts[1].address');
-  assert.ok(d);
-  assert.deepEqual({ line: d.line, column: d.column }, positionOf(text, 'name: server1'));
+  assertLocatedAt(text, 'hosts[1].address', 'name: server1');
 });
 
 test('a cross-field problem is located at the field its path names', () => {
   const text = SEED_TEXT.replace('disable: [servicelb, traefik]', 'disable: [traefik]');
-  const d = parseCluster(text, 'seed.yaml', {}).diagnostics.find((x) => x.path === 'k3s.disable');
-  assert.ok(d);
-  assert.deepEqual({ line: d.line, column: d.column }, positionOf(text, '[traefik]'));
+  assertLocatedAt(text, 'k3s.disable', '[traefik]');
 });
 
 test('a flag inside serverArgs is located at the flag\'s value', () => {
   const text = SEED_TEXT.replace('  token: generate\n', '  token: generate\n  serverArgs:\n    tls-sans: [a.example]\n');
-  const d = parseCluster(text, 'seed.yaml', {}).diagnostics.find((x) => x.path === 'k3s.serverArgs.tls-sans');
-  assert.ok(d);
-  assert.deepEqual({ line: d.line, column: d.column }, positionOf(text, '[a.example]'));
+  assertLocatedAt(text, 'k3s.serverArgs.tls-sans', '[a.example]');
 });
 
 test('a YAML syntax error carries the parser\'s position', () => {
