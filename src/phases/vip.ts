@@ -42,6 +42,8 @@ export function vipDesired(c: Cluster, hostName: string, prefixLength: number, v
     path: c.loadBalancer.healthCheck.path,
     servers: apiUpstreams(c),
     timeoutMs: LB_ALIVE_TIMEOUT_MS,
+    // The load balancer's own check puts a server that just started in service after `rise` passes.
+    closedGraceS: Math.ceil((c.loadBalancer.healthCheck.rise * c.loadBalancer.healthCheck.intervalMs) / 1000) + 1,
   };
   // Galera: taking the VIP starts the datastore hold-down (HAProxy: marks its
   // hold table; nginx: records the time, k8s-ha-lbcheck holds from it).

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -90,3 +90,44 @@ function runWithLocal(t: TestContext, local: boolean[], up: string[]): number {
   assert.equal(r.error, undefined);
   return r.status ?? -1;
 }
+
+/**
+ * The script with `closedGraceS` and a local listener that takes every
+ * connection and closes it (curl 35: no server up in it yet), a server
+ * answering directly, run `runs` times with `sinceAgeS` as the age of a
+ * streak already recorded (null: none). Returns each run's exit code.
+ */
+function runClosed(t: TestContext, o: { graceS: number; localRc: number; sinceAgeS: number | null; runs: number }): number[] {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-ha-alive-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, 'alive');
+  writeFileSync(script, renderLbAliveScript({ ...base, closedGraceS: o.graceS }), { mode: 0o755 });
+  writeFileSync(join(dir, 'curl'), `#!/bin/sh\nfor a; do url=$a; done\ncase "$url" in https://127.0.0.1:*) exit ${o.localRc};; https://10.0.0.11:*) exit 0;; esac\nexit 7\n`);
+  chmodSync(join(dir, 'curl'), 0o755);
+  const since = join(dir, 'run', 'closed-since');
+  if (o.sinceAgeS !== null) {
+    mkdirSync(join(dir, 'run'));
+    writeFileSync(since, `${Math.floor(Date.now() / 1000) - o.sinceAgeS}\n`);
+  }
+  const codes: number[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    const r = spawnSync('/bin/sh', [script], { env: { PATH: `${dir}:/usr/bin:/bin`, K8S_HA_LB_ALIVE_SINCE: since }, timeout: 5_000 });
+    assert.equal(r.error, undefined);
+    codes.push(r.status ?? -1);
+  }
+  return codes;
+}
+
+test('a listener that closes connections while a server answers directly (a server that just started, before the rise) is given the grace, then fails', (t) => {
+  // Both load balancers see this at the same moment when the first server comes up: failing at once took the VIP off both (lab, 19:20).
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 35, sinceAgeS: null, runs: 2 }), [0, 0]);
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 35, sinceAgeS: 1, runs: 1 }), [0]);
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 35, sinceAgeS: 2, runs: 1 }), [1], 'the grace is over: a listener that never puts the server in service fails');
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 56, sinceAgeS: 5, runs: 1 }), [1]);
+});
+
+test('a refused (stopped, killed) or hung listener fails at once, grace or not', (t) => {
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 7, sinceAgeS: null, runs: 1 }), [1]);
+  assert.deepEqual(runClosed(t, { graceS: 2, localRc: 28, sinceAgeS: null, runs: 1 }), [1]);
+  assert.deepEqual(runClosed(t, { graceS: 0, localRc: 35, sinceAgeS: null, runs: 1 }), [1], 'no grace asked: fail at once');
+});
