@@ -32,7 +32,8 @@ export class LbSampler {
     const cmd = `show table ${HAPROXY_WRITER_TABLE}; show table ${HAPROXY_HOLD_TABLE}; show servers state ${HAPROXY_DATASTORE_BACKEND}`;
     // One line per sample: the time, then HAProxy's admin socket's answer (or
     // nginx's checker's writer file and datastore server lines) folded onto the line.
-    const read = `if [ -S ${HAPROXY_ADMIN_SOCKET} ]; then echo '${cmd}' | socat -t 1 - UNIX:${HAPROXY_ADMIN_SOCKET} 2>&1; else echo "writer=$(cat ${NGINX_WRITER_PATH} 2>/dev/null)"; grep -o 'server [^;]*' ${NGINX_DATASTORE_STATE_PATH} 2>/dev/null; fi`;
+    // The routing point that runs now (after a switch to nginx the HAProxy socket file stays behind).
+    const read = `if systemctl -q is-active haproxy; then echo '${cmd}' | socat -t 1 - UNIX:${HAPROXY_ADMIN_SOCKET} 2>&1; else echo "writer=$(cat ${NGINX_WRITER_PATH} 2>/dev/null)"; grep -o 'server [^;]*' ${NGINX_DATASTORE_STATE_PATH} 2>/dev/null; fi`;
     const loop = `while :; do t=$(date +%s.%3N); s=$( (${read}) | grep -v '^$' | tr '\\n' '|'); echo "$t $s"; sleep 0.2; done`;
     await Promise.all(
       this.lbs.map((lb) =>
