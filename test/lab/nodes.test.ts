@@ -83,7 +83,8 @@ test('nodes on the lab: remove an agent, refuse a vanished host, remove a server
       assert.deepEqual(plan.problems.filter((p) => p.severity === 'error'), []);
       assert.deepEqual(
         plan.steps.filter((s) => s.phase === 'node-removal').flatMap((s) => s.changes.map((c) => `${c.action} ${'object' in c.target ? c.target.object : ''}`)),
-        ['update Node/agent3', 'run Node/agent3', 'delete Node/agent3', 'delete Secret/kube-system/agent3.node-password.k3s', 'delete k3s agent'],
+        // The wait for the control plane's leaders comes before the cordon (k3s-leaders.ts).
+        ['run Lease/kube-system/kube-controller-manager,kube-scheduler', 'update Node/agent3', 'run Node/agent3', 'delete Node/agent3', 'delete Secret/kube-system/agent3.node-password.k3s', 'delete k3s agent'],
       );
       await r.apply(plan);
     });
