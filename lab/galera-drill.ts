@@ -25,15 +25,15 @@ export interface WriteRecord {
   /** performance.now() when the request was sent and when it was answered. */
   sentMs: number;
   doneMs: number;
-  /** The same two moments as wall-clock times (Date.now()), to match the machines' journals. */
-  sentAt: number;
-  doneAt: number;
   ok: boolean;
   resourceVersion?: string;
   error?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A performance.now() moment as wall-clock ms (Date.now()'s scale), to match the machines' journals (they share this host's clock). */
+export const wallMs = (monotonicMs: number): number => Math.round(performance.timeOrigin + monotonicMs);
 
 export async function ensureNamespace(client: KubeClient): Promise<void> {
   try {
@@ -58,7 +58,6 @@ export class Writer {
       for (let i = 0; !this.#stop; i++) {
         const name = `${this.prefix}-${i}`;
         const sentMs = performance.now();
-        const sentAt = Date.now();
         try {
           const obj = await this.client.request<{ metadata: { resourceVersion: string } }>('POST', `/api/v1/namespaces/${DRILL_NAMESPACE}/configmaps`, {
             apiVersion: 'v1',
@@ -66,9 +65,9 @@ export class Writer {
             metadata: { name, labels: { drill: this.prefix } },
             data: { i: String(i) },
           });
-          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), doneAt: Date.now(), sentAt, ok: true, resourceVersion: obj.metadata.resourceVersion });
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: true, resourceVersion: obj.metadata.resourceVersion });
         } catch (e) {
-          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), doneAt: Date.now(), sentAt, ok: false, error: e instanceof Error ? e.message : String(e) });
+          this.records.push({ name, index: i, sentMs, doneMs: performance.now(), ok: false, error: e instanceof Error ? e.message : String(e) });
           await sleep(50); // a refused connection answers at once: do not spin
         }
       }
@@ -440,7 +439,6 @@ export async function runFault(
   await sampler.start();
   await sleep(o.beforeMs ?? 2000);
   const t0 = performance.now();
-  const faultAt = Date.now();
   await FAULTS[fault].inject(lab, o.writerNode);
   await sleep(o.holdMs ?? 8000);
   await FAULTS[fault].recover(lab, o.writerNode);
@@ -455,7 +453,7 @@ export async function runFault(
   const samples = await sampler.stop();
   const v = await verdict(client, writer, watch);
   const lostSet = new Set(v.lost);
-  const lostDetail = v.lost.length === 0 ? [] : await explainLost(lab, { lost: writer.acked.filter((r) => lostSet.has(r.name)), faultAt, dataNodes: [other, o.writerNode], lbs, servers: o.servers, samples });
+  const lostDetail = v.lost.length === 0 ? [] : await explainLost(lab, { lost: writer.acked.filter((r) => lostSet.has(r.name)), faultMs: t0, dataNodes: [other, o.writerNode], lbs, servers: o.servers, samples });
   const gaps = await gapAccount(lab, other, gaps0);
   const rvOf = new Map(writer.acked.map((r) => [r.name, r.resourceVersion]));
   const unseenDetail = v.unseen.slice(0, 6).map((n) => {
@@ -466,7 +464,7 @@ export async function runFault(
   });
   // Out-of-order acknowledged creates, and the refused creates that took effect (the first few), explained from the run.
   const orderPairs = [...v.outOfOrder, ...v.refusedButCreated.slice(0, 2)];
-  const orderDetail = orderPairs.length === 0 ? [] : await explainOrder(lab, { records: writer.records, events: watch.events, pairs: orderPairs, faultAt, dataNodes: [other, o.writerNode] });
+  const orderDetail = orderPairs.length === 0 ? [] : await explainOrder(lab, { records: writer.records, events: watch.events, pairs: orderPairs, faultMs: t0, dataNodes: [other, o.writerNode] });
   return {
     unseenDetail,
     lostDetail,

@@ -2,7 +2,7 @@ import type { Lab } from './index.js';
 import { HAPROXY_ADMIN_SOCKET } from '../src/render/haproxy.js';
 import { HAPROXY_DATASTORE_BACKEND, HAPROXY_HOLD_TABLE, HAPROXY_WRITER_TABLE } from '../src/render/haproxy-datastore.js';
 import { NGINX_DATASTORE_STATE_PATH, NGINX_WRITER_PATH } from '../src/render/nginx-datastore.js';
-import { DRILL_NAMESPACE, type WatchEvent, type WriteRecord } from './galera-drill.js';
+import { DRILL_NAMESPACE, wallMs, type WatchEvent, type WriteRecord } from './galera-drill.js';
 
 /**
  * What the lab saw around an acknowledged create that does not exist
@@ -96,6 +96,11 @@ async function sql(lab: Lab, nodes: readonly string[], q: string): Promise<strin
   return '(no data node answered)';
 }
 
+/** Every row of a drill ConfigMap's key in the kine table (id, created, deleted), on one line. */
+async function keyRows(lab: Lab, nodes: readonly string[], name: string): Promise<string> {
+  return (await sql(lab, nodes, `SELECT id, created, deleted FROM k3s.kine WHERE name = '/registry/configmaps/${DRILL_NAMESPACE}/${name}'`)).replace(/\n/g, '; ') || '(none)';
+}
+
 /**
  * One paragraph per lost create (the first `max`): what the API answered,
  * what the kine table holds for that revision and that key, and what the
@@ -103,16 +108,16 @@ async function sql(lab: Lab, nodes: readonly string[], q: string): Promise<strin
  */
 export async function explainLost(
   lab: Lab,
-  o: { lost: WriteRecord[]; faultAt: number; dataNodes: readonly string[]; lbs: readonly string[]; servers: readonly string[]; samples: Map<string, { t: number; state: string }[]>; max?: number },
+  o: { lost: WriteRecord[]; faultMs: number; dataNodes: readonly string[]; lbs: readonly string[]; servers: readonly string[]; samples: Map<string, { t: number; state: string }[]>; max?: number },
 ): Promise<string[]> {
   const out: string[] = [];
   for (const r of o.lost.slice(0, o.max ?? 3)) {
-    const from = r.sentAt - 1500;
-    const to = r.doneAt + 1500;
-    out.push(`lost ${r.name}: sent ${iso(r.sentAt)} (fault +${r.sentAt - o.faultAt} ms), answered ${iso(r.doneAt)} after ${r.doneAt - r.sentAt} ms with resourceVersion ${r.resourceVersion}`);
+    const from = wallMs(r.sentMs) - 1500;
+    const to = wallMs(r.doneMs) + 1500;
+    out.push(`lost ${r.name}: sent ${iso(wallMs(r.sentMs))} (fault +${Math.round(r.sentMs - o.faultMs)} ms), answered ${iso(wallMs(r.doneMs))} after ${Math.round(r.doneMs - r.sentMs)} ms with resourceVersion ${r.resourceVersion}`);
     const rv = Number(r.resourceVersion);
     if (Number.isInteger(rv)) out.push(`  kine row ${rv}: ${(await sql(lab, o.dataNodes, `SELECT id, name, created, deleted FROM k3s.kine WHERE id = ${rv}`)) || '(none)'}`);
-    out.push(`  kine rows of the key: ${(await sql(lab, o.dataNodes, `SELECT id, created, deleted FROM k3s.kine WHERE name = '/registry/configmaps/${DRILL_NAMESPACE}/${r.name}'`)).replace(/\n/g, '; ') || '(none)'}`);
+    out.push(`  kine rows of the key: ${await keyRows(lab, o.dataNodes, r.name)}`);
     for (const lb of o.lbs) {
       let last = '';
       for (const s of o.samples.get(lb) ?? []) {
@@ -142,7 +147,7 @@ export async function explainLost(
  */
 export async function explainOrder(
   lab: Lab,
-  o: { records: WriteRecord[]; events: WatchEvent[]; pairs: string[]; faultAt: number; dataNodes: readonly string[]; max?: number },
+  o: { records: WriteRecord[]; events: WatchEvent[]; pairs: string[]; faultMs: number; dataNodes: readonly string[]; max?: number },
 ): Promise<string[]> {
   const out: string[] = [];
   const byName = new Map(o.records.map((r) => [r.name, r]));
@@ -151,10 +156,11 @@ export async function explainOrder(
     for (const name of pair.split(' then ')) {
       const r = byName.get(name);
       const told = !r ? 'never sent' : r.ok ? `acknowledged rv ${r.resourceVersion}` : `refused (${(r.error ?? '').slice(0, 160)})`;
-      out.push(`  ${name}: sent fault ${r ? `${r.sentAt - o.faultAt >= 0 ? '+' : ''}${r.sentAt - o.faultAt} ms, answered after ${r.doneAt - r.sentAt} ms` : '?'}, ${told}`);
+      const since = r ? Math.round(r.sentMs - o.faultMs) : 0;
+      out.push(`  ${name}: sent fault ${r ? `${since >= 0 ? '+' : ''}${since} ms, answered after ${Math.round(r.doneMs - r.sentMs)} ms` : '?'}, ${told}`);
       const seen = o.events.map((e, i) => ({ e, i })).filter(({ e }) => e.name === name).map(({ e, i }) => `#${i} ${e.type} rv ${e.resourceVersion}`);
       out.push(`  ${name}: watch events ${seen.join(', ') || 'none'} (of ${o.events.length})`);
-      out.push(`  ${name}: kine rows ${(await sql(lab, o.dataNodes, `SELECT id, created, deleted FROM k3s.kine WHERE name = '/registry/configmaps/${DRILL_NAMESPACE}/${name}'`)).replace(/\n/g, '; ') || '(none)'}`);
+      out.push(`  ${name}: kine rows ${await keyRows(lab, o.dataNodes, name)}`);
     }
   }
   return out;
