@@ -21,15 +21,17 @@ export function kubectlArgs(...args: string[]): string[] {
 
 /**
  * One probe round trip: `ping=`, `readyz=`, `active=`, `entered=`,
- * `tokenlog=` lines. The token message counts only when logged after
- * `cursor` (the journal's position when the restart was queued): a crash
- * loop before the restart may have logged it with the old token.
+ * `cursor=`, `tokenlog=` and `failing=` lines. k3s's journal after `cursor`
+ * (its position when the restart was queued) is read once, for both of its
+ * lines: the token message counts only when logged after it (a crash loop
+ * before the restart may have logged it with the old token), and `failing=`
+ * takes the [-] checks of the last "Waiting for kube-apiserver" line.
  */
 export function serverProbe(cursor: string | null): ReturnType<typeof sh> {
   const journal = cursor ? sh`journalctl -u k3s ${`--after-cursor=${cursor}`} --no-pager -o cat` : sh`journalctl -u k3s --no-pager -o cat`;
   // curl when present (it reaches /ping without credentials, as the LB's
   // checks do); otherwise kubectl's client, which the binary always has.
-  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; if ${journal} 2>/dev/null | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi; printf 'cursor=%s\n' "$(journalctl -u k3s -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')"; printf 'failing=%s\n' "$(${journal} 2>/dev/null | grep -F ${K3S_WAITING_APISERVER_LOG} | tail -n 1 | grep -o '\\[-\\][A-Za-z0-9/_.-]*' | sed 's/^\\[-\\]//' | tr '\n' ' ')"`;
+  return sh`if command -v curl >/dev/null 2>&1; then p=$(curl -ksS --max-time 5 https://127.0.0.1:6443/ping 2>&1); else p=$(${kubectlArgs('get', '--raw', '/ping')} 2>&1); fi; printf 'ping=%s\n' "$(printf %s "$p" | tr '\n' ' ')"; r=$(${kubectlArgs('get', '--raw', '/readyz')} 2>&1); printf 'readyz=%s\n' "$(printf %s "$r" | tail -n 3 | tr '\n' ' ')"; printf 'active=%s\n' "$(systemctl is-active k3s 2>/dev/null)"; printf 'entered=%s\n' "$(systemctl show -p ActiveEnterTimestampMonotonic --value k3s 2>/dev/null)"; printf 'cursor=%s\n' "$(journalctl -u k3s -n 1 --show-cursor -q -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')"; m=$(${journal} 2>/dev/null | grep -F -e ${DIFFERENT_TOKEN_LOG} -e ${K3S_WAITING_APISERVER_LOG}); if printf '%s\n' "$m" | grep -q -F ${DIFFERENT_TOKEN_LOG}; then echo tokenlog=yes; fi; printf 'failing=%s\n' "$(printf '%s\n' "$m" | grep -F ${K3S_WAITING_APISERVER_LOG} | tail -n 1 | grep -o '\\[-\\][A-Za-z0-9/_.-]*' | sed 's/^\\[-\\]//' | tr '\n' ' ')"`;
 }
 
 /** What k3s logs every 15 s while its API server's /readyz fails, with each check as [+] or [-]. */
