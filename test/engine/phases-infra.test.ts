@@ -447,8 +447,13 @@ test('virtualIP.preempt: false gives both load balancers nopreempt (an update of
   await withRun(f, (r) => r.apply());
   for (const lb of ['lb1', 'lb2']) assert.doesNotMatch(f.hosts.get(lb)!.text('/etc/keepalived/keepalived.conf')!, /nopreempt/, lb);
   f.write(vipYaml().replace('unicast: true}', 'unicast: true, preempt: false}'));
-  const plan = await withRun(f, (r) => r.plan());
+  const { plan, vrrp } = await withRun(f, async (r) => ({ plan: await r.plan(), vrrp: r.deployment.secrets.vrrpPass.reveal() }));
   for (const lb of ['lb1', 'lb2']) assert.ok(lbSummaries(plan, 'vip', lb).some((x) => x.startsWith('update /etc/keepalived/keepalived.conf')), `${lb}: ${lbSummaries(plan, 'vip', lb).join('; ')}`);
+  // The diff of keepalived.conf shows the new line, and neither side shows the VRRP password, plain or --json.
+  const text = formatPlan(plan);
+  assert.match(text, /\+ {4}nopreempt/);
+  assert.ok(!text.includes(vrrp), 'the plan text masks auth_pass');
+  assert.ok(!JSON.stringify(planToJSON(plan)).includes(vrrp), 'the --json plan masks auth_pass');
   await withRun(f, (r) => r.apply());
   for (const lb of ['lb1', 'lb2']) {
     const conf = f.hosts.get(lb)!.text('/etc/keepalived/keepalived.conf')!;
